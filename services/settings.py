@@ -1,0 +1,173 @@
+"""Typed settings: environment variables with the ``TRADER_`` prefix, ``__`` between sections.
+
+Examples: ``TRADER_DATA_DIR=/srv/trader``, ``TRADER_IB__PORT=4002``, ``TRADER_LLM__API_KEY=sk-...``,
+``TRADER_TRADING__MODE=live``. Nothing is read at import time: call :func:`load_settings`.
+Unknown ``TRADER_*`` variables are rejected, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.enums import BadRowPolicy, TradingMode
+from services.errors import ConfigurationError, InputError, Problem
+
+ENV_PREFIX = "TRADER_"
+ENV_NESTED_DELIMITER = "__"
+
+
+def default_data_dir() -> Path:
+    """Return the per-user data directory (XDG data home), not created here."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ibkr-trader"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL. Default: a SQLite file trader.db in the data directory.",
+    )
+    echo: bool = Field(default=False, description="Log every SQL statement.")
+
+
+class IBSettings(_Section):
+    host: str = Field(default="127.0.0.1", description="TWS / IB Gateway host.")
+    port: int = Field(default=7497, ge=1, le=65535, description="7497 TWS paper, 7496 TWS live, 4002/4001 Gateway.")
+    client_id: int = Field(default=17, ge=0, description="Fixed clientId of the order-owning service.")
+    account: SecretStr | None = Field(default=None, description="IB account code (DU... for paper).")
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    max_messages_per_s: int = Field(default=45, ge=1, le=50, description="Client-side message pacing.")
+    hist_requests_per_10min: int = Field(default=60, ge=1, le=60, description="IB historical pacing budget.")
+    contract_cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=0, description="Contract details cache TTL.")
+
+
+class LLMSettings(_Section):
+    api_key: SecretStr | None = Field(default=None, description="Without a key the offline analyst is used.")
+    base_url: str | None = Field(default=None, description="Any OpenAI-compatible endpoint; default OpenAI's.")
+    model: str = Field(default="gpt-4o-mini")
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    daily_budget_usd: Decimal = Field(default=Decimal("5.00"), ge=0)
+    temperature: float = Field(default=0.0, ge=0, le=2)
+
+
+class TradingSettings(_Section):
+    mode: TradingMode = Field(default=TradingMode.PAPER, description="paper or live.")
+    dry_run: bool = Field(default=True, description="Dry run: in-memory broker fills, no socket orders.")
+    live_enabled: bool = Field(default=False, description="Second switch required for live trading.")
+    max_daily_loss_usd: Decimal = Field(default=Decimal("1000"), ge=0)
+    max_open_orders: int = Field(default=20, ge=0)
+    bad_row_policy: BadRowPolicy = Field(default=BadRowPolicy.FLAG)
+    archive_after_days: int = Field(default=90, ge=1)
+    retry_max_attempts: int = Field(default=3, ge=0)
+
+    @model_validator(mode="after")
+    def _live_needs_switch(self) -> TradingSettings:
+        if self.mode is TradingMode.LIVE and not self.live_enabled:
+            raise ValueError("mode=live requires live_enabled=true (TRADER_TRADING__LIVE_ENABLED)")
+        return self
+
+
+class PrefectSettings(_Section):
+    work_pool: str = Field(default="trader-pool")
+    ui_url: str | None = Field(default=None, description="Base URL of the Prefect UI for printed links.")
+
+
+class Settings(BaseSettings):
+    """Root settings. Sections: database, ib, llm, trading, prefect."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    ib: IBSettings = Field(default_factory=IBSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    trading: TradingSettings = Field(default_factory=TradingSettings)
+    prefect: PrefectSettings = Field(default_factory=PrefectSettings)
+
+    def database_url(self) -> str:
+        """Return the configured URL, or the default SQLite file (creating its directory)."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{self.ensure_data_dir() / 'trader.db'}"
+
+    def ensure_data_dir(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.data_dir
+
+    def runs_dir(self) -> Path:
+        """Directory for per-run outputs (charts, prompts)."""
+        path = self.ensure_data_dir() / "runs"
+        path.mkdir(exist_ok=True)
+        return path
+
+
+def _known_env_names() -> set[str]:
+    names = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for sub in annotation.model_fields:
+                names.add(f"{ENV_PREFIX}{name}{ENV_NESTED_DELIMITER}{sub}".upper())
+    return names
+
+
+def unknown_env_keys(environ: Mapping[str, str]) -> list[str]:
+    """Return ``TRADER_*`` variable names that match no setting."""
+    known = _known_env_names()
+    return sorted(k for k in environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read settings from the environment (or ``environ``), validated; raise ``InputError`` listing every problem."""
+    env = dict(os.environ if environ is None else environ)
+    problems = [Problem(k, "unknown setting") for k in unknown_env_keys(env)]
+    if problems:
+        raise InputError("settings", problems)
+    try:
+        if environ is None:
+            return Settings(**overrides)
+        saved = {k: v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
+        try:
+            for k in saved:
+                del os.environ[k]
+            os.environ.update({k: v for k, v in env.items() if k.upper().startswith(ENV_PREFIX)})
+            return Settings(**overrides)
+        finally:
+            for k in [k for k in os.environ if k.upper().startswith(ENV_PREFIX)]:
+                del os.environ[k]
+            os.environ.update(saved)
+    except ValidationError as exc:
+        raise InputError(
+            "settings",
+            [Problem(".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()],
+        ) from None
+
+
+def require_live_consistency(settings: Settings, *, account_code: str | None) -> None:
+    """Stop unless the account kind agrees with the trading mode (IB paper accounts start with ``D``)."""
+    if account_code is None:
+        return
+    is_paper_account = account_code.upper().startswith("D")
+    if settings.trading.mode is TradingMode.LIVE and is_paper_account:
+        raise ConfigurationError(f"trading mode is live but account {account_code[:2]}*** is a paper account")
+    if settings.trading.mode is TradingMode.PAPER and not is_paper_account:
+        raise ConfigurationError(f"trading mode is paper but account {account_code[:2]}*** is a live account")
