@@ -1,0 +1,268 @@
+"""The strategy definition: a validated document (YAML or JSON) that is also stored as a DB row.
+
+Validation collects every problem with its field path (pydantic does the field-level work; the
+cross-field checks below add theirs), so a broken file is fixed in one round trip.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from decimal import Decimal
+from functools import cache
+from typing import Annotated, Any, Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.enums import BarSize, OrderType, SecType, SizingMethod, TimeInForce, WhatToShow
+
+NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{1,62}$"
+
+_SECONDS: Final = {"S": 1, "D": 86_400, "W": 7 * 86_400, "M": 30 * 86_400, "Y": 365 * 86_400}
+_DURATION_RE: Final = re.compile(r"^(\d+) ([SDWMY])$")
+
+# Longest lookback a single IB historical request may ask for, per bar size (IB "historical data
+# limitations", step-size table). Longer lookbacks would need several paced requests.
+MAX_DURATION_SECONDS: Final[dict[BarSize, int]] = {
+    BarSize.SEC_1: 1_800,
+    BarSize.SEC_5: 3_600,
+    BarSize.SEC_10: 14_400,
+    BarSize.SEC_15: 14_400,
+    BarSize.SEC_30: 28_800,
+    BarSize.MIN_1: 86_400 * 10,
+    BarSize.MIN_2: 86_400 * 10,
+    BarSize.MIN_3: 86_400 * 30,
+    BarSize.MIN_5: 86_400 * 30,
+    BarSize.MIN_10: 86_400 * 30,
+    BarSize.MIN_15: 86_400 * 30,
+    BarSize.MIN_20: 86_400 * 30,
+    BarSize.MIN_30: 86_400 * 90,
+    BarSize.HOUR_1: 86_400 * 365,
+    BarSize.HOUR_2: 86_400 * 365,
+    BarSize.HOUR_3: 86_400 * 365,
+    BarSize.HOUR_4: 86_400 * 365,
+    BarSize.HOUR_8: 86_400 * 365,
+    BarSize.DAY_1: 86_400 * 365 * 30,
+    BarSize.WEEK_1: 86_400 * 365 * 30,
+    BarSize.MONTH_1: 86_400 * 365 * 30,
+}
+
+BAR_SECONDS: Final[dict[BarSize, int]] = {
+    BarSize.SEC_1: 1,
+    BarSize.SEC_5: 5,
+    BarSize.SEC_10: 10,
+    BarSize.SEC_15: 15,
+    BarSize.SEC_30: 30,
+    BarSize.MIN_1: 60,
+    BarSize.MIN_2: 120,
+    BarSize.MIN_3: 180,
+    BarSize.MIN_5: 300,
+    BarSize.MIN_10: 600,
+    BarSize.MIN_15: 900,
+    BarSize.MIN_20: 1_200,
+    BarSize.MIN_30: 1_800,
+    BarSize.HOUR_1: 3_600,
+    BarSize.HOUR_2: 7_200,
+    BarSize.HOUR_3: 10_800,
+    BarSize.HOUR_4: 14_400,
+    BarSize.HOUR_8: 28_800,
+    BarSize.DAY_1: 86_400,
+    BarSize.WEEK_1: 7 * 86_400,
+    BarSize.MONTH_1: 30 * 86_400,
+}
+
+
+def duration_seconds(duration: str) -> int:
+    """Return the length of an IB duration string such as ``"1 Y"`` or ``"3600 S"``; raise ValueError."""
+    match = _DURATION_RE.match(duration)
+    if match is None:
+        raise ValueError(f"{duration!r} is not an IB duration like '30 D', '1 Y', '3600 S'")
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+@cache
+def talib_function_info(name: str) -> dict[str, Any] | None:
+    """Return TA-Lib's own metadata for a function name, or None when TA-Lib has no such function."""
+    talib: Any = importlib.import_module("talib")
+    if name not in talib.get_functions():
+        return None
+    info: dict[str, Any] = talib.abstract.Function(name).info
+    return info
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IndicatorSpec(_Doc):
+    """One TA-Lib function with its parameters; ``alias`` names its output column(s)."""
+
+    function: str = Field(description="TA-Lib function name, e.g. SMA, RSI, MACD, BBANDS, ATR.")
+    params: dict[str, float | int] = Field(default_factory=dict)
+    alias: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,40}$")
+
+    @field_validator("function")
+    @classmethod
+    def _known_function(cls, value: str) -> str:
+        name = value.upper()
+        if talib_function_info(name) is None:
+            raise ValueError(f"TA-Lib has no function {value!r}")
+        return name
+
+    @model_validator(mode="after")
+    def _known_params(self) -> IndicatorSpec:
+        info = talib_function_info(self.function)
+        assert info is not None  # checked by the field validator
+        allowed = dict(info["parameters"])
+        unknown = sorted(set(self.params) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"{self.function} has no parameter(s) {', '.join(unknown)} (it takes {', '.join(allowed) or 'none'})"
+            )
+        for key, value in self.params.items():
+            if key.endswith("period") and int(value) < 1:
+                raise ValueError(f"{self.function}.{key} must be >= 1, got {value}")
+        return self
+
+    @property
+    def column_prefix(self) -> str:
+        if self.alias:
+            return self.alias
+        period = self.params.get("timeperiod")
+        return f"{self.function.lower()}_{int(period)}" if period is not None else self.function.lower()
+
+    @property
+    def warmup_bars(self) -> int:
+        """Bars TA-Lib needs before the first value (a safe upper bound from the period params)."""
+        periods = [int(v) for k, v in self.params.items() if k.endswith("period")]
+        info = talib_function_info(self.function) or {}
+        periods += [int(v) for k, v in dict(info.get("parameters", {})).items() if k.endswith("period")]
+        return max(periods, default=1) * 3
+
+
+class PromptRef(_Doc):
+    template: str = Field(pattern=NAME_PATTERN)
+    version: int = Field(ge=1)
+
+
+class Schedule(_Doc):
+    cron: str
+    timezone: str = "America/New_York"
+    extended_hours: bool = Field(default=False, description="Allow runs outside regular trading hours.")
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a 5-field cron expression")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA timezone") from None
+        return value
+
+
+class Sizing(_Doc):
+    method: SizingMethod
+    quantity: Decimal | None = Field(default=None, gt=0, description="fixed_quantity: shares per order")
+    notional: Decimal | None = Field(default=None, gt=0, description="fixed_notional: currency per order")
+    percent: Decimal | None = Field(default=None, gt=0, le=100, description="percent_equity: % of net liquidation")
+    risk_fraction: Decimal | None = Field(
+        default=None, gt=0, le=Decimal("0.1"), description="risk_based: fraction of equity risked to the stop"
+    )
+    atr_period: int = Field(default=14, ge=1, description="risk_based: ATR period when the signal has no stop")
+    atr_multiple: Decimal = Field(default=Decimal("2"), gt=0)
+
+    @model_validator(mode="after")
+    def _method_has_its_parameter(self) -> Sizing:
+        needed = {
+            SizingMethod.FIXED_QUANTITY: "quantity",
+            SizingMethod.FIXED_NOTIONAL: "notional",
+            SizingMethod.PERCENT_EQUITY: "percent",
+            SizingMethod.RISK_BASED: "risk_fraction",
+        }[self.method]
+        if getattr(self, needed) is None:
+            raise ValueError(f"sizing method {self.method.value} needs '{needed}'")
+        return self
+
+
+class Risk(_Doc):
+    max_position: Decimal = Field(gt=0, description="Max absolute position in the symbol (shares).")
+    max_notional_per_order: Decimal = Field(gt=0)
+    max_orders_per_day: int = Field(default=4, ge=1)
+    sizing: Sizing
+    order_type: Literal[OrderType.MARKET, OrderType.LIMIT] = OrderType.LIMIT
+    tif: TimeInForce = TimeInForce.DAY
+    limit_timeout_minutes: int = Field(default=30, ge=1, description="Cancel an unfilled DAY limit after this.")
+    stop_loss_pct: Decimal | None = Field(default=None, gt=0, lt=100, description="Used when the analysis has none.")
+    take_profit_pct: Decimal | None = Field(default=None, gt=0, description="Used when the analysis has none.")
+    allow_short: bool = False
+
+
+class SignalRules(_Doc):
+    """Filters applied to the analysis before it becomes a BUY or SELL."""
+
+    min_confidence: Decimal = Field(default=Decimal("0.55"), ge=0, le=1)
+    min_risk_reward: Decimal = Field(default=Decimal("1.5"), ge=0)
+    max_data_age_bars: int = Field(default=3, ge=1, description="ABSTAIN when the newest bar is older than this.")
+
+
+class StrategyDefinition(_Doc):
+    """A complete, validated strategy document."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    symbol: str = Field(pattern=r"^[A-Z0-9.]{1,12}$")
+    conid: int = Field(gt=0, description="IB contract id.")
+    sec_type: SecType = SecType.STK
+    exchange: str = "SMART"
+    primary_exchange: str | None = None
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    bar_size: BarSize
+    lookback: str = Field(description="IB duration string, e.g. '1 Y', '30 D'.")
+    what_to_show: WhatToShow = WhatToShow.TRADES
+    use_rth: bool = True
+    indicators: Annotated[list[IndicatorSpec], Field(min_length=1)]
+    prompt: PromptRef
+    schedule: Schedule
+    risk: Risk
+    rules: SignalRules = Field(default_factory=SignalRules)
+    active: bool = True
+
+    @field_validator("lookback")
+    @classmethod
+    def _valid_duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> StrategyDefinition:
+        problems: list[str] = []
+        lookback = duration_seconds(self.lookback)
+        limit = MAX_DURATION_SECONDS[self.bar_size]
+        if lookback > limit:
+            problems.append(f"lookback {self.lookback!r} exceeds IB's limit for {self.bar_size.value!r} bars")
+        bars = lookback // BAR_SECONDS[self.bar_size]
+        # Trading sessions are shorter than calendar time; daily bars are ~252 a year.
+        if self.bar_size is BarSize.DAY_1:
+            bars = lookback * 252 // (365 * 86_400)
+        warmup = max(spec.warmup_bars for spec in self.indicators)
+        if bars < warmup:
+            problems.append(f"lookback {self.lookback!r} gives ~{bars} bars; the indicators need ~{warmup}")
+        prefixes = [spec.column_prefix for spec in self.indicators]
+        duplicates = sorted({p for p in prefixes if prefixes.count(p) > 1})
+        if duplicates:
+            problems.append(f"indicators produce duplicate columns {duplicates}: give them distinct aliases")
+        if self.risk.sizing.notional is not None and self.risk.sizing.notional > self.risk.max_notional_per_order:
+            problems.append("risk.sizing.notional exceeds risk.max_notional_per_order")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self

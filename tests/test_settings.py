@@ -1,0 +1,65 @@
+from decimal import Decimal
+
+import pytest
+
+from models.enums import TradingMode
+from services.errors import ConfigurationError, InputError
+from services.settings import load_settings, require_live_consistency
+
+
+def test_defaults_are_safe(tmp_path):
+    settings = load_settings({"TRADER_DATA_DIR": str(tmp_path / "d")})
+    assert settings.trading.mode is TradingMode.PAPER
+    assert settings.trading.dry_run is True
+    assert settings.trading.live_enabled is False
+    assert not (tmp_path / "d").exists(), "nothing is created until asked for"
+    assert settings.database_url() == f"sqlite:///{tmp_path / 'd' / 'trader.db'}"
+    assert (tmp_path / "d").is_dir()
+
+
+def test_nested_env_and_secret_masking():
+    settings = load_settings({"TRADER_IB__PORT": "4002", "TRADER_LLM__API_KEY": "sk-very-secret"})
+    assert settings.ib.port == 4002
+    assert settings.llm.api_key is not None and settings.llm.api_key.get_secret_value() == "sk-very-secret"
+    assert "sk-very-secret" not in repr(settings)
+    assert "sk-very-secret" not in str(settings.model_dump())
+
+
+def test_unknown_key_rejected_and_all_problems_listed():
+    with pytest.raises(InputError) as info:
+        load_settings({"TRADER_IB__PROT": "1", "TRADER_LLMM__MODEL": "x"})
+    locations = [p.location for p in info.value.problems]
+    assert locations == ["TRADER_IB__PROT", "TRADER_LLMM__MODEL"]
+
+
+def test_invalid_values_reported_with_field_paths():
+    with pytest.raises(InputError) as info:
+        load_settings({"TRADER_IB__PORT": "not-a-port", "TRADER_LLM__DAILY_BUDGET_USD": "-1"})
+    locations = sorted(p.location for p in info.value.problems)
+    assert locations == ["ib.port", "llm.daily_budget_usd"]
+
+
+def test_live_needs_explicit_switch():
+    with pytest.raises(InputError, match="live_enabled"):
+        load_settings({"TRADER_TRADING__MODE": "live"})
+    settings = load_settings({"TRADER_TRADING__MODE": "live", "TRADER_TRADING__LIVE_ENABLED": "true"})
+    assert settings.trading.mode is TradingMode.LIVE
+    assert settings.llm.daily_budget_usd == Decimal("5.00")
+
+
+def test_environment_is_restored_after_explicit_environ(monkeypatch):
+    monkeypatch.setenv("TRADER_IB__PORT", "4001")
+    load_settings({"TRADER_IB__PORT": "4002"})
+    import os
+
+    assert os.environ["TRADER_IB__PORT"] == "4001"
+
+
+def test_account_kind_must_match_mode():
+    paper = load_settings({})
+    require_live_consistency(paper, account_code="DU1234567")
+    with pytest.raises(ConfigurationError):
+        require_live_consistency(paper, account_code="U1234567")
+    live = load_settings({"TRADER_TRADING__MODE": "live", "TRADER_TRADING__LIVE_ENABLED": "1"})
+    with pytest.raises(ConfigurationError):
+        require_live_consistency(live, account_code="DU1234567")

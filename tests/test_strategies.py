@@ -1,0 +1,103 @@
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from models.enums import BarSize
+from models.strategy import duration_seconds
+from services.errors import InputError
+from services.strategies import load_strategy_file, next_run_times, parse_strategy
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "strategies"
+
+
+def example_doc(name: str = "spy-sma-cross") -> dict:
+    return yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_examples_are_valid(path):
+    definition = load_strategy_file(path)
+    assert definition.name == path.stem
+    assert definition.active
+
+
+def test_broken_file_lists_every_mistake_in_one_run(tmp_path):
+    doc = example_doc()
+    doc["bar_size"] = "7 mins"
+    doc["indicators"][0]["function"] = "NOPE"
+    doc["indicators"][1]["params"] = {"timeperod": 3}
+    doc["schedule"]["cron"] = "61 * * *"
+    doc["schedule"]["timezone"] = "Mars/Base"
+    doc["surprise"] = 1
+    del doc["risk"]["sizing"]["risk_fraction"]
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InputError) as info:
+        load_strategy_file(path)
+    locations = [p.location for p in info.value.problems]
+    assert locations == [
+        "bar_size",
+        "indicators[0].function",
+        "indicators[1]",
+        "schedule.cron",
+        "schedule.timezone",
+        "risk.sizing",
+        "surprise",
+    ]
+    assert str(path) in str(info.value)
+
+
+def test_cross_field_problems_are_listed_separately():
+    doc = example_doc()
+    doc["lookback"] = "20 D"  # ~13 daily bars: too few for SMA(50); within IB's limit
+    doc["indicators"][1]["alias"] = "sma_fast"
+    with pytest.raises(InputError) as info:
+        parse_strategy(doc)
+    messages = [p.message for p in info.value.problems]
+    assert len(messages) == 2
+    assert "indicators need" in messages[0]
+    assert "duplicate columns" in messages[1]
+
+
+def test_lookback_beyond_ib_limit_for_bar_size():
+    doc = example_doc()
+    doc["bar_size"] = BarSize.SEC_5.value
+    doc["lookback"] = "1 D"
+    with pytest.raises(InputError, match="exceeds IB's limit"):
+        parse_strategy(doc)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("", "file is empty"), ("name: [unclosed", "not valid YAML"), ("- a\n- b\n", "mapping")],
+)
+def test_unreadable_documents(tmp_path, text, problem):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=problem):
+        load_strategy_file(path)
+
+
+def test_missing_file():
+    with pytest.raises(InputError, match="file not found"):
+        load_strategy_file(Path("/nonexistent/strategy.yaml"))
+
+
+def test_durations():
+    assert duration_seconds("1 Y") == 365 * 86400
+    assert duration_seconds("3600 S") == 3600
+    with pytest.raises(ValueError):
+        duration_seconds("1Y")
+
+
+def test_next_run_times_follow_cron_in_its_timezone():
+    definition = parse_strategy(example_doc())
+    after = datetime(2026, 3, 6, 22, 0, tzinfo=UTC)  # Friday 17:00 New York (EST)
+    runs = next_run_times(definition, after=after)
+    assert [r.isoformat() for r in runs] == [
+        "2026-03-09T16:05:00-04:00",  # Monday, after the DST switch on 2026-03-08
+        "2026-03-10T16:05:00-04:00",
+        "2026-03-11T16:05:00-04:00",
+    ]
