@@ -87,7 +87,8 @@ def talib_function_info(name: str) -> dict[str, Any] | None:
     talib: Any = importlib.import_module("talib")
     if name not in talib.get_functions():
         return None
-    info: dict[str, Any] = talib.abstract.Function(name).info
+    abstract: Any = importlib.import_module("talib.abstract")
+    info: dict[str, Any] = abstract.Function(name).info
     return info
 
 
