@@ -1,0 +1,9 @@
+"""Bar data: load any known bar file format, resample, validate.
+
+Import cost stays low: Great Expectations is imported only when :func:`validate_bars` first runs.
+"""
+
+from services.bars.loader import LoadedBars, load_bars, parse_bars
+from services.bars.sizes import infer_bar_size
+
+__all__ = ["LoadedBars", "infer_bar_size", "load_bars", "parse_bars"]
