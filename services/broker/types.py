@@ -1,0 +1,218 @@
+"""Our broker value types: what the rest of the system sees instead of ib_async's objects.
+
+Every type is a frozen dataclass. Money and quantities are ``Decimal``; datetimes are timezone-aware UTC.
+``order_ref`` is our idempotency key (IB's ``orderRef``); ``perm_id`` is IB's account-wide order id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from models.enums import BarSize, OrderSide, OrderStatus, OrderType, SecType, TimeInForce, WhatToShow
+
+
+class Connectivity(StrEnum):
+    """State of the link to the broker, as far as the adapter knows it."""
+
+    DISCONNECTED = "disconnected"  # no socket
+    CONNECTING = "connecting"  # socket being opened or re-opened (backoff in progress)
+    CONNECTED = "connected"  # socket up and TWS linked to IB
+    LOST = "lost"  # socket up, TWS <-> IB link down (1100) until 1101/1102
+
+
+@dataclass(frozen=True)
+class ContractSpec:
+    """What the caller asks for: enough to identify one contract (``conid`` wins when given)."""
+
+    symbol: str
+    sec_type: SecType = SecType.STK
+    exchange: str = "SMART"
+    currency: str = "USD"
+    conid: int | None = None
+    primary_exchange: str | None = None
+
+
+@dataclass(frozen=True)
+class ContractInfo:
+    """A resolved contract with IB's details; serialisable for the contract-details cache."""
+
+    conid: int
+    symbol: str
+    sec_type: SecType
+    exchange: str
+    primary_exchange: str
+    currency: str
+    min_tick: Decimal
+    size_increment: Decimal = Decimal("1")
+    long_name: str = ""
+    time_zone_id: str = ""
+    trading_hours: str = ""
+    liquid_hours: str = ""
+    local_symbol: str = ""
+    trading_class: str = ""
+    multiplier: str = ""
+    valid_exchanges: str = ""
+    order_types: str = ""
+    industry: str = ""
+    category: str = ""
+
+    def to_spec(self) -> ContractSpec:
+        """Return a spec that identifies exactly this contract."""
+        return ContractSpec(
+            symbol=self.symbol,
+            sec_type=self.sec_type,
+            exchange=self.exchange,
+            currency=self.currency,
+            conid=self.conid,
+            primary_exchange=self.primary_exchange or None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-safe dict (decimals as strings) for the DB cache."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Decimal | StrEnum) else value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ContractInfo:
+        """Rebuild from :meth:`to_json` output; unknown keys are ignored so old cache rows still load."""
+        known = {f.name for f in fields(cls)}
+        kwargs: dict[str, Any] = {k: v for k, v in data.items() if k in known}
+        kwargs["conid"] = int(kwargs["conid"])
+        kwargs["sec_type"] = SecType(kwargs["sec_type"])
+        for name in ("min_tick", "size_increment"):
+            if name in kwargs:
+                kwargs[name] = Decimal(str(kwargs[name]))
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class BarRequest:
+    """One historical-bars request. ``end=None`` means "up to now"; ``duration`` uses IB's syntax ("5 D", "1 Y")."""
+
+    bar_size: BarSize
+    duration: str
+    end: datetime | None = None
+    what_to_show: WhatToShow = WhatToShow.TRADES
+    use_rth: bool = True
+
+    def __post_init__(self) -> None:
+        if self.end is not None and self.end.tzinfo is None:
+            raise ValueError("BarRequest.end must be timezone-aware")
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A market-data snapshot; any field may be missing (no subscription, market closed)."""
+
+    time: datetime
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    last: Decimal | None = None
+    close: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """An order to place. ``order_ref`` is our idempotency key and comes back on every report."""
+
+    order_ref: str
+    side: OrderSide
+    quantity: Decimal
+    order_type: OrderType = OrderType.MARKET
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    tif: TimeInForce = TimeInForce.DAY
+    account: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.order_ref:
+            raise ValueError("order_ref is required")
+        if self.quantity <= 0:
+            raise ValueError("quantity must be positive")
+        if self.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT) and self.limit_price is None:
+            raise ValueError(f"{self.order_type} order needs limit_price")
+        if self.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and self.stop_price is None:
+            raise ValueError(f"{self.order_type} order needs stop_price")
+
+
+@dataclass(frozen=True)
+class BrokerOrder:
+    """The broker's view of one order (open or completed)."""
+
+    order_ref: str
+    order_id: int | None
+    perm_id: int | None
+    client_id: int | None
+    ib_status: str
+    status: OrderStatus
+    filled: Decimal
+    remaining: Decimal
+    avg_fill_price: Decimal | None
+    symbol: str
+    conid: int
+    side: OrderSide
+    quantity: Decimal
+    order_type: OrderType
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    tif: TimeInForce = TimeInForce.DAY
+    account: str | None = None
+    last_error_code: int | None = None
+    last_error_text: str | None = None
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in _DONE
+
+
+_DONE = frozenset(
+    {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.INACTIVE, OrderStatus.EXPIRED}
+)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One fill. ``commission`` is ``None`` until IB's commission report for ``exec_id`` arrives."""
+
+    exec_id: str
+    perm_id: int | None
+    order_id: int | None
+    order_ref: str
+    conid: int
+    symbol: str
+    side: OrderSide
+    quantity: Decimal
+    price: Decimal
+    time: datetime
+    commission: Decimal | None = None
+    realized_pnl: Decimal | None = None
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class BrokerPosition:
+    account: str
+    conid: int
+    symbol: str
+    quantity: Decimal
+    avg_cost: Decimal
+
+
+@dataclass(frozen=True)
+class AccountValues:
+    """Headline account figures in ``currency``; ``None`` when the broker did not report the tag."""
+
+    account: str
+    currency: str = "USD"
+    net_liquidation: Decimal | None = None
+    buying_power: Decimal | None = None
+    available_funds: Decimal | None = None
+    total_cash: Decimal | None = None
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
