@@ -46,7 +46,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from models.enums import AnalystKind, OrderSide, OrderStatus, OrderType, SignalAction, TimeInForce
+from models.enums import AnalystKind, BarSize, OrderSide, OrderStatus, OrderType, SignalAction, TimeInForce
 
 NAMING_CONVENTION: Final[dict[str, str]] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -258,7 +258,7 @@ class Strategy(Base):
     definition: Mapped[dict[str, Any]] = mapped_column(JsonDoc(), nullable=False)
     symbol: Mapped[str] = mapped_column(String(32), nullable=False)
     conid: Mapped[int | None] = mapped_column(BigInteger)
-    bar_size: Mapped[str] = mapped_column(String(16), nullable=False)
+    bar_size: Mapped[BarSize] = mapped_column(StrEnumColumn(BarSize, 16), nullable=False)
     cron: Mapped[str | None] = mapped_column(String(128))
     timezone: Mapped[str] = mapped_column(String(64), nullable=False, default="UTC")
     prompt_template_name: Mapped[str | None] = mapped_column(String(128))

@@ -81,6 +81,9 @@ def _is_memory_sqlite(url: URL) -> bool:
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling (no BEGIN before SELECT, COMMIT before DDL) breaks savepoints and
+    # transactional DDL: switch it off and emit BEGIN ourselves (see _sqlite_on_begin).
+    dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     try:
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -91,10 +94,17 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _sqlite_on_begin(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock up front (waiting up to the busy timeout), so a transaction that reads and
+    # then writes never fails with SQLITE_BUSY halfway; SQLite serializes writers anyway.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
     """Return the engine for ``url``, created on first use and cached per (url, echo).
 
-    SQLite: foreign keys on, WAL journal, busy timeout; ``sqlite://`` (memory) shares one connection.
+    SQLite: foreign keys on, WAL journal, busy timeout, real transactions (``BEGIN IMMEDIATE``, so savepoints and
+    transactional DDL work); ``sqlite://`` (memory) shares one connection.
     PostgreSQL: connections are pinged before use.
     """
     parsed = make_url(url)
@@ -113,6 +123,7 @@ def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
         engine = create_engine(parsed, **kwargs)
         if parsed.get_backend_name() == "sqlite":
             event.listen(engine, "connect", _sqlite_on_connect)
+            event.listen(engine, "begin", _sqlite_on_begin)
         _engines[key] = engine
         return engine
 
