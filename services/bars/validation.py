@@ -1,0 +1,328 @@
+"""Validate a canonical bar frame: row rules with Great Expectations, calendar and split checks in pandas.
+
+Rules (stable names, used in issues, the CLI and the database):
+
+====================  ======  ===================================================================
+rule                  level   meaning
+====================  ======  ===================================================================
+not_null              row     timestamp, open, high, low, close, volume present (GE)
+price_positive        row     open, high, low, close > 0 (GE)
+ohlc_consistency      row     high >= open, close, low; low <= open, close (GE)
+volume_non_negative   row     volume >= 0 (GE)
+timestamp_unique      row     no two bars share a timestamp (GE; every copy is flagged)
+timestamp_increasing  row     each timestamp strictly after the previous row's (GE)
+non_session_date      row     daily bar on a date that is not an exchange session
+missing_session       batch   exchange session between the first and last bar with no bar
+split_like_jump       row     close-to-close move that looks like an unadjusted split, see below
+====================  ======  ===================================================================
+
+Split-like jumps. With ``adj_close``, a move is suspicious only if ``adj_close`` does not move with
+``close``: the *unexplained* factor ``(close_t / close_t-1) / (adj_t / adj_t-1)`` is compared with
+``SPLIT_UNEXPLAINED_MAX`` (15%). A real move shows in both columns (ORCL's +31% on 1999-06-16 moves
+``adj_close`` by the same +31%, so it is not flagged), while dividends leave an unexplained part of a
+few percent only. An unadjusted split in a file whose ``adj_close`` is adjusted shows as e.g. a
+factor of 7 (7:1) and is flagged. Without ``adj_close`` nothing can explain a move, so any
+close-to-close move beyond ``SPLIT_MOVE_MAX`` (40%) is flagged (AAPL's 7:1 split of 2014-06-09:
+-85%); smaller splits such as 3:2 (-33%) are then not detected.
+
+Calendar checks run for daily bars only (``bar_size`` 1 day, given or inferred); a daily bar's date
+is its UTC date when labelled 00:00 UTC (the loader's convention), otherwise its New York date.
+
+Great Expectations is imported on first use (6-11 s) and one ephemeral context and suite are kept
+per process, so warm validations cost tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+
+from models.bars import PRICE_COLUMNS, REQUIRED_COLUMNS, TIMESTAMP
+from models.enums import BadRowPolicy, BarSize
+from services import calendar
+from services.bars.sizes import all_midnight_utc, infer_bar_size
+from services.errors import DataError, InputError
+
+RULE_NOT_NULL: Final = "not_null"
+RULE_PRICE_POSITIVE: Final = "price_positive"
+RULE_OHLC: Final = "ohlc_consistency"
+RULE_VOLUME: Final = "volume_non_negative"
+RULE_UNIQUE: Final = "timestamp_unique"
+RULE_INCREASING: Final = "timestamp_increasing"
+RULE_NON_SESSION: Final = "non_session_date"
+RULE_MISSING_SESSION: Final = "missing_session"
+RULE_SPLIT: Final = "split_like_jump"
+RULES: Final[tuple[str, ...]] = (
+    RULE_NOT_NULL,
+    RULE_PRICE_POSITIVE,
+    RULE_OHLC,
+    RULE_VOLUME,
+    RULE_UNIQUE,
+    RULE_INCREASING,
+    RULE_NON_SESSION,
+    RULE_MISSING_SESSION,
+    RULE_SPLIT,
+)
+FLAG_COLUMN: Final = "flagged"
+SPLIT_UNEXPLAINED_MAX: Final = 0.15
+SPLIT_MOVE_MAX: Final = 0.40
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_OHLC_PAIRS: Final[tuple[tuple[str, str], ...]] = (
+    ("high", "open"),
+    ("high", "close"),
+    ("high", "low"),
+    ("open", "low"),
+    ("close", "low"),
+)
+
+
+@dataclass(frozen=True)
+class BarIssue:
+    """One broken rule: the bar's UTC start (None for a batch-level issue), the rule name, the detail."""
+
+    timestamp: datetime | None
+    rule: str
+    detail: str
+
+    def __str__(self) -> str:
+        where = self.timestamp.isoformat().replace("+00:00", "Z") if self.timestamp else "batch"
+        return f"{self.rule} at {where}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Issues found, and the frame after the bad-row policy (FLAG adds a bool ``flagged`` column)."""
+
+    frame: pd.DataFrame
+    issues: list[BarIssue]
+    policy: BadRowPolicy
+    bar_size: BarSize | None
+    rows_checked: int
+    rows_flagged: int  # distinct rows with at least one row-level issue
+    rows_dropped: int
+    ge_seconds: float  # time spent inside Great Expectations (batch + validate), import excluded
+    total_seconds: float
+    rule_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.issues
+
+
+class BarValidationError(DataError):
+    """Validation under ``BadRowPolicy.FAIL`` found issues; ``issues`` lists all of them."""
+
+    def __init__(self, issues: list[BarIssue]):
+        self.issues = issues
+        shown = "; ".join(str(i) for i in issues[:10])
+        more = f"; ... and {len(issues) - 10} more" if len(issues) > 10 else ""
+        super().__init__(f"{len(issues)} bar issue(s): {shown}{more}")
+
+
+def validate_bars(
+    frame: pd.DataFrame,
+    *,
+    bar_size: BarSize | None = None,
+    exchange: str = calendar.DEFAULT_EXCHANGE,
+    policy: BadRowPolicy = BadRowPolicy.FLAG,
+) -> ValidationResult:
+    """Check ``frame`` against every rule and apply ``policy`` to the rows that break one.
+
+    Raises ``InputError`` if a canonical column is missing, ``BarValidationError`` (a ``DataError``)
+    under ``BadRowPolicy.FAIL`` when any issue is found.
+    """
+    started = time.perf_counter()
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError("bars", f"frame lacks column(s) {', '.join(missing)}")
+    data = frame.drop(columns=[FLAG_COLUMN], errors="ignore").reset_index(drop=True)
+    size = bar_size if bar_size is not None else infer_bar_size(data[TIMESTAMP])
+    row_issues, ge_seconds = _ge_row_issues(data)
+    if size is BarSize.DAY_1 and len(data):
+        row_issues += _calendar_issues(data, exchange)
+    row_issues += _split_issues(data)
+    issues = sorted(
+        (issue for _, issue in row_issues),
+        key=lambda i: (i.timestamp is None, i.timestamp or _EPOCH, RULES.index(i.rule)),
+    )
+    flagged = np.zeros(len(data), dtype=bool)
+    for position, _ in row_issues:
+        if position is not None:
+            flagged[position] = True
+    if policy is BadRowPolicy.FAIL and issues:
+        raise BarValidationError(issues)
+    if policy is BadRowPolicy.DROP:
+        out = data.loc[~flagged].reset_index(drop=True)
+    else:
+        out = data.assign(**{FLAG_COLUMN: flagged})
+    return ValidationResult(
+        frame=out,
+        issues=issues,
+        policy=policy,
+        bar_size=size,
+        rows_checked=len(data),
+        rows_flagged=int(flagged.sum()),
+        rows_dropped=int(flagged.sum()) if policy is BadRowPolicy.DROP else 0,
+        ge_seconds=ge_seconds,
+        total_seconds=time.perf_counter() - started,
+        rule_counts=dict(Counter(i.rule for i in issues)),
+    )
+
+
+# ---- Great Expectations: row rules ----------------------------------------------------------------
+
+_ge_lock = threading.Lock()
+_ge_state: dict[str, Any] = {}
+
+
+def _ge_suite() -> tuple[Any, Any]:
+    # One ephemeral context, batch definition and suite per process (the import alone costs seconds).
+    if not _ge_state:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        import great_expectations as gx
+        import great_expectations.expectations as gxe_module
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        gxe: Any = gxe_module  # expectation classes are not re-exported for mypy
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        asset = context.data_sources.add_pandas("bars").add_dataframe_asset("frame")
+        batch_definition = asset.add_batch_definition_whole_dataframe("whole")
+        suite = context.suites.add(gx.ExpectationSuite(name="canonical_bars"))
+        for column in REQUIRED_COLUMNS:
+            suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=column, meta={"rule": RULE_NOT_NULL}))
+        for column in PRICE_COLUMNS:
+            suite.add_expectation(
+                gxe.ExpectColumnValuesToBeBetween(
+                    column=column, min_value=0, strict_min=True, meta={"rule": RULE_PRICE_POSITIVE}
+                )
+            )
+        for a, b in _OHLC_PAIRS:
+            suite.add_expectation(
+                gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+                    column_A=a, column_B=b, or_equal=True, meta={"rule": RULE_OHLC}
+                )
+            )
+        suite.add_expectation(
+            gxe.ExpectColumnValuesToBeBetween(column="volume", min_value=0, meta={"rule": RULE_VOLUME})
+        )
+        suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column=TIMESTAMP, meta={"rule": RULE_UNIQUE}))
+        suite.add_expectation(
+            gxe.ExpectColumnValuesToBeIncreasing(column=TIMESTAMP, strictly=True, meta={"rule": RULE_INCREASING})
+        )
+        _ge_state.update(batch_definition=batch_definition, suite=suite)
+    return _ge_state["batch_definition"], _ge_state["suite"]
+
+
+def _ge_row_issues(data: pd.DataFrame) -> tuple[list[tuple[int | None, BarIssue]], float]:
+    if data.empty:
+        return [], 0.0
+    with _ge_lock:
+        batch_definition, suite = _ge_suite()
+        started = time.perf_counter()
+        batch = batch_definition.get_batch(batch_parameters={"dataframe": data})
+        report = batch.validate(suite, result_format="COMPLETE")
+        ge_seconds = time.perf_counter() - started
+    details: dict[tuple[int, str], list[str]] = {}
+    for result in report.results:
+        if result.success:
+            continue
+        config = result.expectation_config
+        rule = str(config.meta["rule"])
+        kwargs = config.kwargs
+        if "exception_info" in result and result.exception_info.get("raised_exception"):
+            message = result.exception_info.get("exception_message", "")
+            raise DataError(f"validation rule {rule} could not run: {message}")
+        for position in result.result.get("unexpected_index_list") or []:
+            row = data.iloc[int(position)]
+            details.setdefault((int(position), rule), []).append(_describe(rule, kwargs, row))
+    issues: list[tuple[int | None, BarIssue]] = [
+        (position, BarIssue(_stamp(data, position), rule, "; ".join(texts)))
+        for (position, rule), texts in sorted(details.items())
+    ]
+    return issues, ge_seconds
+
+
+def _describe(rule: str, kwargs: dict[str, Any], row: pd.Series) -> str:
+    if rule == RULE_OHLC:
+        a, b = kwargs["column_A"], kwargs["column_B"]
+        return f"{a} {row[a]:g} < {b} {row[b]:g}"
+    if rule in (RULE_UNIQUE, RULE_INCREASING):
+        return "duplicate timestamp" if rule == RULE_UNIQUE else "not after the previous bar"
+    column = kwargs["column"]
+    if rule == RULE_NOT_NULL:
+        return f"{column} missing"
+    return f"{column} {row[column]}"
+
+
+def _stamp(data: pd.DataFrame, position: int) -> datetime | None:
+    value = data[TIMESTAMP].iloc[position]
+    if pd.isna(value):
+        return None
+    stamp: datetime = pd.Timestamp(value).tz_convert("UTC").to_pydatetime()
+    return stamp
+
+
+# ---- calendar and split checks (pandas) ------------------------------------------------------------
+
+
+def _calendar_issues(data: pd.DataFrame, exchange: str) -> list[tuple[int | None, BarIssue]]:
+    stamps = data[TIMESTAMP].dropna()
+    if stamps.empty:
+        return []
+    if all_midnight_utc(stamps):
+        days = stamps.dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
+    else:
+        days = stamps.dt.tz_convert("America/New_York").dt.tz_localize(None).dt.normalize()
+    first, last = days.min().date(), days.max().date()
+    bounds = calendar.get_calendar(exchange, start=first)
+    last = min(last, bounds.last_session.date())
+    sessions = calendar.sessions_index(first, last, exchange)
+    is_session = days.isin(sessions).to_numpy()
+    issues: list[tuple[int | None, BarIssue]] = []
+    for position in np.flatnonzero(~is_session):
+        index = int(days.index[position])
+        day = days.iloc[position].date()
+        issue = BarIssue(_stamp(data, index), RULE_NON_SESSION, f"{day} ({day:%A}) is not an {exchange} session")
+        issues.append((index, issue))
+    for session in sessions.difference(pd.DatetimeIndex(days.unique())):
+        stamp = session.tz_localize("UTC").to_pydatetime()
+        issue = BarIssue(stamp, RULE_MISSING_SESSION, f"no bar for {exchange} session {session.date()}")
+        issues.append((None, issue))
+    return issues
+
+
+def _split_issues(data: pd.DataFrame) -> list[tuple[int | None, BarIssue]]:
+    if len(data) < 2:
+        return []
+    close = data["close"].to_numpy(dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = close[1:] / close[:-1]
+        has_adj = "adj_close" in data.columns
+        if has_adj:
+            adj = data["adj_close"].to_numpy(dtype=np.float64)
+            unexplained = ratio / (adj[1:] / adj[:-1])
+            suspect = np.abs(np.log(unexplained)) > math.log1p(SPLIT_UNEXPLAINED_MAX)
+        else:
+            suspect = np.abs(ratio - 1.0) > SPLIT_MOVE_MAX
+    suspect &= np.isfinite(ratio) & (ratio > 0)
+    issues: list[tuple[int | None, BarIssue]] = []
+    for i in np.flatnonzero(suspect):
+        position = int(i) + 1
+        move = f"close {close[i]:g} -> {close[position]:g} ({ratio[i] - 1:+.1%})"
+        if has_adj:
+            adj_move = adj[position] / adj[i] - 1
+            detail = f"{move} while adj_close moved {adj_move:+.1%}: unadjusted split?"
+        else:
+            detail = f"{move}, over {SPLIT_MOVE_MAX:.0%} with no adj_close: unadjusted split?"
+        issues.append((position, BarIssue(_stamp(data, position), RULE_SPLIT, detail)))
+    return issues
