@@ -1,0 +1,148 @@
+"""What the analysts see: a :class:`MarketSnapshot` (for the offline rules) and the prompt context.
+
+Both are built from the newest NON-flagged bars only. The prompt context is plain data (strings,
+numbers, lists, dicts) so a sandboxed template can use it; it carries market data, indicator values and
+the strategy's risk settings, never a setting, key or endpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+
+from models.bars import TIMESTAMP
+from models.enums import BarSize
+from models.strategy import StrategyDefinition
+from services.errors import InputError
+from services.indicators import FLAGGED, IndicatorColumn, IndicatorResult
+
+__all__ = ["MarketSnapshot", "build_prompt_context", "snapshot_from"]
+
+DEFAULT_LAST_N: Final = 10
+
+
+@dataclass(frozen=True)
+class MarketSnapshot:
+    """The newest usable bar and indicator values. ``last_close`` is a price in the instrument's currency."""
+
+    symbol: str
+    bar_size: BarSize
+    last_bar_time: pd.Timestamp
+    last_close: Decimal
+    latest: dict[str, float | None]
+    columns: tuple[IndicatorColumn, ...]
+    flagged_latest: bool  # the newest bar in the frame (not the snapshot's) is flagged
+
+    def values_of(self, function: str) -> list[tuple[IndicatorColumn, float]]:
+        """Return (column, value) pairs of every output of ``function`` with a value."""
+        pairs = []
+        for col in self.columns:
+            value = self.latest.get(col.name)
+            if col.function == function and value is not None:
+                pairs.append((col, value))
+        return pairs
+
+
+def _price(value: float) -> Decimal:
+    # 4 decimals keeps sub-cent FX/penny prices; tick rounding happens at order time.
+    return Decimal(repr(round(value, 4)))
+
+
+def _good(frame: pd.DataFrame) -> pd.DataFrame:
+    if FLAGGED in frame.columns:
+        return frame.loc[~frame[FLAGGED].fillna(False).astype(bool)]
+    return frame
+
+
+def snapshot_from(indicators: IndicatorResult, *, symbol: str, bar_size: BarSize) -> MarketSnapshot:
+    """Build the snapshot of the newest non-flagged bar; raise ``InputError`` when there is none."""
+    frame = indicators.frame
+    good = _good(frame)
+    if good.empty:
+        raise InputError("bars", "no usable (non-flagged) bars")
+    last = good.iloc[-1]
+    close = float(last["close"])
+    if not math.isfinite(close) or close <= 0:
+        raise InputError("bars", f"newest usable close is {close!r}")
+    flagged_latest = bool(frame[FLAGGED].iloc[-1]) if FLAGGED in frame.columns else False
+    return MarketSnapshot(
+        symbol=symbol,
+        bar_size=bar_size,
+        last_bar_time=pd.Timestamp(last[TIMESTAMP]),
+        last_close=_price(close),
+        latest=dict(indicators.latest),
+        columns=indicators.columns,
+        flagged_latest=flagged_latest,
+    )
+
+
+def _pct(now: float, then: float) -> float | None:
+    if then == 0 or not math.isfinite(now) or not math.isfinite(then):
+        return None
+    return round((now / then - 1) * 100, 2)
+
+
+def _fmt_time(ts: pd.Timestamp, bar_size: BarSize) -> str:
+    if bar_size in (BarSize.DAY_1, BarSize.WEEK_1, BarSize.MONTH_1):
+        return str(ts.strftime("%Y-%m-%d"))
+    return str(ts.strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def build_prompt_context(
+    definition: StrategyDefinition, indicators: IndicatorResult, *, last_n: int = DEFAULT_LAST_N
+) -> dict[str, Any]:
+    """Return the template context: symbol, bar size, last ``last_n`` bars, returns, range, indicators, risk."""
+    good = _good(indicators.frame)
+    if good.empty:
+        raise InputError("bars", "no usable (non-flagged) bars")
+    close = good["close"].to_numpy(dtype=np.float64)
+    tail = good.tail(last_n)
+    bars = [
+        {
+            "time": _fmt_time(pd.Timestamp(row[TIMESTAMP]), definition.bar_size),
+            "open": round(float(row["open"]), 4),
+            "high": round(float(row["high"]), 4),
+            "low": round(float(row["low"]), 4),
+            "close": round(float(row["close"]), 4),
+            "volume": int(row["volume"]) if math.isfinite(float(row["volume"])) else None,
+        }
+        for _, row in tail.iterrows()
+    ]
+    returns = {
+        f"{n}_bars_pct": _pct(float(close[-1]), float(close[-1 - n])) if len(close) > n else None for n in (1, 5, 20)
+    }
+    high, low = float(good["high"].max()), float(good["low"].min())
+    position = round((float(close[-1]) - low) / (high - low) * 100, 1) if high > low else None
+    risk = definition.risk
+    rules = definition.rules
+    return {
+        "strategy": definition.name,
+        "description": definition.description,
+        "symbol": definition.symbol,
+        "currency": definition.currency,
+        "bar_size": definition.bar_size.value,
+        "as_of": _fmt_time(pd.Timestamp(good[TIMESTAMP].iloc[-1]), definition.bar_size),
+        "last_close": round(float(close[-1]), 4),
+        "bars": bars,
+        "bar_count": len(good),
+        "flagged_count": len(indicators.frame) - len(good),
+        "returns": returns,
+        "range": {"high": round(high, 4), "low": round(low, 4), "position_pct": position, "bars": len(good)},
+        "indicators": {name: _round(value) for name, value in indicators.latest.items()},
+        "risk": {
+            "stop_loss_pct": None if risk.stop_loss_pct is None else str(risk.stop_loss_pct),
+            "take_profit_pct": None if risk.take_profit_pct is None else str(risk.take_profit_pct),
+            "allow_short": risk.allow_short,
+            "min_confidence": str(rules.min_confidence),
+            "min_risk_reward": str(rules.min_risk_reward),
+        },
+    }

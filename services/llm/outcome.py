@@ -1,0 +1,57 @@
+"""The result of step 5: an analysis or the reason there is none, plus what it cost and what was sent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from models.enums import AnalystKind
+from services.llm.prompts import RenderedPrompt
+from services.llm.schema import Analysis, FailureKind
+
+__all__ = ["AnalysisFailure", "AnalysisOutcome"]
+
+
+@dataclass(frozen=True)
+class AnalysisFailure:
+    """Why no analysis is available. The signal ABSTAINs with ``str(failure)``."""
+
+    kind: FailureKind
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class AnalysisOutcome:
+    """Exactly one of ``analysis`` / ``failure`` is set.
+
+    ``reference_price`` is the newest usable close (instrument currency), used as the entry when the analysis
+    names none. ``cost_usd`` is 0 for cache hits, offline runs and calls never made; ``cost_estimated`` is True
+    when the model is missing from the price table and the default price was used.
+    """
+
+    analyst: AnalystKind
+    model: str
+    prompt: RenderedPrompt
+    reference_price: Decimal
+    analysis: Analysis | None = None
+    failure: AnalysisFailure | None = None
+    raw_text: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: Decimal = Decimal(0)
+    cost_estimated: bool = False
+    latency_ms: int | None = None
+    cached: bool = False
+    attempts: int = 0
+    cache_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.analysis is None) == (self.failure is None):
+            raise ValueError("an AnalysisOutcome carries exactly one of analysis / failure")
+
+    @property
+    def ok(self) -> bool:
+        return self.analysis is not None
