@@ -1,0 +1,534 @@
+"""The broker port over the TWS API socket with ib_async: the ONLY module that imports ib_async.
+
+Design (docs/tws-protocol.md §2.7, §3, §4):
+
+- One event loop owns the ``IB`` object: the loop that calls :meth:`IBBroker.connect`. Every method asserts it
+  runs on that loop (an IB used from another loop silently times out). Sync callers go through
+  :class:`services.broker.loop_owner.SyncBroker`. No nest_asyncio.
+- ``ib.RaiseRequestErrors = True`` and an explicit timeout on every request; ib_async's exceptions and IB error
+  codes become our exception tree (:mod:`services.broker.ib_errors`).
+- Connectivity: ``CONNECTED`` after the startup sync; ``LOST`` on 1100 until 1101/1102; a dropped socket starts a
+  bounded reconnect (exponential backoff with jitter, same clientId). ``place_order`` refuses unless
+  ``CONNECTED``: nothing is queued.
+- Pacing: a message limiter in front of every request and the historical limiter (60/10 min, 5 per contract in
+  2 s, identical requests 15 s apart) in front of ``reqHistoricalData``; a 162 pacing violation is retried with
+  backoff, then raised as ``PacingViolationError``.
+- Orders carry ``orderRef`` = our idempotency key; ``place_order`` returns once IB acknowledged the order with a
+  permId. An orderRef already known to IB is never sent again: its current state is returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import pandas as pd
+from ib_async import IB, Contract, Order, RequestError
+
+from services.broker import _ib_convert as conv
+from services.broker.ib_errors import (
+    DATA_LOST_ON_RESTORE,
+    LINK_LOST_CODES,
+    LINK_RESTORED_CODES,
+    to_exception,
+)
+from services.broker.pacing import (
+    Backoff,
+    Clock,
+    HistoricalKey,
+    HistoricalLimiter,
+    MessageRateLimiter,
+    SystemClock,
+    retry_on_pacing,
+)
+from services.broker.types import (
+    AccountValues,
+    BarRequest,
+    BrokerOrder,
+    BrokerPosition,
+    Connectivity,
+    ContractInfo,
+    ContractSpec,
+    Execution,
+    OrderRequest,
+    Quote,
+)
+from services.errors import (
+    BrokerConnectionError,
+    ContractNotFoundError,
+    OrderRejectedError,
+    TraderError,
+)
+from services.settings import IBSettings
+
+log = logging.getLogger(__name__)
+
+_WORKING: Final = frozenset({"PreSubmitted", "Submitted", "Filled", "PendingCancel", "ValidationError"})
+_DONE: Final = frozenset({"Cancelled", "ApiCancelled", "Inactive", "Filled"})
+_REJECT_GRACE_S: Final = 0.25  # an Inactive/Cancelled status may precede its error code by a frame or two
+_HIST_CACHE_S: Final = 15.0  # identical historical requests within this window are served from the last answer
+DEFAULT_RECONNECT: Final = Backoff(attempts=8, base_s=0.5, max_s=30.0)
+DEFAULT_PACING_RETRY: Final = Backoff(attempts=3, base_s=10.0, max_s=120.0)
+
+
+class IBBroker:
+    """:class:`services.broker.port.BrokerPort` implemented with ib_async against TWS / IB Gateway."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 7497,
+        client_id: int = 17,
+        account: str | None = None,
+        *,
+        connect_timeout_s: float = 10.0,
+        request_timeout_s: float = 30.0,
+        order_ack_timeout_s: float = 10.0,
+        max_messages_per_s: int = 45,
+        hist_limiter: HistoricalLimiter | None = None,
+        clock: Clock | None = None,
+        reconnect: Backoff = DEFAULT_RECONNECT,
+        pacing_retry: Backoff = DEFAULT_PACING_RETRY,
+        auto_reconnect: bool = True,
+        market_data_type: int | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.host, self.port, self.client_id, self.account = host, port, client_id, account
+        self.connect_timeout_s = connect_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.order_ack_timeout_s = order_ack_timeout_s
+        self.clock: Clock = clock or SystemClock()
+        self.msg_limiter = MessageRateLimiter(max_messages_per_s, clock=self.clock)
+        self.hist_limiter = hist_limiter or HistoricalLimiter(clock=self.clock)
+        self.reconnect_backoff = reconnect
+        self.pacing_retry = pacing_retry
+        self.auto_reconnect = auto_reconnect
+        self.market_data_type = market_data_type
+        self.rng = rng or random.Random()
+        self.reconnects = 0
+        self.pacing_retries = 0
+        self.server_version: int | None = None
+        self._state = Connectivity.DISCONNECTED
+        self._ib: IB | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._hist_cache: dict[tuple[Any, ...], tuple[float, pd.DataFrame]] = {}
+        self.listeners: list[Callable[[Connectivity], None]] = []
+
+    @classmethod
+    def from_settings(cls, settings: IBSettings, **overrides: Any) -> IBBroker:
+        """Build from :class:`services.settings.IBSettings` (keyword ``overrides`` win)."""
+        kwargs: dict[str, Any] = {
+            "host": settings.host,
+            "port": settings.port,
+            "client_id": settings.client_id,
+            "account": settings.account.get_secret_value() if settings.account else None,
+            "connect_timeout_s": settings.connect_timeout_s,
+            "request_timeout_s": settings.request_timeout_s,
+            "max_messages_per_s": settings.max_messages_per_s,
+        }
+        kwargs.update(overrides)
+        if "hist_limiter" not in kwargs:
+            kwargs["hist_limiter"] = HistoricalLimiter(settings.hist_requests_per_10min, clock=kwargs.get("clock"))
+        return cls(**kwargs)
+
+    # ---- connection ----
+
+    @property
+    def connectivity(self) -> Connectivity:
+        return self._state
+
+    async def connect(self) -> None:
+        """Connect (with bounded retries) and run ib_async's startup sync; raise ``BrokerConnectionError``."""
+        self._bind_loop()
+        if self._state in (Connectivity.CONNECTED, Connectivity.LOST):
+            return
+        self._closing = False
+        last: BrokerConnectionError | None = None
+        for attempt in range(self.reconnect_backoff.attempts + 1):
+            if attempt:
+                await asyncio.sleep(self.reconnect_backoff.delay(attempt - 1, self.rng))
+            try:
+                await self._connect_once()
+                return
+            except BrokerConnectionError as exc:
+                last = exc
+                log.warning("connect attempt %d to %s:%s failed: %s", attempt + 1, self.host, self.port, exc)
+        self._set_state(Connectivity.DISCONNECTED)
+        assert last is not None
+        raise last
+
+    async def close(self) -> None:
+        """Disconnect and stop reconnecting; idempotent."""
+        self._closing = True
+        if self._reconnect_task is not None and not self._reconnect_task.done():
+            self._reconnect_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnect_task
+        if self._ib is not None:
+            self._ib.disconnect()
+        self._set_state(Connectivity.DISCONNECTED)
+
+    async def wait_connected(self, timeout_s: float) -> None:
+        """Wait until ``CONNECTED`` (e.g. after a drop); raise ``BrokerConnectionError`` on timeout."""
+        self._check_loop()
+        try:
+            await self._wait(lambda: self._state is Connectivity.CONNECTED, timeout_s)
+        except TimeoutError:
+            raise BrokerConnectionError(f"not connected after {timeout_s:.1f}s (state {self._state})") from None
+
+    async def _connect_once(self) -> None:
+        ib = self._ib
+        if ib is None:
+            ib = self._ib = IB()
+            ib.RaiseRequestErrors = True
+            ib.errorEvent += self._on_error
+            ib.disconnectedEvent += self._on_disconnected
+            ib.updateEvent += self._changed.set
+        self._set_state(Connectivity.CONNECTING)
+        try:
+            await ib.connectAsync(
+                self.host,
+                self.port,
+                clientId=self.client_id,
+                timeout=self.connect_timeout_s,
+                account=self.account or "",
+                raiseSyncErrors=True,
+            )
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            self._set_state(Connectivity.DISCONNECTED)
+            raise BrokerConnectionError(f"cannot connect to {self.host}:{self.port}: {exc!r}") from exc
+        self.server_version = ib.client.serverVersion()
+        if self.market_data_type is not None:
+            ib.reqMarketDataType(self.market_data_type)
+        self._set_state(Connectivity.CONNECTED)
+
+    def _on_disconnected(self) -> None:
+        self._changed.set()
+        if self._closing or self._state is Connectivity.DISCONNECTED:
+            return
+        log.warning("IB connection to %s:%s lost", self.host, self.port)
+        self._set_state(Connectivity.DISCONNECTED)
+        if self.auto_reconnect and self._loop is not None and self._reconnect_task is None:
+            self._reconnect_task = self._loop.create_task(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        try:
+            for attempt in range(self.reconnect_backoff.attempts):
+                await asyncio.sleep(self.reconnect_backoff.delay(attempt, self.rng))
+                if self._closing:
+                    return
+                try:
+                    await self._connect_once()
+                except BrokerConnectionError as exc:
+                    log.warning("reconnect attempt %d failed: %s", attempt + 1, exc)
+                    continue
+                self.reconnects += 1
+                log.info("reconnected to %s:%s as clientId %d", self.host, self.port, self.client_id)
+                return
+            log.error("giving up reconnecting after %d attempts", self.reconnect_backoff.attempts)
+            self._set_state(Connectivity.DISCONNECTED)
+        finally:
+            self._reconnect_task = None
+
+    def _on_error(self, req_id: int, code: int, message: str, contract: Any) -> None:
+        self._changed.set()
+        if code in LINK_LOST_CODES and self._state is Connectivity.CONNECTED:
+            log.warning("IB %d: %s", code, message)
+            self._set_state(Connectivity.LOST)
+        elif code in LINK_RESTORED_CODES and self._state is Connectivity.LOST:
+            self._set_state(Connectivity.CONNECTED)
+            if code in DATA_LOST_ON_RESTORE and self._loop is not None:
+                self._loop.create_task(self._resubscribe())
+        elif code == 1300 and self._ib is not None:
+            self._ib.disconnect()
+
+    async def _resubscribe(self) -> None:
+        # 1101 "data lost": re-request account, positions and open orders (no streaming subscriptions are held).
+        ib = self._ib
+        if ib is None or not ib.isConnected():
+            return
+        try:
+            await asyncio.wait_for(ib.reqPositionsAsync(), self.request_timeout_s)
+            await asyncio.wait_for(ib.reqOpenOrdersAsync(), self.request_timeout_s)
+            if self.account:
+                await asyncio.wait_for(ib.reqAccountUpdatesAsync(self.account), self.request_timeout_s)
+        except (TimeoutError, ConnectionError, RequestError) as exc:
+            log.warning("re-subscription after 1101 failed: %r", exc)
+
+    def _set_state(self, state: Connectivity) -> None:
+        if state is not self._state:
+            self._state = state
+            self._changed.set()
+            for listener in list(self.listeners):
+                listener(state)
+
+    # ---- contracts and data ----
+
+    async def contract_details(self, spec: ContractSpec) -> list[ContractInfo]:
+        ib = await self._ready()
+        try:
+            details = await self._request(ib.reqContractDetailsAsync(_spec_contract(spec)))
+        except ContractNotFoundError:
+            return []
+        return [conv.contract_info(d) for d in details]
+
+    async def qualify(self, spec: ContractSpec) -> ContractInfo:
+        found = await self.contract_details(spec)
+        if spec.conid is None and len(found) > 1:
+            found = [c for c in found if c.sec_type == spec.sec_type]
+        if len(found) != 1:
+            what = f"ambiguous ({len(found)} matches)" if found else "no security definition"
+            raise ContractNotFoundError(f"{what} for {spec.symbol} {spec.sec_type} {spec.exchange} {spec.currency}")
+        info = found[0]
+        if spec.exchange == "SMART" and info.exchange != "SMART":
+            info = replace(info, exchange="SMART")
+        return info
+
+    async def historical_bars(self, contract: ContractInfo, request: BarRequest) -> pd.DataFrame:
+        ib = await self._ready()
+        end = request.end.astimezone(UTC) if request.end is not None else None
+        ident = (contract.conid, contract.exchange, request.what_to_show.value)
+        req_key = (*ident, request.bar_size.value, request.duration, end, request.use_rth)
+        cached = self._hist_cache.get(req_key)
+        if cached is not None and end is not None and self.clock.now() - cached[0] < _HIST_CACHE_S:
+            return cached[1].copy()
+
+        async def once() -> pd.DataFrame:
+            await self.hist_limiter.acquire(HistoricalKey(ident, req_key))
+            await self.msg_limiter.acquire()
+            started = time.monotonic()
+            bars = await self._request(
+                ib.reqHistoricalDataAsync(
+                    _info_contract(contract),
+                    end or "",
+                    request.duration,
+                    request.bar_size.value,
+                    request.what_to_show.value,
+                    request.use_rth,
+                    formatDate=2,
+                    timeout=self.request_timeout_s,
+                ),
+                timeout_s=self.request_timeout_s + 5.0,
+            )
+            if not bars and time.monotonic() - started >= self.request_timeout_s * 0.99:
+                raise BrokerConnectionError(f"historical request for {contract.symbol} timed out")
+            return conv.bars_frame(bars)
+
+        def note_retry(attempt: int, delay: float, exc: TraderError) -> None:
+            self.pacing_retries += 1
+            log.warning("pacing violation (%s); retry %d in %.1fs", exc, attempt + 1, delay)
+
+        frame = await retry_on_pacing(
+            once, backoff=self.pacing_retry, clock=self.clock, rng=self.rng, on_retry=note_retry
+        )
+        self._hist_cache = {k: v for k, v in self._hist_cache.items() if self.clock.now() - v[0] < _HIST_CACHE_S}
+        if end is not None:
+            self._hist_cache[req_key] = (self.clock.now(), frame.copy())
+        return frame
+
+    async def snapshot(self, contract: ContractInfo) -> Quote:
+        ib = await self._ready()
+        tickers = await self._request(ib.reqTickersAsync(_info_contract(contract)))
+        return conv.quote(tickers[0], datetime.now(UTC))
+
+    # ---- orders ----
+
+    async def place_order(self, contract: ContractInfo, request: OrderRequest) -> BrokerOrder:
+        ib = self._require_ib()
+        if self._state is not Connectivity.CONNECTED or not ib.isConnected():
+            raise BrokerConnectionError(f"not placing {request.order_ref}: broker {self._state}")
+        existing = self._find_trade(request.order_ref, None)
+        if existing is not None:
+            log.info("order_ref %s already known to IB; not sending again", request.order_ref)
+            return conv.broker_order(existing, ib.fills())
+        await self.msg_limiter.acquire()
+        try:
+            trade = ib.placeOrder(_info_contract(contract), _ib_order(request))
+        except ConnectionError as exc:
+            raise BrokerConnectionError(f"not placing {request.order_ref}: {exc}") from exc
+
+        def acked() -> bool:
+            st = trade.orderStatus.status
+            return st in _DONE or (bool(trade.order.permId) and st in _WORKING)
+
+        try:
+            await self._wait(acked, self.order_ack_timeout_s)
+        except TimeoutError:
+            raise BrokerConnectionError(
+                f"order {request.order_ref} not acknowledged within {self.order_ack_timeout_s:.1f}s; reconcile"
+            ) from None
+        if trade.orderStatus.status in ("Cancelled", "ApiCancelled", "Inactive"):
+            with contextlib.suppress(TimeoutError):
+                await self._wait(lambda: conv.broker_order(trade).last_error_code is not None, _REJECT_GRACE_S)
+            order = conv.broker_order(trade, ib.fills())
+            code = order.last_error_code
+            raise OrderRejectedError(
+                f"IB rejected {request.order_ref}: {code} {order.last_error_text or trade.orderStatus.status}",
+                code=code,
+                order_ref=request.order_ref,
+            )
+        return conv.broker_order(trade, ib.fills())
+
+    async def cancel_order(self, order_ref: str) -> BrokerOrder:
+        ib = await self._ready()
+        trade = self._find_trade(order_ref, None)
+        if trade is None:
+            raise OrderRejectedError(f"no order with order_ref {order_ref}", code=10147, order_ref=order_ref)
+        if trade.isDone():
+            raise OrderRejectedError(
+                f"order {order_ref} is {trade.orderStatus.status}; not cancellable", code=161, order_ref=order_ref
+            )
+        await self.msg_limiter.acquire()
+        ib.cancelOrder(trade.order)
+        try:
+            await self._wait(lambda: trade.orderStatus.status in _DONE, self.request_timeout_s)
+        except TimeoutError:
+            log.warning("cancel of %s not confirmed within %.1fs", order_ref, self.request_timeout_s)
+        return conv.broker_order(trade, ib.fills())
+
+    async def open_orders(self) -> list[BrokerOrder]:
+        ib = await self._ready()
+        fills = ib.fills()
+        return [conv.broker_order(t, fills) for t in ib.openTrades()]
+
+    async def completed_orders(self) -> list[BrokerOrder]:
+        ib = await self._ready()
+        fills = ib.fills()
+        return [conv.broker_order(t, fills) for t in ib.trades() if t.isDone()]
+
+    async def executions(self) -> list[Execution]:
+        ib = await self._ready()
+        return [conv.execution(f) for f in ib.fills()]
+
+    async def positions(self) -> list[BrokerPosition]:
+        ib = await self._ready()
+        return [conv.position(p) for p in ib.positions() if p.position]
+
+    async def account_values(self) -> AccountValues:
+        ib = await self._ready()
+        accounts = ib.managedAccounts()
+        account = self.account or (accounts[0] if accounts else "")
+        values = ib.accountValues(account)
+        if not any(v.tag == "NetLiquidation" for v in values):
+            await self.msg_limiter.acquire()
+            values = await self._request(ib.accountSummaryAsync(account))
+        return conv.account_values(values, account)
+
+    async def find_order(self, order_ref: str, perm_id: int | None = None) -> BrokerOrder | None:
+        ib = await self._ready()
+        trade = self._find_trade(order_ref, perm_id)
+        return conv.broker_order(trade, ib.fills()) if trade is not None else None
+
+    # ---- plumbing ----
+
+    def _find_trade(self, order_ref: str, perm_id: int | None) -> Any:
+        ib = self._require_ib()
+        trades = ib.trades()
+        for t in trades:
+            if t.order.orderRef == order_ref:
+                return t
+        if perm_id:
+            for t in trades:
+                if t.order.permId == perm_id:
+                    return t
+        return None
+
+    def _bind_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError("IBBroker is bound to another event loop; use SyncBroker / LoopOwner to call it")
+
+    def _check_loop(self) -> None:
+        if self._loop is None:
+            raise BrokerConnectionError("not connected (connect() was never called)")
+        if asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError("IBBroker used from a foreign event loop; use SyncBroker / LoopOwner")
+
+    def _require_ib(self) -> IB:
+        self._check_loop()
+        if self._ib is None:
+            raise BrokerConnectionError("not connected")
+        return self._ib
+
+    async def _ready(self) -> IB:
+        ib = self._require_ib()
+        if self._state is Connectivity.DISCONNECTED or self._state is Connectivity.CONNECTING or not ib.isConnected():
+            raise BrokerConnectionError(f"broker {self._state}")
+        return ib
+
+    async def _request(self, awaitable: Any, timeout_s: float | None = None) -> Any:
+        timeout = timeout_s or self.request_timeout_s
+        try:
+            return await asyncio.wait_for(awaitable, timeout)
+        except RequestError as exc:
+            raise to_exception(exc.code, exc.message) from exc
+        except TimeoutError as exc:
+            raise BrokerConnectionError(f"no answer from IB within {timeout:.1f}s") from exc
+        except ConnectionError as exc:
+            raise BrokerConnectionError(str(exc)) from exc
+
+    async def _wait(self, predicate: Callable[[], bool], timeout_s: float) -> None:
+        # Waits on ib_async's update events (every processed socket read, errors, disconnects).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not predicate():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError
+            self._changed.clear()
+            if predicate():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+
+def _spec_contract(spec: ContractSpec) -> Contract:
+    return Contract(
+        conId=spec.conid or 0,
+        symbol=spec.symbol.upper(),
+        secType=spec.sec_type.value,
+        exchange=spec.exchange,
+        currency=spec.currency,
+        primaryExchange=spec.primary_exchange or "",
+    )
+
+
+def _info_contract(info: ContractInfo) -> Contract:
+    return Contract(
+        conId=info.conid,
+        symbol=info.symbol,
+        secType=info.sec_type.value,
+        exchange=info.exchange,
+        currency=info.currency,
+        primaryExchange=info.primary_exchange,
+    )
+
+
+def _ib_order(request: OrderRequest) -> Order:
+    order = Order(
+        action=request.side.value,
+        totalQuantity=float(request.quantity),
+        orderType=request.order_type.value,
+        tif=request.tif.value,
+        orderRef=request.order_ref,
+        transmit=True,
+    )
+    if request.limit_price is not None:
+        order.lmtPrice = request.limit_price
+    if request.stop_price is not None:
+        order.auxPrice = request.stop_price
+    if request.account:
+        order.account = request.account
+    return order
