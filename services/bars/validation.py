@@ -150,10 +150,10 @@ def validate_bars(
     if size is BarSize.DAY_1 and len(data):
         row_issues += _calendar_issues(data, exchange)
     row_issues += _split_issues(data)
-    issues = sorted(
-        (issue for _, issue in row_issues),
-        key=lambda i: (i.timestamp is None, i.timestamp or _EPOCH, RULES.index(i.rule)),
+    row_issues.sort(
+        key=lambda pair: (pair[1].timestamp or _EPOCH, -1 if pair[0] is None else pair[0], RULES.index(pair[1].rule))
     )
+    issues = [issue for _, issue in row_issues]
     flagged = np.zeros(len(data), dtype=bool)
     for position, _ in row_issues:
         if position is not None:
@@ -209,7 +209,11 @@ def _ge_suite() -> tuple[Any, Any]:
         for a, b in _OHLC_PAIRS:
             suite.add_expectation(
                 gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-                    column_A=a, column_B=b, or_equal=True, meta={"rule": RULE_OHLC}
+                    column_A=a,
+                    column_B=b,
+                    or_equal=True,
+                    ignore_row_if="either_value_is_missing",
+                    meta={"rule": RULE_OHLC},
                 )
             )
         suite.add_expectation(
