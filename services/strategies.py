@@ -10,9 +10,13 @@ from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from models.strategy import StrategyDefinition
+from models.tables import Strategy
 from services.errors import InputError, Problem
+from services.repositories import strategies as repo
+from services.repositories.strategies import StrategySpec
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -77,3 +81,43 @@ def next_run_times(definition: StrategyDefinition, *, count: int = 3, after: dat
     start = (after or datetime.now(UTC)).astimezone(zone)
     itr = croniter(definition.schedule.cron, start)
     return [itr.get_next(datetime) for _ in range(count)]
+
+
+def to_spec(definition: StrategyDefinition) -> StrategySpec:
+    """Map a validated definition onto the stored row's fields (the full document is kept as JSON)."""
+    return StrategySpec(
+        name=definition.name,
+        symbol=definition.symbol,
+        bar_size=definition.bar_size,
+        definition=definition.model_dump(mode="json"),
+        cron=definition.schedule.cron,
+        timezone=definition.schedule.timezone,
+        conid=definition.conid,
+        prompt_template_name=definition.prompt.template,
+        prompt_template_version=definition.prompt.version,
+    )
+
+
+def from_row(row: Strategy) -> StrategyDefinition:
+    """Rebuild the validated definition from a stored row (its ``active`` column wins)."""
+    data = dict(row.definition)
+    data["active"] = row.active
+    return parse_strategy(data, source=f"stored strategy {row.name!r}")
+
+
+def save_definition(
+    session: Session, definition: StrategyDefinition, *, create_only: bool = False
+) -> tuple[Strategy, bool]:
+    """Create (or, unless ``create_only``, update) the stored strategy; return the row and whether it was created."""
+    spec = to_spec(definition)
+    if create_only:
+        row = repo.create(session, spec, active=definition.active)
+        return row, True
+    row, created = repo.upsert(session, spec)
+    row.active = definition.active
+    return row, created
+
+
+def get_definition(session: Session, name: str) -> StrategyDefinition:
+    """Return the stored, validated definition of ``name``; raise InputError when there is none."""
+    return from_row(repo.require(session, name))

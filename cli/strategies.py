@@ -1,0 +1,100 @@
+"""``trader strategies``: create, list, show, update, activate, deactivate, delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.common import cli_errors, console, db_session
+from services import strategies as store
+from services.repositories import strategies as repo
+
+app = typer.Typer(help="Manage stored strategy definitions.", no_args_is_help=True)
+
+FileOption = Annotated[Path, typer.Option("--file", "-f", help="Strategy document (YAML or JSON).")]
+
+
+@app.command("create")
+@cli_errors
+def create(file: FileOption) -> None:
+    """Validate a strategy file and store it as a new strategy."""
+    definition = store.load_strategy_file(file)
+    with db_session() as session:
+        store.save_definition(session, definition, create_only=True)
+    console.print(f"created strategy {definition.name} ({definition.symbol}, {definition.bar_size.value})")
+
+
+@app.command("update")
+@cli_errors
+def update(name: str, file: FileOption) -> None:
+    """Replace a stored strategy with the (validated) document in FILE."""
+    definition = store.load_strategy_file(file)
+    if definition.name != name:
+        raise typer.BadParameter(f"the file defines {definition.name!r}, not {name!r}")
+    with db_session() as session:
+        repo.require(session, name)
+        store.save_definition(session, definition)
+    console.print(f"updated strategy {name}")
+
+
+@app.command("list")
+@cli_errors
+def list_(active: Annotated[bool, typer.Option("--active", help="Only active strategies.")] = False) -> None:
+    """List stored strategies."""
+    table = Table("name", "symbol", "bar size", "schedule", "prompt", "active")
+    with db_session() as session:
+        for row in repo.list_strategies(session, active_only=active):
+            prompt = f"{row.prompt_template_name} v{row.prompt_template_version}" if row.prompt_template_name else "-"
+            table.add_row(
+                row.name,
+                row.symbol,
+                str(row.bar_size),
+                f"{row.cron} {row.timezone}",
+                prompt,
+                "yes" if row.active else "no",
+            )
+    console.print(table)
+
+
+@app.command("show")
+@cli_errors
+def show(name: str) -> None:
+    """Show one strategy with its next three run times."""
+    with db_session() as session:
+        definition = store.get_definition(session, name)
+    console.print_json(definition.model_dump_json())
+    console.print("next runs:")
+    for when in store.next_run_times(definition, count=3):
+        state = "" if definition.active else " (inactive: will not run)"
+        console.print(f"  {when.isoformat()}{state}")
+
+
+@app.command("activate")
+@cli_errors
+def activate(name: str) -> None:
+    """Mark a strategy active (its schedule runs)."""
+    with db_session() as session:
+        repo.set_active(session, name, True)
+    console.print(f"activated {name}")
+
+
+@app.command("deactivate")
+@cli_errors
+def deactivate(name: str) -> None:
+    """Mark a strategy inactive (its schedule is paused)."""
+    with db_session() as session:
+        repo.set_active(session, name, False)
+    console.print(f"deactivated {name}")
+
+
+@app.command("delete")
+@cli_errors
+def delete(name: str) -> None:
+    """Delete a strategy; its signals and orders are kept."""
+    with db_session() as session:
+        repo.require(session, name)
+        repo.delete(session, name)
+    console.print(f"deleted {name}")

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install everything, then run every check CI runs: ruff, ruff format --check, mypy --strict, pytest.
+# Fails when pytest collects no tests (exit code 5 is not a pass).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+echo "== ruff check";          uv run ruff check .
+echo "== ruff format --check"; uv run ruff format --check .
+echo "== mypy --strict";       uv run mypy
+echo "== pytest"
+set +e
+uv run pytest -q -p no:cacheprovider "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests: failing" >&2
+  exit 1
+fi
+exit "$status"
