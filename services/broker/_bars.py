@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from typing import Final
 
-import numpy as np
 import pandas as pd
 
 from models.bars import ALL_COLUMNS, REQUIRED_COLUMNS, TIMESTAMP
@@ -53,44 +51,6 @@ def parse_duration(duration: str) -> pd.DateOffset:
             return pd.DateOffset(years=n)
 
 
-def infer_bar_size(frame: pd.DataFrame) -> BarSize:
-    """Return the bar size whose length is the most common step between timestamps."""
-    if len(frame) < 2:
-        return BarSize.DAY_1
-    steps = frame[TIMESTAMP].diff().dropna()
-    step = steps.mode().iloc[0] if not steps.empty else pd.Timedelta(days=1)
-    best = BarSize.DAY_1
-    best_err: float | None = None
-    for size in BarSize:
-        err = abs((bar_timedelta(size) - step.to_pytimedelta()).total_seconds())
-        if best_err is None or err < best_err:
-            best, best_err = size, err
-    return best
-
-
-def window(frame: pd.DataFrame, end: datetime, duration: str) -> pd.DataFrame:
-    """Return bars with ``end - duration < timestamp <= end`` (bar start times, UTC)."""
-    end_ts = pd.Timestamp(end).tz_convert("UTC")
-    start_ts = end_ts - parse_duration(duration)
-    ts = frame[TIMESTAMP]
-    return frame.loc[(ts > start_ts) & (ts <= end_ts)].reset_index(drop=True)
-
-
-def resample(frame: pd.DataFrame, bar_size: BarSize) -> pd.DataFrame:
-    """Aggregate a finer canonical frame into ``bar_size`` bars (OHLC, summed volume, volume-weighted wap)."""
-    rule = pd.Timedelta(bar_timedelta(bar_size))
-    indexed = frame.set_index(TIMESTAMP)
-    grouped = indexed.resample(rule, label="left", closed="left", origin="start_day")
-    out = grouped.agg({"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"})
-    if "wap" in indexed.columns:
-        pv = (indexed["wap"] * indexed["volume"]).resample(rule, label="left", closed="left", origin="start_day")
-        out["wap"] = pv.sum() / out["volume"].replace(0.0, np.nan)
-    if "trade_count" in indexed.columns:
-        out["trade_count"] = grouped["trade_count"].sum()
-    out = out.dropna(subset=["open"]).reset_index()
-    return out
-
-
 def canonical(frame: pd.DataFrame) -> pd.DataFrame:
     """Return ``frame`` with canonical column order/dtypes, sorted by timestamp, fresh index."""
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
@@ -104,6 +64,38 @@ def canonical(frame: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
 
 
-def to_decimal(value: float) -> Decimal:
-    """Convert a float price to the Decimal it prints as (``135.12`` -> ``Decimal("135.12")``)."""
-    return Decimal(repr(float(value)))
+# Longest duration IB serves in one request per bar size (IB's "valid duration and bar size" table; the simulator
+# enforces the same). Bars of a day or longer have no limit here.
+_MAX_CHUNK: Final[tuple[tuple[int, tuple[int, str]], ...]] = (
+    (5, (1800, "S")),
+    (10, (3600, "S")),
+    (30, (14400, "S")),
+    (60, (28800, "S")),
+    (120, (1, "D")),
+    (180, (2, "D")),
+    (1800, (7, "D")),
+    (86400, (30, "D")),
+)
+_DURATION_UNIT_S: Final[dict[str, int]] = {"S": 1, "D": 86400, "W": 7 * 86400, "M": 31 * 86400, "Y": 365 * 86400}
+
+
+def duration_parts(duration: str) -> tuple[int, str]:
+    """Split an IB duration into ``(count, unit)``; raise ``InputError`` when malformed."""
+    parse_duration(duration)
+    count, unit = duration.split()
+    return int(count), unit
+
+
+def duration_seconds(duration: str) -> int:
+    """Return IB's nominal length of ``duration`` in seconds (a month is 31 days, a year 365)."""
+    count, unit = duration_parts(duration)
+    return count * _DURATION_UNIT_S[unit]
+
+
+def max_chunk(bar_size: BarSize) -> tuple[int, str] | None:
+    """Return the longest ``(count, unit)`` one request may span for ``bar_size``; None = no limit."""
+    seconds = bar_timedelta(bar_size).total_seconds()
+    for below, chunk in _MAX_CHUNK:
+        if seconds < below:
+            return chunk
+    return None

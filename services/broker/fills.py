@@ -1,36 +1,41 @@
-"""Fill rules against bars and IB's fixed commission: shared by the in-memory broker (and usable by simulators).
+"""Fill rules against bars and IB's fixed commission, the same rules as the TWS simulator (``simulator/matching``).
 
-Rules (one bar = one fill opportunity, processed at the bar's close time):
+A bar is seen once it is complete (intraday: start + bar length; date-labelled bars: 16:00 New York that day).
 
-- MKT: fills at the bar's close.
-- LMT: BUY fills when ``low <= limit`` (SELL: ``high >= limit``) at the limit, or at the open when the bar opens
-  through the limit (gap); at placement a marketable limit (BUY ``limit >= close``) fills at the close.
-- STP: triggers when ``high >= stop`` (BUY) / ``low <= stop`` (SELL), then fills like MKT at
-  ``max(stop, open)`` / ``min(stop, open)``; STP LMT triggers the same way, then behaves as a limit.
-- Quantity per bar is capped by volume participation: ``floor(volume * participation)`` shares (at least one
-  share when the bar traded any volume), so large orders fill partially over several bars.
-- Commission (IB fixed, US stocks): 0.005 USD/share, at least 1.00 and at most 1% of the trade value per order;
-  each execution is charged the increase of the order's cumulative commission.
+- **At placement** against the last completed bar: MKT fills at its close; LMT fills at the close when marketable
+  (BUY ``close <= limit``, SELL ``close >= limit``); STP / STP LMT trigger when the close is through the stop,
+  then fill like MKT / LMT.
+- **On each newly completed bar**: MKT fills at the open; LMT BUY fills when ``low <= limit`` at
+  ``min(open, limit)`` (SELL: ``high >= limit`` at ``max(open, limit)``); STP BUY triggers when ``high >= stop``
+  and fills at ``max(open, stop)`` (SELL mirrors); a triggered STP LMT fills there if within the limit, else
+  rests as LMT. Intraday bars outside 09:30-16:00 New York are skipped.
+- **Partial fills**: with a participation rate, at most ``int(rate * volume)`` shares trade per bar, shared by
+  all orders on that bar; ``None`` = no volume limit. Prices are rounded to the 0.01 tick.
+- **Commission** (IB fixed, US stocks): 0.005 USD/share, at least 1.00, at most 1% of the trade value per order;
+  each fill is charged the increase of the order's cumulative commission.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final
 
 from models.enums import OrderSide, OrderType
 
+TICK: Final = Decimal("0.01")
 PER_SHARE: Final = Decimal("0.005")
 MIN_PER_ORDER: Final = Decimal("1.00")
 MAX_PCT_OF_VALUE: Final = Decimal("0.01")
-_CENT_FRACTION: Final = Decimal("0.0001")
 
 
 @dataclass(frozen=True)
 class BarPrices:
-    """One bar as Decimals."""
+    """One completed bar: prices as tick-rounded Decimals."""
 
+    start: datetime
+    end: datetime
     open: Decimal
     high: Decimal
     low: Decimal
@@ -38,72 +43,81 @@ class BarPrices:
     volume: Decimal
 
 
+def to_price(value: float) -> Decimal:
+    """Round a float price to the 0.01 tick (half-even), via its shortest repr."""
+    return Decimal(repr(float(value))).quantize(TICK, rounding=ROUND_HALF_EVEN)
+
+
 def ib_fixed_commission(quantity: Decimal, value: Decimal) -> Decimal:
-    """Return IB's fixed-rate commission for an order of ``quantity`` shares worth ``value``."""
+    """Return IB's fixed-rate commission for a whole order of ``quantity`` shares worth ``value``."""
     if quantity <= 0:
         return Decimal(0)
-    fee = max(MIN_PER_ORDER, quantity * PER_SHARE)
-    cap = value * MAX_PCT_OF_VALUE
-    if cap > 0:
-        fee = min(fee, cap)
-    return fee.quantize(_CENT_FRACTION, rounding=ROUND_HALF_UP)
+    return min(max(quantity * PER_SHARE, MIN_PER_ORDER), (value * MAX_PCT_OF_VALUE).quantize(Decimal("0.0001")))
 
 
-def max_fill_quantity(bar: BarPrices, participation: Decimal, size_increment: Decimal = Decimal(1)) -> Decimal:
-    """Return the most the bar's volume allows us to trade, in whole ``size_increment`` units."""
-    if bar.volume <= 0:
-        return Decimal(0)
-    raw = bar.volume * participation
-    units = (raw / size_increment).to_integral_value(rounding=ROUND_FLOOR)
-    return max(units, Decimal(1)) * size_increment
+def participation_budget(volume: Decimal, participation: Decimal | None) -> Decimal | None:
+    """Return the shares one bar can fill in total (``None`` = unlimited)."""
+    if participation is None:
+        return None
+    return Decimal(int(participation * volume))
 
 
-def stop_triggered(side: OrderSide, stop: Decimal, bar: BarPrices) -> bool:
-    """Return True when the bar trades through ``stop``."""
-    return bar.high >= stop if side is OrderSide.BUY else bar.low <= stop
+def _crossed_limit(side: OrderSide, price: Decimal, limit: Decimal) -> bool:
+    return price <= limit if side is OrderSide.BUY else price >= limit
 
 
-def fill_price(
+def immediate_price(
+    order_type: OrderType,
+    side: OrderSide,
+    close: Decimal,
+    *,
+    limit: Decimal | None,
+    stop: Decimal | None,
+    triggered: bool,
+) -> tuple[Decimal | None, bool]:
+    """Return ``(fill price or None, triggered)`` for an order arriving after a bar closed at ``close``."""
+    if order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and not triggered:
+        assert stop is not None
+        if (side is OrderSide.BUY and close >= stop) or (side is OrderSide.SELL and close <= stop):
+            triggered = True
+        else:
+            return None, False
+    if order_type in (OrderType.MARKET, OrderType.STOP):
+        return close, triggered
+    assert limit is not None
+    return (close if _crossed_limit(side, close, limit) else None), triggered
+
+
+def bar_price(
     order_type: OrderType,
     side: OrderSide,
     bar: BarPrices,
     *,
-    limit: Decimal | None = None,
-    stop: Decimal | None = None,
-    at_placement: bool = False,
-    triggered: bool = False,
-) -> Decimal | None:
-    """Return the price an order fills at on ``bar``, or ``None`` when it does not fill on it.
-
-    ``at_placement``: the order arrives at the bar's close (only the close is available to it).
-    ``triggered``: a stop order whose stop was already hit on an earlier bar.
-    """
+    limit: Decimal | None,
+    stop: Decimal | None,
+    triggered: bool,
+) -> tuple[Decimal | None, bool]:
+    """Return ``(fill price or None, triggered)`` for a working order on a newly completed ``bar``."""
     buy = side is OrderSide.BUY
     if order_type is OrderType.MARKET:
-        return bar.close
+        return bar.open, triggered
     if order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and not triggered:
         assert stop is not None
-        if at_placement:
-            hit = bar.close >= stop if buy else bar.close <= stop
-            if not hit:
-                return None
-            if order_type is OrderType.STOP:
-                return bar.close
+        if buy and bar.high >= stop:
+            touched = max(bar.open, stop)
+        elif not buy and bar.low <= stop:
+            touched = min(bar.open, stop)
         else:
-            if not stop_triggered(side, stop, bar):
-                return None
-            if order_type is OrderType.STOP:
-                return max(stop, bar.open) if buy else min(stop, bar.open)
-    elif order_type is OrderType.STOP:
-        return bar.open if not at_placement else bar.close
+            return None, False
+        if order_type is OrderType.STOP:
+            return touched, True
+        assert limit is not None
+        return (touched if _crossed_limit(side, touched, limit) else None), True
+    if order_type is OrderType.STOP:
+        return bar.open, triggered
     assert limit is not None
-    if at_placement:
-        crossed = bar.close <= limit if buy else bar.close >= limit
-        return bar.close if crossed else None
-    if buy:
-        if bar.open <= limit:
-            return bar.open
-        return limit if bar.low <= limit else None
-    if bar.open >= limit:
-        return bar.open
-    return limit if bar.high >= limit else None
+    if buy and bar.low <= limit:
+        return min(bar.open, limit), triggered
+    if not buy and bar.high >= limit:
+        return max(bar.open, limit), triggered
+    return None, triggered

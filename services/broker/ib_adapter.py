@@ -32,6 +32,8 @@ from typing import Any, Final
 import pandas as pd
 from ib_async import IB, Contract, Order, RequestError
 
+from models.bars import TIMESTAMP
+from services.broker import _bars
 from services.broker import _ib_convert as conv
 from services.broker.ib_errors import (
     DATA_LOST_ON_RESTORE,
@@ -63,6 +65,7 @@ from services.broker.types import (
 from services.errors import (
     BrokerConnectionError,
     ContractNotFoundError,
+    DataError,
     OrderRejectedError,
     TraderError,
 )
@@ -295,10 +298,53 @@ class IBBroker:
         return info
 
     async def historical_bars(self, contract: ContractInfo, request: BarRequest) -> pd.DataFrame:
+        """Return bars; a duration longer than IB serves for the bar size is fetched in paced chunks, newest first."""
         ib = await self._ready()
         end = request.end.astimezone(UTC) if request.end is not None else None
+        chunk = _bars.max_chunk(request.bar_size)
+        if chunk is None or _bars.duration_seconds(request.duration) <= _bars.duration_seconds(
+            f"{chunk[0]} {chunk[1]}"
+        ):
+            return await self._history_once(ib, contract, request, request.duration, end)
+        count, unit = _bars.duration_parts(request.duration)
+        sessions_left = count if unit == "D" and chunk[1] == "D" else None
+        target_start: pd.Timestamp | None = None
+        frames: list[pd.DataFrame] = []
+        cursor = end
+        while True:
+            size = min(chunk[0], sessions_left) if sessions_left is not None else chunk[0]
+            frame = await self._history_once(ib, contract, request, f"{size} {chunk[1]}", cursor)
+            if frame.empty:
+                break
+            frames.append(frame)
+            stamps = frame[TIMESTAMP]
+            if sessions_left is not None:
+                sessions_left -= stamps.dt.tz_convert("America/New_York").dt.date.nunique()
+                if sessions_left <= 0:
+                    break
+            else:
+                if target_start is None:
+                    anchor = (
+                        pd.Timestamp(end)
+                        if end is not None
+                        else stamps.iloc[-1] + _bars.bar_timedelta(request.bar_size)
+                    )
+                    target_start = anchor - _bars.parse_duration(request.duration)
+                if stamps.iloc[0] <= target_start:
+                    break
+            cursor = stamps.iloc[0].to_pydatetime()
+        if not frames:
+            return conv.bars_frame([])
+        out = pd.concat(frames[::-1], ignore_index=True).drop_duplicates(subset=[TIMESTAMP], keep="last")
+        if target_start is not None:
+            out = out[out[TIMESTAMP] >= target_start]
+        return _bars.canonical(out)
+
+    async def _history_once(
+        self, ib: IB, contract: ContractInfo, request: BarRequest, duration: str, end: datetime | None
+    ) -> pd.DataFrame:
         ident = (contract.conid, contract.exchange, request.what_to_show.value)
-        req_key = (*ident, request.bar_size.value, request.duration, end, request.use_rth)
+        req_key = (*ident, request.bar_size.value, duration, end, request.use_rth)
         cached = self._hist_cache.get(req_key)
         if cached is not None and end is not None and self.clock.now() - cached[0] < _HIST_CACHE_S:
             return cached[1].copy()
@@ -307,19 +353,24 @@ class IBBroker:
             await self.hist_limiter.acquire(HistoricalKey(ident, req_key))
             await self.msg_limiter.acquire()
             started = time.monotonic()
-            bars = await self._request(
-                ib.reqHistoricalDataAsync(
-                    _info_contract(contract),
-                    end or "",
-                    request.duration,
-                    request.bar_size.value,
-                    request.what_to_show.value,
-                    request.use_rth,
-                    formatDate=2,
-                    timeout=self.request_timeout_s,
-                ),
-                timeout_s=self.request_timeout_s + 5.0,
-            )
+            try:
+                bars = await self._request(
+                    ib.reqHistoricalDataAsync(
+                        _info_contract(contract),
+                        end or "",
+                        duration,
+                        request.bar_size.value,
+                        request.what_to_show.value,
+                        request.use_rth,
+                        formatDate=2,
+                        timeout=self.request_timeout_s,
+                    ),
+                    timeout_s=self.request_timeout_s + 5.0,
+                )
+            except DataError as exc:
+                if "no data" in str(exc).lower():
+                    return conv.bars_frame([])
+                raise
             if not bars and time.monotonic() - started >= self.request_timeout_s * 0.99:
                 raise BrokerConnectionError(f"historical request for {contract.symbol} timed out")
             return conv.bars_frame(bars)
@@ -331,9 +382,10 @@ class IBBroker:
         frame = await retry_on_pacing(
             once, backoff=self.pacing_retry, clock=self.clock, rng=self.rng, on_retry=note_retry
         )
-        self._hist_cache = {k: v for k, v in self._hist_cache.items() if self.clock.now() - v[0] < _HIST_CACHE_S}
+        now = self.clock.now()
+        self._hist_cache = {k: v for k, v in self._hist_cache.items() if now - v[0] < _HIST_CACHE_S}
         if end is not None:
-            self._hist_cache[req_key] = (self.clock.now(), frame.copy())
+            self._hist_cache[req_key] = (now, frame.copy())
         return frame
 
     async def snapshot(self, contract: ContractInfo) -> Quote:

@@ -1,10 +1,11 @@
 """In-memory broker: the broker port without a socket, for dry runs and fast tests.
 
-It holds a catalog of contracts and canonical bar frames (several bar sizes per symbol allowed). A market clock
-(``broker.clock``) says which bar is "now": the bar whose start time is the latest ``<= now`` has closed, orders
-placed now see its close, and advancing the clock fills resting orders on every bar passed (rules in
-:mod:`services.broker.fills`). State (orders, executions, positions, cash) survives ``close()``/``connect()``, so
-reconciliation after a reconnect can be tested exactly as against IB.
+It holds a catalog of contracts and canonical bar frames (several bar sizes per symbol allowed) and follows the
+TWS simulator's market model (:mod:`services.broker.fills`): the market clock (``broker.clock``) is a point in
+the data; a bar is seen once complete; ``clock.set`` moves without matching, ``clock.advance`` /
+``clock.advance_to`` fill working orders on every bar completed on the way; DAY orders expire at the first bar
+of a later session. State (orders, executions, positions, cash) survives ``close()``/``connect()``, so
+reconciliation after a reconnect is tested the same way as against IB.
 """
 
 from __future__ import annotations
@@ -12,15 +13,27 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Final
+from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 
 from models.bars import TIMESTAMP
-from models.enums import BarSize, OrderSide, OrderType, SecType
+from models.enums import BarSize, OrderSide, SecType, TimeInForce
+from services.bars.resample import resample_bars
+from services.bars.sizes import infer_bar_size
 from services.broker import _bars
-from services.broker.fills import BarPrices, fill_price, ib_fixed_commission, max_fill_quantity, stop_triggered
+from services.broker.fills import (
+    BarPrices,
+    bar_price,
+    ib_fixed_commission,
+    immediate_price,
+    participation_budget,
+    to_price,
+)
 from services.broker.ib_errors import map_order_status
 from services.broker.types import (
     AccountValues,
@@ -36,6 +49,10 @@ from services.broker.types import (
 )
 from services.errors import BrokerConnectionError, ContractNotFoundError, DataError, OrderRejectedError
 
+EASTERN: Final = ZoneInfo("America/New_York")
+_SESSION_CLOSE: Final = time(16, 0)
+_DONE_IB: Final = frozenset({"Filled", "Cancelled", "Inactive"})
+
 
 def stock(symbol: str, conid: int, *, primary_exchange: str = "ARCA", long_name: str = "") -> ContractInfo:
     """Return a US stock/ETF ``ContractInfo`` (tick 0.01, whole shares, New York hours)."""
@@ -50,37 +67,87 @@ def stock(symbol: str, conid: int, *, primary_exchange: str = "ARCA", long_name:
         size_increment=Decimal("1"),
         long_name=long_name or symbol,
         time_zone_id="US/Eastern",
-        trading_hours="",
-        liquid_hours="",
         local_symbol=symbol,
         trading_class=symbol,
     )
 
 
+def _intraday(size: BarSize) -> bool:
+    return _bars.bar_timedelta(size) < timedelta(days=1)
+
+
+@dataclass
+class _Series:
+    size: BarSize
+    frame: pd.DataFrame
+    ends: pd.DatetimeIndex = field(init=False)
+
+    def __post_init__(self) -> None:
+        starts = pd.DatetimeIndex(self.frame[TIMESTAMP])
+        if _intraday(self.size):
+            self.ends = starts + pd.Timedelta(_bars.bar_timedelta(self.size))
+        else:  # a date-labelled bar completes at that session's close (16:00 New York)
+            self.ends = pd.DatetimeIndex(
+                [datetime.combine(d, _SESSION_CLOSE, EASTERN).astimezone(UTC) for d in starts.date]
+            ).as_unit("ns")
+
+    def completed(self, now: datetime) -> int:
+        return int(self.ends.searchsorted(pd.Timestamp(now), side="right"))
+
+    def bar(self, i: int) -> BarPrices:
+        row = self.frame.iloc[i]
+        return BarPrices(
+            start=pd.Timestamp(row[TIMESTAMP]).to_pydatetime(),
+            end=self.ends[i].to_pydatetime(),
+            open=to_price(row["open"]),
+            high=to_price(row["high"]),
+            low=to_price(row["low"]),
+            close=to_price(row["close"]),
+            volume=Decimal(repr(float(row["volume"]))),
+        )
+
+    def session(self, bar: BarPrices) -> date:
+        return bar.start.astimezone(EASTERN).date() if _intraday(self.size) else bar.start.date()
+
+
 class MarketClock:
-    """The market time of a :class:`MemoryBroker`; moving it fills resting orders."""
+    """The market time of a :class:`MemoryBroker` (same operations as the simulator's clock)."""
 
     def __init__(self, broker: MemoryBroker, start: datetime | None = None) -> None:
         self._broker = broker
-        self.now: datetime = start or datetime(1970, 1, 1, tzinfo=UTC)
+        self.now: datetime = (start or datetime(1970, 1, 1, tzinfo=UTC)).astimezone(UTC)
 
-    def set(self, ts: datetime) -> None:
-        """Move to ``ts`` (aware); moving forward processes every bar passed."""
+    def set(self, ts: datetime) -> datetime:
+        """Move to ``ts`` (aware) without matching orders."""
         if ts.tzinfo is None:
             raise ValueError("clock time must be timezone-aware")
-        old, self.now = self.now, ts.astimezone(UTC)
-        if self.now > old:
-            self._broker._on_time_passed(old, self.now)
+        self.now = ts.astimezone(UTC)
+        return self.now
+
+    def advance_to(self, ts: datetime) -> datetime:
+        """Move forward to ``ts`` and match working orders against every bar completed on the way."""
+        if ts.tzinfo is None:
+            raise ValueError("clock time must be timezone-aware")
+        target = ts.astimezone(UTC)
+        if target < self.now:
+            raise ValueError(f"cannot advance backwards to {target.isoformat()}")
+        before, self.now = self.now, target
+        self._broker._match(before, target)
+        return target
 
     def advance(self, n_bars: int = 1, symbol: str | None = None) -> datetime:
-        """Move to the ``n_bars``-th next bar start (of ``symbol``'s bars, or of all bars) and return it."""
-        stamps = self._broker._timeline(symbol)
-        later = stamps[stamps > pd.Timestamp(self.now)]
-        if len(later) == 0:
-            raise DataError("no bars after the current time")
-        target = later[min(n_bars, len(later)) - 1].to_pydatetime()
-        self.set(target)
-        return self.now
+        """Advance to the end of the ``n_bars``-th next bar (of ``symbol``'s clock series, or of any series)."""
+        if symbol is not None:
+            series = self._broker._clock_series(symbol.upper(), self.now)
+            if series is None:
+                raise DataError(f"{symbol} has no bars")
+            ends = series.ends
+        else:
+            ends = self._broker._all_ends()
+        idx = int(ends.searchsorted(pd.Timestamp(self.now), side="right")) + n_bars - 1
+        if idx >= len(ends):
+            raise DataError(f"no more bars after {self.now.isoformat()}")
+        return self.advance_to(ends[idx].to_pydatetime())
 
 
 @dataclass
@@ -90,6 +157,7 @@ class _Order:
     order_id: int
     perm_id: int
     client_id: int
+    placed_at: datetime
     ib_status: str = "Submitted"
     filled: Decimal = Decimal(0)
     value: Decimal = Decimal(0)
@@ -97,7 +165,6 @@ class _Order:
     triggered: bool = False
     error_code: int | None = None
     error_text: str | None = None
-    fills: list[str] = field(default_factory=list)
 
     @property
     def remaining(self) -> Decimal:
@@ -105,7 +172,16 @@ class _Order:
 
     @property
     def done(self) -> bool:
-        return self.ib_status in ("Filled", "Cancelled", "Inactive")
+        return self.ib_status in _DONE_IB
+
+    @property
+    def session(self) -> date:
+        # the session a DAY order belongs to: today's before 16:00 New York, else the next weekday
+        local = self.placed_at.astimezone(EASTERN)
+        day = local.date() + timedelta(days=1 if local.time() >= _SESSION_CLOSE else 0)
+        while day.weekday() >= 5:
+            day += timedelta(days=1)
+        return day
 
     def view(self) -> BrokerOrder:
         r = self.request
@@ -117,7 +193,7 @@ class _Order:
             ib_status=self.ib_status,
             status=map_order_status(self.ib_status, self.filled, error_code=self.error_code),
             filled=self.filled,
-            remaining=self.remaining,
+            remaining=self.remaining if not self.done else Decimal(0),
             avg_fill_price=(self.value / self.filled) if self.filled else None,
             symbol=self.contract.symbol,
             conid=self.contract.conid,
@@ -149,7 +225,7 @@ class MemoryBroker:
         *,
         account: str = "DU0000001",
         cash: Decimal = Decimal("1000000"),
-        participation: Decimal = Decimal("0.1"),
+        participation: Decimal | None = None,
         client_id: int = 17,
         start: datetime | None = None,
     ) -> None:
@@ -157,17 +233,18 @@ class MemoryBroker:
         self.client_id = client_id
         self.participation = participation
         self.cash = cash
+        self.connects = 0
         self._contracts: dict[int, ContractInfo] = {c.conid: c for c in contracts}
-        self._frames: dict[str, dict[BarSize, pd.DataFrame]] = {}
+        self._series: dict[str, dict[BarSize, _Series]] = {}
         self._orders: dict[str, _Order] = {}
         self._executions: list[Execution] = []
         self._positions: dict[int, _Position] = {}
+        self._used: dict[tuple[int, BarSize, int], Decimal] = {}
         self._order_ids = itertools.count(1)
-        self._perm_ids = itertools.count(1_000_001)
+        self._perm_ids = itertools.count(1_000_000_001)
         self._exec_seq = itertools.count(1)
         self._reject_next: tuple[int, str] | None = None
         self._connectivity = Connectivity.DISCONNECTED
-        self.connects = 0
         self.clock = MarketClock(self, start)
         for symbol, frames in (bars or {}).items():
             for frame in [frames] if isinstance(frames, pd.DataFrame) else frames:
@@ -181,8 +258,11 @@ class MemoryBroker:
     def add_bars(self, symbol: str, frame: pd.DataFrame, bar_size: BarSize | None = None) -> BarSize:
         """Register a canonical frame for ``symbol`` (bar size inferred when not given); return its size."""
         frame = _bars.canonical(frame)
-        size = bar_size or _bars.infer_bar_size(frame)
-        self._frames.setdefault(symbol, {})[size] = frame
+        size = bar_size or infer_bar_size(frame[TIMESTAMP])
+        if size is None:
+            raise DataError(f"cannot infer the bar size of the {symbol} frame")
+        symbol = symbol.upper()
+        self._series.setdefault(symbol, {})[size] = _Series(size, frame)
         if not any(c.symbol == symbol for c in self._contracts.values()):
             self.add_contract(stock(symbol, 100_000 + len(self._contracts)))
         return size
@@ -226,42 +306,33 @@ class MemoryBroker:
 
     async def historical_bars(self, contract: ContractInfo, request: BarRequest) -> pd.DataFrame:
         self._require_socket()
-        frames = self._frames.get(contract.symbol, {})
-        if request.bar_size in frames:
-            source = frames[request.bar_size]
-        else:
-            finer = [s for s in frames if _bars.bar_timedelta(s) < _bars.bar_timedelta(request.bar_size)]
-            if not finer:
-                raise DataError(f"IB error 162: no {request.bar_size} data for {contract.symbol}")
-            base = max(finer, key=_bars.bar_timedelta)
-            source = _bars.resample(frames[base], request.bar_size)
-        end = request.end or self.clock.now
-        return _bars.canonical(_bars.window(source, end, request.duration))
+        end = min(request.end.astimezone(UTC), self.clock.now) if request.end else self.clock.now
+        for series in self._sources(contract.symbol, request.bar_size):
+            frame = _window(series, request, end)
+            if not frame.empty:
+                return frame
+        return _bars.canonical(pd.DataFrame({c: [] for c in (TIMESTAMP, "open", "high", "low", "close", "volume")}))
 
     async def snapshot(self, contract: ContractInfo) -> Quote:
         self._require_socket()
-        bar, prev = self._current_bar(contract.symbol)
-        if bar is None:
+        last = self._last_bar(contract.symbol)
+        if last is None:
             return Quote(time=self.clock.now)
+        series, i = last
+        bar = series.bar(i)
+        prev = series.bar(i - 1).close if i > 0 else None
         tick = contract.min_tick
-        return Quote(
-            time=self.clock.now,
-            bid=bar.close - tick,
-            ask=bar.close + tick,
-            last=bar.close,
-            close=prev.close if prev is not None else None,
-        )
+        return Quote(time=self.clock.now, bid=bar.close - tick, ask=bar.close + tick, last=bar.close, close=prev)
 
     async def place_order(self, contract: ContractInfo, request: OrderRequest) -> BrokerOrder:
         if self._connectivity is not Connectivity.CONNECTED:
-            raise BrokerConnectionError(f"cannot place {request.order_ref}: broker {self._connectivity}")
-        if request.order_ref in self._orders:
-            raise OrderRejectedError(
-                f"order_ref {request.order_ref} already used", code=103, order_ref=request.order_ref
-            )
+            raise BrokerConnectionError(f"not placing {request.order_ref}: broker {self._connectivity}")
+        existing = self._orders.get(request.order_ref)
+        if existing is not None:  # idempotent: an order_ref known to the broker is never sent again
+            return existing.view()
         if contract.conid not in self._contracts:
             raise OrderRejectedError(f"IB error 200: unknown conid {contract.conid}", code=200)
-        order = _Order(request, contract, next(self._order_ids), next(self._perm_ids), self.client_id)
+        order = _Order(request, contract, next(self._order_ids), next(self._perm_ids), self.client_id, self.clock.now)
         self._orders[request.order_ref] = order
         rejection = self._rejection(order)
         if rejection is not None:
@@ -271,9 +342,16 @@ class MemoryBroker:
                 code=rejection[0],
                 order_ref=request.order_ref,
             )
-        bar, _ = self._current_bar(contract.symbol)
-        if bar is not None:
-            self._try_fill(order, bar, at_placement=True)
+        last = self._last_bar(contract.symbol)
+        if last is not None:
+            series, i = last
+            bar = series.bar(i)
+            r = request
+            price, order.triggered = immediate_price(
+                r.order_type, r.side, bar.close, limit=r.limit_price, stop=r.stop_price, triggered=False
+            )
+            if price is not None:
+                self._fill(order, series, i, bar, price, self.clock.now)
         return order.view()
 
     async def cancel_order(self, order_ref: str) -> BrokerOrder:
@@ -312,12 +390,12 @@ class MemoryBroker:
         self._require_socket()
         market_value = Decimal(0)
         for conid, p in self._positions.items():
-            bar, _ = self._current_bar(self._contracts[conid].symbol)
-            market_value += p.quantity * (bar.close if bar is not None else p.avg_cost)
-        net = self.cash + market_value
+            last = self._last_bar(self._contracts[conid].symbol)
+            mark = last[0].bar(last[1]).close if last is not None else p.avg_cost
+            market_value += p.quantity * mark
         return AccountValues(
             account=self.account,
-            net_liquidation=net,
+            net_liquidation=self.cash + market_value,
             buying_power=self.cash,
             available_funds=self.cash,
             total_cash=self.cash,
@@ -341,95 +419,93 @@ class MemoryBroker:
             rejection, self._reject_next = self._reject_next, None
             return rejection
         r, c = order.request, order.contract
+        if c.sec_type is SecType.IND:
+            return 201, f"{c.symbol} is an index and cannot be traded"
         if r.quantity % c.size_increment != 0:
             return 201, f"size {r.quantity} is not a multiple of {c.size_increment}"
         for price in (r.limit_price, r.stop_price):
             if price is not None and price % c.min_tick != 0:
                 return 110, f"price {price} does not conform to the minimum price variation {c.min_tick}"
-        if r.side is OrderSide.BUY:
-            bar, _ = self._current_bar(c.symbol)
-            ref = r.limit_price or (bar.close if bar is not None else None)
-            if ref is not None and ref * r.quantity > self.cash:
-                return 201, "insufficient funds (cash account)"
         return None
 
-    def _frame_for_fills(self, symbol: str, at: datetime) -> pd.DataFrame | None:
-        frames = self._frames.get(symbol, {})
-        ts = pd.Timestamp(at)
-        covering = [(s, f) for s, f in frames.items() if len(f) and f[TIMESTAMP].iloc[0] <= ts <= f[TIMESTAMP].iloc[-1]]
-        pool = covering or [(s, f) for s, f in frames.items() if len(f) and f[TIMESTAMP].iloc[0] <= ts]
-        if not pool:
-            return None
-        return min(pool, key=lambda sf: _bars.bar_timedelta(sf[0]))[1]
-
-    def _current_bar(self, symbol: str) -> tuple[BarPrices | None, BarPrices | None]:
-        frame = self._frame_for_fills(symbol, self.clock.now)
-        if frame is None:
-            return None, None
-        pos = int(frame[TIMESTAMP].searchsorted(pd.Timestamp(self.clock.now), side="right")) - 1
-        if pos < 0:
-            return None, None
-        prev = _bar(frame.iloc[pos - 1]) if pos > 0 else None
-        return _bar(frame.iloc[pos]), prev
-
-    def _timeline(self, symbol: str | None) -> pd.DatetimeIndex:
-        frames = [f for s, by in self._frames.items() if symbol in (None, s) for f in by.values()]
-        if not frames:
-            raise DataError(f"no bars for {symbol or 'any symbol'}")
-        return pd.DatetimeIndex(pd.concat([f[TIMESTAMP] for f in frames]).drop_duplicates().sort_values())
-
-    def _on_time_passed(self, old: datetime, new: datetime) -> None:
-        working = [o for o in self._orders.values() if not o.done]
-        for order in working:
-            frame = self._frame_for_fills(order.contract.symbol, new)
-            if frame is None:
+    def _sources(self, symbol: str, size: BarSize) -> list[_Series]:
+        by_size = self._series.get(symbol.upper(), {})
+        out = [by_size[size]] if size in by_size else []
+        target = _bars.bar_timedelta(size)
+        for s in sorted(by_size.values(), key=lambda s: _bars.bar_timedelta(s.size)):
+            src = _bars.bar_timedelta(s.size)
+            if s.size == size or src >= target:
                 continue
-            ts = frame[TIMESTAMP]
-            passed = frame.loc[(ts > pd.Timestamp(old)) & (ts <= pd.Timestamp(new))]
-            for _, row in passed.iterrows():
-                self._try_fill(order, _bar(row), at_placement=False, when=row[TIMESTAMP].to_pydatetime())
+            if not _intraday(size) or (_intraday(s.size) and target % src == timedelta(0)):
+                out.append(s)
+        return out
+
+    def _clock_series(self, symbol: str, now: datetime) -> _Series | None:
+        best: _Series | None = None
+        for s in sorted(self._series.get(symbol, {}).values(), key=lambda s: _bars.bar_timedelta(s.size)):
+            if s.completed(now) == 0:
+                continue
+            if s.ends[-1] >= pd.Timestamp(now):
+                return s
+            if best is None or s.ends[-1] > best.ends[-1]:
+                best = s
+        return best
+
+    def _last_bar(self, symbol: str) -> tuple[_Series, int] | None:
+        s = self._clock_series(symbol.upper(), self.clock.now)
+        return (s, s.completed(self.clock.now) - 1) if s is not None else None
+
+    def _all_ends(self) -> pd.DatetimeIndex:
+        arrays = [s.ends.asi8 for by in self._series.values() for s in by.values()]
+        if not arrays:
+            raise DataError("no bars loaded")
+        return pd.DatetimeIndex(np.unique(np.concatenate(arrays)), tz="UTC")
+
+    def _match(self, before: datetime, after: datetime) -> None:
+        for order in [o for o in self._orders.values() if not o.done]:
+            series = self._clock_series(order.contract.symbol, after)
+            if series is None:
+                continue
+            lo = int(series.ends.searchsorted(pd.Timestamp(before), side="right"))
+            hi = series.completed(after)
+            for i in range(lo, hi):
+                bar = series.bar(i)
+                if order.request.tif is TimeInForce.DAY and series.session(bar) > order.session:
+                    order.ib_status = "Cancelled"
+                    break
+                if _intraday(series.size) and not _in_rth(bar.start):
+                    continue
+                r = order.request
+                price, order.triggered = bar_price(
+                    r.order_type, r.side, bar, limit=r.limit_price, stop=r.stop_price, triggered=order.triggered
+                )
+                if price is not None:
+                    self._fill(order, series, i, bar, price, bar.end)
                 if order.done:
                     break
 
-    def _try_fill(self, order: _Order, bar: BarPrices, *, at_placement: bool, when: datetime | None = None) -> None:
-        r = order.request
-        was_triggered = order.triggered
-        price = fill_price(
-            r.order_type,
-            r.side,
-            bar,
-            limit=r.limit_price,
-            stop=r.stop_price,
-            at_placement=at_placement,
-            triggered=was_triggered,
-        )
-        if r.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and not was_triggered and r.stop_price is not None:
-            if at_placement:
-                buy = r.side is OrderSide.BUY
-                order.triggered = bar.close >= r.stop_price if buy else bar.close <= r.stop_price
-            else:
-                order.triggered = stop_triggered(r.side, r.stop_price, bar)
-        if price is None:
-            return
-        qty = min(order.remaining, max_fill_quantity(bar, self.participation, order.contract.size_increment))
-        if qty <= 0:
-            return
-        self._book_fill(order, qty, price, when or self.clock.now)
+    def _fill(self, order: _Order, series: _Series, index: int, bar: BarPrices, price: Decimal, when: datetime) -> None:
+        qty = order.remaining
+        budget = participation_budget(bar.volume, self.participation)
+        if budget is not None:
+            key = (order.contract.conid, series.size, index)
+            qty = min(qty, max(budget - self._used.get(key, Decimal(0)), Decimal(0)))
+            self._used[key] = self._used.get(key, Decimal(0)) + qty
+        if qty > 0:
+            self._book_fill(order, qty, price, when)
 
     def _book_fill(self, order: _Order, qty: Decimal, price: Decimal, when: datetime) -> None:
+        commission = ib_fixed_commission(order.filled + qty, order.value + qty * price) - order.commission
         order.filled += qty
         order.value += qty * price
-        total_commission = ib_fixed_commission(order.filled, order.value)
-        commission, order.commission = total_commission - order.commission, total_commission
+        order.commission += commission
         order.ib_status = "Filled" if order.remaining == 0 else "Submitted"
         signed = qty if order.request.side is OrderSide.BUY else -qty
         realized = self._update_position(order.contract.conid, signed, price, commission)
         self.cash -= signed * price + commission
-        exec_id = f"{order.perm_id:08x}.{next(self._exec_seq):08x}.01.01"
-        order.fills.append(exec_id)
         self._executions.append(
             Execution(
-                exec_id=exec_id,
+                exec_id=f"0000e0d5.{order.perm_id:08x}.{next(self._exec_seq):02d}.01",
                 perm_id=order.perm_id,
                 order_id=order.order_id,
                 order_ref=order.request.order_ref,
@@ -445,24 +521,52 @@ class MemoryBroker:
             )
         )
 
-    def _update_position(self, conid: int, signed: Decimal, price: Decimal, commission: Decimal) -> Decimal:
-        # IB's avgCost includes commissions; realized P&L is booked on the closing part of a fill.
+    def _update_position(self, conid: int, signed: Decimal, price: Decimal, commission: Decimal) -> Decimal | None:
+        # IB's avgCost includes commissions; realized P&L (net of commission) is booked on the closing part.
         pos = self._positions.setdefault(conid, _Position())
         old = pos.quantity
-        new = old + signed
         if old == 0 or (old > 0) == (signed > 0):
-            pos.avg_cost = (old * pos.avg_cost + signed * price + commission) / new
-            pos.quantity = new
-            return Decimal(0)
+            total = pos.avg_cost * abs(old) + abs(signed) * price + commission
+            pos.quantity = old + signed
+            pos.avg_cost = total / abs(pos.quantity)
+            return None
         closing = min(abs(signed), abs(old))
         direction = Decimal(1) if old > 0 else Decimal(-1)
         realized = (price - pos.avg_cost) * closing * direction - commission
-        pos.quantity = new
-        if new == 0:
+        pos.quantity = old + signed
+        if pos.quantity == 0:
             pos.avg_cost = Decimal(0)
-        elif (new > 0) != (old > 0):
+        elif (pos.quantity > 0) != (old > 0):
             pos.avg_cost = price
         return realized
+
+
+def _in_rth(start: datetime) -> bool:
+    local = start.astimezone(EASTERN)
+    minutes = local.hour * 60 + local.minute
+    return local.weekday() < 5 and 570 <= minutes < 960
+
+
+def _window(series: _Series, request: BarRequest, end: datetime) -> pd.DataFrame:
+    # Same window rules as the simulator: completed bars only; "n D" on intraday bars = the last n session dates.
+    offset = _bars.parse_duration(request.duration)
+    frame = series.frame.iloc[: series.completed(end)]
+    if request.use_rth and _intraday(series.size):
+        frame = frame[[_in_rth(t) for t in pd.DatetimeIndex(frame[TIMESTAMP]).to_pydatetime()]]
+    if frame.empty:
+        return frame
+    count, unit = int(request.duration.split()[0]), request.duration.split()[1]
+    intraday_target = _intraday(request.bar_size)
+    if unit == "D" and intraday_target:
+        dates = pd.DatetimeIndex(frame[TIMESTAMP]).tz_convert(EASTERN).normalize()
+        keep = np.unique(dates.asi8)[-count:]
+        frame = frame[np.isin(dates.asi8, keep)]
+    if series.size != request.bar_size:
+        frame = resample_bars(frame.reset_index(drop=True), request.bar_size)
+    if not (unit == "D" and intraday_target):
+        start = pd.Timestamp(end) - offset
+        frame = frame[frame[TIMESTAMP] >= start]
+    return _bars.canonical(frame.reset_index(drop=True))
 
 
 def _matches(c: ContractInfo, spec: ContractSpec) -> bool:
@@ -473,14 +577,4 @@ def _matches(c: ContractInfo, spec: ContractSpec) -> bool:
         and c.sec_type == spec.sec_type
         and c.currency == spec.currency
         and (spec.primary_exchange is None or c.primary_exchange == spec.primary_exchange)
-    )
-
-
-def _bar(row: pd.Series) -> BarPrices:
-    return BarPrices(
-        open=_bars.to_decimal(row["open"]),
-        high=_bars.to_decimal(row["high"]),
-        low=_bars.to_decimal(row["low"]),
-        close=_bars.to_decimal(row["close"]),
-        volume=_bars.to_decimal(row["volume"]),
     )
