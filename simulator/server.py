@@ -1,0 +1,654 @@
+"""The TWS-protocol server: asyncio on 127.0.0.1, spoken to by the real ib_async client.
+
+Lifecycle: ``await sim.start()`` / ``await sim.stop()``, ``async with SimServer(cfg) as sim``, or
+``with SimServer.in_thread(cfg) as sim`` (own event loop in a daemon thread). Every public method may be called
+from any thread: calls from outside the server's loop thread are marshalled onto it and waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from simulator import history
+from simulator import messages as m
+from simulator.catalog import Catalog, Instrument, bar_files, load_catalog
+from simulator.clock import MarketClock
+from simulator.config import MIN_SERVER_VERSION, SimConfig
+from simulator.faults import FailRule, Faults, request_id
+from simulator.matching import Matcher, bar_at
+from simulator.orders import Builder, OrderDesk, parse_place
+from simulator.pacing import HistoricalPacer
+from simulator.state import SimState
+from simulator.wire import API_PREFIX, FrameReader, ProtocolError, encode, encode_raw, ib_time, parse_version_range
+
+log = logging.getLogger("simulator")
+T = TypeVar("T")
+
+FARM_NOTICES = (
+    (2104, "Market data farm connection is OK:usfarm"),
+    (2106, "HMDS data farm connection is OK:ushmds"),
+    (2158, "Sec-def data farm connection is OK:secdefnj"),
+)
+DUPLICATE_CLIENT = "Unable to connect as the client id is already in use. Retry with a unique client id."
+NO_SECURITY = "No security definition has been found for the request"
+_CATALOG_CACHE: dict[tuple[Path, tuple[tuple[str, float], ...]], Catalog] = {}
+
+
+def cached_catalog(data_dir: Path) -> Catalog:
+    """Load a catalog once per directory content (name and mtime of each file); catalogs are read-only."""
+    path = data_dir.resolve()
+    key = (path, tuple((p.name, p.stat().st_mtime) for p in bar_files(path)))
+    if key not in _CATALOG_CACHE:
+        _CATALOG_CACHE[key] = load_catalog(path)
+    return _CATALOG_CACHE[key]
+
+
+@dataclass
+class SimStats:
+    hist_requests: int = 0
+    pacing_violations: int = 0
+    orders_placed: int = 0
+    connections: int = 0
+    messages_received: int = 0
+
+
+class Connection:
+    """One client socket after the handshake."""
+
+    def __init__(self, writer: asyncio.StreamWriter, version: int) -> None:
+        self.writer = writer
+        self.version = version
+        self.client_id: int | None = None
+        self.closed = False
+        self.positions_sub = False
+        self.account_sub: str | None = None
+        self.market_data_type = 1
+        self.streams: dict[int, int] = {}  # reqId -> conId of streaming market data
+
+    def send(self, fields: m.Fields) -> None:
+        if self.closed or self.writer.is_closing():
+            return
+        self.writer.write(encode(fields))
+
+    def abort(self) -> None:
+        self.closed = True
+        transport = self.writer.transport
+        transport.abort()
+
+
+class SimServer:
+    """A simulated TWS / IB Gateway over real sockets. See docs/simulator.md."""
+
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = config or SimConfig()
+        self.catalog = cached_catalog(self.config.resolved_data_dir())
+        start = self.config.now or self.catalog.daily_end() or datetime.now(UTC)
+        self.clock = MarketClock(self.catalog, start)
+        self.state = SimState(
+            accounts=self.config.accounts, cash={a: self.config.initial_cash for a in self.config.accounts}
+        )
+        self.stats = SimStats()
+        self.received: list[tuple[int, list[str]]] = []
+        self.pacer = HistoricalPacer(self.config.pacing_time)
+        self.faults = Faults()
+        self.reply_delay_s = 0.0
+        self.close_after_place_order = False
+        self.desk = OrderDesk(
+            self.state,
+            self.catalog,
+            self.clock,
+            Matcher(self.config.partial_fill_participation, self.config.slippage, self.config.mkt_fill),
+            self,
+        )
+        self.clock.bind(self._on_advance, self._call)
+        self._connections: list[Connection] = []
+        self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._port = self.config.port
+        self._refuse_until = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def early_commission_report(self) -> bool:
+        return self.desk.early_commission_report
+
+    @early_commission_report.setter
+    def early_commission_report(self, value: bool) -> None:
+        self.desk.early_commission_report = value
+
+    async def start(self) -> SimServer:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        await self._listen()
+        log.info(
+            "simulator listening on %s:%d (server version %d)", self.config.host, self._port, self.config.server_version
+        )
+        return self
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.config.host, self._port, reuse_address=True)
+        self._port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for conn in list(self._connections):
+            conn.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.sleep(0)
+
+    async def __aenter__(self) -> SimServer:
+        return await self.start()
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    @classmethod
+    @contextmanager
+    def in_thread(cls, config: SimConfig | None = None) -> Iterator[SimServer]:
+        """Run a server on its own event loop in a daemon thread for the duration of the ``with`` block."""
+        sim = cls(config)
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(sim.start())
+            except BaseException as exc:  # reported to the caller below
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+
+        thread = threading.Thread(target=run, name="tws-simulator", daemon=True)
+        thread.start()
+        ready.wait(30)
+        if failure:
+            loop.close()
+            raise failure[0]
+        try:
+            yield sim
+        finally:
+            with suppress(Exception):
+                asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the server loop (directly when already there) and return its result."""
+        loop = self._loop
+        if loop is None or not loop.is_running() or threading.get_ident() == self._loop_thread:
+            return fn(*args)
+
+        async def call() -> T:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(call(), loop).result(30)
+
+    # ---- fault injection -------------------------------------------------------------------------------------
+
+    def drop_connections(self) -> None:
+        """Abort every client socket (the client sees the peer close)."""
+        self._call(self._drop_all)
+
+    def _drop_all(self) -> None:
+        for conn in list(self._connections):
+            conn.abort()
+
+    def refuse_connections(self, seconds: float) -> None:
+        """Emulate the daily restart: drop every socket and stop listening for ``seconds``."""
+        self._call(self._refuse, seconds)
+
+    def _refuse(self, seconds: float) -> None:
+        self._drop_all()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        self._refuse_until = time.monotonic() + seconds
+        assert self._loop is not None
+        self._loop.call_later(seconds, self._spawn, self._relisten())
+
+    async def _relisten(self) -> None:
+        if self._server is None:
+            await self._listen()
+
+    def send_error(self, code: int, message: str, req_id: int = -1, client_id: int | None = None) -> None:
+        """Send an error/notice (e.g. 1100, 1101, 1102) to every client, or to one clientId."""
+        self._call(self._broadcast_error, code, message, req_id, client_id)
+
+    def connectivity_lost(self) -> None:
+        self.send_error(1100, "Connectivity between IB and Trader Workstation has been lost.")
+
+    def connectivity_restored(self, *, data_lost: bool = False) -> None:
+        if data_lost:
+            self.send_error(1101, "Connectivity between IB and TWS has been restored- data lost.*")
+        else:
+            self.send_error(1102, "Connectivity between IB and Trader Workstation has been restored - data maintained.")
+
+    def _broadcast_error(self, code: int, message: str, req_id: int, client_id: int | None) -> None:
+        for conn in self._connections:
+            if client_id is None or conn.client_id == client_id:
+                conn.send(m.error(conn.version, req_id, code, message))
+
+    def reject_next_order(self, reason: str) -> None:
+        """The next placeOrder (any client) is rejected with error 201 and ``reason``."""
+        self._call(self.desk.reject_reasons.append, reason)
+
+    def fail_request(self, code: int, message: str, *, req_id: int | None = None, msg_type: int | None = None) -> None:
+        """Answer the next request with this id and/or message type with error ``code`` instead of its reply."""
+        if req_id is None and msg_type is None:
+            raise ValueError("fail_request needs req_id or msg_type")
+        self._call(self.faults.rules.append, FailRule(code, message, req_id, msg_type))
+
+    # ---- outbox (used by the order desk) ---------------------------------------------------------------------
+
+    def to_client(self, client_id: int, build: Builder) -> None:
+        for conn in self._connections:
+            if conn.client_id == client_id:
+                conn.send(build(conn.version))
+
+    def account_changed(self, account: str, con_id: int) -> None:
+        inst = self.catalog.by_con_id[con_id]
+        pos = self.state.position(account, con_id)
+        for conn in self._connections:
+            if conn.positions_sub:
+                conn.send(m.position(account, inst, pos.quantity, pos.avg_cost))
+            if conn.account_sub == account:
+                self._send_account(conn, account, end=False)
+
+    # ---- connections -----------------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        conn: Connection | None = None
+        try:
+            version = await self._handshake(reader, writer)
+            if version is None:
+                writer.transport.abort()
+                return
+            conn = Connection(writer, version)
+            self._connections.append(conn)
+            frames = FrameReader()
+            while not conn.closed:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                for fields in frames.feed(data):
+                    if conn.closed:
+                        break
+                    await self._dispatch(conn, fields)
+        except (ConnectionError, ProtocolError, asyncio.IncompleteReadError) as exc:
+            log.debug("connection ended: %r", exc)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            if conn is not None:
+                conn.closed = True
+                if conn in self._connections:
+                    self._connections.remove(conn)
+            if not writer.is_closing():
+                writer.close()
+
+    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int | None:
+        prefix = await reader.readexactly(len(API_PREFIX))
+        if prefix != API_PREFIX:
+            log.warning("not a TWS API client (got %r)", prefix)
+            return None
+        frames = FrameReader()
+        greeting: list[list[str]] = []
+        while not greeting:
+            data = await reader.read(4096)
+            if not data:
+                return None
+            greeting = frames.feed(data)
+        low, high, _options = parse_version_range(greeting[0][0] if greeting[0] else "")
+        version = min(high, self.config.server_version)
+        if version < max(low, MIN_SERVER_VERSION):
+            log.warning("refusing client versions v%d..%d (server speaks %d)", low, high, self.config.server_version)
+            return None
+        stamp = f"{self.clock.now:%Y%m%d %H:%M:%S} UTC"
+        writer.write(encode_raw(f"{version}\0{stamp}\0".encode()))
+        return version
+
+    async def _dispatch(self, conn: Connection, fields: list[str]) -> None:
+        self.stats.messages_received += 1
+        self.received.append((conn.client_id if conn.client_id is not None else -1, fields))
+        try:
+            msg_id = int(fields[0])
+        except (IndexError, ValueError):
+            log.warning("malformed frame %r", fields)
+            return
+        if conn.client_id is None:
+            if msg_id == 71:
+                self._start_api(conn, fields)
+            return
+        if self.reply_delay_s > 0:
+            await asyncio.sleep(self.reply_delay_s)
+        req_id = request_id(fields)
+        rule = self.faults.take(msg_id, req_id)
+        if rule is not None:
+            conn.send(m.error(conn.version, req_id if req_id is not None else -1, rule.code, rule.message))
+            return
+        handler = self._handlers.get(msg_id)
+        if handler is None:
+            log.debug("ignoring message %d: %r", msg_id, fields)
+            return
+        try:
+            handler(self, conn, fields)
+        except Exception:
+            log.exception("handler for message %d failed on %r", msg_id, fields)
+            rid = req_id if req_id is not None else -1
+            conn.send(m.error(conn.version, rid, 321, "Error validating request.- simulator could not handle it"))
+
+    def _start_api(self, conn: Connection, fields: list[str]) -> None:
+        client_id = int(fields[2])
+        if any(c.client_id == client_id for c in self._connections if c is not conn and not c.closed):
+            conn.send(m.error(conn.version, -1, 326, DUPLICATE_CLIENT))
+            conn.closed = True
+            conn.writer.close()
+            return
+        conn.client_id = client_id
+        self.stats.connections += 1
+        conn.send(m.managed_accounts(self.state.accounts))
+        conn.send(m.next_valid_id(self.state.next_order_id.get(client_id, 1)))
+        if self.config.farm_notices:
+            for code, text in FARM_NOTICES:
+                conn.send(m.error(conn.version, -1, code, text))
+
+    # ---- request handlers ------------------------------------------------------------------------------------
+
+    def _resolve(self, fields: list[str], first: int) -> list[Instrument]:
+        """Match the 12-field contract starting at ``fields[first]`` against the catalog."""
+        con_id = int(fields[first] or 0)
+        symbol, sec_type = fields[first + 1], fields[first + 2]
+        exchange, currency, local = fields[first + 7], fields[first + 9], fields[first + 10]
+        found = self.catalog.find(con_id, symbol, sec_type, currency, exchange)
+        if local:
+            found = [i for i in found if i.local_symbol == local]
+        return found
+
+    def _positions(self, conn: Connection, _fields: list[str]) -> None:
+        conn.positions_sub = True
+        for (account, con_id), pos in sorted(self.state.positions.items()):
+            if pos.quantity != 0:
+                conn.send(m.position(account, self.catalog.by_con_id[con_id], pos.quantity, pos.avg_cost))
+        conn.send(m.position_end())
+
+    def _cancel_positions(self, conn: Connection, _fields: list[str]) -> None:
+        conn.positions_sub = False
+
+    def _open_orders(self, conn: Connection, fields: list[str]) -> None:
+        everyone = fields[0] == "16"
+        for order in sorted(self.state.open_orders(), key=lambda o: o.perm_id):
+            if everyone or order.client_id == conn.client_id:
+                inst = self.catalog.by_con_id[order.con_id]
+                conn.send(m.open_order(conn.version, order, inst))
+                conn.send(m.order_status(order))
+        conn.send(m.open_order_end())
+
+    def _completed_orders(self, conn: Connection, _fields: list[str]) -> None:
+        for order in sorted(self.state.completed_orders(), key=lambda o: o.perm_id):
+            conn.send(m.completed_order(conn.version, order, self.catalog.by_con_id[order.con_id]))
+        conn.send(m.completed_orders_end())
+
+    def _send_account(self, conn: Connection, account: str, *, end: bool) -> None:
+        for key, value, currency in self.desk.account_values(account):
+            conn.send(m.account_value(key, value, currency, account))
+        for inst, qty, price, avg_cost, realized in self.desk.portfolio(account):
+            conn.send(m.portfolio_value(inst, account, qty, price, avg_cost, realized))
+        conn.send(m.account_time(self.clock.now))
+        if end:
+            conn.send(m.account_download_end(account))
+
+    def _account_updates(self, conn: Connection, fields: list[str]) -> None:
+        subscribe = fields[2] == "1"
+        account = fields[3] or self.state.accounts[0]
+        if not subscribe:
+            conn.account_sub = None
+            return
+        if account not in self.state.accounts:
+            conn.send(m.error(conn.version, -1, 321, f"Error validating request.- account {account} not found"))
+            return
+        conn.account_sub = account
+        self._send_account(conn, account, end=True)
+
+    def _account_updates_multi(self, conn: Connection, fields: list[str]) -> None:
+        req_id, account = int(fields[2]), fields[3]
+        accounts = self.state.accounts if account in ("", "All") else (account,)
+        for acct in accounts:
+            if acct in self.state.accounts:
+                for key, value, currency in self.desk.account_values(acct):
+                    conn.send(m.account_update_multi(req_id, acct, key, value, currency))
+        conn.send(m.account_update_multi_end(req_id))
+
+    def _account_summary(self, conn: Connection, fields: list[str]) -> None:
+        req_id, tags = int(fields[2]), {t.strip() for t in fields[4].split(",") if t.strip()}
+        for account in self.state.accounts:
+            for key, value, currency in self.desk.account_values(account):
+                if key in tags:
+                    conn.send(m.account_summary(req_id, account, key, value, currency))
+        conn.send(m.account_summary_end(req_id))
+
+    def _executions(self, conn: Connection, fields: list[str]) -> None:
+        req_id = int(fields[2])
+        client_filter = int(fields[3] or 0)
+        account, since, symbol, sec_type, _exchange, side = (fields + [""] * 10)[4:10]
+        for ex in self.state.executions:
+            inst = self.catalog.by_con_id[ex.con_id]
+            if client_filter and ex.client_id != client_filter:
+                continue
+            if (account and ex.account != account) or (symbol and inst.symbol != symbol.upper()):
+                continue
+            if (sec_type and inst.sec_type != sec_type) or (side and ex.side != side.upper()):
+                continue
+            if since and f"{ex.time:%Y%m%d %H:%M:%S}" < since.replace("-", " ")[:17]:
+                continue
+            conn.send(m.exec_details(conn.version, req_id, ex, inst))
+            conn.send(m.commission_report(ex, inst.currency))
+        conn.send(m.exec_details_end(req_id))
+
+    def _req_ids(self, conn: Connection, _fields: list[str]) -> None:
+        assert conn.client_id is not None
+        conn.send(m.next_valid_id(self.state.next_order_id.get(conn.client_id, 1)))
+
+    def _managed_accounts(self, conn: Connection, _fields: list[str]) -> None:
+        conn.send(m.managed_accounts(self.state.accounts))
+
+    def _current_time(self, conn: Connection, _fields: list[str]) -> None:
+        conn.send(m.current_time(int(self.clock.now.timestamp())))
+
+    def _contract_details(self, conn: Connection, fields: list[str]) -> None:
+        req_id = int(fields[2])
+        found = [] if (len(fields) > 16 and fields[16]) else self._resolve(fields, 3)
+        if not found:
+            conn.send(m.error(conn.version, req_id, 200, NO_SECURITY))
+            return
+        requested = fields[10]
+        for inst in found:
+            exchange = requested if requested and requested != "SMART" else inst.exchange
+            if inst.sec_type == "IND":
+                exchange = inst.primary_exchange
+            conn.send(m.contract_details(conn.version, req_id, inst, exchange, self.clock.now.date()))
+        conn.send(m.contract_details_end(req_id))
+
+    def _historical(self, conn: Connection, fields: list[str]) -> None:
+        req = history.parse_request(fields)
+        found = self._resolve(fields, 2)
+        if not found:
+            conn.send(m.error(conn.version, req.req_id, 200, NO_SECURITY))
+            return
+        inst = found[0]
+        try:
+            target = history.parse_bar_size(req.bar_size)
+            count, unit = history.parse_duration(req.duration)
+            history.check_limits(count, unit, target)
+            verdict = self.pacer.check(req.identity(inst.con_id), (inst.con_id, req.what_to_show))
+            if not verdict.ok:
+                self.stats.pacing_violations += 1
+                raise history.HistoryError(162, f"{history.HMDS}Historical data request pacing violation")
+            result = history.serve(inst, req, self.clock.now)
+        except history.HistoryError as exc:
+            conn.send(m.error(conn.version, req.req_id, exc.code, exc.message))
+            return
+        self.stats.hist_requests += 1
+        zone = inst.time_zone_id
+        conn.send(m.historical_data(req.req_id, ib_time(result.start, zone), ib_time(result.end, zone), result.rows))
+
+    def _market_data(self, conn: Connection, fields: list[str]) -> None:
+        req_id = int(fields[2])
+        found = self._resolve(fields, 3)
+        if not found:
+            conn.send(m.error(conn.version, req_id, 200, NO_SECURITY))
+            return
+        i = 15
+        if fields[4] == "BAG":
+            i += 1 + 4 * int(fields[i] or 0)
+        i += 4 if fields[i] == "1" else 1
+        snapshot = fields[i + 1] == "1" if len(fields) > i + 1 else False
+        inst = found[0]
+        conn.send(m.market_data_type(req_id, conn.market_data_type))
+        self._send_ticks(conn, req_id, inst)
+        if snapshot:
+            conn.send(m.tick_snapshot_end(req_id))
+        else:
+            conn.streams[req_id] = inst.con_id
+
+    def _send_ticks(self, conn: Connection, req_id: int, inst: Instrument) -> None:
+        last = inst.last_bar(self.clock.now)
+        if last is None:
+            return
+        series, index = last
+        bar = bar_at(series, index, inst.con_id)
+        session = series.completed(self.clock.now)
+        first = index
+        while first > 0 and bar_at(series, first - 1, inst.con_id).session == bar.session:
+            first -= 1
+        today = session.iloc[first : index + 1]
+        prev_close = float(session["close"].iloc[first - 1]) if first > 0 else float(bar.close)
+        spread = Decimal(self.config.spread_ticks) * Decimal(str(inst.min_tick))
+        delayed = conn.market_data_type in (3, 4)
+        last_price = float(bar.close)
+        prices = [
+            (66 if delayed else 1, float(bar.close - spread), 100.0),
+            (67 if delayed else 2, float(bar.close + spread), 100.0),
+            (68 if delayed else 4, last_price, 100.0),
+            (72 if delayed else 6, float(today["high"].max()), 0.0),
+            (73 if delayed else 7, float(today["low"].min()), 0.0),
+            (76 if delayed else 14, float(today["open"].iloc[0]), 0.0),
+            (75 if delayed else 9, prev_close, 0.0),
+        ]
+        if inst.sec_type == "IND":
+            prices = [p for p in prices if p[0] not in (1, 2, 66, 67)]
+        for tick_type, price, size in prices:
+            conn.send(m.tick_price(req_id, tick_type, price, size))
+        conn.send(m.tick_size(req_id, 74 if delayed else 8, float(today["volume"].sum())))
+
+    def _cancel_market_data(self, conn: Connection, fields: list[str]) -> None:
+        conn.streams.pop(int(fields[2]), None)
+
+    def _market_data_type(self, conn: Connection, fields: list[str]) -> None:
+        conn.market_data_type = int(fields[2] or 1)
+
+    def _place_order(self, conn: Connection, fields: list[str]) -> None:
+        assert conn.client_id is not None
+        if self.close_after_place_order:
+            self.close_after_place_order = False
+            conn.abort()  # the order is still processed; the client never hears about it
+        if self.desk.place(conn.client_id, parse_place(fields, conn.version)):
+            self.stats.orders_placed += 1
+
+    def _cancel_order(self, conn: Connection, fields: list[str]) -> None:
+        assert conn.client_id is not None
+        self.desk.cancel(conn.client_id, int(fields[2]))
+
+    def _global_cancel(self, _conn: Connection, _fields: list[str]) -> None:
+        self.desk.global_cancel()
+
+    def _ignore(self, _conn: Connection, _fields: list[str]) -> None:
+        return
+
+    _handlers: ClassVar[dict[int, Callable[[SimServer, Connection, list[str]], None]]] = {
+        1: _market_data,
+        2: _cancel_market_data,
+        3: _place_order,
+        4: _cancel_order,
+        5: _open_orders,
+        6: _account_updates,
+        7: _executions,
+        8: _req_ids,
+        9: _contract_details,
+        15: _ignore,  # reqAutoOpenOrders
+        16: _open_orders,
+        17: _managed_accounts,
+        20: _historical,
+        25: _ignore,  # cancelHistoricalData
+        49: _current_time,
+        58: _global_cancel,
+        59: _market_data_type,
+        61: _positions,
+        62: _account_summary,
+        63: _ignore,  # cancelAccountSummary
+        64: _cancel_positions,
+        76: _account_updates_multi,
+        77: _ignore,  # cancelAccountUpdatesMulti
+        99: _completed_orders,
+    }
+
+    # ---- clock -----------------------------------------------------------------------------------------------
+
+    def _on_advance(self, before: datetime, after: datetime) -> None:
+        self.desk.on_advance(before, after)
+        for conn in self._connections:
+            for req_id, con_id in conn.streams.items():
+                self._send_ticks(conn, req_id, self.catalog.by_con_id[con_id])
+            if conn.account_sub is not None:
+                self._send_account(conn, conn.account_sub, end=False)
+
+    # ---- introspection ---------------------------------------------------------------------------------------
+
+    @property
+    def active_clients(self) -> list[int]:
+        return [c.client_id for c in self._connections if c.client_id is not None and not c.closed]
+
+    def describe(self) -> list[str]:
+        """One line per instrument: symbol, conId, sec type, series and their ranges."""
+        lines = []
+        for inst in self.catalog:
+            series = ", ".join(
+                f"{s.bar_size.value} {s.frame['timestamp'].iloc[0]:%Y-%m-%d}..{s.frame['timestamp'].iloc[-1]:%Y-%m-%d}"
+                f" ({len(s.frame)} bars, {s.source.name})"
+                for s in inst.finest_first()
+            )
+            lines.append(f"{inst.symbol:5} conId={inst.con_id:<9} {inst.sec_type} {inst.primary_exchange:6} {series}")
+        return lines
