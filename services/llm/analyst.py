@@ -1,0 +1,255 @@
+"""Step 5 as a service: ``analyze(request, ...)`` -> :class:`~services.llm.outcome.AnalysisOutcome`.
+
+* **LLM or offline.** No API key (``settings.api_key`` unset or empty) -> the deterministic offline analyst,
+  labelled ``AnalystKind.OFFLINE`` in the outcome and in the call record.
+* **Cache.** ``cache_key = sha256(model, system prompt + rendered prompt, chart PNG bytes)``. A stored successful
+  response under that key is reused: no request, cost 0, ``cached=True`` (recorded as a cached row).
+* **Budget.** The daily budget is per UTC day: before a call, ``store.spent_since(00:00 UTC of now)`` is
+  compared with ``settings.daily_budget_usd``; at or over it no request is made and the outcome fails with
+  ``FailureKind.BUDGET`` ("budget exhausted"), so the signal ABSTAINs. (Concurrent runs may each pass the check
+  and overshoot by at most one call each.)
+* **Every call is recorded** through the :class:`~services.llm.store.LlmCallStore`: model, prompt hash, the
+  request (image replaced by its size and hash, never the key), response text, tokens, cost, latency, cached
+  flag and error.
+* **Failures never raise**: transient errors after retries, timeouts, 4xx, refusals, malformed or off-schema
+  answers all become ``outcome.failure`` with a kind and reason (freqtrade's safe-wrapper idea).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final, Protocol
+
+from models.enums import AnalystKind
+from models.strategy import IndicatorSpec, StrategyDefinition
+from services.errors import LlmTransientError
+from services.indicators import IndicatorResult
+from services.llm.context import MarketSnapshot, build_prompt_context, snapshot_from
+from services.llm.offline import OFFLINE_MODEL, offline_analysis
+from services.llm.outcome import AnalysisFailure, AnalysisOutcome
+from services.llm.pricing import estimate_cost
+from services.llm.prompts import RenderedPrompt, render_prompt
+from services.llm.reply import LlmReply, LlmRequestError, LlmTimeoutError
+from services.llm.schema import AnalysisParseError, FailureKind, parse_analysis
+from services.llm.store import LlmCallRecord, LlmCallStore
+from services.settings import LLMSettings
+
+__all__ = ["AnalysisRequest", "ChatBackend", "analyze", "build_request", "cache_key"]
+
+# When the server reports no usage, charge a conservative estimate (~4 characters per token, plus a
+# high-detail image) so the budget still counts the call; the outcome flags the cost as estimated.
+_CHARS_PER_TOKEN: Final = 4
+_IMAGE_TOKENS_ESTIMATE: Final = 1_500
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    """Everything step 5 needs: the rendered prompt, the market snapshot and the strategy's indicator specs."""
+
+    strategy_name: str
+    prompt: RenderedPrompt
+    snapshot: MarketSnapshot
+    specs: tuple[IndicatorSpec, ...] = ()
+
+
+class ChatBackend(Protocol):
+    """What :func:`analyze` needs from an LLM client (``services.llm.client.OpenAIAnalyst`` implements it)."""
+
+    model: str
+
+    def complete(self, prompt: RenderedPrompt, chart_png: bytes | None) -> LlmReply: ...
+
+    def request_json(self, prompt: RenderedPrompt, chart_png: bytes | None) -> str: ...
+
+
+def build_request(
+    definition: StrategyDefinition, indicators: IndicatorResult, template_body: str, *, template_name: str
+) -> AnalysisRequest:
+    """Render the strategy's prompt over the indicators; raise ``InputError`` for template or data problems."""
+    context = build_prompt_context(definition, indicators)
+    prompt = render_prompt(template_body, context, name=template_name)
+    snapshot = snapshot_from(indicators, symbol=definition.symbol, bar_size=definition.bar_size)
+    return AnalysisRequest(definition.name, prompt, snapshot, tuple(definition.indicators))
+
+
+def cache_key(model: str, prompt: RenderedPrompt, chart_png: bytes | None) -> str:
+    """Return sha256 over the model name, the full prompt (system + text) and the image bytes."""
+    digest = hashlib.sha256()
+    for part in (model.encode(), prompt.system.encode(), prompt.text.encode(), chart_png or b""):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _day_start(now: dt.datetime) -> dt.datetime:
+    utc = now.astimezone(dt.UTC)
+    return utc.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _offline(request: AnalysisRequest, store: LlmCallStore, now: dt.datetime) -> AnalysisOutcome:
+    started = time.perf_counter()
+    analysis = offline_analysis(request.snapshot, request.specs)
+    latency_ms = round((time.perf_counter() - started) * 1000)
+    text = analysis.model_dump_json()
+    store.record(
+        LlmCallRecord(
+            model=OFFLINE_MODEL,
+            analyst=AnalystKind.OFFLINE,
+            prompt_sha256=request.prompt.sha256,
+            request_json=json.dumps({"analyst": "offline", "latest": request.snapshot.latest}, sort_keys=True),
+            created_at=now,
+            response_text=text,
+            latency_ms=latency_ms,
+            strategy_name=request.strategy_name,
+        )
+    )
+    return AnalysisOutcome(
+        analyst=AnalystKind.OFFLINE,
+        model=OFFLINE_MODEL,
+        prompt=request.prompt,
+        reference_price=request.snapshot.last_close,
+        analysis=analysis,
+        raw_text=text,
+        latency_ms=latency_ms,
+    )
+
+
+def _make_backend(settings: LLMSettings) -> ChatBackend:
+    from services.llm.client import OpenAIAnalyst
+
+    assert settings.api_key is not None
+    return OpenAIAnalyst(
+        api_key=settings.api_key,
+        model=settings.model,
+        base_url=settings.base_url,
+        timeout_s=settings.timeout_s,
+        max_retries=settings.max_retries,
+        temperature=settings.temperature,
+    )
+
+
+def analyze(
+    request: AnalysisRequest,
+    *,
+    settings: LLMSettings,
+    store: LlmCallStore,
+    chart_png: bytes | None,
+    now: dt.datetime,
+    backend: ChatBackend | None = None,
+) -> AnalysisOutcome:
+    """Analyse with the LLM (cache and budget first) or, without an API key, the offline analyst.
+
+    ``now`` (timezone-aware) stamps the records and picks the budget day. ``backend`` replaces the client built
+    from ``settings`` (tests pass an ``OpenAIAnalyst`` with a short backoff).
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    if settings.api_key is None or not settings.api_key.get_secret_value().strip():
+        return _offline(request, store, now)
+    llm = backend if backend is not None else _make_backend(settings)
+    model = llm.model
+    prompt = request.prompt
+    key = cache_key(model, prompt, chart_png)
+    request_json = llm.request_json(prompt, chart_png)
+
+    def record(**fields: object) -> None:
+        store.record(
+            LlmCallRecord(
+                model=model,
+                analyst=AnalystKind.LLM,
+                prompt_sha256=prompt.sha256,
+                request_json=request_json,
+                created_at=now,
+                cache_key=key,
+                strategy_name=request.strategy_name,
+                **fields,  # type: ignore[arg-type]
+            )
+        )
+
+    def outcome(**fields: object) -> AnalysisOutcome:
+        return AnalysisOutcome(
+            analyst=AnalystKind.LLM,
+            model=model,
+            prompt=prompt,
+            reference_price=request.snapshot.last_close,
+            cache_key=key,
+            **fields,  # type: ignore[arg-type]
+        )
+
+    hit = store.find_cached(key)
+    if hit is not None and hit.response_text is not None:
+        try:
+            analysis = parse_analysis(hit.response_text)
+        except AnalysisParseError:
+            pass  # an old record that no longer parses (schema changed): ask again
+        else:
+            record(response_text=hit.response_text, cached=True, latency_ms=0,
+                   prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens)  # fmt: skip
+            return outcome(analysis=analysis, raw_text=hit.response_text, cached=True, latency_ms=0,
+                           prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens)  # fmt: skip
+
+    spent = store.spent_since(_day_start(now))
+    if spent >= settings.daily_budget_usd:
+        reason = f"budget exhausted: spent {spent} of {settings.daily_budget_usd} USD today (UTC); no request made"
+        record(error=f"{FailureKind.BUDGET.value}: {reason}")
+        return outcome(failure=AnalysisFailure(FailureKind.BUDGET, reason))
+
+    started = time.perf_counter()
+    try:
+        reply = llm.complete(prompt, chart_png)
+    except (LlmTransientError, LlmRequestError) as exc:
+        kind = (
+            FailureKind.TIMEOUT
+            if isinstance(exc, LlmTimeoutError)
+            else FailureKind.TRANSIENT
+            if isinstance(exc, LlmTransientError)
+            else FailureKind.HTTP_ERROR
+        )
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        record(error=f"{kind.value}: {exc}", latency_ms=latency_ms)
+        return outcome(failure=AnalysisFailure(kind, str(exc)), latency_ms=latency_ms)
+
+    estimated = reply.prompt_tokens is None or reply.completion_tokens is None
+    prompt_tokens = reply.prompt_tokens
+    completion_tokens = reply.completion_tokens
+    if prompt_tokens is None:
+        chars = len(prompt.system) + len(prompt.text)
+        prompt_tokens = chars // _CHARS_PER_TOKEN + (_IMAGE_TOKENS_ESTIMATE if chart_png else 0)
+    if completion_tokens is None:
+        completion_tokens = len(reply.text or "") // _CHARS_PER_TOKEN
+    cost = estimate_cost(model, prompt_tokens, completion_tokens)
+    common = dict(
+        prompt_tokens=reply.prompt_tokens,
+        completion_tokens=reply.completion_tokens,
+        cost_usd=cost.usd,
+        latency_ms=reply.latency_ms,
+    )
+    try:
+        analysis = parse_analysis(reply.text, refusal=reply.refusal)
+    except AnalysisParseError as exc:
+        record(response_text=reply.text if reply.text is not None else reply.refusal, error=str(exc), **common)
+        return outcome(
+            failure=AnalysisFailure(exc.kind, exc.reason),
+            raw_text=reply.text if reply.text is not None else reply.refusal,
+            cost_estimated=estimated or not cost.known,
+            attempts=reply.attempts,
+            **common,
+        )
+    record(response_text=reply.text, **common)
+    return outcome(
+        analysis=analysis,
+        raw_text=reply.text,
+        cost_estimated=estimated or not cost.known,
+        attempts=reply.attempts,
+        **common,
+    )
+
+
+def spent_today(store: LlmCallStore, now: dt.datetime) -> Decimal:
+    """Return the USD spent since 00:00 UTC of ``now`` (what the budget check compares)."""
+    return store.spent_since(_day_start(now))

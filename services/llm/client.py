@@ -1,0 +1,204 @@
+"""The LLM adapter: the ONLY module that imports ``openai``; no openai type leaves it.
+
+:class:`OpenAIAnalyst` sends the rendered prompt plus the chart PNG (a base64 ``image_url`` data URI) to
+``chat.completions.create`` with a strict JSON-schema ``response_format``, against any OpenAI-compatible
+endpoint (``base_url``).
+
+Retries are ours, not the SDK's (the SDK client is built with ``max_retries=0``), so attempts are counted
+and reported: 408, 409, 429, 5xx, timeouts and connection errors are retried up to ``max_retries`` times with
+exponential backoff (``backoff_s * 2**n``, capped at ``max_backoff_s``; a server's ``retry-after-ms`` /
+``retry-after`` header is honoured up to the cap). When they run out: :class:`LlmTimeoutError` (all timeouts)
+or :class:`~services.errors.LlmTransientError`. Any other 4xx (bad request, auth, not found, ...) is not
+retried: :class:`LlmRequestError`. The API key stays inside the SDK client: it is not in ``repr``, errors,
+or the recorded request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Final, Literal
+
+import openai
+from pydantic import SecretStr
+
+from services.errors import LlmTransientError
+from services.llm.prompts import RenderedPrompt
+from services.llm.reply import LlmReply, LlmRequestError, LlmTimeoutError
+from services.llm.schema import response_format
+
+__all__ = ["LlmReply", "LlmRequestError", "LlmTimeoutError", "OpenAIAnalyst", "image_data_uri"]
+
+RETRYABLE_STATUS: Final = frozenset({408, 409, 429})
+MAX_COMPLETION_TOKENS: Final = 800
+
+
+def image_data_uri(png: bytes) -> str:
+    """Return ``data:image/png;base64,...`` for PNG bytes."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    headers = exc.response.headers
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw) / divisor
+        except ValueError:
+            continue
+        if math.isfinite(value) and value >= 0:
+            return value
+    return None
+
+
+class OpenAIAnalyst:
+    """A configured chat-completions endpoint. ``http_client`` (an ``httpx2.Client``, as the SDK takes) is optional."""
+
+    def __init__(
+        self,
+        *,
+        api_key: SecretStr | str,
+        model: str,
+        base_url: str | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+        temperature: float = 0.0,
+        http_client: Any | None = None,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        image_detail: Literal["low", "high", "auto"] = "low",
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+        if not key:
+            raise ValueError("OpenAIAnalyst needs an API key; without one use the offline analyst")
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self.model = model
+        self.base_url = base_url
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.temperature = temperature
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.image_detail = image_detail
+        self._sleep = sleep
+        self._client = openai.OpenAI(
+            api_key=key, base_url=base_url, timeout=timeout_s, max_retries=0, http_client=http_client
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIAnalyst(model={self.model!r}, base_url={self.base_url!r}, max_retries={self.max_retries})"
+
+    def messages(self, prompt: RenderedPrompt, chart_png: bytes | None, *, image_url: str | None = None) -> list[Any]:
+        """Return the chat messages: the system prompt, then the prompt text and the chart image."""
+        content: list[dict[str, Any]] = [{"type": "text", "text": prompt.text}]
+        if chart_png is not None:
+            url = image_url if image_url is not None else image_data_uri(chart_png)
+            content.append({"type": "image_url", "image_url": {"url": url, "detail": self.image_detail}})
+        return [{"role": "system", "content": prompt.system}, {"role": "user", "content": content}]
+
+    def request_json(self, prompt: RenderedPrompt, chart_png: bytes | None) -> str:
+        """Return the request as JSON for the call record, the image replaced by its size and sha256."""
+        placeholder = None
+        if chart_png is not None:
+            digest = hashlib.sha256(chart_png).hexdigest()
+            placeholder = f"data:image/png;base64,<{len(chart_png)} bytes, sha256 {digest}>"
+        body = {
+            "model": self.model,
+            "base_url": self.base_url,
+            "temperature": self.temperature,
+            "max_completion_tokens": MAX_COMPLETION_TOKENS,
+            "response_format": response_format(),
+            "messages": self.messages(prompt, chart_png, image_url=placeholder),
+        }
+        return json.dumps(body, sort_keys=True)
+
+    def _delay(self, attempt: int, exc: Exception) -> float:
+        delay: float = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+        if isinstance(exc, openai.APIStatusError):
+            hinted = _retry_after(exc)
+            if hinted is not None:
+                delay = min(self.max_backoff_s, hinted)
+        return delay
+
+    def complete(self, prompt: RenderedPrompt, chart_png: bytes | None) -> LlmReply:
+        """Send one analysis request (retrying transient failures); raise our errors, never openai's."""
+        messages = self.messages(prompt, chart_png)
+        # Typed as Any: the SDK's overloads want TypedDict messages; ours are checked by the loopback tests.
+        create: Any = self._client.chat.completions.create
+        started = time.perf_counter()
+        attempts = self.max_retries + 1
+        failures: list[str] = []
+        all_timeouts = True
+        for attempt in range(1, attempts + 1):
+            try:
+                response = create(
+                    model=self.model,
+                    messages=messages,
+                    temperature=self.temperature,
+                    max_completion_tokens=MAX_COMPLETION_TOKENS,
+                    response_format=response_format(),
+                )
+            except openai.APITimeoutError as exc:
+                failures.append(f"attempt {attempt}: timeout after {self.timeout_s:g}s")
+                last: Exception = exc
+            except openai.APIConnectionError as exc:
+                all_timeouts = False
+                failures.append(f"attempt {attempt}: connection error ({type(exc.__cause__ or exc).__name__})")
+                last = exc
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                if status not in RETRYABLE_STATUS and status < 500:
+                    raise LlmRequestError(
+                        f"HTTP {status} from the model endpoint: {_short(exc)}", status_code=status, attempts=attempt
+                    ) from None
+                all_timeouts = False
+                failures.append(f"attempt {attempt}: HTTP {status}")
+                last = exc
+            except openai.APIError as exc:  # e.g. a 200 whose body is not a chat completion
+                raise LlmRequestError(
+                    f"unusable response from the model endpoint: {type(exc).__name__}", attempts=attempt
+                ) from None
+            else:
+                return self._reply(response, started, attempt)
+            if attempt < attempts:
+                self._sleep(self._delay(attempt, last))
+        summary = f"gave up after {attempts} attempt(s): " + "; ".join(failures)
+        if all_timeouts:
+            raise LlmTimeoutError(summary)
+        raise LlmTransientError(summary)
+
+    def _reply(self, response: Any, started: float, attempts: int) -> LlmReply:
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        choices = getattr(response, "choices", None) or []
+        if not choices:
+            raise LlmRequestError("the model endpoint returned no choices", attempts=attempts)
+        message = choices[0].message
+        usage = getattr(response, "usage", None)
+        return LlmReply(
+            text=message.content,
+            refusal=getattr(message, "refusal", None),
+            model=str(getattr(response, "model", None) or self.model),
+            prompt_tokens=getattr(usage, "prompt_tokens", None),
+            completion_tokens=getattr(usage, "completion_tokens", None),
+            latency_ms=latency_ms,
+            attempts=attempts,
+            finish_reason=choices[0].finish_reason,
+        )
+
+
+def _short(exc: openai.APIStatusError) -> str:
+    # The server's error message, without headers or request details (which could carry the key).
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])[:300]
+    return str(exc.message)[:300]

@@ -1,0 +1,36 @@
+"""Vendor-free types of the LLM adapter: the reply and the errors ``services.llm.client`` raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.errors import LlmTransientError, SkipError
+
+__all__ = ["LlmReply", "LlmRequestError", "LlmTimeoutError"]
+
+
+class LlmRequestError(SkipError):
+    """The endpoint refused the request for good (a 4xx other than 408/409/429) or answered unusably."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, attempts: int = 1):
+        super().__init__(message)
+        self.status_code = status_code
+        self.attempts = attempts
+
+
+class LlmTimeoutError(LlmTransientError):
+    """Every attempt timed out."""
+
+
+@dataclass(frozen=True)
+class LlmReply:
+    """What came back: text (or a refusal), token usage (None when the server reports none), timing."""
+
+    text: str | None
+    refusal: str | None
+    model: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_ms: int
+    attempts: int
+    finish_reason: str | None

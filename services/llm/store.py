@@ -1,0 +1,166 @@
+"""Where LLM calls are recorded: a Protocol, an in-memory store (tests, one-off runs) and a DB-backed store.
+
+Every analysis writes one record: a model call (with tokens, cost, latency), a cache hit (``cached=True``,
+cost 0), an offline run (``analyst=offline``, cost 0) or a call that was not made or failed (``error`` set).
+``find_cached`` returns only records with a response and no error, so a malformed answer is never replayed.
+``spent_since`` sums ``cost_usd`` of records created at or after an instant (the daily budget).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import TYPE_CHECKING, Protocol
+
+from models.enums import AnalystKind
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL, Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+__all__ = ["DbLlmCallStore", "InMemoryLlmCallStore", "LlmCallRecord", "LlmCallStore"]
+
+
+@dataclass(frozen=True)
+class LlmCallRecord:
+    """One row of the ``llm_calls`` table. ``cost_usd`` in USD (8 decimals); ``created_at`` timezone-aware UTC."""
+
+    model: str
+    analyst: AnalystKind
+    prompt_sha256: str
+    request_json: str
+    created_at: dt.datetime
+    response_text: str | None = None
+    cache_key: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: Decimal = Decimal(0)
+    latency_ms: int | None = None
+    cached: bool = False
+    error: str | None = None
+    strategy_name: str | None = None
+    id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.created_at.tzinfo is None:
+            raise ValueError("created_at must be timezone-aware")
+        if self.cost_usd < 0:
+            raise ValueError("cost_usd must not be negative")
+
+
+class LlmCallStore(Protocol):
+    """Records LLM calls, finds cached responses and sums the spend."""
+
+    def record(self, call: LlmCallRecord) -> int:
+        """Store ``call`` and return its id."""
+        ...
+
+    def find_cached(self, cache_key: str) -> LlmCallRecord | None:
+        """Return the newest successful record (response, no error) under ``cache_key``."""
+        ...
+
+    def spent_since(self, since: dt.datetime) -> Decimal:
+        """Return the USD cost of records created at or after ``since``."""
+        ...
+
+
+class InMemoryLlmCallStore:
+    """A thread-safe list of records. For tests and runs without a database."""
+
+    def __init__(self) -> None:
+        self._calls: list[LlmCallRecord] = []
+        self._lock = threading.Lock()
+
+    @property
+    def calls(self) -> list[LlmCallRecord]:
+        with self._lock:
+            return list(self._calls)
+
+    def record(self, call: LlmCallRecord) -> int:
+        with self._lock:
+            stored = replace(call, id=len(self._calls) + 1)
+            self._calls.append(stored)
+            return len(self._calls)
+
+    def find_cached(self, cache_key: str) -> LlmCallRecord | None:
+        with self._lock:
+            hits = [
+                c for c in self._calls if c.cache_key == cache_key and c.error is None and c.response_text is not None
+            ]
+        return max(hits, key=lambda c: (c.created_at, c.id or 0)) if hits else None
+
+    def spent_since(self, since: dt.datetime) -> Decimal:
+        if since.tzinfo is None:
+            raise ValueError("since must be timezone-aware")
+        with self._lock:
+            return sum((c.cost_usd for c in self._calls if c.created_at >= since), Decimal(0))
+
+
+class DbLlmCallStore:
+    """The ``llm_calls`` table through ``services.repositories.llm_calls``; one committed unit of work per call.
+
+    Each record commits on its own, so the spend is visible to the next budget check even when the rest of the
+    run fails.
+    """
+
+    def __init__(self, target: Engine | sessionmaker[Session] | str | URL) -> None:
+        self._target = target
+
+    def record(self, call: LlmCallRecord) -> int:
+        from services.db import session_scope
+        from services.repositories import llm_calls
+
+        with session_scope(self._target) as session:
+            row = llm_calls.record(
+                session,
+                model=call.model,
+                analyst=call.analyst,
+                prompt_sha256=call.prompt_sha256,
+                request_json=call.request_json,
+                response_text=call.response_text,
+                cache_key=call.cache_key,
+                prompt_tokens=call.prompt_tokens,
+                completion_tokens=call.completion_tokens,
+                cost_usd=call.cost_usd,
+                latency_ms=call.latency_ms,
+                cached=call.cached,
+                error=call.error,
+                strategy_name=call.strategy_name,
+                created_at=call.created_at,
+            )
+            return int(row.id)
+
+    def find_cached(self, cache_key: str) -> LlmCallRecord | None:
+        from services.db import session_scope
+        from services.repositories import llm_calls
+
+        with session_scope(self._target) as session:
+            row = llm_calls.find_cached(session, cache_key)
+            if row is None:
+                return None
+            return LlmCallRecord(
+                id=row.id,
+                model=row.model,
+                analyst=AnalystKind(row.analyst),
+                prompt_sha256=row.prompt_sha256,
+                request_json=row.request_json,
+                created_at=row.created_at,
+                response_text=row.response_text,
+                cache_key=row.cache_key,
+                prompt_tokens=row.prompt_tokens,
+                completion_tokens=row.completion_tokens,
+                cost_usd=row.cost_usd,
+                latency_ms=row.latency_ms,
+                cached=row.cached,
+                error=row.error,
+                strategy_name=row.strategy_name,
+            )
+
+    def spent_since(self, since: dt.datetime) -> Decimal:
+        from services.db import session_scope
+        from services.repositories import llm_calls
+
+        with session_scope(self._target) as session:
+            return llm_calls.spent_since(session, since)

@@ -1,0 +1,273 @@
+"""analyze() end to end against the loopback OpenAI-compatible server, through the real ``openai`` client."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from models.enums import AnalystKind, SignalAction
+from models.strategy import StrategyDefinition
+from services.bars.loader import load_bars
+from services.indicators import compute_indicators
+from services.llm.analyst import AnalysisRequest, analyze, build_request
+from services.llm.client import OpenAIAnalyst
+from services.llm.offline import OFFLINE_LABEL
+from services.llm.outcome import AnalysisOutcome
+from services.llm.prompts import load_template
+from services.llm.schema import FailureKind
+from services.llm.store import InMemoryLlmCallStore
+from services.settings import LLMSettings
+from services.signals import generate_signal
+from services.strategies import load_strategy_file
+from tests.llm_server import LoopbackLLMServer, Scripted, answer, error, refusal
+
+ROOT = Path(__file__).resolve().parents[1]
+SPY = Path("/work/shared/data/yahoofinance-SPY-20080101-20180101.csv")
+NOW = dt.datetime(2017, 12, 29, 21, 10, tzinfo=dt.UTC)
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # stands in for a chart: only its bytes matter here
+KEY = "sk-test-loopback-0123456789"
+BUY = {
+    "action": "BUY",
+    "confidence": 0.72,
+    "reasoning": "SMA20 above SMA50, RSI 61 leaves room.",
+    "entry": 266.86,
+    "stop": 263.0,
+    "target": 273.5,
+    "horizon_bars": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def definition() -> StrategyDefinition:
+    return load_strategy_file(ROOT / "examples" / "strategies" / "spy-sma-cross.yaml")
+
+
+@pytest.fixture(scope="module")
+def request_(definition: StrategyDefinition) -> AnalysisRequest:
+    frame = load_bars(SPY).frame.tail(250).reset_index(drop=True)
+    name, body = load_template(ROOT / "examples" / "prompts", definition.prompt)
+    return build_request(definition, compute_indicators(frame, definition.indicators), body, template_name=name)
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackLLMServer]:
+    with LoopbackLLMServer() as srv:
+        yield srv
+
+
+def settings(server: LoopbackLLMServer, **kw: Any) -> LLMSettings:
+    values: dict[str, Any] = {
+        "api_key": SecretStr(KEY),
+        "base_url": server.base_url,
+        "model": "gpt-4o-mini",
+        "timeout_s": 5.0,
+        "max_retries": 2,
+        "daily_budget_usd": Decimal("1.00"),
+    }
+    values.update(kw)
+    return LLMSettings(**values)
+
+
+def backend(cfg: LLMSettings) -> OpenAIAnalyst:
+    assert cfg.api_key is not None
+    return OpenAIAnalyst(
+        api_key=cfg.api_key,
+        model=cfg.model,
+        base_url=cfg.base_url,
+        timeout_s=cfg.timeout_s,
+        max_retries=cfg.max_retries,
+        backoff_s=0.01,
+    )
+
+
+def run(
+    req: AnalysisRequest, cfg: LLMSettings, store: InMemoryLlmCallStore, *, png: bytes | None = PNG
+) -> AnalysisOutcome:
+    return analyze(req, settings=cfg, store=store, chart_png=png, now=NOW, backend=backend(cfg))
+
+
+def test_valid_answer_becomes_a_buy_and_the_request_carries_prompt_and_image(
+    server: LoopbackLLMServer, request_: AnalysisRequest, definition: StrategyDefinition
+) -> None:
+    server.enqueue(answer(BUY, prompt_tokens=1000, completion_tokens=100))
+    store = InMemoryLlmCallStore()
+    outcome = analyze(request_, settings=settings(server), store=store, chart_png=PNG, now=NOW)  # default backend
+    assert outcome.ok and outcome.analyst is AnalystKind.LLM and not outcome.cached
+    # gpt-4o-mini: 1000 * 0.15 / 1e6 + 100 * 0.60 / 1e6 = 0.00021 USD
+    assert outcome.cost_usd == Decimal("0.00021") and not outcome.cost_estimated
+    assert (outcome.prompt_tokens, outcome.completion_tokens, outcome.attempts) == (1000, 100, 1)
+
+    (req,) = server.requests
+    assert req.path == "/v1/chat/completions" and req.headers["authorization"] == f"Bearer {KEY}"
+    body = req.body
+    assert body["model"] == "gpt-4o-mini" and body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["strict"] is True
+    assert req.image_urls() == ["data:image/png;base64," + base64.b64encode(PNG).decode()]
+    texts = [p["text"] for p in body["messages"][1]["content"] if p["type"] == "text"]
+    assert texts == [request_.prompt.text] and "sma_fast: 266.1675" in texts[0]
+
+    (call,) = store.calls
+    assert call.cost_usd == Decimal("0.00021") and call.error is None and call.response_text == json.dumps(BUY)
+    assert call.prompt_sha256 == request_.prompt.sha256 and call.cache_key == outcome.cache_key
+    assert KEY not in call.request_json and base64.b64encode(PNG).decode() not in call.request_json
+
+    sig = generate_signal(
+        outcome, definition, last_bar_time=request_.snapshot.last_bar_time, now=NOW, flagged_latest=False
+    )
+    assert sig.action is SignalAction.BUY and sig.risk_reward == Decimal("1.72")  # 6.64 / 3.86
+
+
+def test_identical_second_call_is_served_from_cache_without_a_request(
+    server: LoopbackLLMServer, request_: AnalysisRequest
+) -> None:
+    server.enqueue(answer(BUY))
+    store = InMemoryLlmCallStore()
+    cfg = settings(server)
+    first = run(request_, cfg, store)
+    second = run(request_, cfg, store)
+    assert len(server.requests) == 1
+    assert second.cached and second.cost_usd == 0 and second.analysis == first.analysis
+    assert [c.cached for c in store.calls] == [False, True] and store.calls[1].cost_usd == 0
+    # A different image is a different key: the server is asked again.
+    server.enqueue(answer(BUY))
+    third = run(request_, cfg, store, png=PNG + b"x")
+    assert not third.cached and len(server.requests) == 2
+
+
+def test_budget_exhausted_makes_no_request_and_abstains(
+    server: LoopbackLLMServer, request_: AnalysisRequest, definition: StrategyDefinition
+) -> None:
+    store = InMemoryLlmCallStore()
+    cfg = settings(server, daily_budget_usd=Decimal("0.00030"))
+    server.enqueue(answer(BUY, prompt_tokens=1000, completion_tokens=100), answer(BUY, prompt_tokens=1000))
+    assert run(request_, cfg, store).ok  # spends 0.00021
+    assert run(request_, cfg, store, png=PNG + b"1").ok  # 0.00021 + ... still under at check time
+    blocked = run(request_, cfg, store, png=PNG + b"2")
+    assert len(server.requests) == 2 and server.pending == 0
+    assert blocked.failure is not None and blocked.failure.kind is FailureKind.BUDGET
+    assert "budget exhausted" in blocked.failure.reason and blocked.cost_usd == 0
+    assert store.calls[-1].error is not None and "budget" in store.calls[-1].error
+    sig = generate_signal(blocked, definition, last_bar_time=request_.snapshot.last_bar_time, now=NOW,
+                          flagged_latest=False)  # fmt: skip
+    assert sig.action is SignalAction.ABSTAIN and "budget exhausted" in sig.reason
+    # A new UTC day has a fresh budget.
+    server.enqueue(answer(BUY))
+    tomorrow = analyze(request_, settings=cfg, store=store, chart_png=PNG + b"2", now=NOW + dt.timedelta(hours=3),
+                       backend=backend(cfg))  # fmt: skip
+    assert tomorrow.ok
+
+
+def test_429_then_success_is_retried(server: LoopbackLLMServer, request_: AnalysisRequest) -> None:
+    server.enqueue(error(429, "slow down", retry_after_ms=5), answer(BUY))
+    outcome = run(request_, settings(server), InMemoryLlmCallStore())
+    assert outcome.ok and outcome.attempts == 2 and len(server.requests) == 2
+
+
+def test_500_until_retries_run_out_abstains(
+    server: LoopbackLLMServer, request_: AnalysisRequest, definition: StrategyDefinition
+) -> None:
+    server.enqueue(*[error(500, "boom")] * 3, answer(BUY))
+    store = InMemoryLlmCallStore()
+    outcome = run(request_, settings(server, max_retries=2), store)
+    assert len(server.requests) == 3 and server.pending == 1  # 1 + 2 retries, the answer never fetched
+    assert outcome.failure is not None and outcome.failure.kind is FailureKind.TRANSIENT
+    assert "gave up after 3 attempt(s)" in outcome.failure.reason and "HTTP 500" in outcome.failure.reason
+    assert store.calls[0].error is not None and store.calls[0].cost_usd == 0
+    sig = generate_signal(outcome, definition, last_bar_time=request_.snapshot.last_bar_time, now=NOW,
+                          flagged_latest=False)  # fmt: skip
+    assert sig.action is SignalAction.ABSTAIN and "transient" in sig.reason
+
+
+def test_non_retryable_4xx_is_not_retried(server: LoopbackLLMServer, request_: AnalysisRequest) -> None:
+    server.enqueue(error(400, "model does not support images"), answer(BUY))
+    outcome = run(request_, settings(server), InMemoryLlmCallStore())
+    assert len(server.requests) == 1
+    assert outcome.failure is not None and outcome.failure.kind is FailureKind.HTTP_ERROR
+    assert "HTTP 400" in outcome.failure.reason and "does not support images" in outcome.failure.reason
+    assert KEY not in outcome.failure.reason
+
+
+def test_timeouts_until_retries_run_out(server: LoopbackLLMServer, request_: AnalysisRequest) -> None:
+    slow = Scripted(200, answer(BUY).body, delay_s=1.0)
+    server.enqueue(slow, slow)
+    outcome = run(request_, settings(server, timeout_s=0.25, max_retries=1), InMemoryLlmCallStore())
+    assert outcome.failure is not None and outcome.failure.kind is FailureKind.TIMEOUT
+    assert "timeout after 0.25s" in outcome.failure.reason and len(server.requests) == 2
+
+
+def test_timeout_then_success_is_retried(server: LoopbackLLMServer, request_: AnalysisRequest) -> None:
+    server.enqueue(Scripted(200, answer(BUY).body, delay_s=1.0), answer(BUY))
+    outcome = run(request_, settings(server, timeout_s=0.25, max_retries=1), InMemoryLlmCallStore())
+    assert outcome.ok and outcome.attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("scripted", "kind", "fragment"),
+    [
+        (answer("Sure! BUY with high confidence."), FailureKind.INVALID_JSON, "Expecting value"),
+        (answer({**BUY, "confidence": 1.7}), FailureKind.OFF_SCHEMA, "confidence"),
+        (answer({"verdict": "buy"}), FailureKind.OFF_SCHEMA, "action"),
+        (refusal("I can't give financial advice."), FailureKind.REFUSAL, "financial advice"),
+        (answer(""), FailureKind.EMPTY, "no content"),
+    ],
+)
+def test_unusable_answers_abstain_with_the_reason_and_are_not_cached(
+    server: LoopbackLLMServer,
+    request_: AnalysisRequest,
+    definition: StrategyDefinition,
+    scripted: Scripted,
+    kind: FailureKind,
+    fragment: str,
+) -> None:
+    server.enqueue(scripted, scripted)
+    store = InMemoryLlmCallStore()
+    cfg = settings(server)
+    outcome = run(request_, cfg, store)
+    assert outcome.failure is not None and outcome.failure.kind is kind and fragment in outcome.failure.reason
+    assert outcome.cost_usd > 0  # the call was made and billed
+    sig = generate_signal(outcome, definition, last_bar_time=request_.snapshot.last_bar_time, now=NOW,
+                          flagged_latest=False)  # fmt: skip
+    assert sig.action is SignalAction.ABSTAIN and kind.value in sig.reason
+    run(request_, cfg, store)  # a failed answer is not replayed from the cache
+    assert len(server.requests) == 2
+
+
+def test_fenced_json_answer_is_accepted(server: LoopbackLLMServer, request_: AnalysisRequest) -> None:
+    server.enqueue(answer("Here you go:\n```json\n" + json.dumps(BUY) + "\n```"))
+    outcome = run(request_, settings(server), InMemoryLlmCallStore())
+    assert outcome.analysis is not None and outcome.analysis.stop == Decimal("263.0")
+
+
+def test_unknown_model_and_missing_usage_are_flagged_estimates(
+    server: LoopbackLLMServer, request_: AnalysisRequest
+) -> None:
+    server.enqueue(answer(BUY, prompt_tokens=None, completion_tokens=None))
+    outcome = run(request_, settings(server, model="local-llava-13b"), InMemoryLlmCallStore())
+    assert outcome.ok and outcome.cost_estimated and outcome.cost_usd > 0
+
+
+def test_without_api_key_the_offline_analyst_answers_and_no_request_is_made(
+    server: LoopbackLLMServer, request_: AnalysisRequest, definition: StrategyDefinition
+) -> None:
+    store = InMemoryLlmCallStore()
+    outcome = analyze(request_, settings=settings(server, api_key=None), store=store, chart_png=PNG, now=NOW)
+    assert server.requests == []
+    assert outcome.analyst is AnalystKind.OFFLINE and outcome.cost_usd == 0 and outcome.analysis is not None
+    assert outcome.analysis.reasoning.startswith(OFFLINE_LABEL)
+    assert store.calls[0].analyst is AnalystKind.OFFLINE
+    sig = generate_signal(outcome, definition, last_bar_time=request_.snapshot.last_bar_time, now=NOW,
+                          flagged_latest=False)  # fmt: skip
+    assert sig.analyst is AnalystKind.OFFLINE and OFFLINE_LABEL in sig.reason
+
+
+def test_unexpected_extra_request_fails_loudly(server: LoopbackLLMServer, request_: AnalysisRequest) -> None:
+    outcome = run(request_, settings(server), InMemoryLlmCallStore())  # nothing scripted
+    assert outcome.failure is not None and "HTTP 418" in outcome.failure.reason
