@@ -191,3 +191,26 @@ def test_missing_file_and_directory(tmp_path):
 def test_empty_cell_loads_as_nan_for_validation_to_flag():
     frame = parse_bars("Date,Open,High,Low,Close,Volume\n2020-01-02,1,2,0.5,,10\n").frame
     assert frame["close"].isna().iloc[0]
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "AAPL.csv",
+        "SP500_NOV2019_IDay.csv",
+        "ib-spy-5min-20120627.csv",
+        "nt-spy-minute-2011.csv",
+        "yahoofinance-SPY-20080101-20180101.csv",
+    ],
+)
+def test_samples_are_byte_copies_and_load(name):
+    sample = SAMPLES / name
+    assert sample.read_bytes() == shared(name).read_bytes()
+    assert len(load_bars(sample).frame) == len(load_bars(shared(name)).frame)
+
+
+def test_gpl_file_is_not_in_samples():
+    assert not (SAMPLES / "orcl-1995-2014.txt").exists()
