@@ -28,6 +28,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import StatementError
@@ -36,7 +37,7 @@ from sqlalchemy.pool import StaticPool
 
 from models.migrations import MIGRATIONS_DIR
 from models.migrations.support import context_options
-from services.errors import InputError, Problem
+from services.errors import ConfigurationError, InputError, Problem
 from services.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
@@ -207,13 +208,20 @@ def current_revision(url: str | URL) -> str | None:
 def upgrade_schema(url: str | URL) -> str:
     """Migrate the database at ``url`` to the newest revision and return it. A no-op when already current.
 
-    On PostgreSQL an advisory lock serializes concurrent callers (two workers starting together).
+    On PostgreSQL an advisory lock serializes concurrent callers (two workers starting together). A database at a
+    revision these migrations do not know raises :class:`~services.errors.ConfigurationError`.
     """
     engine = make_engine(url)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY})
-        command.upgrade(alembic_config(conn), "head")
+        try:
+            command.upgrade(alembic_config(conn), "head")
+        except CommandError as exc:
+            raise ConfigurationError(
+                f"cannot migrate {make_url(url).render_as_string(hide_password=True)}: {exc} "
+                "(was the database created by a newer version of this program?)"
+            ) from exc
         revision = MigrationContext.configure(conn).get_current_revision()
     if revision is None:
         raise RuntimeError("alembic upgrade finished without a revision")

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
-import psycopg2
+import psycopg2  # type: ignore[import-untyped]
 from psycopg2 import sql
 
 SETUP_HINT: Final = (
@@ -97,7 +97,7 @@ class PgCluster:
             self.port = free_port()
             options = (
                 f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c autovacuum=off"
             )
             self._run(
                 pg_ctl,
@@ -155,8 +155,11 @@ class PgCluster:
                 if template is None:
                     cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
                 else:
+                    # FILE_COPY is ~4x faster than the default WAL_LOG for small templates (fsync is off)
                     cur.execute(
-                        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
+                        sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                            sql.Identifier(name), sql.Identifier(template)
+                        )
                     )
         finally:
             conn.close()

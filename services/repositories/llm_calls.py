@@ -21,7 +21,7 @@ def record(
     session: Session,
     *,
     model: str,
-    analyst: AnalystKind,
+    analyst: AnalystKind | str,
     prompt_sha256: str,
     request_json: str,
     response_text: str | None = None,
