@@ -11,8 +11,9 @@ Rules (IB's where IB has one; documented in docs/simulator.md):
   anything else 321.
 * ``endDateTime`` ``""`` is the market clock's now; later ends are clipped to now. Formats: ``YYYYmmdd HH:MM:SS
   <zone>``, ``YYYYmmdd-HH:MM:SS`` (UTC), ``YYYYmmdd HH:MM:SS`` (New York, the simulated TWS's zone), ``YYYYmmdd``.
-* Window: ``S`` seconds back from the end; ``D`` on intraday bars = the last n trading dates that have bars
-  (IB counts sessions), on daily and longer bars = n calendar days; ``W`` 7n days; ``M`` n months; ``Y`` n years.
+* Window: ``S`` seconds back from the end; ``D`` on intraday bars = the last n weekdays up to the end's New York
+  date (IB counts sessions; holidays are not skipped here), on daily and longer bars = n calendar days;
+  ``W`` 7n days; ``M`` n months; ``Y`` n years.
 * ``useRTH=1`` keeps intraday source bars starting 09:30-16:00 New York on weekdays.
 * Dates: daily and longer bars as ``YYYYmmdd`` (ib_async -> ``datetime.date``); intraday bars with formatDate 1
   as ``YYYYmmdd HH:MM:SS US/Eastern`` and with formatDate 2 as epoch seconds (both -> aware datetimes).
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -158,6 +159,17 @@ def _session_dates(frame: pd.DataFrame) -> np.ndarray:
     return np.asarray(pd.DatetimeIndex(frame["timestamp"]).tz_convert(EXCHANGE_TZ).normalize().tz_localize(None))
 
 
+def _last_weekdays(end: datetime, count: int) -> np.ndarray:
+    """The last ``count`` weekdays up to ``end``'s New York date (holidays are not skipped)."""
+    day = end.astimezone(EASTERN).date()
+    days: list[date] = []
+    while len(days) < count:
+        if day.weekday() < 5:
+            days.append(day)
+        day -= timedelta(days=1)
+    return np.array([np.datetime64(d, "ns") for d in days])
+
+
 def _window_start(end: datetime, count: int, unit: str) -> datetime:
     if unit == "S":
         return end - timedelta(seconds=count)
@@ -179,8 +191,7 @@ def build_bars(series: BarSeries, target: BarSize, end: datetime, count: int, un
         return frame
     if unit == "D" and is_intraday(target):
         dates = _session_dates(frame)
-        keep = np.unique(dates)[-count:]
-        frame = frame[np.isin(dates, keep)]
+        frame = frame[np.isin(dates, _last_weekdays(end, count))]
     if series.bar_size != target:
         from services.bars.resample import resample_bars
 

@@ -343,7 +343,10 @@ class SimServer:
 
     async def _dispatch(self, conn: Connection, fields: list[str]) -> None:
         self.stats.messages_received += 1
-        self.received.append((conn.client_id if conn.client_id is not None else -1, fields))
+        cid = conn.client_id if conn.client_id is not None else -1
+        if cid == -1 and fields[:1] == ["71"] and len(fields) > 2 and fields[2].lstrip("-").isdigit():
+            cid = int(fields[2])
+        self.received.append((cid, fields))
         try:
             msg_id = int(fields[0])
         except (IndexError, ValueError):
