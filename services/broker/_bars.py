@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 
@@ -99,3 +100,26 @@ def max_chunk(bar_size: BarSize) -> tuple[int, str] | None:
         if seconds < below:
             return chunk
     return None
+
+
+_NEW_YORK: Final = ZoneInfo("America/New_York")
+
+
+def last_weekdays(end: datetime, count: int) -> list[date]:
+    """Return the ``count`` weekdays up to ``end``'s New York date, newest first (holidays are not skipped)."""
+    day = end.astimezone(_NEW_YORK).date()
+    days: list[date] = []
+    while len(days) < count:
+        if day.weekday() < 5:
+            days.append(day)
+        day -= timedelta(days=1)
+    return days
+
+
+def end_of_weekday_before(end: datetime, count: int) -> datetime:
+    """Return 23:59:59 New York (as UTC) of the weekday before the ``count`` weekdays ending at ``end``."""
+    earliest = last_weekdays(end, count)[-1]
+    day = earliest - timedelta(days=1)
+    while day.weekday() >= 5:
+        day -= timedelta(days=1)
+    return datetime.combine(day, time(23, 59, 59), _NEW_YORK).astimezone(UTC)

@@ -37,7 +37,7 @@ def dec(value: Any) -> Decimal | None:
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value) or value >= UNSET_DOUBLE:
             return None
-        return Decimal(repr(value))
+        return Decimal(int(value)) if value.is_integer() else Decimal(repr(value))
     if isinstance(value, int) and value == UNSET_INTEGER:
         return None
     try:
@@ -96,10 +96,15 @@ def bars_frame(bars: Iterable[Any]) -> pd.DataFrame:
     ]
     if not rows:
         empty = pd.DataFrame({TIMESTAMP: pd.Series([], dtype="datetime64[ns, UTC]")})
-        for col in ("open", "high", "low", "close", "volume", "wap", "trade_count"):
+        for col in ("open", "high", "low", "close", "volume"):
             empty[col] = pd.Series([], dtype="float64")
         return empty
-    return _bars.canonical(pd.DataFrame(rows))
+    frame = _bars.canonical(pd.DataFrame(rows))
+    for col in ("wap", "trade_count"):  # IB sends -1 when it has no value (e.g. MIDPOINT, files without it)
+        frame[col] = frame[col].where(frame[col] >= 0)
+        if frame[col].isna().all():
+            frame = frame.drop(columns=col)
+    return frame
 
 
 def _last_error(trade: Any) -> tuple[int | None, str | None]:
@@ -144,8 +149,8 @@ def broker_order(trade: Any, fills: Sequence[Any] = ()) -> BrokerOrder:
         side=OrderSide(o.action),
         quantity=quantity,
         order_type=OrderType(o.orderType),
-        limit_price=dec(o.lmtPrice),
-        stop_price=dec(o.auxPrice),
+        limit_price=_order_price(o.lmtPrice) if o.orderType in ("LMT", "STP LMT") else None,
+        stop_price=_order_price(o.auxPrice) if o.orderType in ("STP", "STP LMT") else None,
         tif=TimeInForce(o.tif) if o.tif in TimeInForce.__members__.values() else TimeInForce.DAY,
         account=o.account or None,
         last_error_code=code,
@@ -212,6 +217,11 @@ def quote(ticker: Any, now: datetime) -> Quote:
         last=_price(ticker.last),
         close=_price(ticker.close),
     )
+
+
+def _order_price(value: Any) -> Decimal | None:
+    d = dec(value)
+    return d if d is not None and d != 0 else None
 
 
 def _price(value: Any) -> Decimal | None:

@@ -307,32 +307,36 @@ class IBBroker:
         ):
             return await self._history_once(ib, contract, request, request.duration, end)
         count, unit = _bars.duration_parts(request.duration)
-        sessions_left = count if unit == "D" and chunk[1] == "D" else None
-        target_start: pd.Timestamp | None = None
+        offset = _bars.parse_duration(request.duration)
+        # "n D" on intraday bars means the last n weekdays up to the end's New York date (IB counts sessions)
+        left = count if unit == "D" and chunk[1] == "D" else None
+        target_start = pd.Timestamp(end) - offset if end is not None and left is None else None
         frames: list[pd.DataFrame] = []
         cursor = end
         while True:
-            size = min(chunk[0], sessions_left) if sessions_left is not None else chunk[0]
+            size = min(chunk[0], left) if left is not None else chunk[0]
             frame = await self._history_once(ib, contract, request, f"{size} {chunk[1]}", cursor)
-            if frame.empty:
+            if not frame.empty:
+                frames.append(frame)
+            elif cursor is None:
                 break
-            frames.append(frame)
             stamps = frame[TIMESTAMP]
-            if sessions_left is not None:
-                sessions_left -= stamps.dt.tz_convert("America/New_York").dt.date.nunique()
-                if sessions_left <= 0:
-                    break
+            if cursor is None:  # "now" at the server: anchor on the newest bar it returned
+                cursor = (stamps.iloc[-1] + _bars.bar_timedelta(request.bar_size)).to_pydatetime()
+                if left is None:
+                    target_start = pd.Timestamp(cursor) - offset
+            if chunk[1] == "D":
+                cursor = _bars.end_of_weekday_before(cursor, size)
+            elif not frame.empty:
+                cursor = stamps.iloc[0].to_pydatetime()
             else:
-                if target_start is None:
-                    anchor = (
-                        pd.Timestamp(end)
-                        if end is not None
-                        else stamps.iloc[-1] + _bars.bar_timedelta(request.bar_size)
-                    )
-                    target_start = anchor - _bars.parse_duration(request.duration)
-                if stamps.iloc[0] <= target_start:
+                break
+            if left is not None:
+                left -= size
+                if left <= 0:
                     break
-            cursor = stamps.iloc[0].to_pydatetime()
+            elif target_start is not None and pd.Timestamp(cursor) <= target_start:
+                break
         if not frames:
             return conv.bars_frame([])
         out = pd.concat(frames[::-1], ignore_index=True).drop_duplicates(subset=[TIMESTAMP], keep="last")

@@ -558,9 +558,8 @@ def _window(series: _Series, request: BarRequest, end: datetime) -> pd.DataFrame
     count, unit = int(request.duration.split()[0]), request.duration.split()[1]
     intraday_target = _intraday(request.bar_size)
     if unit == "D" and intraday_target:
-        dates = pd.DatetimeIndex(frame[TIMESTAMP]).tz_convert(EASTERN).normalize()
-        keep = np.unique(dates.asi8)[-count:]
-        frame = frame[np.isin(dates.asi8, keep)]
+        keep = set(_bars.last_weekdays(end, count))
+        frame = frame[[d in keep for d in pd.DatetimeIndex(frame[TIMESTAMP]).tz_convert(EASTERN).date]]
     if series.size != request.bar_size:
         frame = resample_bars(frame.reset_index(drop=True), request.bar_size)
     if not (unit == "D" and intraday_target):
