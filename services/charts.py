@@ -1,0 +1,395 @@
+"""Step 4: the strategy chart: Plotly candlesticks, volume, indicator panes; PNG (for the LLM) and HTML.
+
+Layout, top to bottom: price (candlesticks plus every Overlap Studies indicator: SMA, EMA, BBANDS, ...),
+volume, then one pane per other indicator spec (RSI, MACD with its three outputs, ATR, STOCH, ...). Bars
+flagged by validation are marked with a red ``x`` above the candle and their volume bar is red. The x axis is a
+category axis of bar labels, so weekends and holidays leave no gaps.
+
+**PNG.** 900x600 by default (a few tens of KB), rendered by kaleido through headless Chromium. The browser is
+kept WARM for the life of the process: the first render starts it (about 2-3 s), later renders reuse it
+(a few hundred ms). We run our own long-lived ``kaleido.Kaleido`` on a private event-loop thread instead of
+``kaleido.start_sync_server()`` because the sync server waits forever when the browser failed to start or a
+render hangs; here every render has a timeout and start-up errors surface as :class:`ChartRenderError`. The
+browser is stopped at interpreter exit (``atexit``) or by :func:`stop_renderer`. Chromium is looked up at
+``$BROWSER_PATH``, then ``/usr/bin/chromium``, then kaleido's own search. MathJax is disabled (no CDN fetch).
+
+**HTML.** Written with ``include_plotlyjs="directory"``: each chart's HTML is small (tens of KB) and loads
+``plotly.min.js`` from the same directory, which :func:`render_chart` writes once into ``out_dir`` (about
+4.7 MB, shared by every chart there). No CDN, so it works offline; copy the directory, not the single file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+
+from models.bars import TIMESTAMP
+from services.errors import InputError, SkipError
+from services.indicators import FLAGGED, IndicatorColumn, IndicatorResult
+
+__all__ = ["ChartRenderError", "ChartResult", "render_chart", "render_png", "start_renderer", "stop_renderer"]
+
+DEFAULT_WIDTH: Final = 900
+DEFAULT_HEIGHT: Final = 600
+DEFAULT_CHROMIUM: Final = Path("/usr/bin/chromium")
+START_TIMEOUT_S: Final = 60.0
+RENDER_TIMEOUT_S: Final = 30.0
+PLOTLY_JS_NAME: Final = "plotly.min.js"
+_GAP: Final = 0.02
+# Horizontal guide lines for bounded oscillators.
+_GUIDES: Final[dict[str, tuple[float, ...]]] = {
+    "RSI": (30.0, 70.0),
+    "MFI": (20.0, 80.0),
+    "STOCH": (20.0, 80.0),
+    "STOCHF": (20.0, 80.0),
+    "STOCHRSI": (20.0, 80.0),
+    "WILLR": (-80.0, -20.0),
+}
+_COLORS: Final = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
+
+
+class ChartRenderError(SkipError):
+    """The chart could not be rendered (no browser, browser crash, render timeout)."""
+
+
+@dataclass(frozen=True)
+class ChartResult:
+    """A rendered chart. ``png_path`` / ``html_path`` are set when ``out_dir`` was given."""
+
+    png: bytes
+    html: str
+    png_path: Path | None
+    html_path: Path | None
+    render_ms: float  # PNG rasterisation only
+    panes: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The warm renderer
+
+
+class _WarmRenderer:
+    """One headless Chromium (via kaleido) on a private event-loop thread, started lazily, reused."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._kaleido: Any = None
+        self._atexit = False
+
+    @property
+    def running(self) -> bool:
+        return self._kaleido is not None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._kaleido is not None:
+                return
+            import kaleido
+
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="kaleido-renderer", daemon=True)
+            thread.start()
+            kwargs: dict[str, Any] = {"n": 1, "timeout": RENDER_TIMEOUT_S, "mathjax": False}
+            browser = os.environ.get("BROWSER_PATH") or (str(DEFAULT_CHROMIUM) if DEFAULT_CHROMIUM.exists() else None)
+            if browser:
+                kwargs["path"] = browser
+
+            async def _open() -> Any:
+                k = kaleido.Kaleido(**kwargs)
+                await k.open()
+                return k
+
+            try:
+                self._kaleido = asyncio.run_coroutine_threadsafe(_open(), loop).result(START_TIMEOUT_S)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(timeout=5)
+                loop.close()
+                raise ChartRenderError(f"cannot start the chart renderer (Chromium via kaleido): {exc}") from exc
+            self._loop, self._thread = loop, thread
+            if not self._atexit:
+                atexit.register(self.stop)
+                self._atexit = True
+
+    def render(self, fig: dict[str, Any], *, width: int, height: int, scale: float = 1.0) -> bytes:
+        self.start()
+        loop, k = self._loop, self._kaleido
+        assert loop is not None and k is not None
+        opts = {"format": "png", "width": width, "height": height, "scale": scale}
+        future = asyncio.run_coroutine_threadsafe(k.calc_fig(fig, opts=opts), loop)
+        try:
+            data = future.result(RENDER_TIMEOUT_S + 5)
+        except FutureTimeout:
+            future.cancel()
+            self.stop()  # a stuck browser is not reused
+            raise ChartRenderError(f"PNG render timed out after {RENDER_TIMEOUT_S + 5:.0f}s") from None
+        except Exception as exc:
+            raise ChartRenderError(f"PNG render failed: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(data, bytes) or not data.startswith(b"\x89PNG"):
+            raise ChartRenderError("the renderer returned no PNG")
+        return data
+
+    def stop(self) -> None:
+        with self._lock:
+            loop, thread, k = self._loop, self._thread, self._kaleido
+            self._loop = self._thread = self._kaleido = None
+        if loop is None:
+            return
+        try:
+            if k is not None:
+                asyncio.run_coroutine_threadsafe(k.close(), loop).result(10)
+        except Exception:
+            pass  # best effort at shutdown: the browser dies with the process anyway
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            if thread is not None:
+                thread.join(timeout=5)
+            if not loop.is_running():
+                loop.close()
+
+
+_RENDERER: Final = _WarmRenderer()
+
+
+def start_renderer() -> None:
+    """Start the warm renderer now (otherwise the first PNG starts it); raise :class:`ChartRenderError`."""
+    _RENDERER.start()
+
+
+def stop_renderer() -> None:
+    """Stop the warm renderer (it restarts on the next PNG)."""
+    _RENDERER.stop()
+
+
+def render_png(fig: dict[str, Any], *, width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEIGHT) -> bytes:
+    """Rasterise a Plotly figure dict to PNG with the warm renderer."""
+    return _RENDERER.render(fig, width=width, height=height)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The figure (built as a plain dict: no plotly.graph_objects validation on the hot path)
+
+
+def _labels(frame: pd.DataFrame) -> list[str]:
+    ts = pd.DatetimeIndex(frame[TIMESTAMP])
+    daily = bool(len(ts)) and bool((ts.hour == 0).all() and (ts.minute == 0).all())
+    return list(ts.strftime("%Y-%m-%d" if daily else "%Y-%m-%d %H:%M"))
+
+
+def _series(values: np.ndarray[Any, Any]) -> list[float | None]:
+    return [None if np.isnan(v) else round(float(v), 6) for v in values]
+
+
+def _panes(columns: tuple[IndicatorColumn, ...]) -> tuple[list[IndicatorColumn], dict[str, list[IndicatorColumn]]]:
+    overlays = [c for c in columns if c.is_overlay]
+    others: dict[str, list[IndicatorColumn]] = {}
+    for c in columns:
+        if not c.is_overlay:
+            others.setdefault(c.prefix, []).append(c)
+    return overlays, others
+
+
+def _heights(n: int, gap: float = _GAP) -> list[float]:
+    # Price 55 % (less when there are many panes, at least 35 %), volume 12 %, the rest shared; 2 % gaps.
+    if n == 2:
+        return [0.78, 1.0 - 0.78 - gap]
+    price = max(0.35, 0.55 - 0.05 * max(0, n - 3))
+    rest = (1.0 - price - 0.12 - gap * (n - 1)) / (n - 2)
+    return [price, 0.12] + [rest] * (n - 2)
+
+
+def build_figure(frame: pd.DataFrame, indicators: IndicatorResult, *, title: str) -> tuple[dict[str, Any], list[str]]:
+    """Return the Plotly figure dict and the pane names (price, volume, then one per non-overlay indicator)."""
+    if frame.empty:
+        raise InputError("chart", "no bars to draw")
+    if len(frame) != len(indicators.frame):
+        raise InputError("chart", f"{len(frame)} bars but {len(indicators.frame)} indicator rows")
+    x = _labels(frame)
+    flagged = (
+        frame[FLAGGED].fillna(False).to_numpy(dtype=bool) if FLAGGED in frame.columns else np.zeros(len(frame), bool)
+    )
+    overlays, others = _panes(indicators.columns)
+    panes = ["price", "volume", *others]
+    n = len(panes)
+    heights = _heights(n)
+    layout: dict[str, Any] = {
+        "title": {"text": title, "x": 0.01, "font": {"size": 14}},
+        "margin": {"l": 50, "r": 20, "t": 36, "b": 30},
+        "showlegend": True,
+        "legend": {"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom", "font": {"size": 9}},
+        "template": {"layout": {"paper_bgcolor": "white", "plot_bgcolor": "#fafafa"}},
+        "hovermode": "x unified",
+    }
+    top = 1.0
+    for i, (name, h) in enumerate(zip(panes, heights, strict=True)):
+        suffix = "" if i == 0 else str(i + 1)
+        layout[f"yaxis{suffix}"] = {
+            "domain": [max(0.0, top - h), top],
+            "title": {"text": "" if name == "price" else name, "font": {"size": 10}},
+            "tickfont": {"size": 9},
+            "gridcolor": "#e5e5e5",
+        }
+        layout[f"xaxis{suffix}"] = {
+            "type": "category",
+            "anchor": f"y{suffix}",
+            "matches": "x" if i else None,
+            "showticklabels": i == n - 1,
+            "nticks": 8,
+            "tickfont": {"size": 9},
+            "rangeslider": {"visible": False},
+            "gridcolor": "#e5e5e5",
+        }
+        if i == 0:
+            del layout["xaxis"]["matches"]
+        top -= h + _GAP
+    data: list[dict[str, Any]] = [
+        {
+            "type": "candlestick",
+            "name": "price",
+            "x": x,
+            "open": _series(frame["open"].to_numpy(dtype=float)),
+            "high": _series(frame["high"].to_numpy(dtype=float)),
+            "low": _series(frame["low"].to_numpy(dtype=float)),
+            "close": _series(frame["close"].to_numpy(dtype=float)),
+            "xaxis": "x",
+            "yaxis": "y",
+            "showlegend": False,
+        }
+    ]
+    ind = indicators.frame
+    for k, col in enumerate(overlays):
+        dash = "dot" if col.output in ("upperband", "lowerband") else "solid"
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": col.name,
+                "x": x,
+                "y": _series(ind[col.name].to_numpy(dtype=float)),
+                "line": {"width": 1.2, "color": _COLORS[k % len(_COLORS)], "dash": dash},
+                "xaxis": "x",
+                "yaxis": "y",
+            }
+        )
+    if flagged.any():
+        idx = np.flatnonzero(flagged)
+        highs = frame["high"].to_numpy(dtype=float)
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": "flagged bar",
+                "x": [x[i] for i in idx],
+                "y": [round(float(highs[i]) * 1.01, 6) if np.isfinite(highs[i]) else None for i in idx],
+                "marker": {"symbol": "x", "size": 8, "color": "#d62728"},
+                "xaxis": "x",
+                "yaxis": "y",
+            }
+        )
+    data.append(
+        {
+            "type": "bar",
+            "name": "volume",
+            "x": x,
+            "y": _series(frame["volume"].to_numpy(dtype=float)),
+            "marker": {"color": ["#d62728" if f else "#9ecae1" for f in flagged]},
+            "xaxis": "x2",
+            "yaxis": "y2",
+            "showlegend": False,
+        }
+    )
+    for p, cols in enumerate(others.values()):
+        axis = str(p + 3)
+        for k, col in enumerate(cols):
+            trace: dict[str, Any] = {
+                "name": col.name,
+                "x": x,
+                "y": _series(ind[col.name].to_numpy(dtype=float)),
+                "xaxis": f"x{axis}",
+                "yaxis": f"y{axis}",
+            }
+            if col.output.endswith("hist"):
+                trace.update(type="bar", marker={"color": "#bdbdbd"})
+            else:
+                trace.update(type="scatter", mode="lines", line={"width": 1.2, "color": _COLORS[k % len(_COLORS)]})
+            data.append(trace)
+        for level in _GUIDES.get(cols[0].function, ()):
+            data.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines",
+                    "x": [x[0], x[-1]],
+                    "y": [level, level],
+                    "line": {"width": 0.8, "color": "#999999", "dash": "dash"},
+                    "xaxis": f"x{axis}",
+                    "yaxis": f"y{axis}",
+                    "showlegend": False,
+                    "hoverinfo": "skip",
+                }
+            )
+    return {"data": data, "layout": layout}, panes
+
+
+def _write_plotlyjs(directory: Path) -> None:
+    target = directory / PLOTLY_JS_NAME
+    if target.exists():
+        return
+    from plotly.offline import get_plotlyjs
+
+    tmp = directory / f".{PLOTLY_JS_NAME}.{os.getpid()}.tmp"
+    tmp.write_text(get_plotlyjs(), encoding="utf-8")
+    tmp.replace(target)  # atomic: concurrent runs never see half a file
+
+
+def _html(fig: dict[str, Any], title: str) -> str:
+    import plotly.io as pio
+
+    html: str = pio.to_html(fig, include_plotlyjs="directory", full_html=True, validate=False)
+    return html.replace("<head>", f"<head><title>{_escape(title)}</title>", 1)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_chart(
+    frame: pd.DataFrame,
+    indicators: IndicatorResult,
+    *,
+    title: str,
+    out_dir: Path | None = None,
+    stem: str = "chart",
+    width: int = DEFAULT_WIDTH,
+    height: int = DEFAULT_HEIGHT,
+) -> ChartResult:
+    """Draw ``frame`` (canonical bars, optional ``flagged``) with ``indicators``; PNG bytes plus HTML text.
+
+    With ``out_dir`` the files ``<stem>.png`` and ``<stem>.html`` (plus a shared ``plotly.min.js``) are written
+    there. Raises ``InputError`` for unusable input and :class:`ChartRenderError` when the browser fails.
+    """
+    fig, panes = build_figure(frame, indicators, title=title)
+    started = time.perf_counter()
+    png = render_png(fig, width=width, height=height)
+    render_ms = (time.perf_counter() - started) * 1000
+    html = _html(fig, title)
+    png_path = html_path = None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_plotlyjs(out_dir)
+        png_path = out_dir / f"{stem}.png"
+        html_path = out_dir / f"{stem}.html"
+        png_path.write_bytes(png)
+        html_path.write_text(html, encoding="utf-8")
+    return ChartResult(png, html, png_path, html_path, render_ms, tuple(panes))
