@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from cli import strategies
+from cli import common, demo, strategies
 from cli.common import cli_errors, console, settings
 
 app = typer.Typer(
@@ -14,16 +16,64 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(strategies.app, name="strategies")
+app.command("demo")(demo.demo)
+
+server_app = typer.Typer(help="A local Prefect server under the data directory.", no_args_is_help=True)
+app.add_typer(server_app, name="server")
 
 
 @app.command("init")
 @cli_errors
 def init() -> None:
-    """Create or upgrade the database schema (safe to run twice)."""
-    from services.db import init_database
+    """Create or upgrade the database schema and load the shipped prompt templates (safe to run twice)."""
+    from services.db import init_database, session_scope
+    from services.prompt_library import seed_templates
 
     report = init_database(settings())
     console.print(f"database {report.url}: {report.action} (revision {report.revision})")
+    with session_scope(settings().database_url()) as session:
+        seeded = seed_templates(session)
+    console.print(f"prompt templates: {len(seeded.created)} created, {len(seeded.unchanged)} unchanged")
+
+
+@app.command("run")
+@cli_errors
+def run(name: Annotated[str, typer.Argument(help="Strategy name.")]) -> None:
+    """Run one strategy now, in this process, against the configured broker (TRADER_IB__*)."""
+    from flows.strategy import strategy_run
+    from tasks.runtime import get_runtime
+
+    with common.db_session():
+        pass
+    try:
+        result = strategy_run(name)
+    finally:
+        get_runtime().close()
+    console.print(f"{name}: {result.action}")
+    console.print(f"  reason: {result.reason}", markup=False)
+    console.print(f"  flow run: {result.flow_run_id}")
+    if result.chart_png:
+        console.print(f"  chart: {result.chart_png}")
+
+
+@server_app.command("start")
+@cli_errors
+def server_start() -> None:
+    """Start a local Prefect server (detached) and print its URL."""
+    from deployments.local_server import start_server
+
+    info = start_server(settings().ensure_data_dir() / "prefect")
+    console.print(f"Prefect server: {info.ui_url} (API {info.api_url}); export PREFECT_API_URL={info.api_url}")
+
+
+@server_app.command("stop")
+@cli_errors
+def server_stop() -> None:
+    """Stop the local Prefect server started by `trader server start` or `trader demo`."""
+    from deployments.local_server import stop_server
+
+    stopped = stop_server(settings().ensure_data_dir() / "prefect")
+    console.print("stopped" if stopped else "no local server was running")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,15 @@ def free_port() -> int:
         return port
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _healthy(api_url: str) -> bool:
     try:
         return httpx.get(f"{api_url}/health", timeout=2.0).status_code == 200
@@ -75,7 +84,7 @@ def start_server(
     existing = find_server(home)
     if existing is not None:
         return existing
-    port = port or free_port()
+    port = port or (DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port())
     env = server_env(home, port, database_url)
     log = (home / "server.log").open("ab")
     proc = subprocess.Popen(

@@ -121,9 +121,18 @@ class IndicatorSpec(_Doc):
             raise ValueError(
                 f"{self.function} has no parameter(s) {', '.join(unknown)} (it takes {', '.join(allowed) or 'none'})"
             )
+        coerced: dict[str, float | int] = {}
         for key, value in self.params.items():
             if key.endswith("period") and int(value) < 1:
                 raise ValueError(f"{self.function}.{key} must be >= 1, got {value}")
+            # TA-Lib checks types strictly: give each parameter the type of its default.
+            if isinstance(allowed[key], float):
+                coerced[key] = float(value)
+            elif float(value) != int(value):
+                raise ValueError(f"{self.function}.{key} must be a whole number, got {value}")
+            else:
+                coerced[key] = int(value)
+        object.__setattr__(self, "params", coerced)
         return self
 
     @property

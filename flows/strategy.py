@@ -1,0 +1,93 @@
+"""The strategy flow: six tasks, read top to bottom. Each step publishes one artifact (the lineage).
+
+Any step that cannot produce its output (unknown contract, no or invalid data, a template error) ends
+the run with an ABSTAIN signal that carries the reason; nothing after it runs and nothing is ordered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+from prefect import flow, get_client
+from prefect.runtime import flow_run
+
+from models.strategy import StrategyDefinition
+from services.db import session_scope
+from services.errors import InputError, SkipError
+from services.strategies import get_definition
+from tasks.analysis import analyse
+from tasks.chart import draw_chart
+from tasks.indicators import calculate_indicators
+from tasks.market_data import fetch_market_data
+from tasks.resolve_symbol import resolve_symbol
+from tasks.runtime import get_runtime
+from tasks.signal import StoredSignal, decide
+
+
+@dataclass(frozen=True)
+class StrategyRunResult:
+    strategy: str
+    flow_run_id: str | None
+    signal_id: int
+    action: str
+    reason: str
+    run_dir: Path
+    chart_png: Path | None = None
+    chart_html: Path | None = None
+    prompt: Path | None = None
+
+
+def _load(strategy: str) -> StrategyDefinition:
+    with session_scope(get_runtime().database_url) as session:
+        return get_definition(session, strategy)
+
+
+def _label_run(definition: StrategyDefinition, bar_time: str | None = None) -> None:
+    """Name the flow run after strategy, symbol and bar time, and tag it for filtering in the UI."""
+    run_id = flow_run.get_id()
+    if not run_id:
+        return
+    name = f"{definition.name}-{definition.symbol}" + (f"-{bar_time}" if bar_time else "")
+    tags = sorted({*flow_run.get_tags(), f"strategy:{definition.name}", f"symbol:{definition.symbol}"})
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(UUID(run_id), name=name, tags=tags)
+
+
+def _run_dir(definition: StrategyDefinition) -> Path:
+    run_id = flow_run.get_id() or "local"
+    path = get_runtime().runs_dir() / definition.name / str(run_id)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@flow(name="strategy-run", flow_run_name="{strategy}", log_prints=False)
+def strategy_run(strategy: str) -> StrategyRunResult:
+    """Run one strategy once: resolve, bars, indicators, chart, analysis, signal."""
+    definition = _load(strategy)
+    _label_run(definition)
+    run_dir = _run_dir(definition)
+    chart = outcome = data = None
+    failure: str | None = None
+    try:
+        contract = resolve_symbol(definition)
+        data = fetch_market_data(definition, contract)
+        _label_run(definition, data.last_bar_time.strftime("%Y%m%dT%H%MZ"))
+        indicators = calculate_indicators(definition, data)
+        chart = draw_chart(definition, indicators, run_dir)
+        outcome = analyse(definition, indicators, chart.png, run_dir)
+    except (SkipError, InputError) as exc:
+        failure = f"{type(exc).__name__}: {exc}"
+    stored: StoredSignal = decide(definition, data, outcome, failure)
+    return StrategyRunResult(
+        strategy=strategy,
+        flow_run_id=flow_run.get_id(),
+        signal_id=stored.id,
+        action=stored.signal.action.value,
+        reason=stored.signal.reason,
+        run_dir=run_dir,
+        chart_png=chart.png_path if chart else None,
+        chart_html=chart.html_path if chart else None,
+        prompt=run_dir / "prompt.md" if outcome else None,
+    )

@@ -1,0 +1,71 @@
+"""Step 5: render the versioned prompt and analyse it with the chart (LLM, or the offline analyst)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from models.strategy import StrategyDefinition
+from services.db import session_scope
+from services.indicators import IndicatorResult
+from services.llm.analyst import analyze, build_request
+from services.llm.outcome import AnalysisOutcome
+from services.repositories import prompt_templates
+from tasks.artifacts import artifact_key, fenced, key_values, publish_markdown
+from tasks.runtime import get_runtime
+
+
+@task(name="5 llm analysis", cache_policy=NO_CACHE)
+def analyse(
+    definition: StrategyDefinition, indicators: IndicatorResult, chart_png: bytes | None, run_dir: Path
+) -> AnalysisOutcome:
+    """Return the analysis outcome (never raises for model failures: they are in ``outcome.failure``).
+
+    Retries for HTTP errors happen inside the client (bounded); the response cache makes reruns free.
+    """
+    runtime = get_runtime()
+    with session_scope(runtime.database_url) as session:
+        template = prompt_templates.require(session, definition.prompt.template, definition.prompt.version)
+        body, name = template.body, f"{template.name} v{template.version}"
+    request = build_request(definition, indicators, body, template_name=name)
+    outcome = analyze(
+        request,
+        settings=runtime.settings.llm,
+        store=runtime.llm_store(),
+        chart_png=chart_png,
+        now=runtime.clock(),
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prompt_path = run_dir / "prompt.md"
+    prompt_path.write_text(f"# system\n\n{outcome.prompt.system}\n\n# user\n\n{outcome.prompt.text}\n")
+    if outcome.raw_text is not None:
+        (run_dir / "response.json").write_text(outcome.raw_text)
+    label = "OFFLINE analyst (deterministic rules, no LLM)" if outcome.analyst == "offline" else f"LLM {outcome.model}"
+    summary = key_values(
+        [
+            ("analyst", label),
+            ("prompt template", name),
+            ("prompt sha256", outcome.prompt.sha256),
+            ("cached response", outcome.cached),
+            ("attempts", outcome.attempts),
+            ("tokens in / out", f"{outcome.prompt_tokens} / {outcome.completion_tokens}"),
+            ("cost (USD)", f"{outcome.cost_usd}{' (estimated)' if outcome.cost_estimated else ''}"),
+            ("latency (ms)", outcome.latency_ms),
+            ("result", "ok" if outcome.failure is None else f"{outcome.failure.kind}: {outcome.failure.reason}"),
+            ("prompt file", str(prompt_path)),
+        ]
+    )
+    markdown = "\n\n".join(
+        [
+            "## Step 5: analysis",
+            summary,
+            "### Rendered prompt",
+            fenced(outcome.prompt.text),
+            "### Raw response",
+            fenced(outcome.raw_text or "(no response)", "json"),
+        ]
+    )
+    publish_markdown(artifact_key(definition.name, "analysis"), markdown, f"{definition.symbol} analysis ({label})")
+    return outcome

@@ -1,0 +1,104 @@
+"""Step 2: fetch the strategy's bars from the broker and validate them (Great Expectations)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from models.bars import TIMESTAMP
+from models.strategy import StrategyDefinition
+from services.bars.validation import ValidationResult, validate_bars
+from services.broker.types import BarRequest, ContractInfo
+from services.errors import DataError
+from tasks.artifacts import artifact_key, key_values, markdown_table, publish_markdown
+from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, retry_if_transient
+from tasks.runtime import get_runtime
+
+FLAGGED = "flagged"
+
+
+@dataclass(frozen=True)
+class MarketData:
+    frame: pd.DataFrame  # canonical bars with a bool ``flagged`` column
+    validation: ValidationResult
+
+    @property
+    def last_bar_time(self) -> pd.Timestamp:
+        return pd.Timestamp(self.frame[TIMESTAMP].iloc[-1])
+
+    @property
+    def latest_flagged(self) -> bool:
+        return bool(self.frame[FLAGGED].iloc[-1]) if FLAGGED in self.frame else False
+
+
+def bars_summary(frame: pd.DataFrame) -> list[tuple[str, Any]]:
+    last = frame.iloc[-1]
+    return [
+        ("rows", len(frame)),
+        ("first bar (UTC)", pd.Timestamp(frame[TIMESTAMP].iloc[0]).isoformat()),
+        ("last bar (UTC)", pd.Timestamp(last[TIMESTAMP]).isoformat()),
+        ("last close", f"{last['close']:.4f}"),
+        ("period high / low", f"{frame['high'].max():.4f} / {frame['low'].min():.4f}"),
+        ("total volume", f"{frame['volume'].sum():,.0f}"),
+    ]
+
+
+@task(
+    name="2 market data",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_condition_fn=retry_if_transient,
+)
+def fetch_market_data(definition: StrategyDefinition, contract: ContractInfo) -> MarketData:
+    """Return validated bars; raise DataError (the run ABSTAINs) when the batch is unusable."""
+    runtime = get_runtime()
+    request = BarRequest(
+        bar_size=definition.bar_size,
+        duration=definition.lookback,
+        what_to_show=definition.what_to_show,
+        use_rth=definition.use_rth,
+    )
+    frame = runtime.broker().historical_bars(contract, request)
+    key = artifact_key(definition.name, "bars")
+    if frame.empty:
+        publish_markdown(key, "## Step 2: market data\n\nThe broker returned no bars.", "No bars")
+        raise DataError(f"no bars for {definition.symbol} {definition.bar_size.value} {definition.lookback}")
+    try:
+        result = validate_bars(frame, bar_size=definition.bar_size, policy=runtime.settings.trading.bad_row_policy)
+    except DataError as exc:
+        publish_markdown(key, f"## Step 2: market data\n\nValidation failed the batch:\n\n{fenced_text(exc)}", "Failed")
+        raise
+    data = MarketData(result.frame, result)
+    issues = [
+        {"bar (UTC)": i.timestamp.isoformat() if i.timestamp else "batch", "rule": i.rule, "detail": i.detail}
+        for i in result.issues
+    ]
+    excluded = result.rows_flagged + result.rows_dropped
+    body = [
+        "## Step 2: market data",
+        key_values(
+            [
+                ("request", f"{request.bar_size.value}, {request.duration}, {request.what_to_show}"),
+                ("regular trading hours only", request.use_rth),
+                *bars_summary(data.frame),
+                ("validation", "passed" if result.passed else f"{len(result.issues)} issue(s)"),
+                ("policy for bad rows", result.policy.value),
+                ("rows excluded from the decision", excluded),
+                ("Great Expectations time", f"{result.ge_seconds * 1000:.0f} ms"),
+            ]
+        ),
+        "### Issues (rows listed here are kept out of the decision)" if issues else "### Issues: none",
+    ]
+    if issues:
+        body.append(markdown_table(issues))
+    publish_markdown(key, "\n\n".join(body), f"{definition.symbol} bars and validation")
+    return data
+
+
+def fenced_text(exc: Exception) -> str:
+    return "```\n" + str(exc) + "\n```"

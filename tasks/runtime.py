@@ -1,0 +1,104 @@
+"""Process-wide resources the tasks use: settings, the database URL, the broker session, the LLM call store.
+
+Clients are never task arguments (Prefect would try to hash them into cache keys and store them as
+parameters). A worker process builds them once, lazily, from settings; tests and the demo install
+their own with :func:`use_runtime` (for instance a broker connected to the TWS simulator).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from services.broker.loop_owner import SyncBroker
+from services.broker.port import BrokerPort
+from services.llm.store import DbLlmCallStore, LlmCallStore
+from services.settings import Settings, load_settings
+
+
+@dataclass
+class Runtime:
+    """What a flow run needs besides its parameters."""
+
+    settings: Settings
+    broker_factory: Callable[[], BrokerPort] | None = None  # called on the broker's own loop
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))  # the market's "now"
+    _broker: SyncBroker | None = field(default=None, repr=False)
+    _llm_store: LlmCallStore | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.database_url()
+
+    def runs_dir(self) -> Path:
+        return self.settings.runs_dir()
+
+    def broker(self) -> SyncBroker:
+        """The connected broker session (built and connected on first use)."""
+        with self._lock:
+            if self._broker is None:
+                self._broker = SyncBroker(self._factory())
+                self._broker.connect()
+            return self._broker
+
+    def _factory(self) -> Callable[[], BrokerPort]:
+        if self.broker_factory is not None:
+            return self.broker_factory
+        ib = self.settings.ib
+
+        def build() -> BrokerPort:
+            from services.broker.ib_adapter import IBBroker
+
+            return IBBroker(
+                ib.host,
+                ib.port,
+                ib.client_id,
+                ib.account.get_secret_value() if ib.account else None,
+                connect_timeout_s=ib.connect_timeout_s,
+                request_timeout_s=ib.request_timeout_s,
+                max_messages_per_s=ib.max_messages_per_s,
+            )
+
+        return build
+
+    def llm_store(self) -> LlmCallStore:
+        if self._llm_store is None:
+            self._llm_store = DbLlmCallStore(self.database_url)
+        return self._llm_store
+
+    def close(self) -> None:
+        with self._lock:
+            if self._broker is not None:
+                self._broker.close()
+                self._broker = None
+
+
+_current: Runtime | None = None
+_current_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """Return the process runtime, building it from the environment's settings on first use."""
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = Runtime(load_settings())
+        return _current
+
+
+@contextmanager
+def use_runtime(runtime: Runtime) -> Iterator[Runtime]:
+    """Install ``runtime`` for the duration of the block (tests, the demo, the replay)."""
+    global _current
+    with _current_lock:
+        previous, _current = _current, runtime
+    try:
+        yield runtime
+    finally:
+        with _current_lock:
+            _current = previous

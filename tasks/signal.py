@@ -1,0 +1,99 @@
+"""Step 6: the signal (BUY / SELL / HOLD / ABSTAIN with a reason), stored and linked to the flow run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from models.enums import AnalystKind, SignalAction
+from models.strategy import StrategyDefinition
+from services.db import session_scope
+from services.llm.outcome import AnalysisOutcome
+from services.repositories import prompt_templates, signals
+from services.signals import Signal, generate_signal
+from tasks.artifacts import artifact_key, publish_table
+from tasks.market_data import MarketData
+from tasks.runtime import get_runtime
+
+
+@dataclass(frozen=True)
+class StoredSignal:
+    id: int
+    signal: Signal
+
+
+def _flow_run_id() -> str | None:
+    run_id = flow_run.get_id()
+    return str(run_id) if run_id else None
+
+
+@task(name="6 signal", cache_policy=NO_CACHE)
+def decide(
+    definition: StrategyDefinition,
+    data: MarketData | None,
+    outcome: AnalysisOutcome | None,
+    failure: str | None = None,
+) -> StoredSignal:
+    """Apply the strategy's rules; an earlier step's ``failure`` (or a missing input) gives ABSTAIN with its reason."""
+    runtime = get_runtime()
+    now = runtime.clock()
+    bar_time = data.last_bar_time.to_pydatetime() if data is not None else now
+    if failure is not None or data is None or outcome is None:
+        analyst = outcome.analyst if outcome is not None else AnalystKind.OFFLINE
+        signal = Signal(SignalAction.ABSTAIN, failure or "an earlier step produced no result", analyst, bar_time)
+    else:
+        signal = generate_signal(
+            outcome, definition, last_bar_time=bar_time, now=now, flagged_latest=data.latest_flagged
+        )
+    llm_call_id = None
+    with session_scope(runtime.database_url) as session:
+        if outcome is not None and outcome.cache_key is not None:
+            call = runtime.llm_store().find_cached(outcome.cache_key)
+            llm_call_id = getattr(call, "id", None)
+        row = signals.record(
+            session,
+            strategy_name=definition.name,
+            symbol=definition.symbol,
+            bar_time=bar_time.astimezone(dt.UTC),
+            action=signal.action,
+            analyst=signal.analyst,
+            reason=signal.reason,
+            confidence=signal.confidence,
+            entry=signal.entry,
+            stop=signal.stop,
+            target=signal.target,
+            risk_reward=float(signal.risk_reward) if signal.risk_reward is not None else None,
+            prompt_template_name=definition.prompt.template,
+            prompt_template_version=definition.prompt.version,
+            flow_run_id=_flow_run_id(),
+            llm_call_id=llm_call_id,
+        )
+        template = prompt_templates.get(session, definition.prompt.template, definition.prompt.version)
+        if template is not None and outcome is not None:
+            prompt_templates.mark_used(session, template)
+        signal_id = row.id
+    publish_table(
+        artifact_key(definition.name, "signal"),
+        [
+            {
+                "strategy": definition.name,
+                "symbol": definition.symbol,
+                "bar (UTC)": bar_time.isoformat(),
+                "action": signal.action.value,
+                "confidence": signal.confidence,
+                "entry": None if signal.entry is None else str(signal.entry),
+                "stop": None if signal.stop is None else str(signal.stop),
+                "target": None if signal.target is None else str(signal.target),
+                "risk/reward": None if signal.risk_reward is None else str(signal.risk_reward),
+                "analyst": signal.analyst.value,
+                "reason": signal.reason,
+                "signal id": signal_id,
+            }
+        ],
+        f"{definition.name}: {signal.action.value}",
+    )
+    return StoredSignal(signal_id, signal)
