@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: install everything, then run every example strategy once against the
+# TWS-protocol simulator on the shipped sample data, with a local Prefect server whose UI links are printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+uv run trader init
+exec uv run trader demo "$@"
