@@ -3,7 +3,8 @@
 * Every test runs with ``PREFECT_HOME``, ``XDG_DATA_HOME`` in a temp dir, Prefect analytics off and no ``TRADER_*``
   variables from the developer's shell (set in ``pytest_configure``, before any test module imports Prefect).
 * ``pg_cluster`` / ``pg_url``: the session's throwaway PostgreSQL 15 (see ``tests/pg.py``); ``pg_url`` is the
-  migrated ``trader_test`` database, shared by the session.
+  migrated ``trader_test`` database, shared by the session. ``tests.pg.create_database(name)`` adds a database to
+  the same cluster (e.g. ``prefect`` with an asyncpg URL).
 * ``db_url``: a fresh, migrated database per test, parametrized over ``sqlite`` and ``postgres``;
   ``empty_db_url``: the same, never migrated; ``session``: an ORM session on ``db_url``.
 """
@@ -22,7 +23,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from services.db import dispose_engines, make_engine, session_factory, upgrade_schema
-from tests.pg import PgCluster, PgSetupError
+from tests.pg import PgCluster, PgSetupError, cluster, stop_cluster
 
 BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
 _PG_TEMPLATE = "trader_template"
@@ -65,16 +66,15 @@ def isolated_environment() -> Iterator[dict[str, str]]:
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
     """The session's PostgreSQL cluster; FAILS (never skips) when the server binaries are missing."""
-    cluster = PgCluster()
     try:
-        cluster.start()
+        started = cluster()
     except PgSetupError as exc:
         pytest.fail(f"cannot start the test PostgreSQL cluster: {exc}", pytrace=False)
     try:
-        yield cluster
+        yield started
     finally:
         dispose_engines()
-        cluster.stop()
+        stop_cluster()
 
 
 @pytest.fixture(scope="session")
@@ -122,13 +122,13 @@ def _fresh_database(request: pytest.FixtureRequest, tmp_path: Path, *, migrated:
         yield url
         dispose_engines(url)
         return
-    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    pg: PgCluster = request.getfixturevalue("pg_cluster")
     template = request.getfixturevalue("_pg_template") if migrated else None
     name = f"t{os.getpid()}_{next(_db_numbers)}"
-    url, _ = cluster.create_database(name, template=template)
+    url, _ = pg.create_database(name, template=template)
     yield url
     dispose_engines(url)
-    cluster.drop_database(name)
+    pg.drop_database(name)
 
 
 @pytest.fixture(params=BACKENDS)

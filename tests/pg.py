@@ -11,6 +11,7 @@ Other tests get databases through the ``pg_url`` fixture (``trader_test``) or :f
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pwd
@@ -179,10 +180,14 @@ _cluster: PgCluster | None = None
 
 
 def cluster() -> PgCluster:
-    """Return the session's cluster, starting it on first use (stopped by the ``pg_cluster`` fixture's teardown)."""
+    """Return the session's cluster, starting it on first use.
+
+    The ``pg_cluster`` fixture stops it at the end of the session; an exit hook covers any other use.
+    """
     global _cluster
     if _cluster is None or _cluster.root is None:
         _cluster = PgCluster().start()
+        atexit.register(stop_cluster)
     return _cluster
 
 
@@ -195,5 +200,9 @@ def stop_cluster() -> None:
 
 
 def create_database(name: str) -> tuple[str, str]:
-    """Create (or recreate) database ``name`` on the session cluster; return ``(psycopg2_url, asyncpg_url)``."""
+    """Create (or recreate) database ``name`` on the session cluster; return ``(psycopg2_url, asyncpg_url)``.
+
+    Example: ``sync_url, async_url = create_database("prefect")`` for a Prefect server's
+    ``PREFECT_SERVER_DATABASE_CONNECTION_URL=async_url``. Raises :class:`PgSetupError` if PostgreSQL is missing.
+    """
     return cluster().create_database(name)

@@ -107,6 +107,7 @@ def test_unknown_database_revision_is_a_configuration_error(empty_db_url: str) -
         init_database(load_settings({}, database={"url": empty_db_url}))
 
 
+@pytest.mark.postgres
 def test_init_database_masks_the_password(pg_url: str) -> None:
     url = pg_url.replace("postgres@", "postgres:secret@")
     report = init_database(load_settings({}, database={"url": url}))
@@ -287,3 +288,37 @@ def test_deleting_a_strategy_keeps_its_signals(db_url: str) -> None:
     with session_scope(db_url) as s:
         signal = s.scalars(select(Signal)).one()
         assert (signal.strategy_id, signal.strategy_name) == (None, "s")
+
+
+def test_concurrent_upgrades_are_serialized(empty_db_url: str) -> None:
+    import threading
+
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def upgrade() -> None:
+        try:
+            results.append(upgrade_schema(empty_db_url))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upgrade) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert results == [head_revision()] * 3
+    assert schema_differences(empty_db_url) == []
+
+
+@pytest.mark.postgres
+def test_create_database_helper_shares_the_session_cluster(pg_cluster: object) -> None:
+    from tests.pg import create_database
+
+    sync_url, async_url = create_database("prefect_helper_check")
+    assert sync_url.startswith("postgresql+psycopg2://postgres@127.0.0.1:")
+    assert async_url == sync_url.replace("+psycopg2", "+asyncpg")
+    with make_engine(sync_url).connect() as conn:
+        assert conn.execute(text("SELECT current_database()")).scalar() == "prefect_helper_check"
+    assert f":{pg_cluster.port}/" in sync_url  # type: ignore[attr-defined]
