@@ -322,3 +322,12 @@ def test_create_database_helper_shares_the_session_cluster(pg_cluster: object) -
     with make_engine(sync_url).connect() as conn:
         assert conn.execute(text("SELECT current_database()")).scalar() == "prefect_helper_check"
     assert f":{pg_cluster.port}/" in sync_url  # type: ignore[attr-defined]
+
+
+def test_missing_postgres_binaries_fail_with_the_setup_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tests.pg as pg
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(pg, "_SEARCH_DIRS", ("/nonexistent",))
+    with pytest.raises(pg.PgSetupError, match="apt-get install -y postgresql-15"):
+        pg.PgCluster().start()
