@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, UndefinedError
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -69,6 +70,12 @@ def load_template(directory: Path, ref: PromptRef) -> tuple[str, str]:
         ) from None
 
 
+@lru_cache(maxsize=64)
+def _compile(body: str) -> Template:
+    # Compiling costs ~10 ms; the body (not the name) is the key, so an edited file is recompiled.
+    return _ENV.from_string(body)
+
+
 def _digest(system: str, text: str) -> str:
     return hashlib.sha256(f"{system}\n\x00\n{text}".encode()).hexdigest()
 
@@ -79,7 +86,7 @@ def render_prompt(
     """Render ``template_body`` with ``context``; raise ``InputError`` naming the template and the problem."""
     source = f"prompt template {name}"
     try:
-        template = _ENV.from_string(template_body)
+        template = _compile(template_body)
     except TemplateSyntaxError as exc:
         raise InputError(source, [Problem(f"line {exc.lineno}", exc.message or str(exc))]) from None
     try:
