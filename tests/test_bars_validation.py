@@ -153,3 +153,10 @@ def test_existing_flag_column_is_replaced_and_missing_column_refused(spy):
     assert list(again.frame.columns).count("flagged") == 1
     with pytest.raises(InputError, match="lacks column"):
         validate_bars(spy.drop(columns=["volume"]))
+
+
+def test_non_canonical_dtypes_are_refused(spy):
+    with pytest.raises(InputError, match=r"wrong dtype for open \(object\)"):
+        validate_bars(spy.assign(open=spy["open"].astype(str).astype(object)))
+    with pytest.raises(InputError, match="wrong dtype for timestamp"):
+        validate_bars(spy.assign(timestamp=spy["timestamp"].dt.tz_localize(None)))
