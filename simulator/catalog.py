@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from models.enums import BarSize
+from services.errors import InputError
 
 EXCHANGE_TZ: Final = "US/Eastern"
 EASTERN: Final = ZoneInfo(EXCHANGE_TZ)
@@ -306,16 +307,19 @@ def bar_files(data_dir: Path) -> list[Path]:
 
 
 def load_catalog(data_dir: Path, loader: Loader | None = None) -> Catalog:
-    """Build the catalog from every ``.csv``/``.txt`` bar file in ``data_dir``."""
+    """Build the catalog from every ``.csv``/``.txt`` bar file in ``data_dir``; raise ``InputError`` if unusable."""
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"data directory {data_dir} does not exist")
+        raise InputError(str(data_dir), "data directory does not exist")
     load = loader or _default_loader
     instruments: dict[str, Instrument] = {}
     for path in bar_files(data_dir):
         frame, size = load(path)
         if size is None:
-            raise ValueError(f"{path.name}: cannot infer the bar size")
-        symbol = symbol_from_filename(path)
+            raise InputError(str(path), "cannot infer the bar size")
+        try:
+            symbol = symbol_from_filename(path)
+        except ValueError as exc:
+            raise InputError(str(path), str(exc)) from None
         inst = instruments.get(symbol)
         if inst is None:
             known = KNOWN_SYMBOLS.get(symbol)
@@ -334,10 +338,10 @@ def load_catalog(data_dir: Path, loader: Loader | None = None) -> Catalog:
                 inst = Instrument(con_id, symbol, "STK", "NYSE", symbol)
             instruments[symbol] = inst
         if size in inst.series:
-            raise ValueError(f"{path.name}: {symbol} already has a {size} series ({inst.series[size].source.name})")
+            raise InputError(str(path), f"{symbol} already has a {size} series ({inst.series[size].source.name})")
         inst.series[size] = BarSeries(size, frame, path)
     if not instruments:
-        raise ValueError(f"no bar files (.csv, .txt) in {data_dir}")
+        raise InputError(str(data_dir), "no bar files (.csv, .txt) in the data directory")
     return Catalog(instruments.values())
 
 

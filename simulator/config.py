@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
+from services.errors import InputError, Problem
 from simulator.pacing import TimeSource
 
 MIN_SERVER_VERSION: Final = 157
@@ -68,7 +69,7 @@ class SimConfig:
         if self.now is not None and self.now.tzinfo is None:
             problems.append("now must be timezone-aware")
         if problems:
-            raise ValueError("invalid SimConfig: " + "; ".join(problems))
+            raise InputError("simulator config", [Problem("", p) for p in problems])
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir if self.data_dir is not None else default_data_dir()

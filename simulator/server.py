@@ -47,6 +47,8 @@ _CATALOG_CACHE: dict[tuple[Path, tuple[tuple[str, float], ...]], Catalog] = {}
 def cached_catalog(data_dir: Path) -> Catalog:
     """Load a catalog once per directory content (name and mtime of each file); catalogs are read-only."""
     path = data_dir.resolve()
+    if not path.is_dir():
+        return load_catalog(path)  # raises InputError naming the directory
     key = (path, tuple((p.name, p.stat().st_mtime) for p in bar_files(path)))
     if key not in _CATALOG_CACHE:
         _CATALOG_CACHE[key] = load_catalog(path)

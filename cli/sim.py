@@ -1,0 +1,69 @@
+"""``trader sim``: run the TWS-protocol simulator in the foreground (``trader sim start``)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cli.common import EXIT_INPUT, cli_errors, console, fail
+
+if TYPE_CHECKING:
+    from simulator import SimServer
+
+app = typer.Typer(help="The TWS-protocol simulator (a fake TWS for ib_async, on recorded bars).", no_args_is_help=True)
+
+
+@app.callback()
+def _group() -> None:
+    """The TWS-protocol simulator."""
+
+
+@app.command("start")
+@cli_errors
+def start(
+    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1 (0 = any free port).", min=0, max=65535)] = 7497,
+    data: Annotated[Path | None, typer.Option(help="Directory of bar files (default: data/samples).")] = None,
+    now: Annotated[
+        str | None, typer.Option(help="Market clock start, ISO with zone (default: end of the last daily bar).")
+    ] = None,
+    server_version: Annotated[int, typer.Option(help="Highest API version to negotiate (157-178).")] = 178,
+    participation: Annotated[
+        float | None, typer.Option(help="Max share of a bar's volume one bar can fill (default: no limit).")
+    ] = None,
+) -> None:
+    """Start the simulator, print its port and catalog, and serve until Ctrl-C."""
+    from simulator import SimConfig, SimServer
+    from simulator.clock import to_utc
+
+    try:
+        start_at = to_utc(now) if now else None
+    except ValueError as exc:
+        raise fail(f"error: --now: {exc}", EXIT_INPUT) from None
+    config = SimConfig(
+        data_dir=data,
+        port=port,
+        server_version=server_version,
+        partial_fill_participation=participation,
+        now=start_at,
+    )
+    sim = SimServer(config)
+    try:
+        asyncio.run(_serve(sim))
+    except OSError as exc:
+        raise fail(f"error: cannot listen on {config.host}:{port}: {exc.strerror or exc}") from None
+    except KeyboardInterrupt:
+        console.print("simulator stopped")
+
+
+async def _serve(sim: SimServer) -> None:
+    async with sim:
+        console.print(f"TWS simulator listening on 127.0.0.1:{sim.port} (server version {sim.config.server_version})")
+        console.print(f"data: {sim.config.resolved_data_dir()}")
+        console.print(f"market clock: {sim.clock.now.isoformat()}; accounts: {', '.join(sim.state.accounts)}")
+        for line in sim.describe():
+            console.print(f"  {line}", markup=False)
+        console.print("Ctrl-C to stop")
+        await asyncio.Event().wait()
