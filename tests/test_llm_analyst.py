@@ -180,6 +180,7 @@ def test_500_until_retries_run_out_abstains(
     assert len(server.requests) == 3 and server.pending == 1  # 1 + 2 retries, the answer never fetched
     assert outcome.failure is not None and outcome.failure.kind is FailureKind.TRANSIENT
     assert "gave up after 3 attempt(s)" in outcome.failure.reason and "HTTP 500" in outcome.failure.reason
+    assert outcome.attempts == 3 and outcome.call_id == 1
     assert store.calls[0].error is not None and store.calls[0].cost_usd == 0
     sig = generate_signal(outcome, definition, last_bar_time=request_.snapshot.last_bar_time, now=NOW,
                           flagged_latest=False)  # fmt: skip
@@ -195,12 +196,25 @@ def test_non_retryable_4xx_is_not_retried(server: LoopbackLLMServer, request_: A
     assert KEY not in outcome.failure.reason
 
 
+def test_auth_error_is_not_retried_and_the_key_is_redacted(
+    server: LoopbackLLMServer, request_: AnalysisRequest
+) -> None:
+    server.enqueue(error(401, f"Incorrect API key provided: {KEY}. Also sk-proj-abcdef123456 is wrong."))
+    store = InMemoryLlmCallStore()
+    outcome = run(request_, settings(server), store)
+    assert outcome.failure is not None and outcome.failure.kind is FailureKind.HTTP_ERROR
+    assert "HTTP 401" in outcome.failure.reason and "Incorrect API key provided: ***" in outcome.failure.reason
+    assert "sk-" not in outcome.failure.reason and store.calls[0].error is not None
+    assert KEY not in store.calls[0].error and len(server.requests) == 1
+
+
 def test_timeouts_until_retries_run_out(server: LoopbackLLMServer, request_: AnalysisRequest) -> None:
     slow = Scripted(200, answer(BUY).body, delay_s=1.0)
     server.enqueue(slow, slow)
     outcome = run(request_, settings(server, timeout_s=0.25, max_retries=1), InMemoryLlmCallStore())
     assert outcome.failure is not None and outcome.failure.kind is FailureKind.TIMEOUT
     assert "timeout after 0.25s" in outcome.failure.reason and len(server.requests) == 2
+    assert outcome.attempts == 2
 
 
 def test_timeout_then_success_is_retried(server: LoopbackLLMServer, request_: AnalysisRequest) -> None:

@@ -21,7 +21,7 @@ import datetime as dt
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Final, Protocol
 
@@ -35,7 +35,7 @@ from services.llm.outcome import AnalysisFailure, AnalysisOutcome
 from services.llm.pricing import estimate_cost
 from services.llm.prompts import RenderedPrompt, render_prompt
 from services.llm.reply import LlmReply, LlmRequestError, LlmTimeoutError
-from services.llm.schema import AnalysisParseError, FailureKind, parse_analysis
+from services.llm.schema import Analysis, AnalysisParseError, FailureKind, parse_analysis
 from services.llm.store import LlmCallRecord, LlmCallStore
 from services.settings import LLMSettings
 
@@ -96,7 +96,7 @@ def _offline(request: AnalysisRequest, store: LlmCallStore, now: dt.datetime) ->
     analysis = offline_analysis(request.snapshot, request.specs)
     latency_ms = round((time.perf_counter() - started) * 1000)
     text = analysis.model_dump_json()
-    store.record(
+    call_id = store.record(
         LlmCallRecord(
             model=OFFLINE_MODEL,
             analyst=AnalystKind.OFFLINE,
@@ -116,6 +116,7 @@ def _offline(request: AnalysisRequest, store: LlmCallStore, now: dt.datetime) ->
         analysis=analysis,
         raw_text=text,
         latency_ms=latency_ms,
+        call_id=call_id,
     )
 
 
@@ -157,28 +158,42 @@ def analyze(
     key = cache_key(model, prompt, chart_png)
     request_json = llm.request_json(prompt, chart_png)
 
-    def record(**fields: object) -> None:
-        store.record(
-            LlmCallRecord(
-                model=model,
-                analyst=AnalystKind.LLM,
-                prompt_sha256=prompt.sha256,
-                request_json=request_json,
-                created_at=now,
-                cache_key=key,
-                strategy_name=request.strategy_name,
-                **fields,  # type: ignore[arg-type]
-            )
-        )
+    base_record = LlmCallRecord(
+        model=model,
+        analyst=AnalystKind.LLM,
+        prompt_sha256=prompt.sha256,
+        request_json=request_json,
+        created_at=now,
+        cache_key=key,
+        strategy_name=request.strategy_name,
+    )
 
-    def outcome(**fields: object) -> AnalysisOutcome:
+    def finish(
+        record: LlmCallRecord,
+        *,
+        analysis: Analysis | None = None,
+        failure: AnalysisFailure | None = None,
+        cost_estimated: bool = False,
+        attempts: int = 0,
+    ) -> AnalysisOutcome:
+        call_id = store.record(record)
         return AnalysisOutcome(
             analyst=AnalystKind.LLM,
             model=model,
             prompt=prompt,
             reference_price=request.snapshot.last_close,
+            analysis=analysis,
+            failure=failure,
+            raw_text=record.response_text,
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens,
+            cost_usd=record.cost_usd,
+            cost_estimated=cost_estimated,
+            latency_ms=record.latency_ms,
+            cached=record.cached,
+            attempts=attempts,
             cache_key=key,
-            **fields,  # type: ignore[arg-type]
+            call_id=call_id,
         )
 
     hit = store.find_cached(key)
@@ -188,31 +203,37 @@ def analyze(
         except AnalysisParseError:
             pass  # an old record that no longer parses (schema changed): ask again
         else:
-            record(response_text=hit.response_text, cached=True, latency_ms=0,
-                   prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens)  # fmt: skip
-            return outcome(analysis=analysis, raw_text=hit.response_text, cached=True, latency_ms=0,
-                           prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens)  # fmt: skip
+            cached = replace(
+                base_record,
+                response_text=hit.response_text,
+                cached=True,
+                latency_ms=0,
+                prompt_tokens=hit.prompt_tokens,
+                completion_tokens=hit.completion_tokens,
+            )
+            return finish(cached, analysis=analysis)
 
     spent = store.spent_since(_day_start(now))
     if spent >= settings.daily_budget_usd:
         reason = f"budget exhausted: spent {spent} of {settings.daily_budget_usd} USD today (UTC); no request made"
-        record(error=f"{FailureKind.BUDGET.value}: {reason}")
-        return outcome(failure=AnalysisFailure(FailureKind.BUDGET, reason))
+        failure = AnalysisFailure(FailureKind.BUDGET, reason)
+        return finish(replace(base_record, error=str(failure)), failure=failure)
 
     started = time.perf_counter()
     try:
         reply = llm.complete(prompt, chart_png)
     except (LlmTransientError, LlmRequestError) as exc:
-        kind = (
-            FailureKind.TIMEOUT
-            if isinstance(exc, LlmTimeoutError)
-            else FailureKind.TRANSIENT
-            if isinstance(exc, LlmTransientError)
-            else FailureKind.HTTP_ERROR
-        )
+        if isinstance(exc, LlmTimeoutError):
+            kind = FailureKind.TIMEOUT
+        elif isinstance(exc, LlmTransientError):
+            kind = FailureKind.TRANSIENT
+        else:
+            kind = FailureKind.HTTP_ERROR
+        failure = AnalysisFailure(kind, str(exc))
         latency_ms = round((time.perf_counter() - started) * 1000)
-        record(error=f"{kind.value}: {exc}", latency_ms=latency_ms)
-        return outcome(failure=AnalysisFailure(kind, str(exc)), latency_ms=latency_ms)
+        attempts = int(getattr(exc, "attempts", 0))
+        return finish(replace(base_record, error=str(failure), latency_ms=latency_ms), failure=failure,
+                      attempts=attempts)  # fmt: skip
 
     estimated = reply.prompt_tokens is None or reply.completion_tokens is None
     prompt_tokens = reply.prompt_tokens
@@ -223,31 +244,22 @@ def analyze(
     if completion_tokens is None:
         completion_tokens = len(reply.text or "") // _CHARS_PER_TOKEN
     cost = estimate_cost(model, prompt_tokens, completion_tokens)
-    common = dict(
+    answered = replace(
+        base_record,
+        response_text=reply.text if reply.text is not None else reply.refusal,
         prompt_tokens=reply.prompt_tokens,
         completion_tokens=reply.completion_tokens,
         cost_usd=cost.usd,
         latency_ms=reply.latency_ms,
     )
+    flagged = estimated or not cost.known
     try:
         analysis = parse_analysis(reply.text, refusal=reply.refusal)
     except AnalysisParseError as exc:
-        record(response_text=reply.text if reply.text is not None else reply.refusal, error=str(exc), **common)
-        return outcome(
-            failure=AnalysisFailure(exc.kind, exc.reason),
-            raw_text=reply.text if reply.text is not None else reply.refusal,
-            cost_estimated=estimated or not cost.known,
-            attempts=reply.attempts,
-            **common,
-        )
-    record(response_text=reply.text, **common)
-    return outcome(
-        analysis=analysis,
-        raw_text=reply.text,
-        cost_estimated=estimated or not cost.known,
-        attempts=reply.attempts,
-        **common,
-    )
+        failure = AnalysisFailure(exc.kind, exc.reason)
+        return finish(replace(answered, error=str(failure)), failure=failure, cost_estimated=flagged,
+                      attempts=reply.attempts)  # fmt: skip
+    return finish(answered, analysis=analysis, cost_estimated=flagged, attempts=reply.attempts)
 
 
 def spent_today(store: LlmCallStore, now: dt.datetime) -> Decimal:

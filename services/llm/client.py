@@ -8,9 +8,10 @@ Retries are ours, not the SDK's (the SDK client is built with ``max_retries=0``)
 and reported: 408, 409, 429, 5xx, timeouts and connection errors are retried up to ``max_retries`` times with
 exponential backoff (``backoff_s * 2**n``, capped at ``max_backoff_s``; a server's ``retry-after-ms`` /
 ``retry-after`` header is honoured up to the cap). When they run out: :class:`LlmTimeoutError` (all timeouts)
-or :class:`~services.errors.LlmTransientError`. Any other 4xx (bad request, auth, not found, ...) is not
-retried: :class:`LlmRequestError`. The API key stays inside the SDK client: it is not in ``repr``, errors,
-or the recorded request.
+or :class:`LlmRetriesExhaustedError` (both are :class:`~services.errors.LlmTransientError`). Any other 4xx
+(bad request, auth, not found, ...) is not retried: :class:`LlmRequestError`. The API key stays inside the
+SDK client: it is not in ``repr``, errors (key-like strings are redacted from server messages), or the
+recorded request.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import base64
 import hashlib
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Final, Literal
@@ -26,12 +28,19 @@ from typing import Any, Final, Literal
 import openai
 from pydantic import SecretStr
 
-from services.errors import LlmTransientError
 from services.llm.prompts import RenderedPrompt
-from services.llm.reply import LlmReply, LlmRequestError, LlmTimeoutError
+from services.llm.reply import LlmReply, LlmRequestError, LlmRetriesExhaustedError, LlmTimeoutError
 from services.llm.schema import response_format
 
-__all__ = ["LlmReply", "LlmRequestError", "LlmTimeoutError", "OpenAIAnalyst", "image_data_uri"]
+__all__ = [
+    "LlmReply",
+    "LlmRequestError",
+    "LlmRetriesExhaustedError",
+    "LlmTimeoutError",
+    "OpenAIAnalyst",
+    "image_data_uri",
+    "redact",
+]
 
 RETRYABLE_STATUS: Final = frozenset({408, 409, 429})
 MAX_COMPLETION_TOKENS: Final = 800
@@ -89,6 +98,7 @@ class OpenAIAnalyst:
         self.max_backoff_s = max_backoff_s
         self.image_detail = image_detail
         self._sleep = sleep
+        self._secret = key
         self._client = openai.OpenAI(
             api_key=key, base_url=base_url, timeout=timeout_s, max_retries=0, http_client=http_client
         )
@@ -157,7 +167,9 @@ class OpenAIAnalyst:
                 status = exc.status_code
                 if status not in RETRYABLE_STATUS and status < 500:
                     raise LlmRequestError(
-                        f"HTTP {status} from the model endpoint: {_short(exc)}", status_code=status, attempts=attempt
+                        f"HTTP {status} from the model endpoint: {_short(exc, self._secret)}",
+                        status_code=status,
+                        attempts=attempt,
                     ) from None
                 all_timeouts = False
                 failures.append(f"attempt {attempt}: HTTP {status}")
@@ -172,8 +184,8 @@ class OpenAIAnalyst:
                 self._sleep(self._delay(attempt, last))
         summary = f"gave up after {attempts} attempt(s): " + "; ".join(failures)
         if all_timeouts:
-            raise LlmTimeoutError(summary)
-        raise LlmTransientError(summary)
+            raise LlmTimeoutError(summary, attempts=attempts)
+        raise LlmRetriesExhaustedError(summary, attempts=attempts)
 
     def _reply(self, response: Any, started: float, attempts: int) -> LlmReply:
         latency_ms = round((time.perf_counter() - started) * 1000)
@@ -194,11 +206,23 @@ class OpenAIAnalyst:
         )
 
 
-def _short(exc: openai.APIStatusError) -> str:
-    # The server's error message, without headers or request details (which could carry the key).
+_KEY_LIKE: Final = re.compile(r"\b(sk|key|api)[-_][A-Za-z0-9_\-*]{6,}", re.IGNORECASE)
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """Return ``text`` with ``secret`` and anything shaped like an API key (``sk-...``) replaced by ``***``."""
+    if secret:
+        text = text.replace(secret, "***")
+    return _KEY_LIKE.sub("***", text)
+
+
+def _short(exc: openai.APIStatusError, secret: str) -> str:
+    # The server's error message only (no headers or request), with key-like strings removed: a 401 from
+    # OpenAI echoes part of the key ("Incorrect API key provided: sk-abc***xyz").
     body = exc.body
+    message = str(exc.message)
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return str(inner["message"])[:300]
-    return str(exc.message)[:300]
+            message = str(inner["message"])
+    return redact(message, secret)[:300]

@@ -47,6 +47,7 @@ class AnalysisOutcome:
     cached: bool = False
     attempts: int = 0
     cache_key: str | None = None
+    call_id: int | None = None  # id of the llm_calls record written for this analysis
 
     def __post_init__(self) -> None:
         if (self.analysis is None) == (self.failure is None):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from services.errors import LlmTransientError, SkipError
 
-__all__ = ["LlmReply", "LlmRequestError", "LlmTimeoutError"]
+__all__ = ["LlmReply", "LlmRequestError", "LlmRetriesExhaustedError", "LlmTimeoutError"]
 
 
 class LlmRequestError(SkipError):
@@ -18,7 +18,15 @@ class LlmRequestError(SkipError):
         self.attempts = attempts
 
 
-class LlmTimeoutError(LlmTransientError):
+class LlmRetriesExhaustedError(LlmTransientError):
+    """Every attempt failed transiently (429, 5xx, connection errors, timeouts); ``attempts`` were made."""
+
+    def __init__(self, message: str, *, attempts: int):
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class LlmTimeoutError(LlmRetriesExhaustedError):
     """Every attempt timed out."""
 
 
