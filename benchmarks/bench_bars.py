@@ -21,6 +21,7 @@ from services.bars.validation import validate_bars  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 FILES = ("nt-spy-minute-2011.csv", "orcl-1995-2014.txt")
+EXTRA = ("yahoofinance-SPY-20080101-20180101.csv",)  # two failing rows: pays the COMPLETE pass too
 GOAL_MS = 300.0
 
 
@@ -37,7 +38,7 @@ def main() -> int:
     print(f"cold first run (GE import, context, suite): {(time.perf_counter() - started) * 1000:,.0f} ms")
     print(f"{'file':<26} {'rows':>6} {'load ms':>8} {'valid ms':>9} {'GE ms':>7} {'total ms':>9} {'GE share':>9}")
     worst = 0.0
-    for name in FILES:
+    for name in FILES + EXTRA:
         path = SHARED / name
         validate_bars(load_bars(path).frame)  # warm-up
         loads, validations, ge, totals = [], [], [], []
@@ -52,7 +53,7 @@ def main() -> int:
             ge.append(result.ge_seconds)
             totals.append(t2 - t0)
         total = statistics.median(totals) * 1000
-        worst = max(worst, total)
+        worst = max(worst, total) if name in FILES else worst
         print(
             f"{name:<26} {len(loaded.frame):>6,} {statistics.median(loads) * 1000:>8.1f} "
             f"{statistics.median(validations) * 1000:>9.1f} {statistics.median(ge) * 1000:>7.1f} "

@@ -214,3 +214,20 @@ def test_samples_are_byte_copies_and_load(name):
 
 def test_gpl_file_is_not_in_samples():
     assert not (SAMPLES / "orcl-1995-2014.txt").exists()
+
+
+def test_public_surface_and_lazy_heavy_imports():
+    import subprocess
+    import sys
+
+    import services.bars
+
+    assert services.bars.__all__ == sorted(services.bars.__all__)
+    assert {"load_bars", "parse_bars", "resample_bars", "validate_bars", "LoadedBars"} <= set(services.bars.__all__)
+    code = (
+        "import sys, services.bars, services.calendar; "
+        "print(sorted(m for m in ('great_expectations', 'exchange_calendars') if m in sys.modules))"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -6,5 +6,16 @@ Import cost stays low: Great Expectations is imported only when :func:`validate_
 from services.bars.loader import LoadedBars, load_bars, parse_bars
 from services.bars.resample import resample_bars
 from services.bars.sizes import infer_bar_size
+from services.bars.validation import BarIssue, BarValidationError, ValidationResult, validate_bars
 
-__all__ = ["LoadedBars", "infer_bar_size", "load_bars", "parse_bars", "resample_bars"]
+__all__ = [
+    "BarIssue",
+    "BarValidationError",
+    "LoadedBars",
+    "ValidationResult",
+    "infer_bar_size",
+    "load_bars",
+    "parse_bars",
+    "resample_bars",
+    "validate_bars",
+]
