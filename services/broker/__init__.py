@@ -1,5 +1,11 @@
-"""The broker layer: our types, the broker port, the ib_async adapter and an in-memory broker."""
+"""The broker layer: our types, the broker port, the ib_async adapter and an in-memory broker.
 
+``IBBroker`` lives in :mod:`services.broker.ib_adapter` (the only ib_async importer) and is not re-exported here,
+so importing the package never imports ib_async.
+"""
+
+from services.broker.loop_owner import LoopOwner, SyncBroker
+from services.broker.memory import MemoryBroker
 from services.broker.port import BrokerPort
 from services.broker.types import (
     AccountValues,
@@ -24,6 +30,9 @@ __all__ = [
     "ContractInfo",
     "ContractSpec",
     "Execution",
+    "LoopOwner",
+    "MemoryBroker",
     "OrderRequest",
     "Quote",
+    "SyncBroker",
 ]

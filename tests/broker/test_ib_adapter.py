@@ -168,3 +168,38 @@ def _state(ib: IBBroker, *states: Connectivity):  # type: ignore[no-untyped-def]
         return ib.connectivity in states
 
     return check
+
+
+async def test_1101_data_lost_resubscribes_positions_and_orders(sock: SocketHarness, ib_log: IBLogGuard) -> None:
+    ib_log.allow(r"Error 110[01]\b")
+    assert sock.ib is not None
+
+    def sent(msg_id: str) -> int:
+        return sum(1 for _cid, fields in sock.sim.received if fields and fields[0] == msg_id)
+
+    positions, open_orders = sent("61"), sent("5")
+    sock.sim.connectivity_lost()
+    await eventually(_state(sock.ib, Connectivity.LOST))
+    sock.sim.connectivity_restored(data_lost=True)
+    await eventually(_state(sock.ib, Connectivity.CONNECTED))
+
+    async def resubscribed() -> bool:
+        return sent("61") > positions and sent("5") > open_orders
+
+    await eventually(resubscribed)
+
+
+def test_from_settings_maps_every_field() -> None:
+    from pydantic import SecretStr
+
+    from services.settings import IBSettings
+
+    settings = IBSettings(
+        host="10.0.0.2", port=4002, client_id=21, account=SecretStr("DU999"), hist_requests_per_10min=30
+    )
+    broker = IBBroker.from_settings(settings, request_timeout_s=3.0)
+    assert (broker.host, broker.port, broker.client_id, broker.account) == ("10.0.0.2", 4002, 21, "DU999")
+    assert broker.request_timeout_s == 3.0
+    assert broker.connect_timeout_s == settings.connect_timeout_s
+    assert broker.msg_limiter.max_per_s == settings.max_messages_per_s
+    assert broker.hist_limiter.max_requests == 30

@@ -181,3 +181,32 @@ def test_contract_info_json_round_trip() -> None:
     data = info.to_json()
     assert data["min_tick"] == "0.01" and data["sec_type"] == "STK"
     assert ContractInfo.from_json({**data, "obsolete_field": 1}) == info
+
+
+def test_package_surface_is_pinned_and_free_of_ib_async() -> None:
+    import subprocess
+    import sys
+
+    import services.broker as pkg
+
+    assert sorted(pkg.__all__) == [
+        "AccountValues", "BarRequest", "BrokerOrder", "BrokerPort", "BrokerPosition", "Connectivity", "ContractInfo",
+        "ContractSpec", "Execution", "LoopOwner", "MemoryBroker", "OrderRequest", "Quote", "SyncBroker",
+    ]  # fmt: skip
+    code = "import sys, services.broker; print('ib_async' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_only_the_adapter_imports_ib_async() -> None:
+    import re
+    from pathlib import Path
+
+    import services.broker as pkg
+
+    importers = {
+        p.name
+        for p in Path(pkg.__file__).parent.glob("*.py")
+        if re.search(r"^\s*(import ib_async|from ib_async)", p.read_text(), re.MULTILINE)
+    }
+    assert importers == {"ib_adapter.py"}
