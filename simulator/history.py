@@ -212,41 +212,34 @@ def _adjusted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _numbers(values: np.ndarray) -> list[str]:
+    return [fmt(float(v)) for v in values]
+
+
+def _optional(frame: pd.DataFrame, column: str, as_int: bool) -> list[str]:
+    if column not in frame.columns:
+        return ["-1"] * len(frame)
+    values = frame[column].to_numpy(dtype=float)
+    return ["-1" if v != v else (str(int(v)) if as_int else fmt(float(v))) for v in values]
+
+
 def format_rows(frame: pd.DataFrame, target: BarSize, what: str, format_date: int, zone: str) -> list[list[str]]:
     """Turn canonical bars into message-17 rows (date, open, high, low, close, volume, wap, barCount)."""
-    rows: list[list[str]] = []
     stamps = pd.DatetimeIndex(frame["timestamp"])
-    midpoint = what == "MIDPOINT"
-    has_wap = "wap" in frame.columns
-    has_count = "trade_count" in frame.columns
-    tz = ZoneInfo(zone)
-    for i in range(len(frame)):
-        ts = stamps[i]
-        if is_intraday(target):
-            date = str(int(ts.timestamp())) if format_date == 2 else f"{ts.tz_convert(tz):%Y%m%d %H:%M:%S} {zone}"
-        else:
-            date = f"{ts.tz_convert('UTC'):%Y%m%d}"
-        row = frame.iloc[i]
-        volume = "-1" if midpoint else fmt(float(row["volume"]))
-        wap = fmt(float(row["wap"])) if has_wap and not midpoint and row["wap"] == row["wap"] else "-1"
-        count = (
-            str(int(row["trade_count"]))
-            if has_count and not midpoint and row["trade_count"] == row["trade_count"]
-            else "-1"
-        )
-        rows.append(
-            [
-                date,
-                fmt(float(row["open"])),
-                fmt(float(row["high"])),
-                fmt(float(row["low"])),
-                fmt(float(row["close"])),
-                volume,
-                wap,
-                count,
-            ]
-        )
-    return rows
+    if not is_intraday(target):
+        dates = list(stamps.tz_convert("UTC").strftime("%Y%m%d"))
+    elif format_date == 2:
+        dates = [str(v // 1_000_000_000) for v in stamps.as_unit("ns").asi8]
+    else:
+        dates = [f"{d} {zone}" for d in stamps.tz_convert(ZoneInfo(zone)).strftime("%Y%m%d %H:%M:%S")]
+    prices = [_numbers(frame[c].to_numpy(dtype=float)) for c in ("open", "high", "low", "close")]
+    if what == "MIDPOINT":  # IB sends -1 for volume, WAP and count of MIDPOINT bars
+        volume = wap = count = ["-1"] * len(frame)
+    else:
+        volume = _numbers(frame["volume"].to_numpy(dtype=float))
+        wap = _optional(frame, "wap", as_int=False)
+        count = _optional(frame, "trade_count", as_int=True)
+    return [list(row) for row in zip(dates, *prices, volume, wap, count, strict=True)]
 
 
 def serve(inst: Instrument, req: HistoryRequest, now: datetime) -> HistoryResult:
