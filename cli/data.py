@@ -83,7 +83,7 @@ def build_report(loaded: LoadedBars, result: ValidationResult | None) -> dict[st
     if result is not None:
         report |= {
             "passed": result.passed,
-            "rows_flagged": result.rows_flagged,
+            "rows_with_issues": result.rows_with_issues,
             "rule_counts": result.rule_counts,
             "issues": [
                 {"timestamp": _iso(i.timestamp) if i.timestamp else None, "rule": i.rule, "detail": i.detail}

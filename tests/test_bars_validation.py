@@ -45,7 +45,7 @@ def test_spy_flags_exactly_the_two_ohlc_rows(spy):
     ]
     assert "open 209.42 < low 209.85" in result.issues[0].detail
     assert not result.passed
-    assert result.rows_flagged == 2
+    assert (result.rows_flagged, result.rows_with_issues, result.rows_dropped) == (2, 2, 0)
     assert result.bar_size is BarSize.DAY_1
     flagged = result.frame.loc[result.frame["flagged"], "timestamp"]
     assert [t.date().isoformat() for t in flagged] == ["2015-03-05", "2015-03-30"]
@@ -103,7 +103,7 @@ def test_policies_flag_drop_fail(spy):
     dropped = validate_bars(spy, policy=BadRowPolicy.DROP)
     assert len(dropped.frame) == len(spy) - 2
     assert "flagged" not in dropped.frame.columns
-    assert dropped.rows_dropped == 2
+    assert (dropped.rows_dropped, dropped.rows_flagged, dropped.rows_with_issues) == (2, 0, 2)
     assert pd.Timestamp("2015-03-05", tz="UTC") not in set(dropped.frame["timestamp"])
     with pytest.raises(BarValidationError) as info:
         validate_bars(spy, policy=BadRowPolicy.FAIL)

@@ -106,8 +106,9 @@ class ValidationResult:
     policy: BadRowPolicy
     bar_size: BarSize | None
     rows_checked: int
-    rows_flagged: int  # distinct rows with at least one row-level issue
-    rows_dropped: int
+    rows_with_issues: int  # distinct rows breaking at least one row-level rule, whatever the policy
+    rows_flagged: int  # rows marked flagged=True in ``frame`` (FLAG policy; 0 otherwise)
+    rows_dropped: int  # rows removed from ``frame`` (DROP policy; 0 otherwise)
     ge_seconds: float  # time spent inside Great Expectations (batch + validate), import excluded
     total_seconds: float
     rule_counts: dict[str, int] = field(default_factory=dict)
@@ -175,7 +176,8 @@ def validate_bars(
         policy=policy,
         bar_size=size,
         rows_checked=len(data),
-        rows_flagged=int(flagged.sum()),
+        rows_with_issues=int(flagged.sum()),
+        rows_flagged=int(flagged.sum()) if policy is BadRowPolicy.FLAG else 0,
         rows_dropped=int(flagged.sum()) if policy is BadRowPolicy.DROP else 0,
         ge_seconds=ge_seconds,
         total_seconds=time.perf_counter() - started,
