@@ -45,8 +45,8 @@ def outcome(analysis: Analysis | None = None, failure: AnalysisFailure | None = 
 
 def analysis(action: str = "BUY", confidence: float = 0.8, **kw: Any) -> Analysis:
     base: dict[str, Any] = {"entry": Decimal(100), "stop": Decimal(95), "target": Decimal(110), "horizon_bars": 5}
-    base.update(kw)
-    return Analysis(action=action, confidence=confidence, reasoning="because", **base)  # type: ignore[arg-type]
+    base.update(kw, action=action, confidence=confidence, reasoning="because")
+    return Analysis.model_validate(base)
 
 
 def signal(out: AnalysisOutcome, definition: StrategyDefinition, **kw: Any) -> Any:
@@ -127,7 +127,7 @@ def test_future_bar_and_naive_times(spy_def: StrategyDefinition) -> None:
 def test_levels_on_the_wrong_side_abstain(
     spy_def: StrategyDefinition, action: str, levels: dict[str, Decimal], fragment: str
 ) -> None:
-    sig = signal(outcome(analysis(action, **levels)), spy_def)
+    sig = signal(outcome(analysis(action, 0.8, **levels)), spy_def)
     assert sig.action is SignalAction.ABSTAIN and fragment in sig.reason
 
 
