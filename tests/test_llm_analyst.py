@@ -21,7 +21,7 @@ from services.llm.analyst import AnalysisRequest, analyze, build_request
 from services.llm.client import OpenAIAnalyst
 from services.llm.offline import OFFLINE_LABEL
 from services.llm.outcome import AnalysisOutcome
-from services.llm.prompts import load_template
+from services.llm.prompts import load_template, render_prompt
 from services.llm.schema import FailureKind
 from services.llm.store import InMemoryLlmCallStore
 from services.settings import LLMSettings
@@ -285,3 +285,16 @@ def test_without_api_key_the_offline_analyst_answers_and_no_request_is_made(
 def test_unexpected_extra_request_fails_loudly(server: LoopbackLLMServer, request_: AnalysisRequest) -> None:
     outcome = run(request_, settings(server), InMemoryLlmCallStore())  # nothing scripted
     assert outcome.failure is not None and "HTTP 418" in outcome.failure.reason
+
+
+def test_only_the_adapter_imports_openai_and_records_hold_no_credentials() -> None:
+    importers = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "services").rglob("*.py")
+        if any(line.startswith(("import openai", "from openai")) for line in path.read_text().splitlines())
+    )
+    assert importers == ["services/llm/client.py"]
+    llm = OpenAIAnalyst(api_key=KEY, model="gpt-4o-mini", base_url="https://bob:hunter2@llm.example/v1")
+    recorded = llm.request_json(render_prompt("hello", {}), PNG)
+    assert "hunter2" not in recorded and "bob" not in recorded and KEY not in recorded
+    assert "https://***@llm.example/v1" in recorded and KEY not in repr(llm)

@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Callable
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 from pydantic import SecretStr
@@ -122,7 +123,7 @@ class OpenAIAnalyst:
             placeholder = f"data:image/png;base64,<{len(chart_png)} bytes, sha256 {digest}>"
         body = {
             "model": self.model,
-            "base_url": self.base_url,
+            "base_url": _without_userinfo(self.base_url),
             "temperature": self.temperature,
             "max_completion_tokens": MAX_COMPLETION_TOKENS,
             "response_format": response_format(),
@@ -204,6 +205,18 @@ class OpenAIAnalyst:
             attempts=attempts,
             finish_reason=choices[0].finish_reason,
         )
+
+
+def _without_userinfo(url: str | None) -> str | None:
+    # A base URL may embed credentials (https://user:token@host/v1); they never go into a record.
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 _KEY_LIKE: Final = re.compile(r"\b(sk|key|api)[-_][A-Za-z0-9_\-*]{6,}", re.IGNORECASE)
