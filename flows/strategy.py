@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
+import pandas as pd
 from prefect import flow, get_client
 from prefect.runtime import flow_run
 
-from models.strategy import StrategyDefinition
+from models.enums import BarSize
+from models.strategy import BAR_SECONDS, StrategyDefinition
 from services.db import session_scope
 from services.errors import InputError, SkipError
 from services.strategies import get_definition
@@ -55,6 +57,11 @@ def _label_run(definition: StrategyDefinition, bar_time: str | None = None) -> N
         client.update_flow_run(UUID(run_id), name=name, tags=tags)
 
 
+def _bar_label(definition: StrategyDefinition, bar_time: pd.Timestamp) -> str:
+    daily = BAR_SECONDS[definition.bar_size] >= BAR_SECONDS[BarSize.DAY_1]
+    return bar_time.strftime("%Y%m%d" if daily else "%Y%m%dT%H%MZ")
+
+
 def _run_dir(definition: StrategyDefinition) -> Path:
     run_id = flow_run.get_id() or "local"
     path = get_runtime().runs_dir() / definition.name / str(run_id)
@@ -73,7 +80,7 @@ def strategy_run(strategy: str) -> StrategyRunResult:
     try:
         contract = resolve_symbol(definition)
         data = fetch_market_data(definition, contract)
-        _label_run(definition, data.last_bar_time.strftime("%Y%m%dT%H%MZ"))
+        _label_run(definition, _bar_label(definition, data.last_bar_time))
         indicators = calculate_indicators(definition, data)
         chart = draw_chart(definition, indicators, run_dir)
         outcome = analyse(definition, indicators, chart.png, run_dir)

@@ -1,0 +1,151 @@
+"""End to end: the strategy flow on a real Prefect server (PostgreSQL-backed), the TWS simulator over the
+socket with the real ib_async client, the offline analyst, and the Prefect UI in headless Chromium."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from sqlalchemy import select
+
+from deployments.local_server import start_server, stop_server
+from flows.strategy import strategy_run
+from models.tables import Signal
+from services import strategies as store
+from services.broker.ib_adapter import IBBroker
+from services.db import init_database, session_scope
+from services.prompt_library import seed_templates
+from services.settings import load_settings
+from simulator import SimConfig, SimServer
+from tasks.runtime import Runtime, use_runtime
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = ["contract", "bars", "indicators", "chart", "analysis", "signal"]
+
+pytestmark = [pytest.mark.postgres, pytest.mark.prefect, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def prefect_api(pg_cluster, tmp_path_factory):
+    _, async_url = pg_cluster.create_database("prefect_e2e")
+    home = tmp_path_factory.mktemp("prefect-home")
+    info = start_server(home, database_url=async_url)
+    try:
+        with temporary_settings({PREFECT_API_URL: info.api_url}):
+            yield info
+    finally:
+        stop_server(home)
+
+
+@pytest.fixture(scope="module")
+def trader(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("trader-data")
+    settings = load_settings({"TRADER_DATA_DIR": str(data_dir)})
+    init_database(settings)
+    with session_scope(settings.database_url()) as session:
+        seed_templates(session)
+        store.save_definition(session, store.load_strategy_file(REPO / "examples/strategies/spy-sma-cross.yaml"))
+    with SimServer.in_thread(SimConfig(data_dir=REPO / "data" / "samples")) as sim:
+        runtime = Runtime(
+            settings,
+            broker_factory=lambda: IBBroker("127.0.0.1", sim.port, 31),
+            clock=lambda: sim.clock.now,
+        )
+        with use_runtime(runtime):
+            yield sim, runtime
+        runtime.close()
+
+
+def _run_at(sim, when: datetime):
+    sim.clock.set(when)
+    return strategy_run("spy-sma-cross")
+
+
+@pytest.fixture(scope="module")
+def latest_run(prefect_api, trader):
+    sim, _ = trader
+    return _run_at(sim, datetime(2017, 12, 29, 21, 0, tzinfo=UTC))
+
+
+async def _artifacts(run_id: str):
+    async with get_client() as client:
+        return await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)]))
+        )
+
+
+async def test_six_tasks_and_one_artifact_per_step(latest_run, trader):
+    _, runtime = trader
+    assert latest_run.flow_run_id is not None
+    async with get_client() as client:
+        run = await client.read_flow_run(UUID(latest_run.flow_run_id))
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(latest_run.flow_run_id)]))
+        )
+    assert run.state is not None and run.state.is_completed()
+    assert run.name == "spy-sma-cross-SPY-20171229"
+    assert {"strategy:spy-sma-cross", "symbol:SPY"} <= set(run.tags)
+    names = sorted(tr.name.rsplit("-", 1)[0] for tr in task_runs)
+    assert names == ["1 resolve symbol", "2 market data", "3 indicators", "4 chart", "5 llm analysis", "6 signal"]
+    assert all(tr.state is not None and tr.state.is_completed() for tr in task_runs)
+
+    artifacts = await _artifacts(latest_run.flow_run_id)
+    assert sorted(a.key for a in artifacts) == sorted(f"spy-sma-cross-{step}" for step in STEPS)
+    chart = next(a for a in artifacts if a.key == "spy-sma-cross-chart")
+    assert "data:image/png;base64," in chart.data
+    analysis = next(a for a in artifacts if a.key == "spy-sma-cross-analysis")
+    assert "OFFLINE analyst" in analysis.data
+
+    with session_scope(runtime.database_url) as session:
+        row = session.scalars(select(Signal).where(Signal.flow_run_id == latest_run.flow_run_id)).one()
+        assert row.action.value == latest_run.action
+        assert row.reason == latest_run.reason
+    assert latest_run.chart_png is not None and latest_run.chart_png.stat().st_size > 10_000
+    assert latest_run.chart_html is not None and latest_run.chart_html.exists()
+    assert latest_run.prompt is not None and "SPY" in latest_run.prompt.read_text()
+
+
+async def test_broken_rows_are_excluded_and_listed(prefect_api, trader):
+    sim, _ = trader
+    result = _run_at(sim, datetime(2015, 4, 15, 20, 0, tzinfo=UTC))  # 1 Y lookback covers 2015-03-05 and 03-30
+    bars = next(a for a in await _artifacts(result.flow_run_id) if a.key == "spy-sma-cross-bars")
+    assert "| rows excluded from the decision | 2 |" in bars.data
+    for day in ("2015-03-05", "2015-03-30"):
+        assert day in bars.data
+    assert result.action in {"BUY", "SELL", "HOLD", "ABSTAIN"}
+
+
+@pytest.mark.browser
+async def test_prefect_ui_shows_chart_and_signal(prefect_api, latest_run):
+    from playwright.async_api import async_playwright
+
+    artifacts = {a.key: a for a in await _artifacts(latest_run.flow_run_id)}
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        await page.goto(f"{prefect_api.ui_url}/runs/flow-run/{latest_run.flow_run_id}")
+        await page.get_by_text("spy-sma-cross-SPY-20171229").first.wait_for(timeout=30_000)
+
+        await page.goto(f"{prefect_api.ui_url}/artifacts/artifact/{artifacts['spy-sma-cross-chart'].id}")
+        image = page.locator("img[src^='data:image/png']").first
+        await image.wait_for(timeout=30_000)
+        width = await image.evaluate("img => img.complete ? img.naturalWidth : 0")
+        assert width > 0
+
+        await page.goto(f"{prefect_api.ui_url}/artifacts/artifact/{artifacts['spy-sma-cross-signal'].id}")
+        await page.get_by_text(latest_run.action, exact=True).first.wait_for(timeout=30_000)
+        await page.get_by_text("risk/reward").first.wait_for(timeout=10_000)
+        await browser.close()
