@@ -415,7 +415,7 @@ class IBBroker:
 
         def acked() -> bool:
             st = trade.orderStatus.status
-            return st in _DONE or (bool(trade.order.permId) and st in _WORKING)
+            return st in _DONE or (bool(trade.order.permId) and st in _WORKING) or not ib.isConnected()
 
         try:
             await self._wait(acked, self.order_ack_timeout_s)
@@ -423,6 +423,8 @@ class IBBroker:
             raise BrokerConnectionError(
                 f"order {request.order_ref} not acknowledged within {self.order_ack_timeout_s:.1f}s; reconcile"
             ) from None
+        if not ib.isConnected() and trade.orderStatus.status not in _DONE:
+            raise BrokerConnectionError(f"connection lost before {request.order_ref} was acknowledged; reconcile")
         if trade.orderStatus.status in ("Cancelled", "ApiCancelled", "Inactive"):
             with contextlib.suppress(TimeoutError):
                 await self._wait(lambda: conv.broker_order(trade).last_error_code is not None, _REJECT_GRACE_S)

@@ -203,3 +203,22 @@ def test_from_settings_maps_every_field() -> None:
     assert broker.connect_timeout_s == settings.connect_timeout_s
     assert broker.msg_limiter.max_per_s == settings.max_messages_per_s
     assert broker.hist_limiter.max_requests == 30
+
+
+async def test_drop_before_ack_raises_and_reconnect_reconciles(sock: SocketHarness, ib_log: IBLogGuard) -> None:
+    ib_log.allow(r"Peer closed connection")
+    assert sock.ib is not None
+    ib = sock.ib
+    sock.set_time(SPY_CLOSE)
+    spy = await ib.qualify(ContractSpec("SPY"))
+    sock.sim.close_after_place_order = True
+    with pytest.raises(BrokerConnectionError, match="reconcile"):
+        await ib.place_order(spy, OrderRequest("cut-1", OrderSide.BUY, Decimal(2)))
+    await ib.wait_connected(10.0)
+
+    async def visible() -> bool:
+        return await ib.find_order("cut-1") is not None
+
+    await eventually(visible)
+    found = await ib.find_order("cut-1")
+    assert found is not None and found.perm_id and found.filled == Decimal(2)
