@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import os
 import threading
 import time
@@ -33,7 +34,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from models.bars import TIMESTAMP
+from models.bars import REQUIRED_COLUMNS, TIMESTAMP
 from services.errors import InputError, SkipError
 from services.indicators import FLAGGED, IndicatorColumn, IndicatorResult
 
@@ -72,6 +73,10 @@ class ChartResult:
     html_path: Path | None
     render_ms: float  # PNG rasterisation only
     panes: tuple[str, ...]
+
+    def data_uri(self) -> str:
+        """Return the PNG as a ``data:image/png;base64,...`` URI (for Markdown artifacts)."""
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -212,6 +217,9 @@ def _heights(n: int, gap: float = _GAP) -> list[float]:
 
 def build_figure(frame: pd.DataFrame, indicators: IndicatorResult, *, title: str) -> tuple[dict[str, Any], list[str]]:
     """Return the Plotly figure dict and the pane names (price, volume, then one per non-overlay indicator)."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError("chart", f"bar frame lacks column(s) {', '.join(missing)}")
     if frame.empty:
         raise InputError("chart", "no bars to draw")
     if len(frame) != len(indicators.frame):

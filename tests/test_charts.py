@@ -71,6 +71,8 @@ def test_bad_input_is_an_input_error(bars: pd.DataFrame) -> None:
         build_figure(bars.iloc[0:0], indicators, title="x")
     with pytest.raises(InputError, match="indicator rows"):
         build_figure(bars.head(10), indicators, title="x")
+    with pytest.raises(InputError, match="lacks column"):
+        build_figure(bars.drop(columns=["volume"]), indicators, title="x")
 
 
 @pytest.mark.browser
@@ -85,6 +87,7 @@ def test_png_and_html_are_rendered_and_saved(bars: pd.DataFrame, tmp_path: Path)
     assert (tmp_path / "plotly.min.js").stat().st_size > 1_000_000
     assert "<title>SPY 1 day</title>" in result.html and "sma_fast" in result.html
     assert len(result.html) < 300_000
+    assert result.data_uri().startswith("data:image/png;base64,iVBOR")
 
     # The picture depends on the data: another window renders different pixels.
     other = bars.iloc[::-1].reset_index(drop=True).assign(timestamp=bars["timestamp"])
