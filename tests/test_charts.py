@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import asyncio
 import itertools
 import shutil
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -107,3 +109,17 @@ def test_renderer_stays_warm(bars: pd.DataFrame) -> None:
         timings.append(time.perf_counter() - started)
     # Cold start costs seconds; warm renders must not (generous bound: the box is shared with other test runs).
     assert sorted(timings)[2] < 1.5, [round(t * 1000) for t in timings]
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not HAS_BROWSER, reason="needs headless Chromium")
+def test_concurrent_threads_and_a_running_event_loop_can_render(bars: pd.DataFrame) -> None:
+    indicators = compute_indicators(bars, SPECS[:3])
+    with ThreadPoolExecutor(max_workers=3) as pool:  # Prefect runs sync tasks in worker threads
+        pngs = list(pool.map(lambda t: render_chart(bars, indicators, title=t).png, ["A", "B", "C"]))
+    assert all(png_size(p) == (900, 600) for p in pngs) and len(set(pngs)) == 3  # each title drawn on its own
+
+    async def inside_a_loop() -> bytes:  # an async flow calling the sync service must not deadlock
+        return render_chart(bars, indicators, title="async").png
+
+    assert png_size(asyncio.run(inside_a_loop())) == (900, 600)
