@@ -1,0 +1,215 @@
+"""Orders and their audit trail. Every status change goes through :func:`set_status` (legal transitions only)
+and writes one ``order_events`` row."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import deque
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models.enums import OrderSide, OrderStatus, OrderType, TimeInForce
+from models.order_states import ACTIVE, ORDER_TRANSITIONS, TERMINAL, transition
+from models.tables import Order, OrderEvent, utc_now
+from services.errors import Problem
+from services.repositories._common import check_decimal, check_text, raise_problems
+
+_SOURCE = "order"
+
+
+def get(session: Session, order_id: int) -> Order | None:
+    return session.get(Order, order_id, populate_existing=True)
+
+
+def get_by_key(session: Session, key: str) -> Order | None:
+    return session.scalars(select(Order).where(Order.idempotency_key == key)).one_or_none()
+
+
+def get_by_perm_id(session: Session, perm_id: int) -> Order | None:
+    return session.scalars(select(Order).where(Order.ib_perm_id == perm_id)).first()
+
+
+def create(
+    session: Session,
+    *,
+    key: str,
+    symbol: str,
+    side: OrderSide,
+    quantity: Decimal,
+    order_type: OrderType,
+    tif: TimeInForce = TimeInForce.DAY,
+    limit_price: Decimal | None = None,
+    stop_price: Decimal | None = None,
+    conid: int | None = None,
+    strategy_name: str | None = None,
+    strategy_id: int | None = None,
+    signal_id: int | None = None,
+    flow_run_id: str | None = None,
+    risk_decision: dict[str, Any] | None = None,
+    external: bool = False,
+    status: OrderStatus = OrderStatus.CREATED,
+    detail: str | None = None,
+) -> Order:
+    """Insert an order row (status ``created`` unless adopting an external order) and its first event."""
+    problems: list[Problem] = []
+    check_text(problems, "idempotency_key", key, max_len=128)
+    check_text(problems, "symbol", symbol, max_len=32)
+    qty = check_decimal(problems, "quantity", quantity)
+    if qty is not None and qty <= 0:
+        problems.append(Problem("quantity", f"must be positive, got {qty}"))
+    for name, price in (("limit_price", limit_price), ("stop_price", stop_price)):
+        value = check_decimal(problems, name, price)
+        if value is not None and value <= 0:
+            problems.append(Problem(name, f"must be positive, got {value}"))
+    if order_type is OrderType.LIMIT and limit_price is None:
+        problems.append(Problem("limit_price", "a limit order needs a limit price"))
+    raise_problems(f"{_SOURCE} {key!r}", problems)
+    row = Order(
+        idempotency_key=key,
+        symbol=symbol.upper(),
+        conid=conid,
+        side=side,
+        quantity=quantity,
+        order_type=order_type,
+        tif=tif,
+        limit_price=limit_price,
+        stop_price=stop_price,
+        strategy_name=strategy_name,
+        strategy_id=strategy_id,
+        signal_id=signal_id,
+        flow_run_id=flow_run_id,
+        risk_decision=risk_decision,
+        external=external,
+        status=status,
+        filled_quantity=Decimal(0),
+        submit_attempts=0,
+    )
+    session.add(row)
+    session.flush()
+    session.add(OrderEvent(order_id=row.id, from_status=None, to_status=status, detail=detail))
+    session.flush()
+    return row
+
+
+def set_status(session: Session, order: Order, target: OrderStatus, detail: str | None = None) -> bool:
+    """Move ``order`` to ``target`` (legal transitions only, else ``IllegalTransitionError``); write the event.
+
+    Returns False (and writes nothing) when the order already is in ``target`` (except a further partial fill).
+    """
+    current = order.status
+    if current is target and target is not OrderStatus.PARTIALLY_FILLED:
+        return False
+    transition(current, target)
+    now = utc_now()
+    order.status = target
+    order.updated_at = now
+    if target is OrderStatus.SUBMITTED and order.submitted_at is None:
+        order.submitted_at = now
+    if target in TERMINAL and order.terminal_at is None:
+        order.terminal_at = now
+    if target is OrderStatus.ARCHIVED:
+        order.archived_at = now
+    session.add(OrderEvent(order_id=order.id, at=now, from_status=current, to_status=target, detail=detail))
+    session.flush()
+    return True
+
+
+def path_to(current: OrderStatus, target: OrderStatus) -> list[OrderStatus] | None:
+    """Shortest legal path from ``current`` to ``target`` (excluding ``current``); None when unreachable.
+
+    Used when adopting the broker's view, which may skip our intermediate states (e.g. submitting -> inactive
+    goes through submitted). Never passes through ``created`` or ``archived``.
+    """
+    if current is target:
+        return []
+    seen = {current}
+    queue: deque[tuple[OrderStatus, list[OrderStatus]]] = deque([(current, [])])
+    while queue:
+        state, path = queue.popleft()
+        for nxt in sorted(ORDER_TRANSITIONS[state]):
+            if nxt in seen or (nxt in (OrderStatus.CREATED, OrderStatus.ARCHIVED) and nxt is not target):
+                continue
+            if nxt is target:
+                return [*path, nxt]
+            seen.add(nxt)
+            queue.append((nxt, [*path, nxt]))
+    return None
+
+
+def move_to(session: Session, order: Order, target: OrderStatus, detail: str | None = None) -> bool:
+    """Follow the shortest legal path to ``target``, one event per step; False when already there or unreachable."""
+    path = path_to(order.status, target)
+    if not path:
+        return False
+    for step in path:
+        set_status(session, order, step, detail)
+    return True
+
+
+def events(session: Session, order_id: int) -> list[OrderEvent]:
+    return list(session.scalars(select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id)))
+
+
+def list_orders(
+    session: Session,
+    *,
+    statuses: Sequence[OrderStatus] | None = None,
+    strategy_name: str | None = None,
+    limit: int | None = 100,
+) -> list[Order]:
+    query = select(Order).order_by(Order.id.desc())
+    if statuses is not None:
+        query = query.where(Order.status.in_(list(statuses)))
+    if strategy_name is not None:
+        query = query.where(Order.strategy_name == strategy_name)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+def active(session: Session) -> list[Order]:
+    """Orders that may be working at the broker (submitting, submitted, partially filled, cancel pending)."""
+    return list(session.scalars(select(Order).where(Order.status.in_(sorted(ACTIVE))).order_by(Order.id)))
+
+
+def count_open(session: Session) -> int:
+    return int(session.scalar(select(func.count(Order.id)).where(Order.status.in_(sorted(ACTIVE)))) or 0)
+
+
+def count_since(session: Session, strategy_name: str, since: dt.datetime) -> int:
+    """Orders of ``strategy_name`` created since ``since`` that were not refused by our own risk gate."""
+    query = select(func.count(Order.id)).where(
+        Order.strategy_name == strategy_name,
+        Order.created_at >= since,
+        Order.status != OrderStatus.RISK_REJECTED,
+    )
+    return int(session.scalar(query) or 0)
+
+
+def pending_quantity(session: Session, symbol: str) -> Decimal:
+    """Signed remaining quantity of the symbol's active orders (BUY positive)."""
+    total = Decimal(0)
+    for order in session.scalars(select(Order).where(Order.symbol == symbol.upper(), Order.status.in_(sorted(ACTIVE)))):
+        remaining = order.quantity - order.filled_quantity
+        total += remaining if order.side is OrderSide.BUY else -remaining
+    return total
+
+
+def retryable(session: Session, max_attempts: int) -> list[Order]:
+    """Orders back in ``created`` after a submit error, with attempts left."""
+    query = select(Order).where(
+        Order.status == OrderStatus.CREATED,
+        Order.last_submit_error.is_not(None),
+        Order.submit_attempts < max_attempts,
+    )
+    return list(session.scalars(query.order_by(Order.id)))
+
+
+def archivable(session: Session, before: dt.datetime) -> list[Order]:
+    """Terminal orders that reached their terminal state before ``before``."""
+    query = select(Order).where(Order.status.in_(sorted(TERMINAL)), Order.terminal_at < before)
+    return list(session.scalars(query.order_by(Order.id)))
