@@ -7,7 +7,8 @@ Checks, in order (the first that applies decides):
 3. the analysis failed (malformed, off-schema, refusal, timeout, HTTP error after retries, budget stop) ->
    ABSTAIN with the failure's kind and reason;
 4. the analyst said HOLD -> HOLD with its reasoning;
-5. BUY/SELL: entry = the analysis' entry or the newest usable close; missing stop/target are filled from
+5. BUY/SELL: entry = the analysis' entry or the newest usable close (an entry more than 10 % away from that
+   close -> ABSTAIN: not a price for this bar); missing stop/target are filled from
    ``risk.stop_loss_pct`` / ``risk.take_profit_pct``; still missing -> ABSTAIN (no risk/reward without them);
 6. stop/target on the wrong side of entry (BUY needs stop < entry < target, SELL the mirror) -> ABSTAIN;
 7. confidence below ``rules.min_confidence`` -> **HOLD** with ``"confidence x < min y"``: the analysis is
@@ -38,6 +39,8 @@ __all__ = ["Signal", "data_age_bars", "generate_signal"]
 _HUNDRED: Final = Decimal(100)
 _PRICE_Q: Final = Decimal("0.0001")
 _RR_Q: Final = Decimal("0.01")
+# An entry further than this from the newest close is not a price for this bar (a hallucinated or stale level).
+MAX_ENTRY_DEVIATION: Final = Decimal("0.10")
 # A bar stamped slightly after "now" is clock skew; more than this is bad data.
 FUTURE_TOLERANCE: Final = dt.timedelta(minutes=5)
 
@@ -145,6 +148,12 @@ def generate_signal(
     entry = analysis.entry or outcome.reference_price
     stop = analysis.stop or _from_pct(entry, definition.risk.stop_loss_pct, -sign)
     target = analysis.target or _from_pct(entry, definition.risk.take_profit_pct, sign)
+    deviation = abs(entry - outcome.reference_price) / outcome.reference_price
+    if deviation > MAX_ENTRY_DEVIATION:
+        return abstain(
+            f"{action.value} entry {_fmt(entry)} is {deviation * 100:.1f} % away from the last close "
+            f"{_fmt(outcome.reference_price)} (max {MAX_ENTRY_DEVIATION * 100:.0f} %): not a price for this bar"
+        )
     if stop is None or target is None:
         missing = " and ".join(n for n, v in (("stop", stop), ("target", target)) if v is None)
         return abstain(

@@ -160,3 +160,10 @@ def test_missing_levels_without_percentages_abstain(spy_def: StrategyDefinition)
 def test_analyst_hold_is_hold_with_its_reasoning(spy_def: StrategyDefinition) -> None:
     sig = signal(outcome(analysis("HOLD", confidence=0.9, stop=None, target=None)), spy_def)
     assert sig.action is SignalAction.HOLD and sig.reason == "analyst says HOLD: because"
+
+
+def test_entry_far_from_the_last_close_abstains(spy_def: StrategyDefinition) -> None:
+    sig = signal(outcome(analysis(entry=Decimal(150), stop=Decimal(140), target=Decimal(170))), spy_def)
+    assert sig.action is SignalAction.ABSTAIN and "50.0 % away from the last close 100" in sig.reason
+    near = signal(outcome(analysis(entry=Decimal(109), stop=Decimal(104), target=Decimal(120))), spy_def)
+    assert near.action is SignalAction.BUY
