@@ -8,6 +8,7 @@ nextValidId 3, managedAccounts 3) must not gain or lose a field.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -140,7 +141,33 @@ def _price(value: Decimal | None) -> Field:
     return value if value is not None else Decimal(0)
 
 
-def open_order(server_version: int, order: SimOrder, inst: Instrument) -> Fields:
+@dataclass(frozen=True)
+class WhatIf:
+    """The order-state block of a whatIf answer: 9 margin values (before, change, after) and the commission."""
+
+    init_before: Decimal
+    maint_before: Decimal
+    equity_before: Decimal
+    change: Decimal
+    commission: Decimal
+
+    def margin_fields(self) -> Fields:
+        after = self.init_before + self.change
+        equity_after = self.equity_before - self.commission
+        return [
+            self.init_before,
+            self.maint_before,
+            self.equity_before,
+            self.change,
+            self.change,
+            -self.commission,
+            after,
+            self.maint_before + self.change,
+            equity_after,
+        ]
+
+
+def open_order(server_version: int, order: SimOrder, inst: Instrument, what_if: WhatIf | None = None) -> Fields:
     """Message 5 for a plain STK order (no combo, scale, hedge, algo, conditions or peg): 135 fields at 178."""
     fields: Fields = [5, order.order_id, *_contract11(inst)]
     fields += [
@@ -150,7 +177,7 @@ def open_order(server_version: int, order: SimOrder, inst: Instrument) -> Fields
         _price(order.lmt_price),
         _price(order.aux_price),
         order.tif,
-        "",  # ocaGroup
+        order.oca_group,
         order.account,
         "O",  # openClose
         0,  # origin: customer
@@ -227,13 +254,13 @@ def open_order(server_version: int, order: SimOrder, inst: Instrument) -> Fields
         0,  # dncPresent
         "",  # algoStrategy
         False,  # solicited
-        False,  # whatIf
+        what_if is not None,  # whatIf
         order.status.value,
-        *([""] * 9),  # margin before/change/after
-        "",  # commission
-        "",  # minCommission
-        "",  # maxCommission
-        "",  # commissionCurrency
+        *(what_if.margin_fields() if what_if else [""] * 9),  # margin before/change/after
+        what_if.commission if what_if else "",  # commission
+        what_if.commission if what_if else "",  # minCommission
+        what_if.commission if what_if else "",  # maxCommission
+        inst.currency if what_if else "",  # commissionCurrency
         "",  # warningText
         False,  # randomizeSize
         False,  # randomizePrice
@@ -276,7 +303,7 @@ def completed_order(server_version: int, order: SimOrder, inst: Instrument) -> F
         _price(order.lmt_price),
         _price(order.aux_price),
         order.tif,
-        "",  # ocaGroup
+        order.oca_group,
         order.account,
         "O",  # openClose
         0,  # origin

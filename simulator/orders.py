@@ -16,7 +16,7 @@ from typing import Protocol
 from simulator import messages as m
 from simulator.catalog import Catalog, Instrument
 from simulator.clock import MarketClock
-from simulator.matching import Bar, Matcher, bar_at, book_fill, order_session
+from simulator.matching import Bar, Matcher, bar_at, book_fill, order_session, total_commission
 from simulator.state import SimExecution, SimOrder, SimOrderStatus, SimState
 from simulator.wire import UNSET_DOUBLE
 
@@ -25,6 +25,7 @@ Builder = Callable[[int], m.Fields]  # server version -> message fields
 SUPPORTED_TYPES = frozenset({"MKT", "LMT", "STP", "STP LMT"})
 SUPPORTED_TIFS = frozenset({"DAY", "GTC"})
 MARGIN_RATE = Decimal("0.25")
+_WHAT_IF_TAGS = frozenset({"InitMarginReq", "MaintMarginReq", "EquityWithLoanValue"})
 
 
 class Outbox(Protocol):
@@ -52,6 +53,7 @@ class PlaceRequest:
     account: str
     order_ref: str
     parent_id: int
+    oca_group: str
     outside_rth: bool
     what_if: bool
 
@@ -107,6 +109,7 @@ def parse_place(fields: list[str], version: int) -> PlaceRequest:
         account=fields[23],
         order_ref=fields[26],
         parent_id=int(fields[28] or 0),
+        oca_group=fields[22],
         outside_rth=fields[33] == "1",
         what_if=what_if,
     )
@@ -157,7 +160,7 @@ class OrderDesk:
         order = SimOrder(
             client_id=client_id,
             order_id=req.order_id,
-            perm_id=self.state.new_perm_id(),
+            perm_id=0 if req.what_if else self.state.new_perm_id(),
             con_id=inst.con_id,
             account=req.account or self.state.accounts[0],
             action=req.action,
@@ -169,9 +172,14 @@ class OrderDesk:
             order_ref=req.order_ref,
             outside_rth=req.outside_rth,
             parent_id=req.parent_id,
+            oca_group=req.oca_group,
             placed_at=self.clock.now,
         )
-        order.status = SimOrderStatus.PRE_SUBMITTED if order.order_type.startswith("STP") else SimOrderStatus.SUBMITTED
+        held = order.order_type.startswith("STP") or self._held(order)
+        order.status = SimOrderStatus.PRE_SUBMITTED if held else SimOrderStatus.SUBMITTED
+        if req.what_if:
+            self._what_if(order, inst)
+            return False
         self.state.orders[order.perm_id] = order
         self._ack(order, inst)
         self._match_now(order, inst)
@@ -198,8 +206,6 @@ class OrderDesk:
             return "A stop price is required"
         if req.account and req.account not in self.state.accounts:
             return f"Account {req.account} not found"
-        if req.what_if:
-            return "whatIf orders are not supported by the simulator"
         inst = self._instrument(req)
         if inst is not None and not inst.tradable:
             return f"{inst.symbol} is an index ({inst.sec_type}) and cannot be traded"
@@ -208,6 +214,20 @@ class OrderDesk:
     def _instrument(self, req: PlaceRequest) -> Instrument | None:
         found = self.catalog.find(req.con_id, req.symbol, req.sec_type, req.currency, "")
         return found[0] if found else None
+
+    def _what_if(self, order: SimOrder, inst: Instrument) -> None:
+        """Answer a whatIf order with margin and commission estimates; nothing is stored or matched."""
+        price = self.mark_price(inst.con_id) or order.lmt_price or order.aux_price or Decimal(0)
+        value = order.quantity * price
+        values = {k: Decimal(v) for k, v, _c in self.account_values(order.account) if k in _WHAT_IF_TAGS}
+        estimate = m.WhatIf(
+            init_before=values["InitMarginReq"],
+            maint_before=values["MaintMarginReq"],
+            equity_before=values["EquityWithLoanValue"],
+            change=(value * MARGIN_RATE).quantize(Decimal("0.01")),
+            commission=total_commission(order.quantity, value),
+        )
+        self.outbox.to_client(order.client_id, lambda v: m.open_order(v, order, inst, estimate))
 
     def _modify(self, order: SimOrder, req: PlaceRequest) -> None:
         qty, lmt, aux = _decimal(req.quantity), _decimal(req.lmt_price), _decimal(req.aux_price)
@@ -230,6 +250,9 @@ class OrderDesk:
         self.outbox.to_client(order.client_id, lambda v: m.open_order(v, order, inst))
         self.outbox.to_client(order.client_id, lambda _v: m.order_status(order))
 
+    def _send_status(self, order: SimOrder) -> None:
+        self.outbox.to_client(order.client_id, lambda _v: m.order_status(order))
+
     def _error(self, client_id: int, req_id: int, code: int, text: str) -> None:
         self.outbox.to_client(client_id, lambda v: m.error(v, req_id, code, text))
 
@@ -249,6 +272,9 @@ class OrderDesk:
             )
             return
         self._cancel(order, "Cancelled by Trader")
+        for child in self.state.open_orders(client_id):
+            if child.parent_id == order.order_id:
+                self._cancel(child, "Cancelled by Trader (parent cancelled)")
 
     def global_cancel(self) -> None:
         for order in self.state.open_orders():
@@ -264,9 +290,45 @@ class OrderDesk:
 
     # ---- matching ----------------------------------------------------------------------------------------
 
+    def _held(self, order: SimOrder) -> bool:
+        """A child order (parentId) waits until its parent is filled."""
+        if not order.parent_id:
+            return False
+        parent = self.state.order_by_client(order.client_id, order.parent_id)
+        return parent is not None and parent.status != SimOrderStatus.FILLED
+
+    def _peers(self, order: SimOrder) -> list[SimOrder]:
+        """Open orders one-cancels-all with ``order``: bracket siblings and members of its ocaGroup."""
+        peers = []
+        for other in self.state.open_orders(order.client_id):
+            if other is order:
+                continue
+            siblings = order.parent_id and other.parent_id == order.parent_id
+            same_oca = order.oca_group and other.oca_group == order.oca_group
+            if siblings or same_oca:
+                peers.append(other)
+        return peers
+
+    def _after_fill(self, order: SimOrder, qty: Decimal) -> None:
+        """Release children of a filled parent; reduce, then cancel, one-cancels-all peers."""
+        for peer in self._peers(order):
+            peer_inst = self.catalog.by_con_id[peer.con_id]
+            if order.remaining == 0 or peer.quantity - qty <= peer.filled:
+                self._cancel(peer, "Cancelled (OCA)", with_error=False)
+            else:
+                peer.quantity -= qty
+                self._ack(peer, peer_inst)
+        if order.remaining != 0:
+            return
+        for child in self.state.open_orders(order.client_id):
+            stop = child.order_type.startswith("STP")
+            if child.parent_id == order.order_id and child.status == SimOrderStatus.PRE_SUBMITTED and not stop:
+                child.status = SimOrderStatus.SUBMITTED
+                self._send_status(child)
+
     def _match_now(self, order: SimOrder, inst: Instrument) -> None:
         last = inst.last_bar(self.clock.now)
-        if last is None or order.is_done:
+        if last is None or order.is_done or self._held(order):
             return
         series, index = last
         bar = bar_at(series, index, inst.con_id)
@@ -291,8 +353,9 @@ class OrderDesk:
                 continue
             for index in indices:
                 bar = bar_at(series, index, con_id)
+                held = {o.perm_id for o in orders if self._held(o)}  # released children trade from the next bar
                 for order in orders:
-                    if order.is_done:
+                    if order.is_done or order.perm_id in held:
                         continue
                     if order.tif == "DAY" and bar.session > order_session(order.placed_at):
                         self._cancel(order, "Cancelled (DAY order expired)", with_error=False)
@@ -303,20 +366,21 @@ class OrderDesk:
                     price = self.matcher.bar_price(order, bar)
                     self._after_trigger(order, inst, was_triggered)
                     if price is not None:
-                        self._fill(order, inst, bar, price)
+                        self._fill(order, inst, bar, price, when=bar.end)
 
     def _after_trigger(self, order: SimOrder, inst: Instrument, was_triggered: bool) -> None:
         if order.triggered and not was_triggered and order.status == SimOrderStatus.PRE_SUBMITTED:
             order.status = SimOrderStatus.SUBMITTED
             self.outbox.to_client(order.client_id, lambda _v: m.order_status(order))
 
-    def _fill(self, order: SimOrder, inst: Instrument, bar: Bar, price: Decimal) -> None:
+    def _fill(self, order: SimOrder, inst: Instrument, bar: Bar, price: Decimal, when: datetime | None = None) -> None:
         qty = self.matcher.take(order, bar)
         if qty <= 0:
             return
-        execution = book_fill(self.state, order, qty, price, self.clock.now)
+        execution = book_fill(self.state, order, qty, price, when or self.clock.now)
         self._send_fill(order, inst, execution)
         self.outbox.account_changed(order.account, order.con_id)
+        self._after_fill(order, qty)
 
     def _send_fill(self, order: SimOrder, inst: Instrument, ex: SimExecution) -> None:
         out = self.outbox

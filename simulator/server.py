@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -118,7 +117,7 @@ class SimServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._port = self.config.port
-        self._refuse_until = 0.0
+        self._stopped = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -149,14 +148,16 @@ class SimServer:
         self._port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._server is not None:
             self._server.close()
             self._server = None
         for conn in list(self._connections):
             conn.abort()
-        for task in list(self._tasks):
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
             task.cancel()
-        await asyncio.sleep(0)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def __aenter__(self) -> SimServer:
         return await self.start()
@@ -229,12 +230,11 @@ class SimServer:
         if self._server is not None:
             self._server.close()
             self._server = None
-        self._refuse_until = time.monotonic() + seconds
         assert self._loop is not None
-        self._loop.call_later(seconds, self._spawn, self._relisten())
+        self._loop.call_later(seconds, lambda: self._spawn(self._relisten()))
 
     async def _relisten(self) -> None:
-        if self._server is None:
+        if self._server is None and not self._stopped:
             await self._listen()
 
     def send_error(self, code: int, message: str, req_id: int = -1, client_id: int | None = None) -> None:

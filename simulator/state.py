@@ -43,6 +43,7 @@ class SimOrder:
     outside_rth: bool
     parent_id: int
     placed_at: datetime
+    oca_group: str = ""
     status: SimOrderStatus = SimOrderStatus.SUBMITTED
     filled: Decimal = Decimal(0)
     avg_fill_price: Decimal = Decimal(0)

@@ -235,3 +235,32 @@ async def test_other_clients_see_all_open_orders_and_global_cancel(sim: SimServe
     assert [t.order.orderRef for t in everyone] == ["far"]
     watcher.reqGlobalCancel()
     await eventually(lambda: trade.orderStatus.status == "Cancelled")
+
+
+async def test_what_if_order_estimates_without_placing(sim: SimServer, connect: Connect) -> None:
+    ib = await connect(client_id=24)
+    spy = await _spy(ib)
+    state = await ib.whatIfOrderAsync(spy, MarketOrder("BUY", 100))
+    assert state.commission == 1.0 and state.commissionCurrency == "USD"
+    assert Decimal(state.initMarginChange) == (100 * SPY_DAILY_LAST_CLOSE * Decimal("0.25")).quantize(Decimal("0.01"))
+    assert Decimal(state.equityWithLoanBefore) == Decimal(1_000_000)
+    assert not sim.state.orders and not sim.state.executions
+
+
+async def test_bracket_children_wait_for_the_parent_and_cancel_each_other(sim: SimServer, connect: Connect) -> None:
+    ib = await connect(client_id=25)
+    spy = await _spy(ib)
+    sim.clock.set("2012-06-27T15:00:00Z")
+    parent, take_profit, stop_loss = [
+        ib.placeOrder(spy, o) for o in ib.bracketOrder("BUY", 100, 132.90, takeProfitPrice=133.10, stopLossPrice=132.70)
+    ]
+    await eventually(lambda: stop_loss.orderStatus.status == "PreSubmitted")
+    assert take_profit.orderStatus.status == "PreSubmitted"  # held until the parent fills
+    sim.clock.advance(3, symbol="SPY")  # 15:10 bar: low 132.78 fills the parent at 132.90
+    await eventually(lambda: parent.orderStatus.status == "Filled" and take_profit.orderStatus.status == "Submitted")
+    assert parent.orderStatus.avgFillPrice == 132.90
+    sim.clock.advance(6, symbol="SPY")  # 15:35 bar: high 133.12 reaches the take-profit
+    await eventually(lambda: take_profit.orderStatus.status == "Filled" and stop_loss.orderStatus.status == "Cancelled")
+    assert take_profit.orderStatus.avgFillPrice == 133.10
+    assert sim.state.positions[("DU1234567", 756733)].quantity == 0
+    await eventually(lambda: ib.positions() == [])  # ib_async drops flat positions
