@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli import common, demo, strategies
+from cli import common, data, demo, sim, strategies
 from cli.common import cli_errors, console, settings
 
 app = typer.Typer(
@@ -16,6 +16,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(strategies.app, name="strategies")
+app.add_typer(data.app, name="data")
+app.add_typer(sim.app, name="sim")
 app.command("demo")(demo.demo)
 
 server_app = typer.Typer(help="A local Prefect server under the data directory.", no_args_is_help=True)
