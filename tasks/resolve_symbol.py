@@ -28,9 +28,8 @@ def resolve_symbol(definition: StrategyDefinition) -> ContractInfo:
     runtime = get_runtime()
     ttl = dt.timedelta(seconds=runtime.settings.ib.contract_cache_ttl_s)
     spec = symbols.spec_of(definition)
-    with session_scope(runtime.database_url) as session:
-        # The broker is only connected on a cache miss.
-        resolution = symbols.resolve(session, _LazySource(), spec, ttl=ttl)
+    # The broker is only connected on a cache miss.
+    resolution = symbols.resolve(lambda: session_scope(runtime.database_url), _LazySource(), spec, ttl=ttl)
     contract = resolution.contract
     publish_markdown(
         artifact_key(definition.name, "contract"),
