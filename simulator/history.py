@@ -71,6 +71,7 @@ class HistoryRequest:
     use_rth: bool
     what_to_show: str
     format_date: int
+    keep_up_to_date: bool = False
 
     def identity(self, con_id: int) -> tuple[object, ...]:
         return (con_id, self.end, self.bar_size, self.duration, self.use_rth, self.what_to_show, self.format_date)
@@ -94,6 +95,7 @@ def parse_request(fields: list[str]) -> HistoryRequest:
         use_rth=flag not in ("", "0"),
         what_to_show=fields[19].upper(),
         format_date=int(fields[20] or 1),
+        keep_up_to_date=fields[4] != "BAG" and len(fields) > 21 and fields[21] == "1",
     )
 
 

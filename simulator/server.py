@@ -63,6 +63,15 @@ class SimStats:
     messages_received: int = 0
 
 
+@dataclass
+class BarStream:
+    """A keepUpToDate historical request: re-served on every clock advance."""
+
+    inst: Instrument
+    request: history.HistoryRequest
+    last_date: str
+
+
 class Connection:
     """One client socket after the handshake."""
 
@@ -75,6 +84,7 @@ class Connection:
         self.account_sub: str | None = None
         self.market_data_type = 1
         self.streams: dict[int, int] = {}  # reqId -> conId of streaming market data
+        self.bar_streams: dict[int, BarStream] = {}  # keepUpToDate requests
 
     def send(self, fields: m.Fields) -> None:
         if self.closed or self.writer.is_closing():
@@ -529,6 +539,23 @@ class SimServer:
         self.stats.hist_requests += 1
         zone = inst.time_zone_id
         conn.send(m.historical_data(req.req_id, ib_time(result.start, zone), ib_time(result.end, zone), result.rows))
+        if req.keep_up_to_date:
+            conn.bar_streams[req.req_id] = BarStream(inst, req, result.rows[-1][0] if result.rows else "")
+
+    def _send_bar_updates(self, conn: Connection, stream: BarStream) -> None:
+        """historicalDataUpdate (90) for the last sent bar (it may have grown) and every newer one."""
+        try:
+            result = history.serve(stream.inst, stream.request, self.clock.now)
+        except history.HistoryError:
+            return
+        for date, open_, high, low, close, volume, wap, count in result.rows:
+            if len(date) == len(stream.last_date) and date < stream.last_date:
+                continue
+            conn.send([90, stream.request.req_id, count, date, open_, close, high, low, wap, volume])
+            stream.last_date = date
+
+    def _cancel_historical(self, conn: Connection, fields: list[str]) -> None:
+        conn.bar_streams.pop(int(fields[2]), None)
 
     def _market_data(self, conn: Connection, fields: list[str]) -> None:
         req_id = int(fields[2])
@@ -617,7 +644,7 @@ class SimServer:
         16: _open_orders,
         17: _managed_accounts,
         20: _historical,
-        25: _ignore,  # cancelHistoricalData
+        25: _cancel_historical,
         49: _current_time,
         58: _global_cancel,
         59: _market_data_type,
@@ -637,6 +664,8 @@ class SimServer:
         for conn in self._connections:
             for req_id, con_id in conn.streams.items():
                 self._send_ticks(conn, req_id, self.catalog.by_con_id[con_id])
+            for stream in conn.bar_streams.values():
+                self._send_bar_updates(conn, stream)
             if conn.account_sub is not None:
                 self._send_account(conn, conn.account_sub, end=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ from services.bars.resample import resample_bars
 from simulator import ManualTime, SimConfig, SimServer
 from simulator.catalog import EASTERN, bar_files, symbol_from_filename
 from simulator.config import default_data_dir
-from tests.simulator.helpers import Connect
+from tests.simulator.helpers import Connect, eventually
 
 DATA = default_data_dir()
 
@@ -259,3 +260,20 @@ async def test_snapshot_market_data(sim: SimServer, connect: Connect) -> None:
     [delayed] = await ib.reqTickersAsync(Stock("AAPL", "SMART", "USD", conId=265598))
     assert delayed.marketDataType == 3
     assert delayed.last == pytest.approx(load_bars(DATA / "AAPL.csv").frame["close"].iloc[-1])
+
+
+async def test_keep_up_to_date_streams_new_bars_on_advance(sim: SimServer, connect: Connect) -> None:
+    ib = await connect()
+    spy = Stock("SPY", "SMART", "USD")
+    await ib.qualifyContractsAsync(spy)
+    sim.clock.set("2012-06-27T15:00:00Z")
+    bars = await ib.reqHistoricalDataAsync(spy, "", "1 D", "5 mins", "TRADES", True, keepUpToDate=True, timeout=10)
+    assert bars[-1].date == datetime.fromisoformat("2012-06-27T14:55:00+00:00")
+    before = len(bars)
+    sim.clock.advance(2, symbol="SPY")
+    await eventually(lambda: len(bars) == before + 2)
+    assert [b.date.minute for b in bars[-2:]] == [0, 5] and bars[-1].close == 132.99
+    ib.cancelHistoricalData(bars)
+    sim.clock.advance(1, symbol="SPY")
+    await asyncio.sleep(0.05)
+    assert len(bars) == before + 2
