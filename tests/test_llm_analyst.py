@@ -23,7 +23,7 @@ from services.llm.offline import OFFLINE_LABEL
 from services.llm.outcome import AnalysisOutcome
 from services.llm.prompts import load_template, render_prompt
 from services.llm.schema import FailureKind
-from services.llm.store import InMemoryLlmCallStore
+from services.llm.store import DbLlmCallStore, InMemoryLlmCallStore, LlmCallStore
 from services.settings import LLMSettings
 from services.signals import generate_signal
 from services.strategies import load_strategy_file
@@ -88,9 +88,7 @@ def backend(cfg: LLMSettings) -> OpenAIAnalyst:
     )
 
 
-def run(
-    req: AnalysisRequest, cfg: LLMSettings, store: InMemoryLlmCallStore, *, png: bytes | None = PNG
-) -> AnalysisOutcome:
+def run(req: AnalysisRequest, cfg: LLMSettings, store: LlmCallStore, *, png: bytes | None = PNG) -> AnalysisOutcome:
     return analyze(req, settings=cfg, store=store, chart_png=png, now=NOW, backend=backend(cfg))
 
 
@@ -298,3 +296,18 @@ def test_only_the_adapter_imports_openai_and_records_hold_no_credentials() -> No
     recorded = llm.request_json(render_prompt("hello", {}), PNG)
     assert "hunter2" not in recorded and "bob" not in recorded and KEY not in recorded
     assert "https://***@llm.example/v1" in recorded and KEY not in repr(llm)
+
+
+def test_cache_and_budget_live_in_the_database(
+    server: LoopbackLLMServer, request_: AnalysisRequest, db_url: str
+) -> None:
+    cfg = settings(server, daily_budget_usd=Decimal("0.00020"))
+    server.enqueue(answer(BUY, prompt_tokens=1000, completion_tokens=100))  # 0.00021 USD
+    first = run(request_, cfg, DbLlmCallStore(db_url))
+    # A new store object (as in the next flow run, another process) sees the cached answer and the spend.
+    again = analyze(request_, settings=cfg, store=DbLlmCallStore(db_url), chart_png=PNG, now=NOW)
+    assert first.ok and again.cached and again.analysis == first.analysis and len(server.requests) == 1
+    blocked = analyze(request_, settings=cfg, store=DbLlmCallStore(db_url), chart_png=PNG + b"!", now=NOW)
+    assert blocked.failure is not None and blocked.failure.kind is FailureKind.BUDGET
+    assert "spent 0.00021" in blocked.failure.reason and len(server.requests) == 1
+    assert (first.call_id, again.call_id, blocked.call_id) == (1, 2, 3)
