@@ -14,7 +14,7 @@ import pandas as pd
 from prefect import flow, get_client
 from prefect.runtime import flow_run
 
-from models.enums import BarSize
+from models.enums import BarSize, SignalAction
 from models.strategy import BAR_SECONDS, StrategyDefinition
 from services.db import session_scope
 from services.errors import InputError, SkipError
@@ -23,6 +23,7 @@ from tasks.analysis import analyse
 from tasks.chart import draw_chart
 from tasks.indicators import calculate_indicators
 from tasks.market_data import fetch_market_data
+from tasks.orders import OrderStepResult, place_order
 from tasks.resolve_symbol import resolve_symbol
 from tasks.runtime import get_runtime
 from tasks.signal import StoredSignal, decide
@@ -39,6 +40,7 @@ class StrategyRunResult:
     chart_png: Path | None = None
     chart_html: Path | None = None
     prompt: Path | None = None
+    order: OrderStepResult | None = None
 
 
 def _load(strategy: str) -> StrategyDefinition:
@@ -71,11 +73,11 @@ def _run_dir(definition: StrategyDefinition) -> Path:
 
 @flow(name="strategy-run", flow_run_name="{strategy}", log_prints=False)
 def strategy_run(strategy: str) -> StrategyRunResult:
-    """Run one strategy once: resolve, bars, indicators, chart, analysis, signal."""
+    """Run one strategy once: resolve, bars, indicators, chart, analysis, signal, and the order for BUY/SELL."""
     definition = _load(strategy)
     _label_run(definition)
     run_dir = _run_dir(definition)
-    chart = outcome = data = None
+    chart = outcome = data = contract = None
     failure: str | None = None
     try:
         contract = resolve_symbol(definition)
@@ -87,6 +89,9 @@ def strategy_run(strategy: str) -> StrategyRunResult:
     except (SkipError, InputError) as exc:
         failure = f"{type(exc).__name__}: {exc}"
     stored: StoredSignal = decide(definition, data, outcome, failure)
+    order = None
+    if stored.signal.action in (SignalAction.BUY, SignalAction.SELL) and contract is not None and data is not None:
+        order = place_order(definition, contract, data, stored)
     return StrategyRunResult(
         strategy=strategy,
         flow_run_id=flow_run.get_id(),
@@ -97,4 +102,5 @@ def strategy_run(strategy: str) -> StrategyRunResult:
         chart_png=chart.png_path if chart else None,
         chart_html=chart.html_path if chart else None,
         prompt=run_dir / "prompt.md" if outcome else None,
+        order=order,
     )

@@ -156,6 +156,7 @@ def submit_order(
                 signal_id=intent.signal_id,
                 flow_run_id=intent.flow_run_id,
                 risk_decision=doc,
+                allow_zero_quantity=not decision.approved,
             )
             if not decision.approved:
                 row.error = "; ".join(decision.reasons)
@@ -166,7 +167,8 @@ def submit_order(
         # another run inserted the same key between our read and our insert: that order wins
         with session_scope(db_url) as session:
             row_or_none = orders_repo.get_by_key(session, key)
-            assert row_or_none is not None
+            if row_or_none is None:
+                raise  # not a duplicate key: another constraint (e.g. an unknown signal id)
             return _result(row_or_none, sent=False, reused=True)
     return send(db_url, broker, contract, order_id)
 

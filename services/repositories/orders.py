@@ -53,13 +53,17 @@ def create(
     external: bool = False,
     status: OrderStatus = OrderStatus.CREATED,
     detail: str | None = None,
+    allow_zero_quantity: bool = False,
 ) -> Order:
-    """Insert an order row (status ``created`` unless adopting an external order) and its first event."""
+    """Insert an order row (status ``created`` unless adopting an external order) and its first event.
+
+    ``allow_zero_quantity`` is only for rows that record a refusal (sizing gave nothing to send).
+    """
     problems: list[Problem] = []
     check_text(problems, "idempotency_key", key, max_len=128)
     check_text(problems, "symbol", symbol, max_len=32)
     qty = check_decimal(problems, "quantity", quantity)
-    if qty is not None and qty <= 0:
+    if qty is not None and (qty < 0 or (qty == 0 and not allow_zero_quantity)):
         problems.append(Problem("quantity", f"must be positive, got {qty}"))
     for name, price in (("limit_price", limit_price), ("stop_price", stop_price)):
         value = check_decimal(problems, name, price)

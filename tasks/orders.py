@@ -1,0 +1,189 @@
+"""Step 7 (BUY/SELL only): size -> risk gate -> idempotent submit; one artifact ``<strategy>-order``.
+
+Dry run (``settings.trading.dry_run``): the order goes to a :class:`MemoryBroker` seeded with this run's bars
+(no socket). Otherwise to the runtime's broker (TWS / the simulator).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from sqlalchemy.orm import Session
+
+from models.bars import TIMESTAMP
+from models.enums import OrderSide, OrderStatus, OrderType, SignalAction
+from models.strategy import StrategyDefinition
+from services import calendar
+from services.broker.loop_owner import SyncBroker
+from services.broker.memory import MemoryBroker
+from services.broker.types import ContractInfo
+from services.errors import InputError
+from services.orders.context import fetch_account, gather_context
+from services.orders.risk import CheckResult, ProposedOrder, RiskDecision, evaluate
+from services.orders.sizing import SizingError, average_true_range, round_price, size_order
+from services.orders.submit import OrderBroker, OrderIntent, SubmitResult, submit_order
+from tasks.artifacts import artifact_key, publish_table
+from tasks.market_data import MarketData
+from tasks.runtime import get_runtime
+from tasks.signal import StoredSignal
+
+
+@dataclass(frozen=True)
+class OrderStepResult:
+    order_id: int
+    key: str
+    status: str
+    sent: bool
+    reused: bool
+    reasons: tuple[str, ...]
+    dry_run: bool
+
+
+def _market_open(now: dt.datetime) -> bool:
+    try:
+        return calendar.is_open(now)
+    except InputError:
+        return False
+
+
+def _dry_run_broker(contract: ContractInfo, data: MarketData, now: dt.datetime) -> SyncBroker:
+    frame = data.frame[[TIMESTAMP, "open", "high", "low", "close", "volume"]]
+    memory = MemoryBroker([contract], {contract.symbol: frame})
+    memory.clock.set(now)
+    broker = SyncBroker(lambda: memory)
+    broker.connect()
+    return broker
+
+
+def order_for_signal(
+    definition: StrategyDefinition,
+    contract: ContractInfo,
+    data: MarketData,
+    stored: StoredSignal,
+    *,
+    broker: OrderBroker,
+    dry_run: bool,
+    now: dt.datetime,
+    market_open: bool,
+    flow_run_id: str | None = None,
+) -> SubmitResult:
+    """Size, gate and submit the order of one BUY/SELL signal (no Prefect needed; the task wraps it)."""
+    runtime = get_runtime()
+    signal = stored.signal
+    if signal.action not in (SignalAction.BUY, SignalAction.SELL):
+        raise ValueError(f"no order for a {signal.action.value} signal")
+    side = OrderSide(signal.action.value)
+    risk = definition.risk
+    last_close = Decimal(repr(float(data.frame["close"].iloc[-1])))
+    entry = signal.entry if signal.entry is not None else last_close
+    limit = round_price(entry, contract.min_tick, side) if risk.order_type is OrderType.LIMIT else None
+    account = fetch_account(broker)
+    sizing_failure: str | None = None
+    quantity = Decimal(0)
+    try:
+        sized = size_order(
+            risk.sizing,
+            side=side,
+            entry=entry,
+            size_increment=contract.size_increment,
+            equity=account.net_liquidation if account is not None else None,
+            stop=signal.stop,
+            atr=average_true_range(data.frame, risk.sizing.atr_period),
+        )
+        quantity = sized.quantity
+    except SizingError as exc:
+        sizing_failure = str(exc)
+    intent = OrderIntent(
+        strategy_name=definition.name,
+        symbol=definition.symbol,
+        side=side,
+        quantity=quantity,
+        bar_time=signal.bar_time,
+        order_type=risk.order_type,
+        limit_price=limit,
+        tif=risk.tif,
+        conid=contract.conid,
+        signal_id=stored.id,
+        flow_run_id=flow_run_id,
+    )
+
+    def gate(session: Session) -> RiskDecision:
+        if sizing_failure is not None:
+            return RiskDecision((CheckResult("sizing", False, sizing_failure),))
+        ctx = gather_context(
+            session,
+            trading=runtime.settings.trading,
+            account=account,
+            symbol=definition.symbol,
+            strategy_name=definition.name,
+            now=now,
+            market_open=market_open,
+            broker_is_simulated=dry_run,
+            mark=last_close,
+        )
+        decision = evaluate(risk, ProposedOrder(definition.symbol, side, quantity, limit or entry), ctx)
+        sizing_check = CheckResult("sizing", True, f"{quantity} ({risk.sizing.method.value})")
+        return RiskDecision((sizing_check, *decision.checks))
+
+    return submit_order(runtime.database_url, broker, contract, intent, gate, decision_extra={"dry_run": dry_run})
+
+
+def _rows(result: SubmitResult, dry_run: bool) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = [
+        {"check": "order", "result": result.status.value, "detail": f"{result.key} (id {result.order_id})"},
+        {"check": "mode", "result": "dry run" if dry_run else "broker", "detail": "reused" if result.reused else ""},
+    ]
+    for check in (result.risk_decision or {}).get("checks", []):
+        rows.append(
+            {"check": check["name"], "result": "pass" if check["passed"] else "FAIL", "detail": check["detail"]}
+        )
+    if result.error:
+        rows.append({"check": "error", "result": str(result.error_code or ""), "detail": result.error})
+    return rows
+
+
+@task(name="7 order", cache_policy=NO_CACHE)
+def place_order(
+    definition: StrategyDefinition, contract: ContractInfo, data: MarketData, stored: StoredSignal
+) -> OrderStepResult:
+    """Size, gate and submit the signal's order; publish the decision table as ``<strategy>-order``."""
+    runtime = get_runtime()
+    now = runtime.clock()
+    dry_run = runtime.settings.trading.dry_run
+    broker: OrderBroker
+    own: SyncBroker | None = None
+    if dry_run:
+        broker = own = _dry_run_broker(contract, data, now)
+    else:
+        broker = runtime.broker()
+    try:
+        run_id = flow_run.get_id()
+        result = order_for_signal(
+            definition,
+            contract,
+            data,
+            stored,
+            broker=broker,
+            dry_run=dry_run,
+            now=now,
+            market_open=_market_open(now),
+            flow_run_id=str(run_id) if run_id else None,
+        )
+    finally:
+        if own is not None:
+            own.close()
+    refused = result.status is OrderStatus.RISK_REJECTED
+    publish_table(
+        artifact_key(definition.name, "order"),
+        _rows(result, dry_run),
+        f"{definition.name}: order {result.status.value}" + (" (refused)" if refused else ""),
+    )
+    return OrderStepResult(
+        result.order_id, result.key, result.status.value, result.sent, result.reused, result.reasons, dry_run
+    )

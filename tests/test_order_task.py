@@ -1,0 +1,160 @@
+"""The order step of the strategy flow (size -> gate -> submit), in dry-run mode on a MemoryBroker."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from decimal import Decimal as D
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from models.enums import AnalystKind, BadRowPolicy, BarSize, OrderStatus, OrderType, SignalAction, SizingMethod
+from models.strategy import StrategyDefinition
+from services.bars.validation import ValidationResult
+from services.broker.loop_owner import SyncBroker
+from services.broker.memory import MemoryBroker, stock
+from services.db import session_scope
+from services.repositories import orders as orders_repo
+from services.repositories import signals, trading_state
+from services.settings import load_settings
+from services.signals import Signal
+from services.strategies import load_strategy_file
+from tasks.market_data import MarketData
+from tasks.orders import order_for_signal
+from tasks.runtime import Runtime, use_runtime
+from tasks.signal import StoredSignal
+
+ROOT = Path(__file__).resolve().parents[1]
+SPY = stock("SPY", 756733)
+START = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+NOW = dt.datetime(2024, 6, 3, 15, 0, tzinfo=dt.UTC)  # Monday 11:00 New York
+
+
+def daily(n: int = 30) -> pd.DataFrame:
+    closes = [100.0 + i for i in range(n)]
+    return pd.DataFrame(
+        {
+            "timestamp": pd.DatetimeIndex([START + dt.timedelta(days=i) for i in range(n)]),
+            "open": closes,
+            "high": [c + 2 for c in closes],
+            "low": [c - 2 for c in closes],
+            "close": closes,
+            "volume": [1e6] * n,
+        }
+    )
+
+
+def market_data(frame: pd.DataFrame) -> MarketData:
+    validation = ValidationResult(frame, [], BadRowPolicy.FLAG, BarSize.DAY_1, len(frame), 0, 0, 0, 0.0, 0.0)
+    return MarketData(frame=frame, validation=validation)
+
+
+@pytest.fixture
+def definition() -> StrategyDefinition:
+    return load_strategy_file(ROOT / "examples" / "strategies" / "spy-sma-cross.yaml")
+
+
+@pytest.fixture
+def runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
+    settings = load_settings({}, data_dir=tmp_path, database={"url": db_url})
+    with use_runtime(Runtime(settings, clock=lambda: NOW)) as rt:
+        yield rt
+
+
+@pytest.fixture
+def broker() -> Iterator[SyncBroker]:
+    memory = MemoryBroker([SPY], {"SPY": daily()})
+    memory.clock.set(NOW)
+    sync = SyncBroker(lambda: memory)
+    sync.connect()
+    yield sync
+    sync.close()
+
+
+def stored(action: SignalAction, entry: str = "129.5", stop: str | None = "125") -> StoredSignal:
+    bar_time = START + dt.timedelta(days=29)
+    signal = Signal(action, "test", AnalystKind.OFFLINE, bar_time, 0.7, D(entry), D(stop) if stop else None, None)
+    from tasks.runtime import get_runtime
+
+    with session_scope(get_runtime().database_url) as s:
+        row = signals.record(
+            s,
+            strategy_name="spy-sma-cross",
+            symbol="SPY",
+            bar_time=bar_time,
+            action=action,
+            analyst=AnalystKind.OFFLINE,
+            reason="test",
+        )
+        return StoredSignal(row.id, signal)
+
+
+def run(definition: StrategyDefinition, broker: SyncBroker, signal: StoredSignal, *, market_open: bool = True):  # type: ignore[no-untyped-def]
+    return order_for_signal(
+        definition, SPY, market_data(daily()), signal, broker=broker, dry_run=True, now=NOW, market_open=market_open
+    )
+
+
+def test_buy_is_sized_by_risk_and_rounded(runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker) -> None:
+    result = run(definition, broker, stored(SignalAction.BUY, entry="129.537"))
+    with session_scope(runtime.database_url) as s:
+        row = orders_repo.get(s, result.order_id)
+        assert row is not None
+        # equity 1,000,000 x 0.005 = 5000 at risk / (129.537 - 125) per share = 1102.05 -> 1102 (rounded down)
+        assert row.quantity == D(1102)
+        assert row.limit_price == D("129.53")  # BUY limit rounded down to the tick
+        assert row.order_type is OrderType.LIMIT
+    # 1102 shares is far above this strategy's limits: the gate refuses, nothing reaches the broker
+    assert result.status is OrderStatus.RISK_REJECTED
+    assert not broker.open_orders()
+
+
+def test_oversized_order_is_refused_with_named_checks(
+    runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker
+) -> None:
+    result = run(definition, broker, stored(SignalAction.BUY))
+    assert result.status is OrderStatus.RISK_REJECTED
+    failed = {r.split(":")[0] for r in result.reasons}
+    assert {"max_notional_per_order", "max_position"} <= failed
+    assert not broker.open_orders() and not broker.completed_orders()
+
+
+def test_fixed_quantity_buy_then_rerun_is_idempotent(
+    runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker
+) -> None:
+    sizing = definition.risk.sizing.model_copy(update={"method": SizingMethod.FIXED_QUANTITY, "quantity": D(10)})
+    small = definition.model_copy(update={"risk": definition.risk.model_copy(update={"sizing": sizing})})
+    first = run(small, broker, stored(SignalAction.BUY))
+    assert first.status is OrderStatus.FILLED and first.sent  # limit 129.50 above the last close 129
+    second = run(small, broker, stored(SignalAction.BUY))
+    assert second.reused and second.order_id == first.order_id
+    assert len(broker.completed_orders()) == 1 and not broker.open_orders()
+
+
+def test_kill_switch_and_closed_market_refuse(
+    runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker
+) -> None:
+    with session_scope(runtime.database_url) as s:
+        trading_state.set_kill_switch(s, True, "halted by test")
+    result = run(definition, broker, stored(SignalAction.BUY), market_open=False)
+    assert result.status is OrderStatus.RISK_REJECTED
+    failed = {r.split(":")[0] for r in result.reasons}
+    assert {"kill_switch", "market_open"} <= failed
+
+
+def test_unsizeable_order_is_stored_as_refusal(
+    runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker
+) -> None:
+    result = run(definition, broker, stored(SignalAction.BUY, stop="130"))  # stop above a BUY entry
+    assert result.status is OrderStatus.RISK_REJECTED
+    assert result.reasons and result.reasons[0].startswith("sizing: ")
+    with session_scope(runtime.database_url) as s:
+        row = orders_repo.get(s, result.order_id)
+        assert row is not None and row.quantity == 0
+
+
+def test_hold_has_no_order(runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker) -> None:
+    with pytest.raises(ValueError, match="no order"):
+        run(definition, broker, stored(SignalAction.HOLD))
