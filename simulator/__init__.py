@@ -8,8 +8,9 @@ See docs/simulator.md. Public API::
 """
 
 from simulator.config import SimConfig
+from simulator.connection import SimStats
 from simulator.pacing import ManualTime
-from simulator.server import SimServer, SimStats
+from simulator.server import SimServer
 from simulator.state import SimExecution, SimOrder, SimOrderStatus, SimPosition, SimState
 
 __all__ = [
