@@ -260,21 +260,22 @@ class SimServer(RequestHandlers):
             task.add_done_callback(self._tasks.discard)
         conn: Connection | None = None
         try:
-            version = await self._handshake(reader, writer)
+            frames = FrameReader()
+            version, pending = await self._handshake(reader, writer, frames)
             if version is None:
                 writer.transport.abort()
                 return
             conn = Connection(writer, version)
             self._connections.append(conn)
-            frames = FrameReader()
             while not conn.closed:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                for fields in frames.feed(data):
+                for fields in pending:
                     if conn.closed:
                         break
                     await self._dispatch(conn, fields)
+                data = await reader.read(65536)
+                if not data:
+                    break
+                pending = frames.feed(data)
         except (ConnectionError, ProtocolError, asyncio.IncompleteReadError) as exc:
             log.debug("connection ended: %r", exc)
         except asyncio.CancelledError:
@@ -287,26 +288,29 @@ class SimServer(RequestHandlers):
             if not writer.is_closing():
                 writer.close()
 
-    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int | None:
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, frames: FrameReader
+    ) -> tuple[int | None, list[list[str]]]:
+        """Read ``API\\0`` and the version greeting; reply ``version, time``. Return the version and any frames
+        that arrived behind the greeting."""
         prefix = await reader.readexactly(len(API_PREFIX))
         if prefix != API_PREFIX:
             log.warning("not a TWS API client (got %r)", prefix)
-            return None
-        frames = FrameReader()
+            return None, []
         greeting: list[list[str]] = []
         while not greeting:
             data = await reader.read(4096)
             if not data:
-                return None
+                return None, []
             greeting = frames.feed(data)
         low, high, _options = parse_version_range(greeting[0][0] if greeting[0] else "")
         version = min(high, self.config.server_version)
         if version < max(low, MIN_SERVER_VERSION):
             log.warning("refusing client versions v%d..%d (server speaks %d)", low, high, self.config.server_version)
-            return None
+            return None, []
         stamp = f"{self.clock.now:%Y%m%d %H:%M:%S} UTC"
         writer.write(encode_raw(f"{version}\0{stamp}\0".encode()))
-        return version
+        return version, greeting[1:]
 
     async def _dispatch(self, conn: Connection, fields: list[str]) -> None:
         self.stats.messages_received += 1

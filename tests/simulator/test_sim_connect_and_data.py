@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from services.bars.resample import resample_bars
 from simulator import ManualTime, SimConfig, SimServer
 from simulator.catalog import EASTERN, bar_files, symbol_from_filename
 from simulator.config import default_data_dir
+from simulator.wire import FrameReader, encode
 from tests.simulator.helpers import Connect, eventually
 
 DATA = default_data_dir()
@@ -277,3 +279,28 @@ async def test_keep_up_to_date_streams_new_bars_on_advance(sim: SimServer, conne
     sim.clock.advance(1, symbol="SPY")
     await asyncio.sleep(0.05)
     assert len(bars) == before + 2
+
+
+async def _raw_hello(port: int, greeting: bytes, extra: bytes = b"") -> list[list[str]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"API\0" + struct.pack(">I", len(greeting)) + greeting + extra)
+    await writer.drain()
+    frames = FrameReader()
+    received: list[list[str]] = []
+    try:
+        while len(received) < 3:
+            data = await asyncio.wait_for(reader.read(4096), 1)
+            if not data:
+                break
+            received += frames.feed(data)
+    finally:
+        writer.close()
+    return received
+
+
+async def test_raw_handshake_negotiates_and_refuses_old_clients(sim: SimServer) -> None:
+    start_api = encode([71, 2, 42, ""])  # sent in the same packet as the greeting
+    frames = await _raw_hello(sim.port, b"v100..200", start_api)
+    assert frames[0][0] == "178" and frames[0][1].endswith(" UTC")
+    assert frames[1] == ["15", "1", "DU1234567"] and frames[2] == ["9", "1", "1"]
+    assert await _raw_hello(sim.port, b"v100..150") == []  # below 157: closed without a reply

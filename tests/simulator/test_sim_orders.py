@@ -143,6 +143,18 @@ async def test_next_open_mode_fills_market_orders_on_advance(pacing_time: Manual
         ib.disconnect()
 
 
+async def test_slippage_goes_against_market_orders(pacing_time: ManualTime, connect: Connect) -> None:
+    async with SimServer(SimConfig(data_dir=DATA, pacing_time=pacing_time, slippage=Decimal("0.02"))) as sim:
+        ib = await connect(client_id=26, server=sim)
+        spy = await _spy(ib)
+        buy = ib.placeOrder(spy, MarketOrder("BUY", 10))
+        sell = ib.placeOrder(spy, MarketOrder("SELL", 10))
+        await eventually(lambda: buy.isDone() and sell.isDone())
+        assert buy.orderStatus.avgFillPrice == float(SPY_DAILY_LAST_CLOSE + Decimal("0.02"))
+        assert sell.orderStatus.avgFillPrice == float(SPY_DAILY_LAST_CLOSE - Decimal("0.02"))
+        ib.disconnect()
+
+
 async def test_rejects_are_error_201(sim: SimServer, connect: Connect, ib_log) -> None:
     ib_log.allow(r"Error 201, reqId \d+: Order rejected - reason:")
     ib_log.allow(r"Canceled order: ")
