@@ -12,6 +12,7 @@ from simulator import messages as m
 from simulator.catalog import KNOWN_SYMBOLS, Instrument
 from simulator.state import SimExecution, SimOrder, SimOrderStatus
 from simulator.wire import FrameReader, encode
+from tests.simulator.helpers import LogGuard
 
 NOW = datetime(2012, 6, 27, 15, 0, tzinfo=UTC)
 
@@ -121,3 +122,12 @@ def test_exact_arity_messages() -> None:
     assert len(_wire(m.portfolio_value(spy, "DU1", Decimal(1), Decimal(2), Decimal(2), Decimal(0)))) == 20
     assert len(_wire(m.tick_price(1, 4, 1.5, 100))) == 7
     assert len(_wire(m.next_valid_id(1))) == 3 and len(_wire(m.managed_accounts(["DU1", "DU2"]))) == 3
+
+
+def test_the_log_guard_catches_silent_decoder_errors(ib_log: LogGuard) -> None:
+    ib = _ib(178)
+    ib.client.decoder.interpret(["1", "6", "1", "4", "1.5"])  # tickPrice needs exactly 7 fields
+    assert any("Error handling fields" in msg for msg in ib_log.unexpected())
+    ib_log.allow(r"Error handling fields")
+    assert ib_log.unexpected()  # decoder errors can never be allowed
+    ib_log.handler.records.clear()  # this test provoked it on purpose
