@@ -1,0 +1,187 @@
+"""Keeping the DB in step with the broker: status/fill sync, limit timeouts, retry, cleanup, reconciliation."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from models.enums import OrderStatus, OrderType, TimeInForce
+from models.order_states import ACTIVE
+from services.broker.types import BrokerOrder, ContractInfo, Execution
+from services.db import session_scope
+from services.errors import OrderRejectedError, TraderError
+from services.orders.context import set_reconciliation
+from services.orders.submit import OrderBroker, SubmitResult, apply_broker_order, reconcile_submitting, send
+from services.positions import compare, rebuild
+from services.repositories import fills as fills_repo
+from services.repositories import orders as orders_repo
+
+
+@dataclass
+class SyncReport:
+    updated: int = 0
+    new_fills: int = 0
+    cancelled_for_timeout: list[str] = field(default_factory=list)
+
+
+def record_executions(db_url: str, executions: list[Execution]) -> int:
+    """Store executions once each (dedup by execId), linked to our order by orderRef / permId; return new ones."""
+    new = 0
+    with session_scope(db_url) as session:
+        for ex in executions:
+            order = orders_repo.get_by_key(session, ex.order_ref) if ex.order_ref else None
+            if order is None and ex.perm_id:
+                order = orders_repo.get_by_perm_id(session, ex.perm_id)
+            _, created = fills_repo.record(
+                session,
+                exec_id=ex.exec_id,
+                symbol=ex.symbol,
+                side=ex.side,
+                quantity=ex.quantity,
+                price=ex.price,
+                executed_at=ex.time,
+                order_id=order.id if order is not None else None,
+                perm_id=ex.perm_id,
+                conid=ex.conid,
+                commission=ex.commission.quantize(Decimal("0.00000001")) if ex.commission is not None else None,
+                realized_pnl=ex.realized_pnl.quantize(Decimal("0.00000001")) if ex.realized_pnl is not None else None,
+            )
+            new += created
+        if new:
+            rebuild(session)
+    return new
+
+
+def sync_orders(
+    db_url: str,
+    broker: OrderBroker,
+    now: dt.datetime,
+    timeouts: Mapping[str, int] | None = None,
+) -> SyncReport:
+    """Sync status and fills of every active order; cancel unfilled DAY limit orders past their strategy's timeout.
+
+    ``timeouts`` maps strategy name -> ``limit_timeout_minutes``.
+    """
+    report = SyncReport()
+    by_ref = {o.order_ref: o for o in [*broker.open_orders(), *broker.completed_orders()] if o.order_ref}
+    by_perm = {o.perm_id: o for o in by_ref.values() if o.perm_id}
+    with session_scope(db_url) as session:
+        active = [(o.id, o.idempotency_key, o.status) for o in orders_repo.active(session)]
+    for order_id, key, status in active:
+        if status is OrderStatus.SUBMITTING:
+            reconcile_submitting(db_url, broker, order_id, allow_reset=False)
+            continue
+        with session_scope(db_url) as session:
+            row = orders_repo.get(session, order_id)
+            assert row is not None
+            seen = by_ref.get(key) or (by_perm.get(row.ib_perm_id) if row.ib_perm_id else None)
+            if seen is not None and apply_broker_order(session, row, seen, "sync"):
+                report.updated += 1
+            limit_min = (timeouts or {}).get(row.strategy_name or "")
+            stale = (
+                limit_min is not None
+                and row.status is OrderStatus.SUBMITTED
+                and row.order_type is OrderType.LIMIT
+                and row.tif is TimeInForce.DAY
+                and row.filled_quantity == 0
+                and row.submitted_at is not None
+                and now - row.submitted_at >= dt.timedelta(minutes=limit_min)
+            )
+        if stale:
+            cancel(db_url, broker, order_id, f"unfilled after {limit_min} min")
+            report.cancelled_for_timeout.append(key)
+    report.new_fills = record_executions(db_url, broker.executions())
+    return report
+
+
+def cancel(db_url: str, broker: OrderBroker, order_id: int, reason: str) -> OrderStatus:
+    """Request cancellation (cancel_pending first, then the broker's answer)."""
+    with session_scope(db_url) as session:
+        row = orders_repo.get(session, order_id)
+        assert row is not None
+        if row.status not in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED):
+            return row.status
+        orders_repo.set_status(session, row, OrderStatus.CANCEL_PENDING, reason)
+        key = row.idempotency_key
+    answer: BrokerOrder | None
+    try:
+        answer = broker.cancel_order(key)
+    except OrderRejectedError:
+        answer = broker.find_order(key)
+    with session_scope(db_url) as session:
+        row = orders_repo.get(session, order_id)
+        assert row is not None
+        if answer is not None:
+            apply_broker_order(session, row, answer, f"cancel: {reason}")
+        return row.status
+
+
+def retry_orders(
+    db_url: str, broker: OrderBroker, contract_for: Callable[[str, int | None], ContractInfo], max_attempts: int
+) -> list[SubmitResult]:
+    """Send again the orders back in ``created`` after a submit error, while attempts remain."""
+    with session_scope(db_url) as session:
+        todo = [(o.id, o.symbol, o.conid) for o in orders_repo.retryable(session, max_attempts)]
+    return [send(db_url, broker, contract_for(symbol, conid), order_id) for order_id, symbol, conid in todo]
+
+
+def cleanup(db_url: str, now: dt.datetime, archive_after_days: int) -> int:
+    """Archive terminal orders older than ``archive_after_days`` (nothing is deleted); return how many."""
+    before = now - dt.timedelta(days=archive_after_days)
+    with session_scope(db_url) as session:
+        rows = orders_repo.archivable(session, before)
+        for row in rows:
+            orders_repo.set_status(session, row, OrderStatus.ARCHIVED, f"older than {archive_after_days} days")
+        return len(rows)
+
+
+@dataclass
+class ReconcileReport:
+    adopted_external: list[str] = field(default_factory=list)
+    reset_to_created: list[str] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.differences
+
+
+def reconcile(db_url: str, broker: OrderBroker, now: dt.datetime) -> ReconcileReport:
+    """Broker orders, executions and positions vs the DB. Unknown broker orders are adopted as external;
+    differences are flagged and stored in ``trading_state`` (new orders are refused until a clean run)."""
+    report = ReconcileReport()
+    try:
+        broker_orders = [*broker.open_orders(), *broker.completed_orders()]
+        with session_scope(db_url) as session:
+            submitting = [o.id for o in orders_repo.active(session) if o.status is OrderStatus.SUBMITTING]
+        for order_id in submitting:
+            if reconcile_submitting(db_url, broker, order_id, allow_reset=True) is OrderStatus.CREATED:
+                report.reset_to_created.append(str(order_id))
+        with session_scope(db_url) as session:
+            for bo in broker_orders:
+                row = orders_repo.get_by_key(session, bo.order_ref) if bo.order_ref else None
+                if row is None and bo.perm_id:
+                    row = orders_repo.get_by_perm_id(session, bo.perm_id)
+                if row is None:
+                    key = bo.order_ref or f"external:{bo.perm_id}"
+                    row = orders_repo.create(
+                        session, key=key, symbol=bo.symbol, side=bo.side, quantity=bo.quantity,
+                        order_type=bo.order_type, limit_price=bo.limit_price, stop_price=bo.stop_price, tif=bo.tif,
+                        conid=bo.conid, external=True, status=OrderStatus.SUBMITTED, detail="adopted from the broker",
+                    )  # fmt: skip
+                    report.adopted_external.append(key)
+                if row.status in ACTIVE:
+                    apply_broker_order(session, row, bo, "reconcile")
+        record_executions(db_url, broker.executions())
+        with session_scope(db_url) as session:
+            ours = rebuild(session)
+            report.differences = [f"{d.symbol}: {d.detail}" for d in compare(ours, broker.positions())]
+    except TraderError as exc:
+        report.error = f"{type(exc).__name__}: {exc}"
+    with session_scope(db_url) as session:
+        problem = report.error or ("; ".join(report.differences) if report.differences else None)
+        set_reconciliation(session, problem, now=now)
+    return report

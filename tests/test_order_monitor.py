@@ -1,0 +1,123 @@
+"""Monitor, retry, cleanup and reconciliation against a MemoryBroker and a real DB."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from decimal import Decimal as D
+
+import pytest
+from sqlalchemy import func, select
+
+from models.enums import OrderSide, OrderStatus, OrderType
+from models.tables import Fill
+from services.broker.loop_owner import SyncBroker
+from services.broker.memory import MemoryBroker
+from services.broker.types import OrderRequest
+from services.db import session_scope
+from services.orders.context import reconciliation_problem
+from services.orders.monitor import cleanup, reconcile, retry_orders, sync_orders
+from services.orders.risk import CheckResult, RiskDecision
+from services.orders.submit import OrderIntent, submit_order
+from services.repositories import orders as orders_repo
+from tests.test_order_submit import BAR0, SPY, bars
+
+OK = RiskDecision((CheckResult("test", True, "ok"),))
+NOW = BAR0 + dt.timedelta(minutes=50)
+
+
+@pytest.fixture
+def memory() -> Iterator[tuple[MemoryBroker, SyncBroker]]:
+    mb = MemoryBroker([SPY], {"SPY": bars()})
+    mb.clock.set(NOW)
+    sync = SyncBroker(lambda: mb)
+    sync.connect()
+    yield mb, sync
+    sync.close()
+
+
+def limit(price: str, minute: int = 45, side: OrderSide = OrderSide.BUY) -> OrderIntent:
+    return OrderIntent("spy-test", "SPY", side, D(10), BAR0 + dt.timedelta(minutes=minute),
+                       order_type=OrderType.LIMIT, limit_price=D(price), conid=SPY.conid)  # fmt: skip
+
+
+def test_sync_records_fills_once_and_updates_status(db_url: str, memory: tuple[MemoryBroker, SyncBroker]) -> None:
+    mb, broker = memory
+    placed = submit_order(db_url, broker, SPY, limit("100.80"), lambda _s: OK)
+    assert placed.status is OrderStatus.SUBMITTED
+    mb.clock.advance(3)
+    report = sync_orders(db_url, broker, NOW)
+    again = sync_orders(db_url, broker, NOW)
+    with session_scope(db_url) as s:
+        row = orders_repo.get(s, placed.order_id)
+        assert row is not None
+        fills = s.scalar(select(func.count(Fill.id)))
+    # next bar: low 100.50 <= limit 100.80 -> filled; a second sync adds nothing
+    assert row.status is OrderStatus.FILLED and row.filled_quantity == D(10)
+    assert report.new_fills == 1 and again.new_fills == 0 and fills == 1
+
+
+def test_unfilled_day_limit_is_cancelled_after_timeout(db_url: str, memory: tuple[MemoryBroker, SyncBroker]) -> None:
+    _, broker = memory
+    placed = submit_order(db_url, broker, SPY, limit("50.00"), lambda _s: OK)
+    early = sync_orders(db_url, broker, dt.datetime.now(dt.UTC), {"spy-test": 30})
+    assert early.cancelled_for_timeout == []
+    late = sync_orders(db_url, broker, dt.datetime.now(dt.UTC) + dt.timedelta(minutes=31), {"spy-test": 30})
+    assert late.cancelled_for_timeout == [placed.key]
+    with session_scope(db_url) as s:
+        row = orders_repo.get(s, placed.order_id)
+        assert row is not None and row.status is OrderStatus.CANCELLED
+        assert [e.to_status for e in orders_repo.events(s, row.id)][-2:] == [
+            OrderStatus.CANCEL_PENDING,
+            OrderStatus.CANCELLED,
+        ]
+    assert not broker.open_orders()
+
+
+def test_retry_is_bounded(db_url: str, memory: tuple[MemoryBroker, SyncBroker]) -> None:
+    mb, broker = memory
+    mb.drop_connection()
+    first = submit_order(db_url, broker, SPY, limit("50.00"), lambda _s: OK)
+    assert first.status is OrderStatus.CREATED
+    assert [r.status for r in retry_orders(db_url, broker, lambda *_: SPY, 3)] == [OrderStatus.CREATED]
+    assert retry_orders(db_url, broker, lambda *_: SPY, 2) == []  # 2 attempts used up
+    broker.connect()
+    [sent] = retry_orders(db_url, broker, lambda *_: SPY, 3)
+    assert sent.status is OrderStatus.SUBMITTED and len(broker.open_orders()) == 1
+
+
+def test_cleanup_archives_old_terminal_orders_only(db_url: str, memory: tuple[MemoryBroker, SyncBroker]) -> None:
+    _, broker = memory
+    filled = submit_order(db_url, broker, SPY, limit("200.00"), lambda _s: OK)
+    working = submit_order(db_url, broker, SPY, limit("50.00", minute=40), lambda _s: OK)
+    assert filled.status is OrderStatus.FILLED and working.status is OrderStatus.SUBMITTED
+    assert cleanup(db_url, dt.datetime.now(dt.UTC), 90) == 0
+    assert cleanup(db_url, dt.datetime.now(dt.UTC) + dt.timedelta(days=91), 90) == 1
+    with session_scope(db_url) as s:
+        assert orders_repo.get(s, filled.order_id).status is OrderStatus.ARCHIVED  # type: ignore[union-attr]
+        assert orders_repo.get(s, working.order_id).status is OrderStatus.SUBMITTED  # type: ignore[union-attr]
+
+
+def test_reconcile_adopts_external_orders_and_flags_differences(
+    db_url: str, memory: tuple[MemoryBroker, SyncBroker]
+) -> None:
+    _, broker = memory
+    broker.place_order(SPY, OrderRequest("manual-tws-order", OrderSide.BUY, D(3), OrderType.MARKET))
+    report = reconcile(db_url, broker, NOW)
+    assert report.adopted_external == ["manual-tws-order"]
+    assert report.ok, report  # its fill was recorded, positions agree
+    with session_scope(db_url) as s:
+        row = orders_repo.get_by_key(s, "manual-tws-order")
+        assert row is not None and row.external and row.status is OrderStatus.FILLED
+        assert reconciliation_problem(s) is None
+    # a fill the DB cannot see (another account's position appears) -> flagged, and new orders are blocked
+    broker.place_order(SPY, OrderRequest("x2", OrderSide.BUY, D(1), OrderType.MARKET))
+    with session_scope(db_url) as s:
+        from services.orders.context import set_reconciliation
+
+        set_reconciliation(s, "positions differ: SPY quantity 3 vs broker 4")
+        assert reconciliation_problem(s) is not None
+    clean = reconcile(db_url, broker, NOW)
+    assert clean.ok and clean.adopted_external == ["x2"]
+    with session_scope(db_url) as s:
+        assert reconciliation_problem(s) is None
