@@ -1,0 +1,89 @@
+"""Order flows: order-monitor, order-retry, order-cleanup, reconcile (thin: the logic is in services.orders)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import select
+
+from models.enums import SecType
+from models.tables import Strategy
+from services.broker.types import ContractInfo, ContractSpec
+from services.db import session_scope
+from services.orders.monitor import ReconcileReport, SyncReport, cleanup, reconcile, retry_orders, sync_orders
+from services.positions import rebuild
+from services.repositories import orders as orders_repo
+from services.strategies import from_row
+from tasks.artifacts import markdown_table, publish_markdown, publish_table
+from tasks.runtime import get_runtime
+
+
+def _timeouts() -> dict[str, int]:
+    with session_scope(get_runtime().database_url) as session:
+        rows = session.scalars(select(Strategy)).all()
+        return {row.name: from_row(row).risk.limit_timeout_minutes for row in rows}
+
+
+@task(name="publish order state", cache_policy=NO_CACHE)
+def publish_state() -> None:
+    """Tables of active orders and positions (realized P&L) and a P&L summary, under stable keys."""
+    with session_scope(get_runtime().database_url) as session:
+        active: list[dict[str, Any]] = [
+            {"id": o.id, "key": o.idempotency_key, "status": o.status.value, "side": o.side.value,
+             "qty": str(o.quantity), "filled": str(o.filled_quantity), "limit": str(o.limit_price or "")}
+            for o in orders_repo.active(session)
+        ]  # fmt: skip
+        states = rebuild(session)
+        rows: list[dict[str, Any]] = [
+            {"symbol": s.symbol, "qty": str(s.quantity), "avg cost": f"{s.avg_cost:.4f}",
+             "realized": f"{s.realized_pnl:.2f}", "commissions": f"{s.commissions:.2f}"}
+            for s in states.values()
+        ]  # fmt: skip
+    publish_table("orders-active", active, f"{len(active)} active orders")
+    publish_table("positions", rows, f"{len(rows)} positions")
+    publish_markdown("pnl", "# P&L\n\n" + markdown_table(rows), "realized P&L per symbol")
+
+
+@task(name="sync orders", cache_policy=NO_CACHE)
+def _sync() -> SyncReport:
+    runtime = get_runtime()
+    return sync_orders(runtime.database_url, runtime.broker(), runtime.clock(), _timeouts())
+
+
+@flow(name="order-monitor")
+def order_monitor() -> SyncReport:
+    """Sync status, fills and commissions of active orders; cancel timed-out DAY limits; publish the state."""
+    report = _sync()
+    publish_state()
+    return report
+
+
+@flow(name="order-retry")
+def order_retry() -> list[str]:
+    """Send again orders back in ``created`` after a submit error (bounded by retry_max_attempts)."""
+    runtime = get_runtime()
+    broker = runtime.broker()
+
+    def contract_for(symbol: str, conid: int | None) -> ContractInfo:
+        return broker.qualify(ContractSpec(symbol, SecType.STK, conid=conid))
+
+    results = retry_orders(runtime.database_url, broker, contract_for, runtime.settings.trading.retry_max_attempts)
+    return [f"{r.key}: {r.status.value}" for r in results]
+
+
+@flow(name="order-cleanup")
+def order_cleanup() -> int:
+    """Archive terminal orders older than archive_after_days; nothing is deleted."""
+    runtime = get_runtime()
+    return cleanup(runtime.database_url, runtime.clock(), runtime.settings.trading.archive_after_days)
+
+
+@flow(name="reconcile")
+def reconcile_flow() -> ReconcileReport:
+    """Broker vs DB; a failure stores a flag in trading_state that blocks new orders."""
+    runtime = get_runtime()
+    report = reconcile(runtime.database_url, runtime.broker(), runtime.clock())
+    publish_state()
+    return report
