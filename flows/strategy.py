@@ -23,6 +23,7 @@ from tasks.analysis import analyse
 from tasks.chart import draw_chart
 from tasks.indicators import calculate_indicators
 from tasks.market_data import fetch_market_data
+from tasks.market_gate import skip_state
 from tasks.orders import OrderStepResult, place_order
 from tasks.resolve_symbol import resolve_symbol
 from tasks.runtime import get_runtime
@@ -75,6 +76,8 @@ def _run_dir(definition: StrategyDefinition) -> Path:
 def strategy_run(strategy: str) -> StrategyRunResult:
     """Run one strategy once: resolve, bars, indicators, chart, analysis, signal, and the order for BUY/SELL."""
     definition = _load(strategy)
+    if (skipped := skip_state(definition)) is not None:  # market closed / IB reset: Completed "Skipped"
+        return skipped  # type: ignore[return-value]
     _label_run(definition)
     run_dir = _run_dir(definition)
     chart = outcome = data = contract = None
