@@ -17,7 +17,7 @@ from services.bars.loader import load_bars
 from services.bars.resample import resample_bars
 from simulator import ManualTime, SimConfig, SimServer
 from simulator.catalog import EASTERN, bar_files, symbol_from_filename
-from simulator.config import default_data_dir
+from simulator.config import SHARED_DATA, default_data_dir
 from simulator.wire import FrameReader, encode
 from tests.simulator.helpers import Connect, eventually
 
@@ -118,15 +118,9 @@ async def _fetch_all(ib: IB, sim: SimServer, pacing: ManualTime, path: Path, for
     return bars
 
 
-@pytest.mark.parametrize("path", _files(), ids=lambda p: p.name)
-async def test_history_round_trips_every_sample_file(
-    sim: SimServer, connect: Connect, pacing_time: ManualTime, path: Path
-) -> None:
-    ib = await connect()
+def _assert_round_trip(bars: list, path: Path) -> None:
     loaded = load_bars(path)
     frame = loaded.frame.sort_values("timestamp").reset_index(drop=True)
-    format_date = 2 if path.name.startswith("nt-") else 1
-    bars = await _fetch_all(ib, sim, pacing_time, path, format_date)
     assert len(bars) == len(frame)
     daily = loaded.bar_size == BarSize.DAY_1
     for bar, row in zip(bars, frame.itertuples(index=False), strict=True):
@@ -136,15 +130,28 @@ async def test_history_round_trips_every_sample_file(
         else:
             assert isinstance(bar.date, datetime) and bar.date.tzinfo is not None
             assert bar.date == ts.to_pydatetime()
-        assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == (
-            row.open,
-            row.high,
-            row.low,
-            row.close,
-            row.volume,
-        )
+        assert (bar.open, bar.high, bar.low, bar.close) == (row.open, row.high, row.low, row.close)
+        assert bar.volume == row.volume
         if "wap" in frame.columns:
             assert bar.average == row.wap and bar.barCount == int(row.trade_count)
+
+
+@pytest.mark.parametrize("path", _files(), ids=lambda p: p.name)
+async def test_history_round_trips_every_sample_file(
+    sim: SimServer, connect: Connect, pacing_time: ManualTime, path: Path
+) -> None:
+    ib = await connect()
+    format_date = 2 if path.name.startswith("nt-") else 1
+    _assert_round_trip(await _fetch_all(ib, sim, pacing_time, path, format_date), path)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "orcl-1995-2014.txt").exists(), reason="shared data not mounted")
+async def test_history_round_trips_the_shared_orcl_file(pacing_time: ManualTime, connect: Connect) -> None:
+    path = SHARED_DATA / "orcl-1995-2014.txt"  # GPL-3.0: not copied into data/samples
+    async with SimServer(SimConfig(data_dir=SHARED_DATA, pacing_time=pacing_time)) as shared:
+        ib = await connect(server=shared)
+        _assert_round_trip(await _fetch_all(ib, shared, pacing_time, path, 1), path)
+        ib.disconnect()
 
 
 async def test_coarser_bars_are_resampled_from_the_finest_series(sim: SimServer, connect: Connect) -> None:
