@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli import common, data, demo, sim, strategies, symbols
+from cli import common, data, demo, orders, sim, strategies, symbols
 from cli.common import cli_errors, console, settings
 
 app = typer.Typer(
@@ -19,6 +19,10 @@ app.add_typer(strategies.app, name="strategies")
 app.add_typer(data.app, name="data")
 app.add_typer(sim.app, name="sim")
 app.add_typer(symbols.app, name="symbols")
+app.add_typer(orders.app, name="orders")
+app.command("positions")(orders.positions)
+app.command("halt")(orders.halt)
+app.command("resume")(orders.resume)
 app.command("demo")(demo.demo)
 
 server_app = typer.Typer(help="A local Prefect server under the data directory.", no_args_is_help=True)
