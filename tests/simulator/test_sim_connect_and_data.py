@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from ib_async import IB, Contract, Index, RequestError, Stock
+from ib_async import IB, Contract, Index, MarketOrder, RequestError, Stock
 
 from models.enums import BarSize
 from services.bars.loader import load_bars
@@ -43,7 +43,13 @@ async def test_server_version_176_is_negotiated(pacing_time: ManualTime, connect
         assert ib.client.serverVersion() == 176
         [cd] = await ib.reqContractDetailsAsync(Stock("AAPL", "SMART", "USD"))
         assert cd.contract is not None and cd.contract.conId == 265598
+        trade = ib.placeOrder(cd.contract, MarketOrder("BUY", 10, orderRef="v176"))
+        await eventually(lambda: trade.isDone() and trade.fills[-1].commissionReport.commission > 0)
         ib.disconnect()
+        again = await connect(client_id=4, server=old)  # completed orders and executions in the 176 layouts
+        assert [t.order.orderRef for t in again.trades()] == ["v176"]
+        assert [f.execution.orderRef for f in again.fills()] == ["v176"]
+        again.disconnect()
 
 
 async def test_current_time_is_the_market_clock(sim: SimServer, connect: Connect) -> None:

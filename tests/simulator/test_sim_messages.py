@@ -57,7 +57,7 @@ def _ib(version: int) -> IB:
 
 
 @pytest.mark.parametrize(("version", "size"), [(178, 135), (176, 136)])
-def test_open_order_layout_decodes(version: int, size: int) -> None:
+async def test_open_order_layout_decodes(version: int, size: int) -> None:
     frame = _wire(m.open_order(version, _order(), _spy()))
     assert len(frame) == size
     ib = _ib(version)
@@ -70,7 +70,7 @@ def test_open_order_layout_decodes(version: int, size: int) -> None:
 
 # 96/97 plus the 4-field delta-neutral block that follows TWS's "None" deltaNeutralOrderType
 @pytest.mark.parametrize(("version", "size"), [(178, 100), (176, 101)])
-def test_completed_order_layout_decodes(version: int, size: int) -> None:
+async def test_completed_order_layout_decodes(version: int, size: int) -> None:
     order = _order()
     order.status = SimOrderStatus.FILLED
     order.filled = Decimal(300)
@@ -87,7 +87,7 @@ def test_completed_order_layout_decodes(version: int, size: int) -> None:
 
 
 @pytest.mark.parametrize("version", [176, 178])
-def test_exec_details_and_commission_decode(version: int) -> None:
+async def test_exec_details_and_commission_decode(version: int) -> None:
     ex = SimExecution(
         exec_id="0000e0d5.3b9aca2a.01.01",
         perm_id=1_000_000_042,
