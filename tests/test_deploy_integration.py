@@ -1,0 +1,270 @@
+"""Operations end to end: a PostgreSQL-backed Prefect server, `trader bootstrap`, `prefect deploy --all` of
+prefect.yaml, `trader deploy` of the example strategies, idempotent triggers, and a real process worker that
+picks a triggered strategy run up and finishes it (against the TWS simulator)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prefect import get_client
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterName,
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterIdempotencyKey,
+)
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from deployments.bootstrap import bootstrap
+from deployments.local_server import free_port, server_env
+from deployments.sync import MANAGED_TAG, desired_from_database, managed_deployments, sync_deployments
+from deployments.triggers import idempotency_key, trigger_strategy
+from services import strategies as store
+from services.db import init_database, session_scope
+from services.prompt_library import seed_templates
+from services.repositories import strategies as repo
+from services.settings import Settings, load_settings
+from simulator import SimConfig, SimServer
+
+REPO = Path(__file__).resolve().parents[1]
+POOL = "trader-pool"
+OPS = {"order-monitor", "order-retry", "order-cleanup", "reconcile", "symbol-cache-refresh", "strategy-run"}
+
+pytestmark = [pytest.mark.postgres, pytest.mark.prefect, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def api_url(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL-backed server whose scheduler loops every 2 s (so schedules turn into runs quickly)."""
+    _, async_url = pg_cluster.create_database("prefect_deploy")
+    home = tmp_path_factory.mktemp("prefect-deploy-home")
+    port = free_port()
+    env = server_env(home, port, async_url) | {"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}
+    log = (home / "server.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (home / "server.log").read_text()[-2000:]
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        with temporary_settings({PREFECT_API_URL: url}):
+            yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    data_dir = tmp_path_factory.mktemp("trader-deploy-data")
+    settings = load_settings({"TRADER_DATA_DIR": str(data_dir)})
+    init_database(settings)
+    with session_scope(settings.database_url()) as session:
+        seed_templates(session)
+        for path in sorted((REPO / "examples/strategies").glob("*.yaml")):
+            store.save_definition(session, store.load_strategy_file(path))
+    return settings
+
+
+@pytest.fixture(scope="module")
+def client(api_url: str) -> Iterator[SyncPrefectClient]:
+    with get_client(sync_client=True) as sync_client:
+        yield sync_client
+
+
+@pytest.fixture(scope="module")
+def bootstrapped(api_url: str, settings: Settings, client: SyncPrefectClient) -> None:
+    first = bootstrap(settings, client)
+    assert f"work pool {POOL}" in first.created
+
+
+def test_bootstrap_creates_pool_limits_and_variables_once(
+    bootstrapped: None, settings: Settings, client: SyncPrefectClient
+) -> None:
+    again = bootstrap(settings, client)
+    assert again.created == [] and again.updated == []
+    assert client.read_work_pool(POOL).type == "process"
+    hist = client.read_global_concurrency_limit_by_name("ib-historical")
+    assert hist.limit == 6 and hist.slot_decay_per_second == pytest.approx(0.1)
+    assert client.read_global_concurrency_limit_by_name("ib-messages").limit == 45
+    assert client.read_global_concurrency_limit_by_name("llm-calls").slot_decay_per_second == pytest.approx(1.0)
+    variable = client.read_variable_by_name("trader_work_pool")
+    assert variable is not None and variable.value == POOL
+
+
+def test_prefect_deploy_all_from_the_repository_root(
+    bootstrapped: None, api_url: str, client: SyncPrefectClient, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {"PREFECT_API_URL": api_url, "PREFECT_HOME": str(tmp_path), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    deployments = {d.name: d for d in client.read_deployments(deployment_filter=DeploymentFilter())}
+    assert set(deployments) >= OPS
+    monitor = deployments["order-monitor"]
+    assert [s.schedule.cron for s in monitor.schedules] == ["* * * * *"]  # type: ignore[union-attr]
+    assert monitor.global_concurrency_limit is not None and monitor.global_concurrency_limit.limit == 1
+    assert monitor.concurrency_options is not None
+    assert monitor.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+    assert monitor.work_pool_name == POOL
+    assert monitor.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+    cleanup = deployments["order-cleanup"].schedules[0].schedule
+    assert (cleanup.cron, cleanup.timezone) == ("0 4 * * 0", "America/New_York")  # type: ignore[union-attr]
+    assert deployments["reconcile"].schedules == [] and deployments["strategy-run"].schedules == []
+
+
+def _runs(client: SyncPrefectClient, deployment_id: Any) -> list[Any]:
+    return list(
+        client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
+        )
+    )
+
+
+def test_strategy_deployments_follow_the_database(
+    bootstrapped: None, settings: Settings, client: SyncPrefectClient
+) -> None:
+    url = settings.database_url()
+    first = sync_deployments(desired_from_database(url), work_pool=POOL, client=client)
+    assert first.created == ["aapl-rsi-reversion", "spy-sma-cross"]
+    second = sync_deployments(desired_from_database(url), work_pool=POOL, client=client)
+    assert second.unchanged == ["aapl-rsi-reversion", "spy-sma-cross"] and not second.changed
+
+    spy = client.read_deployment_by_name("strategy-run/spy-sma-cross")
+    assert spy.parameters == {"strategy": "spy-sma-cross"}
+    assert MANAGED_TAG in spy.tags and "symbol:SPY" in spy.tags
+    assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in spy.schedules] == [  # type: ignore[union-attr]
+        ("5 16 * * 1-5", "America/New_York", True)
+    ]
+    assert spy.global_concurrency_limit is not None and spy.global_concurrency_limit.limit == 1
+
+    with session_scope(url) as session:
+        repo.set_active(session, "aapl-rsi-reversion", False)
+    paused = sync_deployments(desired_from_database(url), work_pool=POOL, client=client)
+    assert paused.paused == ["aapl-rsi-reversion"] and paused.unchanged == ["spy-sma-cross"]
+    aapl = client.read_deployment_by_name("strategy-run/aapl-rsi-reversion")
+    assert [s.active for s in aapl.schedules] == [False]
+
+    # The scheduler (every 2 s here) creates runs for the active schedule only.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _runs(client, spy.id):
+        time.sleep(1)
+    assert _runs(client, spy.id), "the active strategy got no scheduled run"
+    assert _runs(client, aapl.id) == [], "a deactivated strategy must get no run"
+
+    with session_scope(url) as session:
+        copy = store.load_strategy_file(REPO / "examples/strategies/spy-sma-cross.yaml").model_copy(
+            update={"name": "spy-copy"}
+        )
+        store.save_definition(session, copy)
+    assert sync_deployments(desired_from_database(url), work_pool=POOL, client=client).created == ["spy-copy"]
+    with session_scope(url) as session:
+        repo.delete(session, "spy-copy")
+    removed = sync_deployments(desired_from_database(url), work_pool=POOL, client=client)
+    assert removed.removed == ["spy-copy"]
+    assert sorted(d.name for d in managed_deployments(client)) == ["aapl-rsi-reversion", "spy-sma-cross"]
+
+
+def test_the_same_key_twice_creates_one_flow_run(bootstrapped: None, client: SyncPrefectClient) -> None:
+    names = DeploymentFilter(name=DeploymentFilterName(any_=["spy-sma-cross"]))
+    if not client.read_deployments(deployment_filter=names):
+        pytest.fail("needs the strategy deployments (test_strategy_deployments_follow_the_database)")
+    bar = datetime(2017, 12, 29, 21, 0, tzinfo=UTC)
+    first = trigger_strategy("spy-sma-cross", bar)
+    second = trigger_strategy("spy-sma-cross", bar)
+    other = trigger_strategy("spy-sma-cross", datetime(2017, 12, 28, 21, 0, tzinfo=UTC))
+    assert first.id == second.id != other.id
+    key = idempotency_key("spy-sma-cross", bar)
+    runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[key])))
+    assert [r.id for r in runs] == [first.id]
+    for run in (first, other):  # not for the worker below
+        client.delete_flow_run(run.id)
+
+
+def test_a_process_worker_runs_a_triggered_strategy(
+    bootstrapped: None, api_url: str, settings: Settings, client: SyncPrefectClient, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TRADER_"))}
+    with SimServer.in_thread(SimConfig(data_dir=REPO / "data" / "samples")) as sim:
+        env |= {
+            "PREFECT_API_URL": api_url,
+            "PREFECT_HOME": str(tmp_path / "worker-home"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "2",
+            "TRADER_DATA_DIR": str(settings.data_dir),
+            "TRADER_IB__PORT": str(sim.port),
+            "TRADER_IB__CLIENT_ID": "41",
+        }
+        log = (tmp_path / "worker.log").open("w")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", POOL, "--type", "process"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            run = trigger_strategy("spy-sma-cross", datetime(2017, 12, 27, 21, 0, tzinfo=UTC))
+            deadline = time.monotonic() + 100
+            state = None
+            while time.monotonic() < deadline:
+                state = client.read_flow_run(run.id).state
+                if state is not None and state.is_final():
+                    break
+                time.sleep(1)
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            log.close()
+    output = (tmp_path / "worker.log").read_text()[-4000:]
+    assert state is not None and state.is_final(), f"not finished: {state}\n{output}"
+    # Wall-clock "now": a session day gives a signal; a weekend, holiday or IB's reset window a "Skipped" run.
+    assert state.is_completed(), f"{state}\n{output}"
+    if state.name != "Skipped":
+        from sqlalchemy import select
+
+        from models.tables import Signal
+
+        with session_scope(settings.database_url()) as session:
+            signal = session.scalars(select(Signal).where(Signal.flow_run_id == str(run.id))).one()
+        assert signal.action.value in {"BUY", "SELL", "HOLD", "ABSTAIN"}
