@@ -1,0 +1,187 @@
+"""Benchmark: the strategy flow vs a trivial six-task flow on the same Prefect server, warm, one process.
+
+Prints each step's own compute time (the service functions called directly, p50), the strategy flow's wall
+time per run, the trivial flow's wall time, and the ratio flow / (trivial flow + steps' compute).
+Goals (issue 5): chart PNG under 300 ms p50; ratio within 1.3.
+
+    uv run python benchmarks/bench_flow.py [--runs 10] [--postgres]
+
+With ``--postgres`` the Prefect server runs on a throwaway PostgreSQL cluster (as in the tests); otherwise on
+SQLite, which adds HTTP 503 back-offs under load (prefect-notes §4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def timed(fn: Callable[[], object], runs: int, before: Callable[[], object] = lambda: None) -> list[float]:
+    out = []
+    for _ in range(runs):
+        before()
+        start = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--postgres", action="store_true")
+    args = parser.parse_args()
+
+    from deployments.local_server import start_server, stop_server
+
+    work = Path(tempfile.mkdtemp(prefix="bench-flow-"))
+    database_url = None
+    cluster = None
+    if args.postgres:
+        from tests.pg import PgCluster
+
+        cluster = PgCluster().start()
+        database_url = cluster.create_database("prefect_bench")[1]
+    info = start_server(work / "prefect", database_url=database_url)
+    try:
+        from prefect import flow, task
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: info.api_url}):
+            run_benchmark(args.runs, work, flow, task)
+    finally:
+        stop_server(work / "prefect")
+        if cluster is not None:
+            cluster.stop()
+
+
+def run_benchmark(runs: int, work: Path, flow, task) -> None:  # type: ignore[no-untyped-def]
+    from flows.strategy import strategy_run
+    from services import strategies as store
+    from services.bars.validation import validate_bars
+    from services.broker.ib_adapter import IBBroker
+    from services.broker.pacing import HistoricalLimiter, ManualClock
+    from services.broker.types import BarRequest
+    from services.charts import render_chart
+    from services.db import init_database, session_scope
+    from services.indicators import compute_indicators
+    from services.llm.analyst import analyze, build_request
+    from services.llm.store import InMemoryLlmCallStore
+    from services.prompt_library import seed_templates
+    from services.settings import load_settings
+    from services.signals import generate_signal
+    from services.symbols import spec_of
+    from simulator import SimConfig, SimServer
+    from tasks.runtime import Runtime, use_runtime
+
+    settings = load_settings({"TRADER_DATA_DIR": str(work / "data")})
+    init_database(settings)
+    with session_scope(settings.database_url()) as session:
+        seed_templates(session)
+        definition = store.load_strategy_file(REPO / "examples/strategies/spy-sma-cross.yaml")
+        store.save_definition(session, definition)
+        template = (REPO / "examples/prompts/daily-analyst.v1.j2").read_text()
+
+    @task
+    def noop(i: int) -> int:
+        return i
+
+    @flow
+    def trivial() -> None:
+        for i in range(6):
+            noop(i)
+
+    # IB refuses identical historical requests less than 15 s apart; both the simulator and our limiter
+    # enforce it. The benchmark measures speed, not pacing: a shared simulated clock moves 16 s before
+    # each request, so no request waits (the real wait is IB's rule, not overhead).
+    pacing_clock = ManualClock(start=1_000.0)
+    config = SimConfig(data_dir=REPO / "data" / "samples", pacing_time=pacing_clock.now)
+    with SimServer.in_thread(config) as sim:
+        sim.clock.set(datetime(2017, 12, 29, 21, 0, tzinfo=UTC))
+        runtime = Runtime(
+            settings,
+            broker_factory=lambda: IBBroker(
+                "127.0.0.1", sim.port, 41, hist_limiter=HistoricalLimiter(clock=pacing_clock)
+            ),
+            clock=lambda: sim.clock.now,
+        )
+        with use_runtime(runtime):
+            broker = runtime.broker()
+
+            def spaced() -> None:
+                pacing_clock.advance(16)
+
+            contract = broker.qualify(spec_of(definition))
+            request = BarRequest(definition.bar_size, definition.lookback)
+            bars = broker.historical_bars(contract, request)
+            validated = validate_bars(bars, bar_size=definition.bar_size).frame
+            indicators = compute_indicators(validated, definition.indicators)
+            chart = render_chart(indicators.frame, indicators, title="bench")
+            llm_request = build_request(definition, indicators, template, template_name="daily-analyst v1")
+            store_ = InMemoryLlmCallStore()
+            now = sim.clock.now
+            outcome = analyze(llm_request, settings=settings.llm, store=store_, chart_png=chart.png, now=now)
+            last = validated["timestamp"].iloc[-1]
+            steps = {
+                "1 resolve (broker qualify)": timed(lambda: broker.qualify(spec_of(definition)), runs),
+                "2 bars (1 Y daily over the socket)": timed(
+                    lambda: broker.historical_bars(contract, request), runs, spaced
+                ),
+                "2 validation (Great Expectations)": timed(
+                    lambda: validate_bars(bars, bar_size=definition.bar_size), runs
+                ),
+                "3 indicators": timed(lambda: compute_indicators(validated, definition.indicators), runs),
+                "4 chart PNG + HTML": timed(lambda: render_chart(indicators.frame, indicators, title="bench"), runs),
+                "5 prompt + offline analyst": timed(
+                    lambda: analyze(
+                        build_request(definition, indicators, template, template_name="daily-analyst v1"),
+                        settings=settings.llm,
+                        store=store_,
+                        chart_png=chart.png,
+                        now=now,
+                    ),
+                    runs,
+                ),
+                "6 signal rules": timed(
+                    lambda: generate_signal(outcome, definition, last_bar_time=last, now=now, flagged_latest=False),
+                    runs,
+                ),
+            }
+            for _ in range(2):  # warm-up: imports, renderer, first connections
+                spaced()
+                strategy_run(definition.name)
+                trivial()
+            flow_ms = timed(lambda: strategy_run(definition.name), runs, spaced)
+            trivial_ms = timed(trivial, runs)
+        runtime.close()
+
+    compute = sum(p50(v) for v in steps.values())
+    print(f"\nstrategy flow benchmark, {runs} warm runs each")
+    print(f"{'step (service call, no Prefect)':40s} {'p50 ms':>9s} {'p95 ms':>9s}")
+    for name, values in steps.items():
+        ordered = sorted(values)
+        print(f"{name:40s} {p50(values):9.1f} {ordered[int(0.95 * (len(ordered) - 1))]:9.1f}")
+    print(f"{'sum of step p50s':40s} {compute:9.1f}")
+    print(f"{'trivial 6-task flow (wall)':40s} {p50(trivial_ms):9.1f}")
+    print(f"{'strategy flow (wall)':40s} {p50(flow_ms):9.1f}")
+    ratio = p50(flow_ms) / (p50(trivial_ms) + compute)
+    print(f"ratio flow / (trivial + compute) = {ratio:.2f} (goal <= 1.3)")
+    chart_p50 = p50(steps["4 chart PNG + HTML"])
+    print(f"chart PNG + HTML p50 = {chart_p50:.0f} ms (goal < 300 ms)")
+
+
+if __name__ == "__main__":
+    main()
