@@ -8,6 +8,7 @@ signal, its reason and where to look: the Prefect UI link of the run, the chart 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -87,6 +88,11 @@ def demo(
                     console.print(f"[bold]{name}[/bold]: {result.action}")
                     console.print(f"  reason: {result.reason}", markup=False)
                     console.print(f"  run:    {link}")
+                    if result.order is not None:
+                        order = result.order
+                        mode = "dry-run" if order.dry_run else "paper"
+                        detail = f" ({'; '.join(order.reasons)})" if order.reasons else ""
+                        console.print(f"  order:  #{order.order_id} {order.status} [{mode}]{detail}", markup=False)
                     if result.chart_png:
                         console.print(f"  chart:  {result.chart_png}  (interactive: {result.chart_html})")
                     if result.prompt:
@@ -97,7 +103,7 @@ def demo(
 
 
 def _point_clock_at_latest_bar(sim: SimServer, strategy: str) -> None:
-    """Set the simulator's market clock to the close of the strategy symbol's latest daily bar."""
+    """Set the simulator's market clock just before the close of the symbol's latest daily session."""
     from models.enums import BarSize
     from services import strategies as store
     from services.db import session_scope
@@ -108,5 +114,7 @@ def _point_clock_at_latest_bar(sim: SimServer, strategy: str) -> None:
         if instrument.symbol == definition.symbol:
             series = instrument.series.get(BarSize.DAY_1)
             if series is not None:
-                sim.clock.set(series.last_end)
+                # Five minutes before the last session's close, as the examples' cron (15:50/15:55 ET):
+                # the decision uses the completed daily bars, the order goes in while the market is open.
+                sim.clock.set(series.last_end - timedelta(minutes=5))
             return

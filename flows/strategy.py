@@ -62,7 +62,8 @@ def _label_run(definition: StrategyDefinition, bar_time: str | None = None) -> N
 
 def _bar_label(definition: StrategyDefinition, bar_time: pd.Timestamp) -> str:
     daily = BAR_SECONDS[definition.bar_size] >= BAR_SECONDS[BarSize.DAY_1]
-    return bar_time.strftime("%Y%m%d" if daily else "%Y%m%dT%H%MZ")
+    label: str = bar_time.strftime("%Y%m%d" if daily else "%Y%m%dT%H%MZ")
+    return label
 
 
 def _run_dir(definition: StrategyDefinition) -> Path:

@@ -95,6 +95,8 @@ def order_for_signal(
             equity=account.net_liquidation if account is not None else None,
             stop=signal.stop,
             atr=average_true_range(data.frame, risk.sizing.atr_period),
+            max_notional=risk.max_notional_per_order,
+            max_quantity=risk.max_position,
         )
         quantity = sized.quantity
     except SizingError as exc:

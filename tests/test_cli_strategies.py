@@ -44,7 +44,7 @@ def test_strategy_lifecycle(trader):
 
     shown = trader("strategies", "show", "spy-sma-cross")
     assert shown.exit_code == 0
-    assert shown.output.count("16:05:00") == 3  # next three runs of "5 16 * * 1-5"
+    assert shown.output.count("15:55:00") == 3  # next three runs of "55 15 * * 1-5"
 
     assert trader("strategies", "deactivate", "spy-sma-cross").exit_code == 0
     assert "no" in trader("strategies", "list").output.split("spy-sma-cross")[1]

@@ -169,7 +169,7 @@ def test_strategy_deployments_follow_the_database(
     assert spy.parameters == {"strategy": "spy-sma-cross"}
     assert MANAGED_TAG in spy.tags and "symbol:SPY" in spy.tags
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in spy.schedules] == [  # type: ignore[union-attr]
-        ("5 16 * * 1-5", "America/New_York", True)
+        ("55 15 * * 1-5", "America/New_York", True)
     ]
     assert spy.global_concurrency_limit is not None and spy.global_concurrency_limit.limit == 1
 
@@ -260,6 +260,7 @@ def test_a_process_worker_runs_a_triggered_strategy(
     assert state is not None and state.is_final(), f"not finished: {state}\n{output}"
     # Wall-clock "now": a session day gives a signal; a weekend, holiday or IB's reset window a "Skipped" run.
     assert state.is_completed(), f"{state}\n{output}"
+    print(f"worker run finished: {state.name} ({state.message})")
     if state.name != "Skipped":
         from sqlalchemy import select
 

@@ -16,6 +16,7 @@ from services.bars.validation import ValidationResult
 from services.broker.loop_owner import SyncBroker
 from services.broker.memory import MemoryBroker, stock
 from services.db import session_scope
+from services.orders.monitor import record_executions
 from services.repositories import orders as orders_repo
 from services.repositories import signals, trading_state
 from services.settings import load_settings
@@ -73,8 +74,8 @@ def broker() -> Iterator[SyncBroker]:
     sync.close()
 
 
-def stored(action: SignalAction, entry: str = "129.5", stop: str | None = "125") -> StoredSignal:
-    bar_time = START + dt.timedelta(days=29)
+def stored(action: SignalAction, entry: str = "129.5", stop: str | None = "125", days: int = 29) -> StoredSignal:
+    bar_time = START + dt.timedelta(days=days)
     signal = Signal(action, "test", AnalystKind.OFFLINE, bar_time, 0.7, D(entry), D(stop) if stop else None, None)
     from tasks.runtime import get_runtime
 
@@ -97,28 +98,35 @@ def run(definition: StrategyDefinition, broker: SyncBroker, signal: StoredSignal
     )
 
 
-def test_buy_is_sized_by_risk_and_rounded(runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker) -> None:
+def test_buy_is_sized_by_risk_capped_and_rounded(
+    runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker
+) -> None:
     result = run(definition, broker, stored(SignalAction.BUY, entry="129.537"))
     with session_scope(runtime.database_url) as s:
         row = orders_repo.get(s, result.order_id)
         assert row is not None
-        # equity 1,000,000 x 0.005 = 5000 at risk / (129.537 - 125) per share = 1102.05 -> 1102 (rounded down)
-        assert row.quantity == D(1102)
+        # equity 1,000,000 x 0.005 = 5000 at risk / (129.537 - 125) per share = 1102.05 shares, capped by the
+        # strategy's max notional 25000 / 129.537 = 192.99 -> 192 (rounded down); max position 200 allows it
+        assert row.quantity == D(192)
         assert row.limit_price == D("129.53")  # BUY limit rounded down to the tick
         assert row.order_type is OrderType.LIMIT
-    # 1102 shares is far above this strategy's limits: the gate refuses, nothing reaches the broker
-    assert result.status is OrderStatus.RISK_REJECTED
-    assert not broker.open_orders()
+    assert result.status is OrderStatus.FILLED and result.sent  # limit 129.53 above the last close 129
 
 
-def test_oversized_order_is_refused_with_named_checks(
+def test_position_limit_refuses_with_named_checks(
     runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker
 ) -> None:
-    result = run(definition, broker, stored(SignalAction.BUY))
+    sizing = definition.risk.sizing.model_copy(update={"method": SizingMethod.FIXED_QUANTITY, "quantity": D(150)})
+    fixed = definition.model_copy(update={"risk": definition.risk.model_copy(update={"sizing": sizing})})
+    first = run(fixed, broker, stored(SignalAction.BUY, days=28))
+    assert first.status is OrderStatus.FILLED
+    # Positions follow from fills: the monitor records the execution before the next decision.
+    assert record_executions(runtime.database_url, broker.executions()) == 1
+    result = run(fixed, broker, stored(SignalAction.BUY))  # 150 held + 150 more > max position 200
     assert result.status is OrderStatus.RISK_REJECTED
     failed = {r.split(":")[0] for r in result.reasons}
-    assert {"max_notional_per_order", "max_position"} <= failed
-    assert not broker.open_orders() and not broker.completed_orders()
+    assert failed == {"max_position"}
+    assert len(broker.completed_orders()) == 1 and not broker.open_orders()
 
 
 def test_fixed_quantity_buy_then_rerun_is_idempotent(

@@ -77,3 +77,15 @@ def test_atr_matches_a_hand_computation() -> None:
     # true ranges: max(2, 2, 0)=2, max(2, 2, 0)=2, max(2, 1, 2)=2 -> ATR(2) = 2
     assert average_true_range(frame, 2) == D("2.0000")
     assert average_true_range(frame, 5) is None
+
+
+def test_caps_limit_the_method_size():
+    sizing = Sizing(method=SizingMethod.RISK_BASED, risk_fraction=D("0.005"))
+    kwargs = dict(side=OrderSide.BUY, entry=D("266.86"), size_increment=D("1"), equity=D("1000000"), stop=D("264.08"))
+    uncapped = size_order(sizing, **kwargs)
+    assert uncapped.quantity == D(1798)  # 5000 / 2.78
+    by_notional = size_order(sizing, **kwargs, max_notional=D("25000"))
+    assert by_notional.quantity == D(93)  # floor(25000 / 266.86)
+    assert "capped to max notional" in by_notional.detail
+    by_position = size_order(sizing, **kwargs, max_notional=D("25000"), max_quantity=D("50"))
+    assert by_position.quantity == D(50)

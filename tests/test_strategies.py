@@ -97,7 +97,7 @@ def test_next_run_times_follow_cron_in_its_timezone():
     after = datetime(2026, 3, 6, 22, 0, tzinfo=UTC)  # Friday 17:00 New York (EST)
     runs = next_run_times(definition, after=after)
     assert [r.isoformat() for r in runs] == [
-        "2026-03-09T16:05:00-04:00",  # Monday, after the DST switch on 2026-03-08
-        "2026-03-10T16:05:00-04:00",
-        "2026-03-11T16:05:00-04:00",
+        "2026-03-09T15:55:00-04:00",  # Monday, after the DST switch on 2026-03-08
+        "2026-03-10T15:55:00-04:00",
+        "2026-03-11T15:55:00-04:00",
     ]

@@ -82,8 +82,14 @@ def size_order(
     equity: Decimal | None = None,
     stop: Decimal | None = None,
     atr: Decimal | None = None,
+    max_notional: Decimal | None = None,
+    max_quantity: Decimal | None = None,
 ) -> SizeResult:
-    """Return the quantity to order; raise :class:`SizingError` with the reason when it cannot be sized."""
+    """Return the quantity to order; raise :class:`SizingError` with the reason when it cannot be sized.
+
+    ``max_notional`` / ``max_quantity`` (the strategy's per-order notional and position limits) cap the
+    method's raw size, so sizing proposes what the risk gate can accept; the gate still checks everything.
+    """
     if entry <= 0:
         raise SizingError(f"entry price must be positive, got {entry}")
     method = sizing.method
@@ -112,6 +118,12 @@ def size_order(
         budget = base * sizing.risk_fraction
         raw = budget / per_share
         detail = f"risk {budget} ({sizing.risk_fraction} of {base}) / {per_share} per share to stop {used_stop}"
+    if max_notional is not None and raw * entry > max_notional:
+        raw = max_notional / entry
+        detail += f"; capped to max notional {max_notional}"
+    if max_quantity is not None and raw > max_quantity:
+        raw = max_quantity
+        detail += f"; capped to max position {max_quantity}"
     quantity = round_quantity(raw, size_increment)
     if quantity <= 0:
         raise SizingError(f"sized quantity {raw:.6f} rounds down to 0 (increment {size_increment}): {detail}")
