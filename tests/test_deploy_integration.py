@@ -168,8 +168,9 @@ def test_strategy_deployments_follow_the_database(
     spy = client.read_deployment_by_name("strategy-run/spy-sma-cross")
     assert spy.parameters == {"strategy": "spy-sma-cross"}
     assert MANAGED_TAG in spy.tags and "symbol:SPY" in spy.tags
+    schedule = store.load_strategy_file(REPO / "examples/strategies/spy-sma-cross.yaml").schedule
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in spy.schedules] == [  # type: ignore[union-attr]
-        ("55 15 * * 1-5", "America/New_York", True)
+        (schedule.cron, schedule.timezone, True)
     ]
     assert spy.global_concurrency_limit is not None and spy.global_concurrency_limit.limit == 1
 
