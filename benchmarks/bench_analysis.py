@@ -32,7 +32,7 @@ from services.settings import LLMSettings  # noqa: E402
 from services.signals import generate_signal  # noqa: E402
 from services.strategies import load_strategy_file  # noqa: E402
 
-DATA = Path("/work/shared/data/yahoofinance-SPY-20080101-20180101.csv")
+DATA = Path(__file__).resolve().parents[1] / "data" / "samples" / "yahoofinance-SPY-20080101-20180101.csv"
 
 
 def timed(fn: Callable[[], object], runs: int) -> tuple[float, float, float]:

@@ -14,7 +14,9 @@ from simulator.pacing import TimeSource
 MIN_SERVER_VERSION: Final = 157
 MAX_SERVER_VERSION: Final = 178
 REPO_SAMPLES: Final = Path(__file__).resolve().parents[1] / "data" / "samples"
-SHARED_DATA: Final = Path("/work/shared/data")
+# ``shared/data`` beside the repository (as in CI's checkout), else the workplace's copy.
+_BESIDE_REPO: Final = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA: Final = _BESIDE_REPO if _BESIDE_REPO.is_dir() else Path("/work/shared/data")
 
 
 def default_data_dir() -> Path:

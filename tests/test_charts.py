@@ -17,7 +17,7 @@ from services.charts import build_figure, render_chart
 from services.errors import InputError
 from services.indicators import compute_indicators
 
-SPY = Path("/work/shared/data/yahoofinance-SPY-20080101-20180101.csv")
+SPY = Path(__file__).resolve().parents[1] / "data" / "samples" / "yahoofinance-SPY-20080101-20180101.csv"
 HAS_BROWSER = Path("/usr/bin/chromium").exists() or shutil.which("chromium") is not None
 
 SPECS = [

@@ -13,7 +13,7 @@ from services.bars.loader import load_bars
 from services.errors import InputError
 from services.indicators import compute_indicators
 
-SPY = Path("/work/shared/data/yahoofinance-SPY-20080101-20180101.csv")
+SPY = Path(__file__).resolve().parents[1] / "data" / "samples" / "yahoofinance-SPY-20080101-20180101.csv"
 
 
 @pytest.fixture(scope="module")

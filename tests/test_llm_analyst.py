@@ -30,7 +30,7 @@ from services.strategies import load_strategy_file
 from tests.llm_server import LoopbackLLMServer, Scripted, answer, error, refusal
 
 ROOT = Path(__file__).resolve().parents[1]
-SPY = Path("/work/shared/data/yahoofinance-SPY-20080101-20180101.csv")
+SPY = Path(__file__).resolve().parents[1] / "data" / "samples" / "yahoofinance-SPY-20080101-20180101.csv"
 NOW = dt.datetime(2017, 12, 29, 21, 10, tzinfo=dt.UTC)
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # stands in for a chart: only its bytes matter here
 KEY = "sk-test-loopback-0123456789"

@@ -13,7 +13,7 @@ from services.indicators import IndicatorColumn, compute_indicators
 from services.llm.context import MarketSnapshot, snapshot_from
 from services.llm.offline import OFFLINE_LABEL, offline_analysis
 
-SPY = Path("/work/shared/data/yahoofinance-SPY-20080101-20180101.csv")
+SPY = Path(__file__).resolve().parents[1] / "data" / "samples" / "yahoofinance-SPY-20080101-20180101.csv"
 SPECS = [
     IndicatorSpec(function="SMA", params={"timeperiod": 20}, alias="sma_fast"),
     IndicatorSpec(function="SMA", params={"timeperiod": 50}, alias="sma_slow"),

@@ -54,8 +54,11 @@ def test_shipped_template_renders_real_data_without_secrets(strategy: str, monke
     secret = "sk-never-in-a-prompt-42"
     monkeypatch.setenv("TRADER_LLM__API_KEY", secret)
     definition = load_strategy_file(ROOT / "examples" / "strategies" / strategy)
-    data = "/work/shared/data/" + (
-        "AAPL.csv" if definition.symbol == "AAPL" else "yahoofinance-SPY-20080101-20180101.csv"
+    data = (
+        ROOT
+        / "data"
+        / "samples"
+        / ("AAPL.csv" if definition.symbol == "AAPL" else "yahoofinance-SPY-20080101-20180101.csv")
     )
     frame = load_bars(data).frame.tail(250).reset_index(drop=True)
     indicators = compute_indicators(frame, definition.indicators)
