@@ -84,6 +84,9 @@ def demo(
                 for name in names:
                     _point_clock_at_latest_bar(sim, name)
                     result = strategy_run(name)
+                    if result is None:  # the market gate ended the run early
+                        console.print(f"[bold]{name}[/bold]: skipped (market closed at the simulator's clock)")
+                        continue
                     link = f"{ui_url}/runs/flow-run/{result.flow_run_id}"
                     console.print(f"[bold]{name}[/bold]: {result.action}")
                     console.print(f"  reason: {result.reason}", markup=False)

@@ -57,6 +57,9 @@ def run(name: Annotated[str, typer.Argument(help="Strategy name.")]) -> None:
         result = strategy_run(name)
     finally:
         get_runtime().close()
+    if result is None:  # the market gate ended the run early (Completed "Skipped")
+        console.print(f"{name}: skipped (market closed or IB reset window); nothing fetched or ordered")
+        return
     console.print(f"{name}: {result.action}")
     console.print(f"  reason: {result.reason}", markup=False)
     console.print(f"  flow run: {result.flow_run_id}")

@@ -96,11 +96,14 @@ async def test_six_tasks_and_one_artifact_per_step(latest_run, trader):
     assert run.name == "spy-sma-cross-SPY-20171229"
     assert {"strategy:spy-sma-cross", "symbol:SPY"} <= set(run.tags)
     names = sorted(tr.name.rsplit("-", 1)[0] for tr in task_runs)
-    assert names == ["1 resolve symbol", "2 market data", "3 indicators", "4 chart", "5 llm analysis", "6 signal"]
+    steps = ["1 resolve symbol", "2 market data", "3 indicators", "4 chart", "5 llm analysis", "6 signal"]
+    trades = latest_run.action in {"BUY", "SELL"}
+    assert names == steps + (["7 order"] if trades else [])
     assert all(tr.state is not None and tr.state.is_completed() for tr in task_runs)
 
     artifacts = await _artifacts(latest_run.flow_run_id)
-    assert sorted(a.key for a in artifacts) == sorted(f"spy-sma-cross-{step}" for step in STEPS)
+    expected = STEPS + (["order"] if trades else [])
+    assert sorted(a.key for a in artifacts) == sorted(f"spy-sma-cross-{step}" for step in expected)
     chart = next(a for a in artifacts if a.key == "spy-sma-cross-chart")
     assert "data:image/png;base64," in chart.data
     analysis = next(a for a in artifacts if a.key == "spy-sma-cross-analysis")
