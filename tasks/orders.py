@@ -1,7 +1,8 @@
 """Step 7 (BUY/SELL only): size -> risk gate -> idempotent submit; one artifact ``<strategy>-order``.
 
 Dry run (``settings.trading.dry_run``): the order goes to a :class:`MemoryBroker` seeded with this run's bars
-(no socket). Otherwise to the runtime's broker (TWS / the simulator).
+(no socket); its fills are recorded at once (ids made unique per order) so positions follow. Otherwise to the
+runtime's broker (TWS / the simulator), whose fills the order monitor records.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from services.broker.memory import MemoryBroker
 from services.broker.types import ContractInfo
 from services.errors import InputError
 from services.orders.context import fetch_account, gather_context
+from services.orders.monitor import record_dry_run_fills
 from services.orders.risk import CheckResult, ProposedOrder, RiskDecision, evaluate
 from services.orders.sizing import SizingError, average_true_range, round_price, size_order
 from services.orders.submit import OrderBroker, OrderIntent, SubmitResult, submit_order
@@ -133,7 +135,12 @@ def order_for_signal(
         sizing_check = CheckResult("sizing", True, f"{quantity} ({risk.sizing.method.value})")
         return RiskDecision((sizing_check, *decision.checks))
 
-    return submit_order(runtime.database_url, broker, contract, intent, gate, decision_extra={"dry_run": dry_run})
+    result = submit_order(runtime.database_url, broker, contract, intent, gate, decision_extra={"dry_run": dry_run})
+    if dry_run and result.sent and result.status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
+        # the in-memory broker is gone after this step: its fills are recorded now, so positions (and the next
+        # decision's position limit) see them at once
+        record_dry_run_fills(runtime.database_url, result.order_id, result.key, broker.executions())
+    return result
 
 
 def _rows(result: SubmitResult, dry_run: bool) -> list[dict[str, Any]]:

@@ -16,7 +16,9 @@ from services.bars.validation import ValidationResult
 from services.broker.loop_owner import SyncBroker
 from services.broker.memory import MemoryBroker, stock
 from services.db import session_scope
-from services.orders.monitor import record_executions
+from services.orders.monitor import reconcile, sync_orders
+from services.positions import rebuild
+from services.repositories import fills as fills_repo
 from services.repositories import orders as orders_repo
 from services.repositories import signals, trading_state
 from services.settings import load_settings
@@ -120,8 +122,7 @@ def test_position_limit_refuses_with_named_checks(
     fixed = definition.model_copy(update={"risk": definition.risk.model_copy(update={"sizing": sizing})})
     first = run(fixed, broker, stored(SignalAction.BUY, days=28))
     assert first.status is OrderStatus.FILLED
-    # Positions follow from fills: the monitor records the execution before the next decision.
-    assert record_executions(runtime.database_url, broker.executions()) == 1
+    # the dry-run fill was recorded by the order step itself: no monitor run needed before the next decision
     result = run(fixed, broker, stored(SignalAction.BUY))  # 150 held + 150 more > max position 200
     assert result.status is OrderStatus.RISK_REJECTED
     failed = {r.split(":")[0] for r in result.reasons}
@@ -166,3 +167,65 @@ def test_unsizeable_order_is_stored_as_refusal(
 def test_hold_has_no_order(runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker) -> None:
     with pytest.raises(ValueError, match="no order"):
         run(definition, broker, stored(SignalAction.HOLD))
+
+
+def fresh_broker() -> SyncBroker:
+    memory = MemoryBroker([SPY], {"SPY": daily()})
+    memory.clock.set(NOW)
+    sync = SyncBroker(lambda: memory)
+    sync.connect()
+    return sync
+
+
+def fixed_quantity(definition: StrategyDefinition, quantity: int) -> StrategyDefinition:
+    sizing = definition.risk.sizing.model_copy(update={"method": SizingMethod.FIXED_QUANTITY, "quantity": D(quantity)})
+    return definition.model_copy(update={"risk": definition.risk.model_copy(update={"sizing": sizing})})
+
+
+def test_dry_run_fills_update_positions_at_once_across_runs(runtime: Runtime, definition: StrategyDefinition) -> None:
+    small = fixed_quantity(definition, 10)
+    # each run has its own in-memory broker, whose execution ids start over: both fills must still be stored
+    first_broker, second_broker = fresh_broker(), fresh_broker()
+    try:
+        first = run(small, first_broker, stored(SignalAction.BUY, days=27))
+        second = run(small, second_broker, stored(SignalAction.BUY, days=28))
+        assert first.status is OrderStatus.FILLED and second.status is OrderStatus.FILLED
+        assert first_broker.executions()[0].exec_id == second_broker.executions()[0].exec_id
+    finally:
+        first_broker.close()
+        second_broker.close()
+    with session_scope(runtime.database_url) as s:
+        fills = fills_repo.effective(s)
+        assert sorted(f.order_id for f in fills) == [first.order_id, second.order_id]  # type: ignore[type-var]
+        assert all(f.ib_perm_id is None and f.exec_id.startswith("dry.") for f in fills)
+        [position] = rebuild(s).values()
+        assert position.quantity == D(20) and position.symbol == "SPY"
+
+
+def test_working_dry_run_order_is_not_looked_up_at_the_real_broker(
+    runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker
+) -> None:
+    small = fixed_quantity(definition, 10)
+    filled = run(small, broker, stored(SignalAction.BUY, days=27))
+    working = run(small, broker, stored(SignalAction.BUY, entry="100", stop="95"))  # limit 100 far below 129
+    assert filled.status is OrderStatus.FILLED and working.status is OrderStatus.SUBMITTED
+    real = fresh_broker()  # the "real" broker never saw either order and holds no position
+    try:
+        wall = dt.datetime.now(dt.UTC)  # submitted_at is wall-clock time
+        report = sync_orders(runtime.database_url, real, wall, {"spy-sma-cross": 60})
+        assert report.skipped_dry_run == 1 and report.updated == 0 and report.cancelled_for_timeout == []
+        checked = reconcile(runtime.database_url, real, NOW)
+        assert checked.ok, checked  # the dry-run position (10) is not a difference with the broker's 0
+        assert checked.adopted_external == [] and checked.reset_to_created == []
+        with session_scope(runtime.database_url) as s:
+            row = orders_repo.get(s, working.order_id)
+            assert row is not None and row.status is OrderStatus.SUBMITTED
+        # past the strategy's limit timeout the dry-run order is cancelled in the DB, without a broker call
+        later = sync_orders(runtime.database_url, real, wall + dt.timedelta(minutes=61), {"spy-sma-cross": 60})
+        assert later.cancelled_for_timeout == [working.key]
+        assert real.open_orders() == [] and real.completed_orders() == []
+    finally:
+        real.close()
+    with session_scope(runtime.database_url) as s:
+        row = orders_repo.get(s, working.order_id)
+        assert row is not None and row.status is OrderStatus.CANCELLED

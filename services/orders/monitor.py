@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -14,7 +15,7 @@ from services.db import session_scope
 from services.errors import OrderRejectedError, TraderError
 from services.orders.context import set_reconciliation
 from services.orders.submit import OrderBroker, SubmitResult, apply_broker_order, reconcile_submitting, send
-from services.positions import compare, rebuild
+from services.positions import build_positions, compare, rebuild
 from services.repositories import fills as fills_repo
 from services.repositories import orders as orders_repo
 
@@ -24,6 +25,27 @@ class SyncReport:
     updated: int = 0
     new_fills: int = 0
     cancelled_for_timeout: list[str] = field(default_factory=list)
+    skipped_dry_run: int = 0  # working dry-run orders: never at the real broker, so not looked up there
+
+
+DRY_RUN_EXEC_PREFIX = "dry"
+
+
+def dry_run_exec_id(order_id: int, exec_id: str) -> str:
+    """The stored exec_id of a dry-run fill: each run's in-memory broker numbers its executions from the start,
+    so the raw ids repeat across runs; the order id makes them unique (and never equal to a real IB execId)."""
+    return f"{DRY_RUN_EXEC_PREFIX}.{order_id}.{exec_id}"
+
+
+def record_dry_run_fills(db_url: str, order_id: int, order_ref: str, executions: Iterable[Execution]) -> int:
+    """Record the fills of one dry-run order (from the run's in-memory broker) right away, so the next decision
+    sees the position. Ids are made unique per order; the in-memory permId is dropped. Return the new ones."""
+    ours = [
+        dataclasses.replace(ex, exec_id=dry_run_exec_id(order_id, ex.exec_id), perm_id=None)
+        for ex in executions
+        if ex.order_ref == order_ref
+    ]
+    return record_executions(db_url, ours) if ours else 0
 
 
 def record_executions(db_url: str, executions: list[Execution]) -> int:
@@ -68,8 +90,15 @@ def sync_orders(
     by_ref = {o.order_ref: o for o in [*broker.open_orders(), *broker.completed_orders()] if o.order_ref}
     by_perm = {o.perm_id: o for o in by_ref.values() if o.perm_id}
     with session_scope(db_url) as session:
-        active = [(o.id, o.idempotency_key, o.status) for o in orders_repo.active(session)]
-    for order_id, key, status in active:
+        active = [(o.id, o.idempotency_key, o.status, orders_repo.is_dry_run(o)) for o in orders_repo.active(session)]
+    for order_id, key, status, dry in active:
+        if dry:
+            # the run's in-memory broker is gone: nothing to ask the real broker; only the timeout applies
+            report.skipped_dry_run += 1
+            if _dry_run_stale(db_url, order_id, now, timeouts):
+                cancel(db_url, broker, order_id, "dry run: unfilled past the limit timeout")
+                report.cancelled_for_timeout.append(key)
+            continue
         if status is OrderStatus.SUBMITTING:
             reconcile_submitting(db_url, broker, order_id, allow_reset=False)
             continue
@@ -96,15 +125,38 @@ def sync_orders(
     return report
 
 
-def cancel(db_url: str, broker: OrderBroker, order_id: int, reason: str) -> OrderStatus:
-    """Request cancellation (cancel_pending first, then the broker's answer)."""
+def _dry_run_stale(db_url: str, order_id: int, now: dt.datetime, timeouts: Mapping[str, int] | None) -> bool:
     with session_scope(db_url) as session:
         row = orders_repo.get(session, order_id)
         assert row is not None
-        if row.status not in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED):
+        limit_min = (timeouts or {}).get(row.strategy_name or "")
+        started = row.submitted_at or row.created_at
+        return (
+            limit_min is not None
+            and row.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)
+            and now - started >= dt.timedelta(minutes=limit_min)
+        )
+
+
+CANCELLABLE: frozenset[OrderStatus] = frozenset({OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED})
+
+
+def cancel(db_url: str, broker: OrderBroker, order_id: int, reason: str) -> OrderStatus:
+    """Request cancellation (cancel_pending first, then the broker's answer); return the resulting status.
+
+    An order not in a cancellable state is left as is (its status is returned). A dry-run order was only ever at
+    the run's in-memory broker, which is gone: it is cancelled in the DB without a broker call.
+    """
+    with session_scope(db_url) as session:
+        row = orders_repo.get(session, order_id)
+        assert row is not None
+        if row.status not in CANCELLABLE:
             return row.status
         orders_repo.set_status(session, row, OrderStatus.CANCEL_PENDING, reason)
         key = row.idempotency_key
+        if orders_repo.is_dry_run(row):
+            orders_repo.set_status(session, row, OrderStatus.CANCELLED, f"{reason} (dry run: no broker call)")
+            return row.status
     answer: BrokerOrder | None
     try:
         answer = broker.cancel_order(key)
@@ -156,7 +208,11 @@ def reconcile(db_url: str, broker: OrderBroker, now: dt.datetime) -> ReconcileRe
     try:
         broker_orders = [*broker.open_orders(), *broker.completed_orders()]
         with session_scope(db_url) as session:
-            submitting = [o.id for o in orders_repo.active(session) if o.status is OrderStatus.SUBMITTING]
+            submitting = [
+                o.id
+                for o in orders_repo.active(session)
+                if o.status is OrderStatus.SUBMITTING and not orders_repo.is_dry_run(o)
+            ]
         for order_id in submitting:
             if reconcile_submitting(db_url, broker, order_id, allow_reset=True) is OrderStatus.CREATED:
                 report.reset_to_created.append(str(order_id))
@@ -173,11 +229,15 @@ def reconcile(db_url: str, broker: OrderBroker, now: dt.datetime) -> ReconcileRe
                         conid=bo.conid, external=True, status=OrderStatus.SUBMITTED, detail="adopted from the broker",
                     )  # fmt: skip
                     report.adopted_external.append(key)
-                if row.status in ACTIVE:
+                if row.status in ACTIVE and not orders_repo.is_dry_run(row):
                     apply_broker_order(session, row, bo, "reconcile")
         record_executions(db_url, broker.executions())
         with session_scope(db_url) as session:
-            ours = rebuild(session)
+            rebuild(session)
+            # dry-run fills never happened at the broker: compare only what was really sent
+            dry = {o.id for o in orders_repo.list_orders(session, limit=None) if orders_repo.is_dry_run(o)}
+            real = [f for f in fills_repo.effective(session) if f.order_id is None or f.order_id not in dry]
+            ours = build_positions(real)
             report.differences = [f"{d.symbol}: {d.detail}" for d in compare(ours, broker.positions())]
     except TraderError as exc:
         report.error = f"{type(exc).__name__}: {exc}"

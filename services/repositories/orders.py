@@ -29,8 +29,18 @@ def get_by_key(session: Session, key: str) -> Order | None:
     return session.scalars(select(Order).where(Order.idempotency_key == key)).one_or_none()
 
 
-def get_by_perm_id(session: Session, perm_id: int) -> Order | None:
-    return session.scalars(select(Order).where(Order.ib_perm_id == perm_id)).first()
+def get_by_perm_id(session: Session, perm_id: int, *, include_dry_run: bool = False) -> Order | None:
+    """The order with IB permId ``perm_id``. Dry-run orders carry the in-memory broker's ids, which may repeat
+    real ones, so they only match with ``include_dry_run``."""
+    for row in session.scalars(select(Order).where(Order.ib_perm_id == perm_id).order_by(Order.id)):
+        if include_dry_run or not is_dry_run(row):
+            return row
+    return None
+
+
+def is_dry_run(order: Order) -> bool:
+    """Whether the order went to the run's in-memory broker (tagged ``dry_run`` in its risk decision)."""
+    return bool((order.risk_decision or {}).get("dry_run"))
 
 
 def create(
@@ -210,7 +220,7 @@ def retryable(session: Session, max_attempts: int) -> list[Order]:
         Order.last_submit_error.is_not(None),
         Order.submit_attempts < max_attempts,
     )
-    return list(session.scalars(query.order_by(Order.id)))
+    return [o for o in session.scalars(query.order_by(Order.id)) if not is_dry_run(o)]
 
 
 def archivable(session: Session, before: dt.datetime) -> list[Order]:
