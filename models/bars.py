@@ -22,8 +22,36 @@ from __future__ import annotations
 
 from typing import Final
 
+from models.enums import BarSize
+
 TIMESTAMP: Final = "timestamp"
 REQUIRED_COLUMNS: Final[tuple[str, ...]] = (TIMESTAMP, "open", "high", "low", "close", "volume")
 OPTIONAL_COLUMNS: Final[tuple[str, ...]] = ("adj_close", "wap", "trade_count")
 PRICE_COLUMNS: Final[tuple[str, ...]] = ("open", "high", "low", "close")
 ALL_COLUMNS: Final[tuple[str, ...]] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+
+SECONDS_PER_DAY: Final = 86_400
+
+# Fixed-length IB bar sizes in seconds. WEEK_1 and MONTH_1 are calendar periods, not durations: each user
+# adds the approximation it needs (see ``models.strategy.BAR_SECONDS``).
+FIXED_BAR_SECONDS: Final[dict[BarSize, int]] = {
+    BarSize.SEC_1: 1,
+    BarSize.SEC_5: 5,
+    BarSize.SEC_10: 10,
+    BarSize.SEC_15: 15,
+    BarSize.SEC_30: 30,
+    BarSize.MIN_1: 60,
+    BarSize.MIN_2: 120,
+    BarSize.MIN_3: 180,
+    BarSize.MIN_5: 300,
+    BarSize.MIN_10: 600,
+    BarSize.MIN_15: 900,
+    BarSize.MIN_20: 1_200,
+    BarSize.MIN_30: 1_800,
+    BarSize.HOUR_1: 3_600,
+    BarSize.HOUR_2: 7_200,
+    BarSize.HOUR_3: 10_800,
+    BarSize.HOUR_4: 14_400,
+    BarSize.HOUR_8: 28_800,
+    BarSize.DAY_1: SECONDS_PER_DAY,
+}

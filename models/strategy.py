@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.bars import FIXED_BAR_SECONDS, SECONDS_PER_DAY
 from models.enums import BarSize, OrderType, SecType, SizingMethod, TimeInForce, WhatToShow
 
 NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{1,62}$"
@@ -48,28 +49,11 @@ MAX_DURATION_SECONDS: Final[dict[BarSize, int]] = {
     BarSize.MONTH_1: 86_400 * 365 * 30,
 }
 
+# Bar lengths for lookback arithmetic: a week is 7 days, a month approximated as 30.
 BAR_SECONDS: Final[dict[BarSize, int]] = {
-    BarSize.SEC_1: 1,
-    BarSize.SEC_5: 5,
-    BarSize.SEC_10: 10,
-    BarSize.SEC_15: 15,
-    BarSize.SEC_30: 30,
-    BarSize.MIN_1: 60,
-    BarSize.MIN_2: 120,
-    BarSize.MIN_3: 180,
-    BarSize.MIN_5: 300,
-    BarSize.MIN_10: 600,
-    BarSize.MIN_15: 900,
-    BarSize.MIN_20: 1_200,
-    BarSize.MIN_30: 1_800,
-    BarSize.HOUR_1: 3_600,
-    BarSize.HOUR_2: 7_200,
-    BarSize.HOUR_3: 10_800,
-    BarSize.HOUR_4: 14_400,
-    BarSize.HOUR_8: 28_800,
-    BarSize.DAY_1: 86_400,
-    BarSize.WEEK_1: 7 * 86_400,
-    BarSize.MONTH_1: 30 * 86_400,
+    **FIXED_BAR_SECONDS,
+    BarSize.WEEK_1: 7 * SECONDS_PER_DAY,
+    BarSize.MONTH_1: 30 * SECONDS_PER_DAY,
 }
 
 

@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from models.bars import FIXED_BAR_SECONDS
 from models.enums import BarSize
 from services.errors import InputError
 
@@ -40,26 +41,9 @@ RTH_OPEN: Final = time(9, 30)
 RTH_CLOSE: Final = time(16, 0)
 NS: Final = 1_000_000_000
 
+# Ordering and divisibility of bar sizes; a month counts as 31 days so it is never finer than a real month.
 _BAR_SECONDS: Final[dict[BarSize, int]] = {
-    BarSize.SEC_1: 1,
-    BarSize.SEC_5: 5,
-    BarSize.SEC_10: 10,
-    BarSize.SEC_15: 15,
-    BarSize.SEC_30: 30,
-    BarSize.MIN_1: 60,
-    BarSize.MIN_2: 120,
-    BarSize.MIN_3: 180,
-    BarSize.MIN_5: 300,
-    BarSize.MIN_10: 600,
-    BarSize.MIN_15: 900,
-    BarSize.MIN_20: 1200,
-    BarSize.MIN_30: 1800,
-    BarSize.HOUR_1: 3600,
-    BarSize.HOUR_2: 7200,
-    BarSize.HOUR_3: 10800,
-    BarSize.HOUR_4: 14400,
-    BarSize.HOUR_8: 28800,
-    BarSize.DAY_1: 86400,
+    **FIXED_BAR_SECONDS,
     BarSize.WEEK_1: 7 * 86400,
     BarSize.MONTH_1: 31 * 86400,
 }

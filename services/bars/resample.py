@@ -25,13 +25,12 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from models.bars import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, TIMESTAMP
+from models.bars import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, SECONDS_PER_DAY, TIMESTAMP
 from models.enums import BarSize
 from services.bars.sizes import (
     BAR_SIZE_RANK,
     BAR_SIZE_SECONDS,
     NS_PER_SECOND,
-    SECONDS_PER_DAY,
     all_midnight_utc,
     epoch_ns,
     infer_bar_size,

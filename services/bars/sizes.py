@@ -7,33 +7,13 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from models.bars import FIXED_BAR_SECONDS, SECONDS_PER_DAY
 from models.enums import BarSize
 
 NS_PER_SECOND: Final = 1_000_000_000
-SECONDS_PER_DAY: Final = 86_400
 
-# Fixed-length bar sizes in seconds. WEEK_1 and MONTH_1 are calendar periods, not durations.
-BAR_SIZE_SECONDS: Final[dict[BarSize, int]] = {
-    BarSize.SEC_1: 1,
-    BarSize.SEC_5: 5,
-    BarSize.SEC_10: 10,
-    BarSize.SEC_15: 15,
-    BarSize.SEC_30: 30,
-    BarSize.MIN_1: 60,
-    BarSize.MIN_2: 120,
-    BarSize.MIN_3: 180,
-    BarSize.MIN_5: 300,
-    BarSize.MIN_10: 600,
-    BarSize.MIN_15: 900,
-    BarSize.MIN_20: 1200,
-    BarSize.MIN_30: 1800,
-    BarSize.HOUR_1: 3600,
-    BarSize.HOUR_2: 7200,
-    BarSize.HOUR_3: 10800,
-    BarSize.HOUR_4: 14400,
-    BarSize.HOUR_8: 28800,
-    BarSize.DAY_1: SECONDS_PER_DAY,
-}
+# Fixed-length bar sizes in seconds (the shared table). WEEK_1 and MONTH_1 are calendar periods, not durations.
+BAR_SIZE_SECONDS: Final[dict[BarSize, int]] = FIXED_BAR_SECONDS
 _BY_SECONDS: Final[dict[int, BarSize]] = {s: b for b, s in BAR_SIZE_SECONDS.items()}
 
 # Rank for "coarser than" comparisons (a week and a month are longer than any fixed size).
