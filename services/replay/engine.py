@@ -1,0 +1,733 @@
+"""Replay a strategy over historical bars with its own step functions, then fill, book and measure.
+
+At every decision point (a bar between ``start`` and ``end``, every ``decide_every`` bars) the engine sees the
+bars up to and including that bar only, and runs the strategy's steps: validation flags (computed on the bars up
+to ``end``; the rules are per row or look back, never forward), indicators, the chart only for the LLM analyst,
+the analysis, :func:`services.signals.generate_signal`, sizing (:func:`services.orders.sizing.size_order`) and
+the risk checks that make sense offline (``max_notional_per_order``, ``max_position``, ``short_selling`` of
+:func:`services.orders.risk.evaluate`). Orders fill on later bars by :mod:`services.replay.fills`.
+
+**No look-ahead, computed once.** TA-Lib indicators are causal: the value at bar ``t`` depends only on bars
+``<= t`` (with the same first bar). So the indicators are computed ONCE over the bars up to ``end`` and each
+decision reads row ``t``; ``tests/test_replay.py`` proves this equals recomputing on the truncated frame, and that
+changing bars after a decision point never changes that decision.
+
+**Offline analyst.** The deterministic offline analyst reads only the market snapshot (newest usable bar and its
+indicator values), so for it the engine builds the snapshot directly from the precomputed rows (the same
+values :func:`services.llm.context.snapshot_from` gives on the truncated frame, also proven in the tests) and
+renders no prompt and no chart: that is what makes 20 years replay in about a second.
+
+**LLM analyst.** Each decision builds the real request (:func:`services.llm.analyst.build_request` over the
+strategy's lookback window), renders the chart, and calls :func:`services.llm.analyst.analyze`, so responses
+are cached (sha256 of model, prompt and image): a replay that ran once reruns at zero cost with identical
+results. Before the first call the engine counts the calls that are NOT cached, estimates their cost and
+refuses (``InputError``) when it exceeds what is left of today's budget. Decisions dated before the model's
+training cutoff (:mod:`services.replay.cutoffs`) are marked ``possibly_contaminated``.
+
+**Positions.** One position at a time (no pyramiding): a BUY when flat opens a long, when short closes the short
+and opens a long in one order; a SELL when long closes it and opens a short only with ``risk.allow_short``. A
+BUY while long (or SELL while short) places nothing. Closing parts are never refused (they reduce risk).
+Equity is ``cash + position * close`` at each bar's close. Money that is booked (fills, commissions, cash) is
+``Decimal``.
+
+**Prices.** With ``adjust=True`` (default) and an ``adj_close`` column, open/high/low/close are scaled by
+``adj_close / close`` (dividend- and split-adjusted prices, so returns include dividends and splits are not
+crashes); volume is divided by the same factor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import Any, Final, Literal
+
+import numpy as np
+import pandas as pd
+
+from models.bars import TIMESTAMP
+from models.enums import AnalystKind, OrderSide, OrderType, SignalAction, TimeInForce
+from models.strategy import BAR_SECONDS, StrategyDefinition, duration_seconds
+from services.bars.validation import validate_bars
+from services.errors import InputError, Problem
+from services.indicators import FLAGGED, IndicatorResult, compute_indicators
+from services.llm.analyst import AnalysisRequest, ChatBackend, analyze, build_request, cache_key
+from services.llm.context import MarketSnapshot
+from services.llm.offline import OFFLINE_MODEL, offline_analysis
+from services.llm.outcome import AnalysisOutcome
+from services.llm.pricing import estimate_cost
+from services.llm.prompts import RenderedPrompt, load_template
+from services.llm.store import LlmCallStore
+from services.orders.risk import ProposedOrder, RiskContext, evaluate
+from services.orders.sizing import SizingError, average_true_range, size_order
+from services.replay.cutoffs import possibly_contaminated
+from services.replay.fills import FillModel, PendingOrder, price
+from services.replay.metrics import Metrics, compute_metrics
+from services.settings import Settings
+from services.signals import Signal, generate_signal
+
+__all__ = [
+    "Decision",
+    "FillRecord",
+    "ReplayResult",
+    "Trade",
+    "adjust_prices",
+    "prepare_bars",
+    "replay",
+]
+
+AnalystChoice = Literal["offline", "llm"]
+Progress = Callable[[int, int], None]
+
+SIZE_INCREMENT: Final = Decimal(1)
+OFFLINE_RISK_CHECKS: Final = ("max_notional_per_order", "max_position", "short_selling")
+# Estimated completion tokens of one analysis (JSON answer) for the budget pre-check.
+EST_COMPLETION_TOKENS: Final = 400
+EST_IMAGE_TOKENS: Final = 1_500
+_PLACEHOLDER_PROMPT: Final = RenderedPrompt(text="(offline replay: no prompt rendered)", sha256="0" * 64)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision point: the signal and what became of it."""
+
+    bar_time: dt.datetime
+    action: SignalAction
+    reason: str
+    confidence: float | None
+    entry: Decimal | None
+    stop: Decimal | None
+    target: Decimal | None
+    order: str | None  # what was placed, or why nothing was
+    possibly_contaminated: bool = False
+    cached: bool = False
+    cost_usd: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class FillRecord:
+    bar_time: dt.datetime
+    side: OrderSide
+    quantity: Decimal
+    price: Decimal
+    commission: Decimal
+    reason: str
+
+
+@dataclass(frozen=True)
+class Trade:
+    """One round trip. ``pnl`` is net of both commissions; ``exit_*`` is None for the position open at the end."""
+
+    direction: Literal["long", "short"]
+    quantity: Decimal
+    entry_time: dt.datetime
+    entry_price: Decimal
+    exit_time: dt.datetime | None
+    exit_price: Decimal | None
+    commission: Decimal
+    pnl: Decimal | None
+    exit_reason: str | None
+
+
+@dataclass
+class ReplayResult:
+    strategy: str
+    params: dict[str, Any]
+    decisions: list[Decision]
+    fills: list[FillRecord]
+    trades: list[Trade]  # closed round trips
+    open_trade: Trade | None
+    equity: pd.Series  # float, indexed by bar time (UTC), marked to close
+    positions: np.ndarray[Any, np.dtype[np.float64]]
+    metrics: Metrics
+    llm_requests: int = 0  # uncached model calls made
+    llm_cached: int = 0
+    contaminated: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def trades_json(self) -> list[dict[str, Any]]:
+        rows = list(self.trades) + ([self.open_trade] if self.open_trade else [])
+        return [_jsonable(asdict(t)) for t in rows]
+
+    def to_json(self, *, equity_points: bool = True) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for d in self.decisions:
+            counts[d.action.value] = counts.get(d.action.value, 0) + 1
+        data: dict[str, Any] = {
+            "strategy": self.strategy,
+            "params": _jsonable(self.params),
+            "metrics": self.metrics.to_json(),
+            "decisions": len(self.decisions),
+            "signals": counts,
+            "llm_requests": self.llm_requests,
+            "llm_cached": self.llm_cached,
+            "possibly_contaminated": self.contaminated,
+            "trades": self.trades_json(),
+            "warnings": self.warnings,
+        }
+        if equity_points:
+            data["equity"] = [[t.strftime("%Y-%m-%d %H:%M:%S"), round(float(v), 4)] for t, v in self.equity.items()]
+        return data
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date | pd.Timestamp):
+        return value.isoformat()
+    if hasattr(value, "value") and isinstance(getattr(value, "value", None), str):
+        return value.value
+    return value
+
+
+def adjust_prices(frame: pd.DataFrame) -> pd.DataFrame:
+    """Scale open/high/low/close by ``adj_close / close`` (volume by the inverse); unchanged without adj_close."""
+    if "adj_close" not in frame.columns:
+        return frame
+    factor = frame["adj_close"].to_numpy(dtype=np.float64) / frame["close"].to_numpy(dtype=np.float64)
+    out = frame.copy()
+    for col in ("open", "high", "low", "close"):
+        out[col] = out[col].to_numpy(dtype=np.float64) * factor
+    out["volume"] = out["volume"].to_numpy(dtype=np.float64) / factor
+    return out
+
+
+def _utc_ts(value: dt.date | dt.datetime | str | pd.Timestamp, name: str) -> pd.Timestamp:
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise InputError(name, f"{value!r} is not a date: {exc}") from None
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def prepare_bars(
+    definition: StrategyDefinition, bars: pd.DataFrame, *, end: pd.Timestamp, settings: Settings, adjust: bool
+) -> pd.DataFrame:
+    """Bars up to ``end`` (inclusive), price-adjusted if asked, validated with the ``flagged`` column set."""
+    frame = bars.loc[bars[TIMESTAMP] <= end].reset_index(drop=True)
+    if adjust:
+        frame = adjust_prices(frame)
+    result = validate_bars(frame, bar_size=definition.bar_size, policy=settings.trading.bad_row_policy)
+    out = result.frame
+    if FLAGGED not in out.columns:
+        out = out.assign(**{FLAGGED: False})
+    return out
+
+
+@dataclass
+class _Book:
+    """Cash, the position and the open round trip (all Decimal)."""
+
+    cash: Decimal
+    position: Decimal = Decimal(0)
+    entry_time: dt.datetime | None = None
+    entry_price: Decimal = Decimal(0)
+    entry_commission: Decimal = Decimal(0)
+    stop: Decimal | None = None
+    target: Decimal | None = None
+    commissions: Decimal = Decimal(0)
+    fills: list[FillRecord] = field(default_factory=list)
+    trades: list[Trade] = field(default_factory=list)
+
+    def _close(self, when: dt.datetime, fill_price: Decimal, commission: Decimal, reason: str) -> None:
+        qty = abs(self.position)
+        long = self.position > 0
+        gross = (fill_price - self.entry_price) * qty if long else (self.entry_price - fill_price) * qty
+        total_commission = self.entry_commission + commission
+        assert self.entry_time is not None
+        self.trades.append(
+            Trade(
+                "long" if long else "short",
+                qty,
+                self.entry_time,
+                self.entry_price,
+                when,
+                fill_price,
+                total_commission,
+                gross - total_commission,
+                reason,
+            )
+        )
+        self.position = Decimal(0)
+        self.entry_time, self.stop, self.target = None, None, None
+        self.entry_price = self.entry_commission = Decimal(0)
+
+    def fill(
+        self,
+        when: dt.datetime,
+        side: OrderSide,
+        qty: Decimal,
+        fill_price: Decimal,
+        commission: Decimal,
+        reason: str,
+        *,
+        closing: Decimal,
+        stop: Decimal | None = None,
+        target: Decimal | None = None,
+    ) -> None:
+        sign = 1 if side is OrderSide.BUY else -1
+        self.cash -= sign * qty * fill_price + commission
+        self.commissions += commission
+        self.fills.append(FillRecord(when, side, qty, fill_price, commission, reason))
+        opening = qty - closing
+        if closing > 0:
+            share = (commission * closing / qty).quantize(Decimal("0.0001")) if opening > 0 else commission
+            self._close(when, fill_price, share, reason)
+            commission -= share
+        if opening > 0:
+            self.position = sign * opening
+            self.entry_time, self.entry_price, self.entry_commission = when, fill_price, commission
+            self.stop, self.target = stop, target
+
+
+@dataclass(frozen=True)
+class _Analysed:
+    outcome: AnalysisOutcome | None
+    abstain: str | None = None
+
+
+def _snapshot(
+    definition: StrategyDefinition,
+    ind: IndicatorResult,
+    arrays: dict[str, np.ndarray[Any, np.dtype[np.float64]]],
+    close: np.ndarray[Any, np.dtype[np.float64]],
+    times: pd.DatetimeIndex,
+    last_good: int,
+    flagged_latest: bool,
+) -> MarketSnapshot:
+    latest: dict[str, float | None] = {}
+    for name, arr in arrays.items():
+        value = float(arr[last_good])
+        latest[name] = None if math.isnan(value) else value
+    return MarketSnapshot(
+        symbol=definition.symbol,
+        bar_size=definition.bar_size,
+        last_bar_time=times[last_good],
+        last_close=Decimal(repr(round(float(close[last_good]), 4))),
+        latest=latest,
+        columns=ind.columns,
+        flagged_latest=flagged_latest,
+    )
+
+
+def _window_result(ind: IndicatorResult, lo: int, hi: int, last_good: int) -> IndicatorResult:
+    """The indicator result as the strategy run would see it for bars ``lo..hi`` (inclusive)."""
+    frame = ind.frame.iloc[lo : hi + 1]
+    latest: dict[str, float | None] = {}
+    for c in ind.columns:
+        value = float(ind.frame[c.name].iat[last_good])
+        latest[c.name] = None if math.isnan(value) else value
+    return IndicatorResult(frame, ind.columns, latest, pd.Timestamp(ind.frame[TIMESTAMP].iat[last_good]), ind.specs)
+
+
+def replay(
+    definition: StrategyDefinition,
+    bars: pd.DataFrame,
+    *,
+    start: dt.date | dt.datetime | str | pd.Timestamp,
+    end: dt.date | dt.datetime | str | pd.Timestamp,
+    decide_every: int = 1,
+    analyst: AnalystChoice = "offline",
+    settings: Settings,
+    store: LlmCallStore,
+    slippage_bps: Decimal = Decimal(0),
+    initial_cash: Decimal = Decimal(100_000),
+    progress: Progress | None = None,
+    adjust: bool = True,
+    risk_free: float = 0.0,
+    template: tuple[str, str] | None = None,
+    backend: ChatBackend | None = None,
+    charts: bool = True,
+    clock: Callable[[], dt.datetime] | None = None,
+) -> ReplayResult:
+    """Replay ``definition`` over ``bars`` (a canonical frame) between ``start`` and ``end`` (inclusive dates).
+
+    ``template`` is ``(name, body)`` of the prompt (default: the shipped file for ``definition.prompt``);
+    ``backend`` replaces the LLM client built from settings; ``clock`` gives the wall time that stamps LLM
+    records and picks the budget day. Raises ``InputError`` for bad parameters, no bars in the window, an LLM
+    replay without an API key, or an LLM replay whose uncached calls would exceed the remaining daily budget.
+    """
+    problems: list[Problem] = []
+    start_ts, end_ts = _utc_ts(start, "start"), _utc_ts(end, "end")
+    if isinstance(end, dt.date | str) and not isinstance(end, dt.datetime) and pd.Timestamp(end).time() == dt.time():
+        end_ts = end_ts + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+    if end_ts < start_ts:
+        problems.append(Problem("end", f"end {end_ts.date()} is before start {start_ts.date()}"))
+    if decide_every < 1:
+        problems.append(Problem("decide_every", f"must be >= 1, got {decide_every}"))
+    if analyst not in ("offline", "llm"):
+        problems.append(Problem("analyst", f"must be offline or llm, got {analyst!r}"))
+    if slippage_bps < 0:
+        problems.append(Problem("slippage_bps", f"must be >= 0, got {slippage_bps}"))
+    if initial_cash <= 0:
+        problems.append(Problem("initial_cash", f"must be positive, got {initial_cash}"))
+    key = settings.llm.api_key
+    if analyst == "llm" and backend is None and (key is None or not key.get_secret_value().strip()):
+        problems.append(Problem("analyst", "llm needs an API key (TRADER_LLM__API_KEY); use --analyst offline"))
+    missing = [c for c in (TIMESTAMP, "open", "high", "low", "close", "volume") if c not in bars.columns]
+    if missing:
+        problems.append(Problem("bars", f"missing column(s) {', '.join(missing)}"))
+    if problems:
+        raise InputError("replay", problems)
+
+    frame = prepare_bars(definition, bars, end=end_ts, settings=settings, adjust=adjust)
+    times = pd.DatetimeIndex(frame[TIMESTAMP])
+    in_window = np.flatnonzero(times >= start_ts)
+    if in_window.size == 0:
+        first_bar = times[0].date() if len(times) else None
+        raise InputError("replay", f"no bars between {start_ts.date()} and {end_ts.date()} (data starts {first_bar})")
+    first = int(in_window[0])
+    n = len(frame)
+    ind = compute_indicators(frame, definition.indicators)
+    arrays = {c.name: ind.frame[c.name].to_numpy(dtype=np.float64) for c in ind.columns}
+    o = frame["open"].to_numpy(dtype=np.float64)
+    h = frame["high"].to_numpy(dtype=np.float64)
+    lo_ = frame["low"].to_numpy(dtype=np.float64)
+    c = frame["close"].to_numpy(dtype=np.float64)
+    flagged = frame[FLAGGED].to_numpy(dtype=bool)
+    idx = np.arange(n)
+    last_good_upto = np.maximum.accumulate(np.where(flagged, -1, idx))
+    decision_points = list(range(first, n, decide_every))
+    bar_length = dt.timedelta(seconds=BAR_SECONDS[definition.bar_size])
+    py_times: list[dt.datetime] = [t.to_pydatetime() for t in times]
+
+    llm = analyst == "llm"
+    model = OFFLINE_MODEL
+    requests: dict[int, tuple[AnalysisRequest, bytes | None]] = {}
+    warnings: list[str] = []
+    wall = clock or (lambda: dt.datetime.now(dt.UTC))
+    if llm:
+        model = backend.model if backend is not None else settings.llm.model
+        requests = _build_llm_requests(
+            definition, ind, decision_points, last_good_upto, times, template=template, charts=charts
+        )
+        _check_budget(requests, model=model, settings=settings, store=store, now=wall())
+
+    fill_model = FillModel(slippage_bps)
+    book = _Book(cash=initial_cash)
+    pending: PendingOrder | None = None
+    decisions: list[Decision] = []
+    equity = np.empty(n - first, dtype=np.float64)
+    positions = np.empty(n - first, dtype=np.float64)
+    llm_requests = llm_cached = contaminated = 0
+    next_decision = 0
+    total = len(decision_points)
+    risk = definition.risk
+    for j in range(first, n):
+        when = py_times[j]
+        if pending is not None and j > pending.decided_at:
+            op, hp, lp = price(o[j]), price(h[j]), price(lo_[j])
+            fill_price = fill_model.order_fill(pending, op, hp, lp)
+            if fill_price is not None:
+                book.fill(
+                    when,
+                    pending.side,
+                    pending.quantity,
+                    fill_price,
+                    fill_model.commission(pending.quantity, fill_price),
+                    pending.reason,
+                    closing=pending.closing,
+                    stop=pending.stop,
+                    target=pending.target,
+                )
+                pending = None
+            elif pending.tif is TimeInForce.DAY:
+                pending = None
+        if book.position != 0 and (book.stop is not None or book.target is not None):
+            hit = fill_model.exit_fill(
+                book.position > 0, book.stop, book.target, price(o[j]), price(h[j]), price(lo_[j])
+            )
+            if hit is not None:
+                exit_price, why = hit
+                qty = abs(book.position)
+                side = OrderSide.SELL if book.position > 0 else OrderSide.BUY
+                book.fill(when, side, qty, exit_price, fill_model.commission(qty, exit_price), why, closing=qty)
+                if pending is not None and pending.closing > 0:
+                    pending = None  # its position is gone
+        close_j = price(c[j])
+        equity[j - first] = float(book.cash + book.position * close_j)
+        positions[j - first] = float(book.position)
+        if next_decision < total and decision_points[next_decision] == j:
+            next_decision += 1
+            lg = int(last_good_upto[j])
+            if llm:
+                request, png = requests[j]
+                outcome = analyze(
+                    request, settings=settings.llm, store=store, chart_png=png, now=wall(), backend=backend
+                )
+                llm_cached += int(outcome.cached)
+                llm_requests += int(not outcome.cached and outcome.attempts > 0)
+                analysed = _Analysed(outcome)
+            elif lg < 0:
+                analysed = _Analysed(None, "no usable (non-flagged) bar yet")
+            else:
+                snap = _snapshot(definition, ind, arrays, c, times, lg, bool(flagged[j]))
+                analysis = offline_analysis(snap, definition.indicators)
+                analysed = _Analysed(
+                    AnalysisOutcome(
+                        analyst=AnalystKind.OFFLINE,
+                        model=OFFLINE_MODEL,
+                        prompt=_PLACEHOLDER_PROMPT,
+                        reference_price=snap.last_close,
+                        analysis=analysis,
+                    )
+                )
+            if analysed.outcome is None:
+                signal = Signal(SignalAction.ABSTAIN, analysed.abstain or "no analysis", AnalystKind.OFFLINE, when)
+            else:
+                signal = generate_signal(
+                    analysed.outcome,
+                    definition,
+                    last_bar_time=when,
+                    now=when + bar_length,
+                    flagged_latest=bool(flagged[j]),
+                )
+            tainted = llm and possibly_contaminated(model, when.date())
+            contaminated += int(tainted)
+            order_note: str | None = None
+            if signal.action in (SignalAction.BUY, SignalAction.SELL):
+                equity_now = book.cash + book.position * close_j
+                new_order, order_note = _order_for(signal, definition, book.position, equity_now, frame, j, lg)
+                if new_order is not None:
+                    pending = new_order
+            out = analysed.outcome
+            decisions.append(
+                Decision(
+                    when,
+                    signal.action,
+                    signal.reason,
+                    signal.confidence,
+                    signal.entry,
+                    signal.stop,
+                    signal.target,
+                    order_note,
+                    tainted,
+                    bool(out and out.cached),
+                    out.cost_usd if out is not None else Decimal(0),
+                )
+            )
+            if progress is not None:
+                progress(next_decision, total)
+    if pending is not None:
+        warnings.append(f"an order decided on the last bar(s) was not filled by the end: {pending.reason}")
+
+    open_trade = None
+    if book.position != 0 and book.entry_time is not None:
+        last_close = price(c[n - 1])
+        qty = abs(book.position)
+        long = book.position > 0
+        gross = (last_close - book.entry_price) * qty if long else (book.entry_price - last_close) * qty
+        open_trade = Trade(
+            "long" if long else "short",
+            qty,
+            book.entry_time,
+            book.entry_price,
+            None,
+            None,
+            book.entry_commission,
+            gross - book.entry_commission,
+            None,
+        )
+    llm_cost = sum((d.cost_usd for d in decisions), Decimal(0))
+    metrics = compute_metrics(
+        equity,
+        trade_pnls=[t.pnl for t in book.trades if t.pnl is not None],
+        positions=positions,
+        commissions=book.commissions,
+        llm_cost_usd=llm_cost,
+        risk_free=risk_free,
+    )
+    params = {
+        "strategy": definition.name,
+        "symbol": definition.symbol,
+        "start": start_ts.date().isoformat(),
+        "end": end_ts.date().isoformat(),
+        "first_bar": times[first].isoformat(),
+        "last_bar": times[n - 1].isoformat(),
+        "decide_every": decide_every,
+        "analyst": analyst,
+        "model": model,
+        "slippage_bps": str(slippage_bps),
+        "initial_cash": str(initial_cash),
+        "adjusted_prices": bool(adjust and "adj_close" in bars.columns),
+        "order_type": risk.order_type.value,
+        "tif": risk.tif.value,
+    }
+    return ReplayResult(
+        strategy=definition.name,
+        params=params,
+        decisions=decisions,
+        fills=book.fills,
+        trades=book.trades,
+        open_trade=open_trade,
+        equity=pd.Series(equity, index=times[first:], name="equity"),
+        positions=positions,
+        metrics=metrics,
+        llm_requests=llm_requests,
+        llm_cached=llm_cached,
+        contaminated=contaminated,
+        warnings=warnings,
+    )
+
+
+def _order_for(
+    signal: Signal,
+    definition: StrategyDefinition,
+    position: Decimal,
+    equity: Decimal,
+    frame: pd.DataFrame,
+    j: int,
+    last_good: int,
+) -> tuple[PendingOrder | None, str]:
+    """Size and risk-check the order a BUY/SELL signal asks for; ``(None, why)`` when nothing is placed."""
+    risk = definition.risk
+    buy = signal.action is SignalAction.BUY
+    side = OrderSide.BUY if buy else OrderSide.SELL
+    sign = 1 if buy else -1
+    if position * sign > 0:
+        return None, f"already {'long' if buy else 'short'} {abs(position)}: no pyramiding"
+    closing = abs(position) if position * sign < 0 else Decimal(0)
+    opening = Decimal(0)
+    note = ""
+    assert signal.entry is not None  # BUY/SELL signals always carry entry, stop and target
+    if buy or risk.allow_short:
+        try:
+            atr = None
+            if signal.stop is None:
+                good = frame.iloc[: j + 1]
+                atr = average_true_range(good.loc[~good[FLAGGED]], risk.sizing.atr_period)
+            sized = size_order(
+                risk.sizing,
+                side=side,
+                entry=signal.entry,
+                size_increment=SIZE_INCREMENT,
+                equity=equity,
+                stop=signal.stop,
+                atr=atr,
+                max_notional=risk.max_notional_per_order,
+                max_quantity=risk.max_position,
+            )
+            opening = sized.quantity
+        except SizingError as exc:
+            note = f"not opened: {exc}"
+        if opening > 0:
+            proposed = ProposedOrder(definition.symbol, side, opening, signal.entry)
+            decision = evaluate(risk, proposed, _OFFLINE_CONTEXT)
+            failed = [
+                f"{c.name}: {c.detail}" for c in decision.checks if c.name in OFFLINE_RISK_CHECKS and not c.passed
+            ]
+            if failed:
+                note = "not opened: risk " + "; ".join(failed)
+                opening = Decimal(0)
+    elif closing == 0:
+        return None, "SELL while flat and shorting not allowed: nothing to do"
+    quantity = closing + opening
+    if quantity == 0:
+        return None, note or "nothing to order"
+    limit = signal.entry if risk.order_type is OrderType.LIMIT else None
+    what = f"{side.value} {quantity} {risk.order_type.value}" + (f" @ {limit}" if limit is not None else "")
+    detail = ", ".join(p for p in (f"close {closing}" if closing else "", f"open {opening}" if opening else "") if p)
+    order = PendingOrder(
+        side=side,
+        quantity=quantity,
+        order_type=risk.order_type,
+        tif=risk.tif,
+        limit=limit,
+        decided_at=j,
+        closing=closing,
+        stop=signal.stop if opening else None,
+        target=signal.target if opening else None,
+        reason=f"signal {signal.action.value} ({detail})",
+    )
+    return order, f"{what} ({detail})" + (f"; {note}" if note else "")
+
+
+def _offline_context() -> RiskContext:
+    from services.settings import TradingSettings
+
+    # Only the checks in OFFLINE_RISK_CHECKS are read; the others need a live account, clock or broker.
+    return RiskContext(
+        trading=TradingSettings(),
+        broker_is_simulated=True,
+        account_code=None,
+        kill_switch_engaged=False,
+        kill_switch_reason=None,
+        daily_loss_tripped=False,
+        reconciliation_problem=None,
+        market_open=True,
+        position=Decimal(0),  # the opening part is judged as a fresh position (the closing part flattens first)
+        pending_quantity=Decimal(0),
+        open_orders=0,
+        orders_today=0,
+        daily_pnl=Decimal(0),
+        buying_power=None,
+    )
+
+
+_OFFLINE_CONTEXT: Final = _offline_context()
+
+
+def _build_llm_requests(
+    definition: StrategyDefinition,
+    ind: IndicatorResult,
+    points: list[int],
+    last_good_upto: np.ndarray[Any, np.dtype[np.int64]],
+    times: pd.DatetimeIndex,
+    *,
+    template: tuple[str, str] | None,
+    charts: bool,
+) -> dict[int, tuple[AnalysisRequest, bytes | None]]:
+    from services.charts import render_chart
+    from services.prompt_library import SHIPPED_DIR
+
+    name, body = template if template is not None else load_template(SHIPPED_DIR, definition.prompt)
+    lookback = pd.Timedelta(seconds=duration_seconds(definition.lookback))
+    out: dict[int, tuple[AnalysisRequest, bytes | None]] = {}
+    for j in points:
+        lg = int(last_good_upto[j])
+        if lg < 0:
+            raise InputError("replay", f"no usable (non-flagged) bar up to {times[j].date()}")
+        lo = int(np.searchsorted(times.asi8, (times[j] - lookback).value, side="right"))
+        window = _window_result(ind, lo, j, lg)
+        request = build_request(definition, window, body, template_name=name)
+        png = render_chart(window.frame, window, title=f"{definition.symbol} {times[j].date()}").png if charts else None
+        out[j] = (request, png)
+    return out
+
+
+def _check_budget(
+    requests: dict[int, tuple[AnalysisRequest, bytes | None]],
+    *,
+    model: str,
+    settings: Settings,
+    store: LlmCallStore,
+    now: dt.datetime,
+) -> None:
+    """Refuse (``InputError``) when the uncached calls' estimated cost exceeds today's remaining budget."""
+    uncached: dict[str, Decimal] = {}
+    for request, png in requests.values():
+        key = cache_key(model, request.prompt, png)
+        if key in uncached or store.find_cached(key) is not None:
+            continue
+        chars = len(request.prompt.system) + len(request.prompt.text)
+        tokens = chars // 4 + (EST_IMAGE_TOKENS if png else 0)
+        uncached[key] = estimate_cost(model, tokens, EST_COMPLETION_TOKENS).usd
+    if not uncached:
+        return
+    day_start = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    remaining = settings.llm.daily_budget_usd - store.spent_since(day_start)
+    estimate = sum(uncached.values(), Decimal(0))
+    if estimate > remaining:
+        raise InputError(
+            "replay",
+            f"{len(uncached)} uncached LLM calls (of {len(requests)} decisions) would cost about "
+            f"{estimate:.4f} USD with {model}, more than the {max(remaining, Decimal(0)):.4f} USD left of today's "
+            f"budget ({settings.llm.daily_budget_usd} USD): shorten the window, raise --decide-every, or raise "
+            "TRADER_LLM__DAILY_BUDGET_USD",
+        )
