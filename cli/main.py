@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli import common, data, demo, deploy, orders, sim, strategies, symbols
+from cli import common, data, demo, deploy, orders, prompts, sim, strategies, symbols
 from cli.common import cli_errors, console, settings
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(sim.app, name="sim")
 app.add_typer(symbols.app, name="symbols")
 app.add_typer(orders.app, name="orders")
+app.add_typer(prompts.app, name="prompts")
 app.command("positions")(orders.positions)
 app.command("halt")(orders.halt)
 app.command("resume")(orders.resume)
