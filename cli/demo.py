@@ -62,6 +62,9 @@ def demo(
     console.print(f"database: {settings().database_url()}")
     ui_url = _ensure_prefect_server()
     console.print(f"Prefect UI: {ui_url}")
+    from deployments.bootstrap import bootstrap  # the global limits the tasks take strictly (safe to run twice)
+
+    bootstrap(settings())
 
     # Imported after PREFECT_API_URL is set, so the flows talk to that server.
     from flows.strategy import strategy_run

@@ -10,11 +10,43 @@ from prefect.cache_policies import NO_CACHE
 from models.strategy import StrategyDefinition
 from services.db import session_scope
 from services.indicators import IndicatorResult
-from services.llm.analyst import analyze, build_request
+from services.llm.analyst import ChatBackend, analyze, build_request
 from services.llm.outcome import AnalysisOutcome
+from services.llm.prompts import RenderedPrompt
+from services.llm.reply import LlmReply
 from services.repositories import prompt_templates
+from services.settings import LLMSettings
 from tasks.artifacts import artifact_key, fenced, key_values, publish_markdown
+from tasks.market_gate import LLM_CALLS, limited
 from tasks.runtime import get_runtime
+
+
+class RateLimitedBackend:
+    """A chat backend whose real requests take the global ``llm-calls`` rate limit (strict).
+
+    Only ``complete`` (a request to the model) is limited: the offline analyst, cache hits and budget refusals
+    never reach it, so they take no slot.
+    """
+
+    def __init__(self, inner: ChatBackend) -> None:
+        self.inner = inner
+        self.model = inner.model
+
+    def complete(self, prompt: RenderedPrompt, chart_png: bytes | None) -> LlmReply:
+        with limited(LLM_CALLS):
+            return self.inner.complete(prompt, chart_png)
+
+    def request_json(self, prompt: RenderedPrompt, chart_png: bytes | None) -> str:
+        return self.inner.request_json(prompt, chart_png)
+
+
+def _backend(settings: LLMSettings) -> ChatBackend | None:
+    """The rate-limited LLM client, or ``None`` without an API key (``analyze`` then runs the offline analyst)."""
+    if settings.api_key is None or not settings.api_key.get_secret_value().strip():
+        return None
+    from services.llm.analyst import _make_backend
+
+    return RateLimitedBackend(_make_backend(settings))
 
 
 @task(name="5 llm analysis", cache_policy=NO_CACHE)
@@ -36,6 +68,7 @@ def analyse(
         store=runtime.llm_store(),
         chart_png=chart_png,
         now=runtime.clock(),
+        backend=_backend(runtime.settings.llm),
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     prompt_path = run_dir / "prompt.md"

@@ -15,6 +15,7 @@ from services.bars.validation import ValidationResult, validate_bars
 from services.broker.types import BarRequest, ContractInfo
 from services.errors import DataError
 from tasks.artifacts import artifact_key, key_values, markdown_table, publish_markdown
+from tasks.market_gate import IB_HISTORICAL, limited
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, retry_if_transient
 from tasks.runtime import get_runtime
 
@@ -63,7 +64,8 @@ def fetch_market_data(definition: StrategyDefinition, contract: ContractInfo) ->
         what_to_show=definition.what_to_show,
         use_rth=definition.use_rth,
     )
-    frame = runtime.broker().historical_bars(contract, request)
+    with limited(IB_HISTORICAL):  # the global IB historical rate limit, across all workers (strict)
+        frame = runtime.broker().historical_bars(contract, request)
     key = artifact_key(definition.name, "bars")
     if frame.empty:
         publish_markdown(key, "## Step 2: market data\n\nThe broker returned no bars.", "No bars")

@@ -144,16 +144,40 @@ IB_HISTORICAL: Final = "ib-historical"
 LLM_CALLS: Final = "llm-calls"
 
 
+BOOTSTRAP_HINT: Final = "run `trader bootstrap` against this Prefect server to create the global limits"
+
+
+def prefect_api_configured() -> bool:
+    """True when ``PREFECT_API_URL`` names a server (the global limits live there)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
 @contextmanager
 def limited(name: str, occupy: int = 1, *, timeout_seconds: float | None = 300.0) -> Iterator[None]:
-    """Hold ``occupy`` slots of the global concurrency/rate limit ``name``, strictly.
+    """Hold ``occupy`` slots of the global rate limit ``name`` (created by ``trader bootstrap``), strictly.
 
-    Rate limits (``ib-historical``, ``llm-calls``, ``ib-messages``: they have slot decay) use
-    ``prefect.concurrency.sync.rate_limit``; ``strict=True`` makes a missing limit an error instead of an
-    unthrottled call. Wiring into the tasks (TODO, owned by the tasks' authors): wrap the broker's
-    historical request in ``with limited(IB_HISTORICAL):`` and the LLM call in ``with limited(LLM_CALLS):``.
+    * ``PREFECT_API_URL`` set (a worker, the demo, the integration tests): ``rate_limit(..., strict=True)``;
+      a missing limit raises :class:`~services.errors.ConfigurationError` naming ``trader bootstrap`` (never
+      an unthrottled call); waiting longer than ``timeout_seconds`` raises Prefect's
+      ``AcquireConcurrencySlotTimeoutError`` (a ``TimeoutError``).
+    * No ``PREFECT_API_URL`` (unit tests calling ``.fn``, a bare script): there is no server to hold a
+      cross-process limit, so nothing is taken; the per-process client-side pacing in ``services/broker``
+      still applies. Prefect's ephemeral server is never started for a limit.
     """
+    if not prefect_api_configured():
+        yield
+        return
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
     from prefect.concurrency.sync import rate_limit
 
-    rate_limit(name, occupy=occupy, timeout_seconds=timeout_seconds, strict=True)
+    from services.errors import ConfigurationError
+
+    try:
+        rate_limit(name, occupy=occupy, timeout_seconds=timeout_seconds, strict=True)
+    except ConcurrencySlotAcquisitionError as exc:
+        if "must be created" in str(exc):
+            raise ConfigurationError(f"global limit {name!r} does not exist: {BOOTSTRAP_HINT}") from exc
+        raise
     yield

@@ -42,6 +42,9 @@ def prefect_api(pg_cluster, tmp_path_factory):
     info = start_server(home, database_url=async_url)
     try:
         with temporary_settings({PREFECT_API_URL: info.api_url}):
+            from deployments.bootstrap import bootstrap  # the global limits steps 2 and 5 take strictly
+
+            bootstrap(load_settings({"TRADER_DATA_DIR": str(home)}))
             yield info
     finally:
         stop_server(home)
@@ -113,6 +116,7 @@ async def test_six_tasks_and_one_artifact_per_step(latest_run, trader):
         row = session.scalars(select(Signal).where(Signal.flow_run_id == latest_run.flow_run_id)).one()
         assert row.action.value == latest_run.action
         assert row.reason == latest_run.reason
+        assert row.llm_call_id is not None  # the analysis record of this run (offline analysts are recorded too)
     assert latest_run.chart_png is not None and latest_run.chart_png.stat().st_size > 10_000
     assert latest_run.chart_html is not None and latest_run.chart_html.exists()
     assert latest_run.prompt is not None and "SPY" in latest_run.prompt.read_text()
