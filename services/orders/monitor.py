@@ -12,7 +12,7 @@ from models.enums import OrderStatus, OrderType, TimeInForce
 from models.order_states import ACTIVE
 from services.broker.types import BrokerOrder, ContractInfo, Execution
 from services.db import session_scope
-from services.errors import OrderRejectedError, TraderError
+from services.errors import BrokerConnectionError, InputError, OrderRejectedError, TraderError
 from services.orders.context import set_reconciliation
 from services.orders.submit import OrderBroker, SubmitResult, apply_broker_order, reconcile_submitting, send
 from services.positions import build_positions, compare, rebuild
@@ -141,7 +141,7 @@ def _dry_run_stale(db_url: str, order_id: int, now: dt.datetime, timeouts: Mappi
 CANCELLABLE: frozenset[OrderStatus] = frozenset({OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED})
 
 
-def cancel(db_url: str, broker: OrderBroker, order_id: int, reason: str) -> OrderStatus:
+def cancel(db_url: str, broker: OrderBroker | None, order_id: int, reason: str) -> OrderStatus:
     """Request cancellation (cancel_pending first, then the broker's answer); return the resulting status.
 
     An order not in a cancellable state is left as is (its status is returned). A dry-run order was only ever at
@@ -157,6 +157,8 @@ def cancel(db_url: str, broker: OrderBroker, order_id: int, reason: str) -> Orde
         if orders_repo.is_dry_run(row):
             orders_repo.set_status(session, row, OrderStatus.CANCELLED, f"{reason} (dry run: no broker call)")
             return row.status
+        if broker is None:
+            raise BrokerConnectionError(f"no broker session to cancel {key}")
     answer: BrokerOrder | None
     try:
         answer = broker.cancel_order(key)
@@ -244,4 +246,91 @@ def reconcile(db_url: str, broker: OrderBroker, now: dt.datetime) -> ReconcileRe
     with session_scope(db_url) as session:
         problem = report.error or ("; ".join(report.differences) if report.differences else None)
         set_reconciliation(session, problem, now=now)
+    return report
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    order_id: int
+    key: str
+    before: OrderStatus
+    after: OrderStatus
+
+    @property
+    def done(self) -> bool:
+        """The order is no longer working (cancelled, or it reached another terminal state first)."""
+        return self.after not in ACTIVE
+
+
+def cancel_by_id(db_url: str, broker_for: Callable[[], OrderBroker], order_id: int, reason: str) -> CancelOutcome:
+    """Cancel one order through the broker (``broker_for`` is only called for an order that is at the broker).
+
+    Unknown id or an order that is not working (created, terminal, archived, still ``submitting``) ->
+    :class:`InputError` naming its state; nothing is sent.
+    """
+    with session_scope(db_url) as session:
+        row = orders_repo.get(session, order_id)
+        if row is None:
+            raise InputError(f"order {order_id}", "no such order")
+        before, key, dry = row.status, row.idempotency_key, orders_repo.is_dry_run(row)
+    if before not in CANCELLABLE:
+        hint = " (not yet confirmed by the broker: run reconcile first)" if before is OrderStatus.SUBMITTING else ""
+        raise InputError(f"order {order_id}", f"{key} is {before.value}: not cancellable{hint}")
+    after = cancel(db_url, None if dry else broker_for(), order_id, reason)
+    return CancelOutcome(order_id, key, before, after)
+
+
+@dataclass
+class CancelAllReport:
+    outcomes: list[CancelOutcome] = field(default_factory=list)
+    broker_only: list[str] = field(default_factory=list)  # working at the broker, not cancelled via the DB: cancelled
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def still_working(self) -> list[str]:
+        return [o.key for o in self.outcomes if not o.done]
+
+
+def cancel_all(db_url: str, broker_for: Callable[[], OrderBroker] | None, reason: str) -> CancelAllReport:
+    """Cancel every active order: ours (``submitting`` ones are first resolved with the broker; dry-run ones in
+    the DB only) and then any other order still working at the broker (whatever its orderRef: a halt stops
+    everything). ``broker_for`` None: only dry-run orders can be cancelled."""
+    report = CancelAllReport()
+    with session_scope(db_url) as session:
+        active = [(o.id, o.idempotency_key, o.status, orders_repo.is_dry_run(o)) for o in orders_repo.active(session)]
+    broker: OrderBroker | None = None
+    if broker_for is not None:
+        try:
+            broker = broker_for()
+        except TraderError as exc:
+            report.errors.append(f"broker: {type(exc).__name__}: {exc}")
+    handled: set[str] = set()  # keys cancelled through the broker above
+    for order_id, key, status, dry in active:
+        if not dry:
+            handled.add(key)
+        try:
+            if dry:
+                after = cancel(db_url, None, order_id, reason)
+            elif broker is None:
+                report.errors.append(f"{key}: no broker session")
+                report.outcomes.append(CancelOutcome(order_id, key, status, status))
+                continue
+            else:
+                if status is OrderStatus.SUBMITTING:
+                    reconcile_submitting(db_url, broker, order_id, allow_reset=False)
+                after = cancel(db_url, broker, order_id, reason)
+        except TraderError as exc:
+            report.errors.append(f"{key}: {type(exc).__name__}: {exc}")
+            with session_scope(db_url) as session:
+                row = orders_repo.get(session, order_id)
+                after = row.status if row is not None else status
+        report.outcomes.append(CancelOutcome(order_id, key, status, after))
+    if broker is not None:
+        try:
+            for bo in broker.open_orders():
+                if bo.order_ref and bo.order_ref not in handled and bo.status in ACTIVE:
+                    broker.cancel_order(bo.order_ref)
+                    report.broker_only.append(bo.order_ref)
+        except TraderError as exc:
+            report.errors.append(f"broker open orders: {type(exc).__name__}: {exc}")
     return report
