@@ -22,6 +22,7 @@ app.add_typer(symbols.app, name="symbols")
 app.add_typer(orders.app, name="orders")
 app.add_typer(prompts.app, name="prompts")
 app.command("positions")(orders.positions)
+app.command("pnl")(orders.pnl)
 app.command("halt")(orders.halt)
 app.command("resume")(orders.resume)
 app.command("demo")(demo.demo)
@@ -52,8 +53,7 @@ def run(name: Annotated[str, typer.Argument(help="Strategy name.")]) -> None:
     from flows.strategy import strategy_run
     from tasks.runtime import get_runtime
 
-    with common.db_session():
-        pass
+    common.ensure_schema()
     try:
         result = strategy_run(name)
     finally:
