@@ -53,7 +53,8 @@ def run(name: Annotated[str, typer.Argument(help="Strategy name.")]) -> None:
     from flows.strategy import strategy_run
     from tasks.runtime import get_runtime
 
-    common.ensure_schema()
+    with common.db_session():
+        pass
     try:
         result = strategy_run(name)
     finally:
