@@ -64,11 +64,18 @@ def settings() -> Settings:
         sys.exit(EXIT_INPUT)
 
 
+def ensure_schema() -> None:
+    """Create or upgrade the configured database's schema (cheap when already current)."""
+    from services.db import init_database
+
+    init_database(settings())
+
+
 @contextmanager
 def db_session() -> Iterator[Session]:
     """A unit of work on the configured database, schema upgraded on first use."""
-    from services.db import init_database, session_scope
+    from services.db import session_scope
 
-    init_database(settings())
+    ensure_schema()
     with session_scope(settings().database_url()) as session:
         yield session

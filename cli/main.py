@@ -53,8 +53,7 @@ def run(name: Annotated[str, typer.Argument(help="Strategy name.")]) -> None:
     from flows.strategy import strategy_run
     from tasks.runtime import get_runtime
 
-    with common.db_session():
-        pass
+    common.ensure_schema()
     try:
         result = strategy_run(name)
     finally:

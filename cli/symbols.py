@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import cli_errors, console, db_session
+from cli.common import cli_errors, console, db_session, ensure_schema
 from services.repositories import contracts
 
 app = typer.Typer(help="The contract-details cache.", no_args_is_help=True)
@@ -56,8 +56,7 @@ def refresh() -> None:
     from tasks.runtime import get_runtime
 
     runtime = get_runtime()
-    with db_session():
-        pass  # schema up to date
+    ensure_schema()
     try:
         fresh = refresh_all(lambda: session_scope(runtime.database_url), runtime.broker())
     finally:

@@ -79,19 +79,19 @@ def strategy_run(strategy: str) -> StrategyRunResult:
     definition = _load(strategy)
     if (skipped := skip_state(definition)) is not None:  # market closed / IB reset: Completed "Skipped"
         return skipped  # type: ignore[return-value]
-    _label_run(definition)
     run_dir = _run_dir(definition)
     chart = outcome = data = contract = None
     failure: str | None = None
     try:
         contract = resolve_symbol(definition)
         data = fetch_market_data(definition, contract)
-        _label_run(definition, _bar_label(definition, data.last_bar_time))
         indicators = calculate_indicators(definition, data)
         chart = draw_chart(definition, indicators, run_dir)
         outcome = analyse(definition, indicators, chart.png, run_dir)
     except (SkipError, InputError) as exc:
         failure = f"{type(exc).__name__}: {exc}"
+    finally:  # one API call: name (with the bar time once known) and tags, whatever happened above
+        _label_run(definition, _bar_label(definition, data.last_bar_time) if data is not None else None)
     stored: StoredSignal = decide(definition, data, outcome, failure)
     order = None
     if stored.signal.action in (SignalAction.BUY, SignalAction.SELL) and contract is not None and data is not None:

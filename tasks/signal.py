@@ -49,11 +49,7 @@ def decide(
         signal = generate_signal(
             outcome, definition, last_bar_time=bar_time, now=now, flagged_latest=data.latest_flagged
         )
-    llm_call_id = None
     with session_scope(runtime.database_url) as session:
-        if outcome is not None and outcome.cache_key is not None:
-            call = runtime.llm_store().find_cached(outcome.cache_key)
-            llm_call_id = getattr(call, "id", None)
         row = signals.record(
             session,
             strategy_name=definition.name,
@@ -70,7 +66,7 @@ def decide(
             prompt_template_name=definition.prompt.template,
             prompt_template_version=definition.prompt.version,
             flow_run_id=_flow_run_id(),
-            llm_call_id=llm_call_id,
+            llm_call_id=outcome.call_id if outcome is not None else None,
         )
         template = prompt_templates.get(session, definition.prompt.template, definition.prompt.version)
         if template is not None and outcome is not None:
