@@ -1,0 +1,272 @@
+"""A warm worker: poll a work pool's scheduled flow runs and run them IN this process, up to N at a time.
+
+Why: a process worker (``prefect worker start --type process``) starts a fresh Python per flow run and
+re-imports Prefect, pandas, TA-Lib, Plotly and the chart renderer each time (about 19 runs/min on 2 cores,
+see docs/operations.md). Here the imports, the broker session, the DB engine and the chart renderer stay
+warm, and each scheduled run still is its own Prefect flow run (own id, states, task runs, artifacts, logs):
+
+1. ``get_scheduled_flow_runs_for_work_pool(pool, scheduled_before=now)`` every ``poll_seconds``
+   (the same endpoint Prefect's workers use; it also marks the pool's queues as polled);
+2. claim a run by proposing ``Pending`` (Prefect's workers do the same: the server refuses a run another
+   worker already claimed, and a deployment concurrency limit with ``CANCEL_NEW`` cancels it here);
+3. load the deployment's flow once per entrypoint (``flows/strategy.py:strategy_run`` is imported as the
+   package module ``flows.strategy`` when the file lies under ``sys.path``), then
+   ``prefect.flow_engine.run_flow(flow, flow_run=..., return_type="state")`` in a thread pool of
+   ``concurrency`` threads: the engine proposes Running, keeps the heartbeat and the deployment
+   concurrency lease, and records the final state.
+
+Limits of this worker (use the process worker where they matter): no per-run infrastructure or
+``job_variables``, no cancellation of a running flow from the UI (a cancel request is recorded, the run
+finishes), and a crash of the process takes every run in it down (Prefect's zombie detection marks them
+Crashed after the missed heartbeats). All runs share the process runtime (``tasks.runtime``): one IB
+client id, one LLM store.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect import get_client
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import Abort, ObjectNotFound
+from prefect.flows import Flow
+from prefect.states import Pending
+
+from services.errors import ConfigurationError, InputError
+
+log = logging.getLogger("trader.warm_worker")
+
+HEARTBEAT_SECONDS = 30.0
+
+
+@dataclass
+class WorkerStats:
+    """What the worker did so far (read by the load script and the tests)."""
+
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    skipped_claims: int = 0  # runs another worker claimed first, or the server cancelled (CANCEL_NEW)
+    lateness_s: list[float] = field(default_factory=list)  # claim time - scheduled time, per claimed run
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+
+def _flow_from_entrypoint(entrypoint: str, workdir: Path) -> Flow[..., Any]:
+    """Import ``path/to/file.py:name`` (relative to ``workdir``) as a package module when possible."""
+    if ":" not in entrypoint:
+        raise InputError("warm worker", f"entrypoint {entrypoint!r} is not of the form 'path/file.py:flow'")
+    file_part, name = entrypoint.rsplit(":", 1)
+    path = Path(file_part)
+    if not path.is_absolute():
+        path = workdir / path
+    path = path.resolve()
+    module = None
+    if path.suffix == ".py":
+        for entry in sys.path:
+            base = Path(entry or ".").resolve()
+            if path.is_relative_to(base):
+                parts = path.relative_to(base).with_suffix("").parts
+                if all(part.isidentifier() for part in parts):
+                    module = importlib.import_module(".".join(parts))
+                    break
+    if module is None:
+        from prefect.flows import load_flow_from_entrypoint
+
+        return load_flow_from_entrypoint(f"{path}:{name}", use_placeholder_flow=False)
+    obj = getattr(module, name, None)
+    if not isinstance(obj, Flow):
+        raise InputError("warm worker", f"{entrypoint}: {name!r} is not a Prefect flow")
+    return obj
+
+
+def _workdir(pull_steps: list[dict[str, Any]] | None) -> Path:
+    for step in pull_steps or []:
+        args = step.get("prefect.deployments.steps.set_working_directory")
+        if isinstance(args, dict) and args.get("directory"):
+            return Path(str(args["directory"]))
+    return Path.cwd()
+
+
+class WarmWorker:
+    """Run a work pool's scheduled flow runs inside this process (see the module docstring)."""
+
+    def __init__(
+        self,
+        pool: str,
+        *,
+        concurrency: int = 8,
+        poll_seconds: float = 1.0,
+        name: str | None = None,
+        work_queues: list[str] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise InputError("--concurrency", f"must be at least 1, got {concurrency}")
+        if poll_seconds <= 0:
+            raise InputError("--poll-seconds", f"must be positive, got {poll_seconds}")
+        self.pool = pool
+        self.concurrency = concurrency
+        self.poll_seconds = poll_seconds
+        self.name = name or f"warm-{socket.gethostname()}-{id(self):x}"
+        self.work_queues = work_queues
+        self.stats = WorkerStats()
+        self._flows: dict[tuple[str, str], Flow[..., Any]] = {}
+        self._deployments: dict[UUID, tuple[str, Path]] = {}
+        self._running: dict[UUID, Future[None]] = {}
+        self._stop = threading.Event()
+        self._load_lock = threading.Lock()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, *, max_seconds: float | None = None, until: Callable[[WorkerStats], bool] | None = None) -> None:
+        """Poll and run until :meth:`stop`, ``max_seconds`` or ``until(stats)``; then wait for runs in flight."""
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        with get_client(sync_client=True) as client, ThreadPoolExecutor(self.concurrency, "warm-run") as pool:
+            self._check_pool(client)
+            last_beat = 0.0
+            while not self._stop.is_set():
+                if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+                    self._heartbeat(client)
+                    last_beat = time.monotonic()
+                self._reap()
+                free = self.concurrency - len(self._running)
+                if free > 0:
+                    self._poll_once(client, pool, free)
+                if until is not None and until(self.stats):
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                self._stop.wait(self.poll_seconds)
+            for future in list(self._running.values()):
+                future.result()
+            self._reap()
+
+    def _check_pool(self, client: SyncPrefectClient) -> None:
+        try:
+            client.read_work_pool(self.pool)
+        except ObjectNotFound:
+            raise ConfigurationError(
+                f"work pool {self.pool!r} not found on the Prefect server: run `trader bootstrap`"
+            ) from None
+
+    def _heartbeat(self, client: SyncPrefectClient) -> None:
+        try:
+            client.send_worker_heartbeat(self.pool, self.name, heartbeat_interval_seconds=HEARTBEAT_SECONDS)
+        except Exception as exc:  # the heartbeat only feeds the UI's worker list
+            log.warning("worker heartbeat failed: %s", exc)
+
+    def _reap(self) -> None:
+        for run_id, future in list(self._running.items()):
+            if future.done():
+                del self._running[run_id]
+
+    def _poll_once(self, client: SyncPrefectClient, pool: ThreadPoolExecutor, free: int) -> None:
+        responses = client.get_scheduled_flow_runs_for_work_pool(
+            self.pool, work_queue_names=self.work_queues, scheduled_before=datetime.now(UTC)
+        )
+        runs = sorted(
+            (r.flow_run for r in responses), key=lambda r: r.expected_start_time or r.created or datetime.now(UTC)
+        )
+        for flow_run in runs:
+            if free <= 0:
+                break
+            if flow_run.id in self._running:
+                continue
+            claimed = self._claim(client, flow_run)
+            if claimed is None:
+                continue
+            free -= 1
+            self._running[flow_run.id] = pool.submit(self._execute, claimed)
+
+    def _claim(self, client: SyncPrefectClient, flow_run: FlowRun) -> FlowRun | None:
+        from prefect.utilities.engine import propose_state_sync
+
+        try:
+            state = propose_state_sync(client, Pending(), flow_run_id=flow_run.id)
+        except Abort:
+            self.stats.add(skipped_claims=1)
+            return None
+        if not state.is_pending():
+            self.stats.add(skipped_claims=1)
+            return None
+        scheduled = flow_run.expected_start_time or flow_run.next_scheduled_start_time
+        if scheduled is not None:
+            with self.stats._lock:
+                self.stats.lateness_s.append((datetime.now(UTC) - scheduled).total_seconds())
+        self.stats.add(claimed=1)
+        return client.read_flow_run(flow_run.id)
+
+    def _flow_for(self, client: SyncPrefectClient, flow_run: FlowRun) -> Flow[..., Any]:
+        if flow_run.deployment_id is None:
+            raise ConfigurationError(f"flow run {flow_run.id} has no deployment; the warm worker runs deployments")
+        with self._load_lock:
+            if flow_run.deployment_id not in self._deployments:
+                deployment = client.read_deployment(flow_run.deployment_id)
+                if not deployment.entrypoint:
+                    raise ConfigurationError(f"deployment {deployment.name!r} has no entrypoint")
+                self._deployments[flow_run.deployment_id] = (deployment.entrypoint, _workdir(deployment.pull_steps))
+            entrypoint, workdir = self._deployments[flow_run.deployment_id]
+            key = (entrypoint, str(workdir))
+            if key not in self._flows:
+                self._flows[key] = _flow_from_entrypoint(entrypoint, workdir)
+            return self._flows[key]
+
+    def _execute(self, flow_run: FlowRun) -> None:
+        from prefect.flow_engine import run_flow
+        from prefect.logging.loggers import flow_run_logger
+        from prefect.states import Crashed
+
+        run_logger = flow_run_logger(flow_run=flow_run)
+        with get_client(sync_client=True) as client:
+            try:
+                flow = self._flow_for(client, flow_run)
+            except Exception as exc:
+                run_logger.error("the warm worker could not load the flow: %s", exc, exc_info=True)
+                client.set_flow_run_state(flow_run.id, Crashed(message=f"flow could not be loaded: {exc}"), force=True)
+                self.stats.add(failed=1)
+                return
+        try:
+            state = run_flow(flow, flow_run=flow_run, return_type="state", error_logger=run_logger.logger)
+        except BaseException as exc:  # the engine records the state; keep the worker alive
+            run_logger.error("flow run ended with %s", type(exc).__name__)
+            self.stats.add(failed=1)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        ok = getattr(state, "is_completed", lambda: False)()
+        self.stats.add(completed=1 if ok else 0, failed=0 if ok else 1)
+
+
+def serve_warm(pool: str, *, concurrency: int, poll_seconds: float) -> WorkerStats:
+    """``trader worker --warm``: run until interrupted (Ctrl-C / SIGTERM stop polling; runs in flight finish)."""
+    import signal
+
+    worker = WarmWorker(pool, concurrency=concurrency, poll_seconds=poll_seconds)
+
+    def _stop(_signum: int, _frame: object) -> None:
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        worker.run()
+    except KeyboardInterrupt:
+        worker.stop()
+    return worker.stats
