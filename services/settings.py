@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from models.enums import BadRowPolicy, TradingMode
 from services.errors import ConfigurationError, InputError, Problem
@@ -85,6 +86,10 @@ class PrefectSettings(_Section):
     ui_url: str | None = Field(default=None, description="Base URL of the Prefect UI for printed links.")
 
 
+# Set while load_settings() builds from an explicit mapping: then the process environment is not read at all.
+_ENV_SOURCES_OFF: ContextVar[bool] = ContextVar("trader_env_sources_off", default=False)
+
+
 class Settings(BaseSettings):
     """Root settings. Sections: database, ib, llm, trading, prefect."""
 
@@ -102,6 +107,19 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     trading: TradingSettings = Field(default_factory=TradingSettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if _ENV_SOURCES_OFF.get():
+            return (init_settings,)
+        return (init_settings, env_settings, dotenv_settings, file_secret_settings)
 
     def database_url(self) -> str:
         """Return the configured URL, or the default SQLite file (creating its directory)."""
@@ -136,8 +154,33 @@ def unknown_env_keys(environ: Mapping[str, str]) -> list[str]:
     return sorted(k for k in environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
 
 
+def _nested(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``TRADER_IB__PORT=4002`` -> ``{"ib": {"port": "4002"}}`` (keys lower-cased; values validated later)."""
+    data: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.upper().startswith(ENV_PREFIX):
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER)
+        target = data
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+    return data
+
+
+def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Read settings from the environment (or ``environ``), validated; raise ``InputError`` listing every problem."""
+    """Read settings from the environment (or only from ``environ``), validated; raise ``InputError`` listing every
+    problem. ``overrides`` (keyword sections or fields) win over variables."""
     env = dict(os.environ if environ is None else environ)
     problems = [Problem(k, "unknown setting") for k in unknown_env_keys(env)]
     if problems:
@@ -145,16 +188,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     try:
         if environ is None:
             return Settings(**overrides)
-        saved = {k: v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
+        token = _ENV_SOURCES_OFF.set(True)
         try:
-            for k in saved:
-                del os.environ[k]
-            os.environ.update({k: v for k, v in env.items() if k.upper().startswith(ENV_PREFIX)})
-            return Settings(**overrides)
+            return Settings(**_merge(_nested(env), overrides))
         finally:
-            for k in [k for k in os.environ if k.upper().startswith(ENV_PREFIX)]:
-                del os.environ[k]
-            os.environ.update(saved)
+            _ENV_SOURCES_OFF.reset(token)
     except ValidationError as exc:
         raise InputError(
             "settings",

@@ -63,3 +63,15 @@ def test_account_kind_must_match_mode():
     live = load_settings({"TRADER_TRADING__MODE": "live", "TRADER_TRADING__LIVE_ENABLED": "1"})
     with pytest.raises(ConfigurationError):
         require_live_consistency(live, account_code="DU1234567")
+
+
+def test_explicit_environ_ignores_the_process_environment(monkeypatch):
+    monkeypatch.setenv("TRADER_IB__PORT", "4001")
+    assert load_settings({}).ib.port == 7497
+    assert load_settings().ib.port == 4001
+
+
+def test_overrides_merge_into_sections_from_variables():
+    settings = load_settings({"TRADER_DATABASE__ECHO": "true"}, database={"url": "sqlite:///x.db"})
+    assert settings.database.echo is True
+    assert settings.database.url == "sqlite:///x.db"
