@@ -11,10 +11,13 @@ from sqlalchemy import select
 from models.enums import SecType
 from models.tables import Strategy
 from services.broker.types import ContractInfo, ContractSpec
+from services.charts import render_png
 from services.db import session_scope
 from services.orders.monitor import ReconcileReport, SyncReport, cleanup, reconcile, retry_orders, sync_orders
+from services.orders.pnl import CHART_HEIGHT, CHART_WIDTH, PnlReport, pnl_markdown, take_snapshot
 from services.positions import rebuild
 from services.repositories import orders as orders_repo
+from services.repositories import pnl as pnl_repo
 from services.strategies import from_row
 from tasks.artifacts import markdown_table, publish_markdown, publish_table
 from tasks.runtime import get_runtime
@@ -46,6 +49,21 @@ def publish_state() -> None:
     publish_markdown("pnl", "# P&L\n\n" + markdown_table(rows), "realized P&L per symbol")
 
 
+PNL_HISTORY_KEY = "pnl-history"
+
+
+@task(name="pnl snapshot", cache_policy=NO_CACHE)
+def snapshot_pnl(chart: bool = True) -> PnlReport:
+    """Store this run's ``pnl_snapshots`` row and publish the account P&L over time (``pnl-history``)."""
+    runtime = get_runtime()
+    report = take_snapshot(runtime.database_url, runtime.broker(), runtime.clock())
+    with session_scope(runtime.database_url) as session:
+        history = pnl_repo.recent(session, limit=500)
+    render = (lambda fig: render_png(fig, width=CHART_WIDTH, height=CHART_HEIGHT)) if chart else None
+    publish_markdown(PNL_HISTORY_KEY, pnl_markdown(history, render), f"account P&L, {len(history)} snapshots")
+    return report
+
+
 @task(name="sync orders", cache_policy=NO_CACHE)
 def _sync() -> SyncReport:
     runtime = get_runtime()
@@ -53,10 +71,12 @@ def _sync() -> SyncReport:
 
 
 @flow(name="order-monitor")
-def order_monitor() -> SyncReport:
-    """Sync status, fills and commissions of active orders; cancel timed-out DAY limits; publish the state."""
+def order_monitor(chart: bool = True) -> SyncReport:
+    """Sync status, fills and commissions of active orders; cancel timed-out DAY limits; publish the state;
+    store a P&L snapshot and publish the P&L-over-time chart."""
     report = _sync()
     publish_state()
+    snapshot_pnl(chart)
     return report
 
 

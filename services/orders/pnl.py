@@ -8,15 +8,17 @@ positions' P&L at the marks against their average cost.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy.orm import Session
 
 from models.enums import SecType
+from models.tables import PnlSnapshot
 from services.broker.types import ContractSpec
 from services.db import session_scope
 from services.errors import TraderError
@@ -140,3 +142,57 @@ def take_snapshot(db_url: str, broker: OrderBroker | None, now: dt.datetime) -> 
             equity=account.net_liquidation.quantize(Q) if account and account.net_liquidation is not None else None,
         )
     return report
+
+
+CHART_WIDTH: Final = 640
+CHART_HEIGHT: Final = 280
+
+
+def pnl_figure(snapshots: Sequence[PnlSnapshot]) -> dict[str, Any]:
+    """A small Plotly figure dict: realized, unrealized and total P&L over time."""
+    times = [s.at.isoformat() for s in snapshots]
+
+    def line(name: str, values: list[float], color: str) -> dict[str, Any]:
+        return {"type": "scatter", "mode": "lines+markers", "name": name, "x": times, "y": values,
+                "line": {"color": color, "width": 2}, "marker": {"size": 4}}  # fmt: skip
+
+    realized = [float(s.realized) for s in snapshots]
+    unrealized = [float(s.unrealized) for s in snapshots]
+    total = [r + u for r, u in zip(realized, unrealized, strict=True)]
+    return {
+        "data": [
+            line("total", total, "#1f77b4"),
+            line("realized", realized, "#2ca02c"),
+            line("unrealized", unrealized, "#ff7f0e"),
+        ],
+        "layout": {
+            "title": {"text": "Account P&L (USD)", "font": {"size": 14}},
+            "margin": {"l": 50, "r": 10, "t": 36, "b": 40},
+            "legend": {"orientation": "h", "y": -0.2},
+            "xaxis": {"type": "date"},
+            "template": "plotly_white",
+        },
+    }
+
+
+def pnl_markdown(snapshots: Sequence[PnlSnapshot], render: Callable[[dict[str, Any]], bytes] | None) -> str:
+    """Markdown for the ``pnl-history`` artifact: the chart as an inline PNG (when ``render`` works), then a
+    table of the latest snapshots (always: the figures stay readable if no image can be made)."""
+    parts = ["# Account P&L over time", ""]
+    if not snapshots:
+        return "\n".join([*parts, "no snapshots yet"])
+    if render is not None and len(snapshots) >= 2:
+        try:
+            png = render(pnl_figure(snapshots))
+            uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+            parts += [f"![P&L over time]({uri})", ""]
+        except TraderError as exc:
+            parts += [f"(no chart: {exc})", ""]
+    parts += ["| at (UTC) | realized | unrealized | total | equity |", "|---|---|---|---|---|"]
+    for s in list(snapshots)[-10:][::-1]:
+        equity = f"{s.equity:.2f}" if s.equity is not None else ""
+        parts.append(
+            f"| {s.at:%Y-%m-%d %H:%M:%S} | {s.realized:.2f} | {s.unrealized:.2f} | {s.realized + s.unrealized:.2f} "
+            f"| {equity} |"
+        )
+    return "\n".join(parts)
