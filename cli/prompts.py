@@ -170,7 +170,7 @@ def performance(
     template: Annotated[str | None, typer.Option("--template", "-t", help="Only this template name.")] = None,
     day: Annotated[
         str | None,
-        typer.Option("--day", "-d", help="Day YYYY-MM-DD (default: the newest stored day; with --compute today, UTC)."),
+        typer.Option("--day", "-d", help="Day YYYY-MM-DD (default: the newest stored day; with --compute today, ET)."),
     ] = None,
     compute: Annotated[
         bool, typer.Option("--compute", help="Score the day now (forward prices from the configured broker).")

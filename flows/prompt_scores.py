@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from services.db import session_scope
-from services.prompt_performance import BrokerForwardBars, PromptScore, parse_day, score_prompts
+from services.prompt_performance import BrokerForwardBars, PromptScore, market_day, parse_day, score_prompts
 from tasks.artifacts import publish_table
+from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, retry_if_transient
 from tasks.runtime import get_runtime
 
 ARTIFACT_KEY = "prompt-scores"
-_NEW_YORK = ZoneInfo("America/New_York")
 
 
 def _number(value: Any, digits: int = 4) -> float | None:
@@ -47,7 +46,13 @@ def score_row(score: PromptScore) -> dict[str, Any]:
     return row
 
 
-@task(name="score prompts", cache_policy=NO_CACHE)
+@task(
+    name="score prompts",
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_condition_fn=retry_if_transient,
+)
 def score_day(day: dt.date) -> list[PromptScore]:
     """Score every template version for ``day`` and store the scores (forward closes from the broker)."""
     runtime = get_runtime()
@@ -67,6 +72,6 @@ def publish_scores(scores: list[PromptScore], day: dt.date) -> list[dict[str, An
 def prompt_scores_flow(day: str | None = None) -> list[dict[str, Any]]:
     """Score every prompt template version (``day`` YYYY-MM-DD; default: today in New York) and publish the table."""
     runtime = get_runtime()
-    when = parse_day(day, today=runtime.clock().astimezone(_NEW_YORK).date())
+    when = parse_day(day, today=market_day(runtime.clock()))
     scores = score_day(when)
     return publish_scores(scores, when)

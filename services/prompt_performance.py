@@ -8,7 +8,8 @@ For every stored prompt template version (plus any version named by a signal but
   ``hits``, ``hit_rate`` and ``mean_return``. The forward return at horizon ``h`` is
   ``close[h] / close[0] - 1`` where ``close[0]`` is the close of the signal's bar; a SELL counts short
   (its return is negated). A hit is a signed return > 0. HOLD and ABSTAIN never enter hit rate or return.
-  A signal whose ``h`` later bars do not exist yet is PENDING at that horizon, never a loss;
+  A signal whose ``h`` later bars do not exist yet is PENDING at that horizon, never a loss; one without prices
+  (its strategy's bar size unknown, the source raised a ``SkipError``) is ``unscorable``;
 * ``calibration``: confidence buckets (0.0-0.5, 0.5-0.6, ..., 0.9-1.0) of the directional signals resolved at
   the calibration horizon (the first horizon unless given): count, mean confidence, hit rate; ``pending`` per bucket;
 * LLM cost: the distinct ``llm_calls`` linked by ``signals.llm_call_id``: ``llm_calls``, ``cached_calls``,
@@ -27,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, Protocol
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 from sqlalchemy import select
@@ -37,7 +39,7 @@ from models.enums import BarSize, SecType, SignalAction
 from models.tables import LlmCall, PromptTemplate, Signal, Strategy
 from models.tables import PromptScore as PromptScoreRow
 from services.broker.types import BarRequest, ContractInfo, ContractSpec
-from services.errors import InputError, Problem
+from services.errors import InputError, Problem, SkipError
 
 __all__ = [
     "CALIBRATION_EDGES",
@@ -48,6 +50,7 @@ __all__ = [
     "HistorySource",
     "PromptScore",
     "closes_from",
+    "market_day",
     "parse_day",
     "score_prompts",
     "stored_scores",
@@ -62,6 +65,7 @@ ForwardBars = Callable[[str, BarSize, dt.datetime, int], Sequence[float]]
 followed by the closes of up to ``n`` later bars, oldest first; shorter when those bars do not exist yet."""
 
 _SOURCE: Final = "prompt scores"
+_NEW_YORK: Final = ZoneInfo("America/New_York")
 
 
 @dataclass(frozen=True)
@@ -78,10 +82,15 @@ class PromptScore:
         return int(self.metrics.get("signals", 0))
 
 
+def market_day(now: dt.datetime | None = None) -> dt.date:
+    """The date in New York at ``now`` (default: the current time): the day a scoring run at 18:00 ET covers."""
+    return (now or dt.datetime.now(dt.UTC)).astimezone(_NEW_YORK).date()
+
+
 def parse_day(text: str | None, *, today: dt.date | None = None) -> dt.date:
-    """Return the ISO date ``text`` (``today`` in UTC when ``None``); raise :class:`InputError` when malformed."""
+    """Return the ISO date ``text`` (``today``, else :func:`market_day`, when ``None``); InputError when malformed."""
     if text is None:
-        return today or dt.datetime.now(dt.UTC).date()
+        return today or market_day()
     try:
         return dt.date.fromisoformat(text.strip())
     except ValueError:
@@ -139,14 +148,22 @@ class BrokerForwardBars:
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._frames: dict[tuple[str, BarSize], tuple[dt.datetime, pd.DataFrame]] = {}
         self._contracts: dict[str, ContractInfo] = {}
+        self._failed: dict[str, SkipError] = {}
 
     def __call__(self, symbol: str, bar_size: BarSize, after: dt.datetime, n: int) -> list[float]:
         key = (symbol.upper(), bar_size)
+        failed = self._failed.get(key[0])
+        if failed is not None:  # e.g. no such contract: asked once, not once per signal
+            raise failed
         cached = self._frames.get(key)
         if cached is None or after < cached[0]:
-            contract = self._contracts.get(key[0])
-            if contract is None:
-                contract = self._contracts[key[0]] = self._broker.qualify(ContractSpec(key[0], SecType.STK))
+            try:
+                contract = self._contracts.get(key[0])
+                if contract is None:
+                    contract = self._contracts[key[0]] = self._broker.qualify(ContractSpec(key[0], SecType.STK))
+            except SkipError as exc:
+                self._failed[key[0]] = exc
+                raise
             request = BarRequest(bar_size=bar_size, duration=ib_duration(after, self._clock()), use_rth=True)
             frame = self._broker.historical_bars(contract, request)
             cached = self._frames[key] = (after, frame.sort_values(TIMESTAMP, ignore_index=True))
@@ -299,7 +316,11 @@ def score_prompts(
             if size is None:
                 unscorable[version] = unscorable.get(version, 0) + 1
             else:
-                closes = list(forward_bars(signal.symbol, size, signal.bar_time, longest))
+                try:
+                    closes = list(forward_bars(signal.symbol, size, signal.bar_time, longest))
+                except SkipError:  # no such contract, unusable data: not scorable, never a loss
+                    unscorable[version] = unscorable.get(version, 0) + 1
+                    closes = []
                 for h in ordered:
                     if len(closes) > h and closes[0] > 0:
                         signed[h] = direction * (closes[h] / closes[0] - 1.0)

@@ -30,6 +30,8 @@ from services.prompt_performance import (
     BrokerForwardBars,
     FrameForwardBars,
     closes_from,
+    market_day,
+    parse_day,
     score_prompts,
     stored_scores,
 )
@@ -235,3 +237,38 @@ def test_broker_source_fetches_once_per_symbol(spy: pd.DataFrame) -> None:
         assert requests == ["12 D"]  # 9 days back + 3 margin, one request for both signals
     finally:
         broker.close()
+
+
+def test_unknown_contract_is_unscorable_and_asked_once(stored: Session, spy: pd.DataFrame) -> None:
+    for day in ("2010-03-01", "2010-03-02"):
+        signals.record(stored, strategy_name="spy-sma-cross", symbol="XYZ", bar_time=utc(day), action="BUY",
+                       analyst=AnalystKind.LLM, confidence=0.8, prompt_template_name="daily-analyst",
+                       prompt_template_version=3)  # fmt: skip
+    memory = MemoryBroker([stock("SPY", 756733)], {"SPY": spy})
+    memory.clock.set(utc("2018-01-02"))
+    broker = SyncBroker(lambda: memory)
+    broker.connect()
+    try:
+        qualified: list[str] = []
+        original = broker.qualify
+
+        def counting(spec):  # type: ignore[no-untyped-def]
+            qualified.append(spec.symbol)
+            return original(spec)
+
+        broker.qualify = counting  # type: ignore[method-assign]
+        scores = score_prompts(stored, DAY, BrokerForwardBars(broker, clock=lambda: utc("2018-01-02")), store=False)
+    finally:
+        broker.close()
+    v3 = scores[2].metrics
+    assert v3["signals"] == 2 and v3["unscorable"] == 2 and v3["horizons"]["1"]["scored"] == 0
+    assert qualified.count("XYZ") == 1
+    assert scores[0].metrics["horizons"]["1"]["scored"] == 6  # SPY through the same broker: as from the file
+
+
+def test_market_day_is_the_new_york_date() -> None:
+    assert market_day(dt.datetime(2024, 3, 5, 3, 0, tzinfo=dt.UTC)) == dt.date(2024, 3, 4)  # 22:00 ET the day before
+    assert market_day(dt.datetime(2024, 3, 5, 23, 0, tzinfo=dt.UTC)) == dt.date(2024, 3, 5)
+    assert parse_day(None, today=dt.date(2020, 1, 2)) == dt.date(2020, 1, 2)
+    with pytest.raises(InputError, match="not a date"):
+        parse_day("2024-13-01")
