@@ -297,7 +297,7 @@ def _snapshot(
     ind: IndicatorResult,
     arrays: dict[str, np.ndarray[Any, np.dtype[np.float64]]],
     close: np.ndarray[Any, np.dtype[np.float64]],
-    times: pd.DatetimeIndex,
+    times: list[dt.datetime],
     last_good: int,
     flagged_latest: bool,
 ) -> MarketSnapshot:
@@ -308,7 +308,7 @@ def _snapshot(
     return MarketSnapshot(
         symbol=definition.symbol,
         bar_size=definition.bar_size,
-        last_bar_time=times[last_good],
+        last_bar_time=pd.Timestamp(times[last_good]),
         last_close=Decimal(repr(round(float(close[last_good]), 4))),
         latest=latest,
         columns=ind.columns,
@@ -395,7 +395,7 @@ def replay(
     last_good_upto = np.maximum.accumulate(np.where(flagged, -1, idx))
     decision_points = list(range(first, n, decide_every))
     bar_length = dt.timedelta(seconds=BAR_SECONDS[definition.bar_size])
-    py_times: list[dt.datetime] = [t.to_pydatetime() for t in times]
+    py_times: list[dt.datetime] = list(times.to_pydatetime())
 
     llm = analyst == "llm"
     model = OFFLINE_MODEL
@@ -450,8 +450,10 @@ def replay(
                 book.fill(when, side, qty, exit_price, fill_model.commission(qty, exit_price), why, closing=qty)
                 if pending is not None and pending.closing > 0:
                     pending = None  # its position is gone
-        close_j = price(c[j])
-        equity[j - first] = float(book.cash + book.position * close_j)
+        if book.position:
+            equity[j - first] = float(book.cash + book.position * price(c[j]))
+        else:
+            equity[j - first] = float(book.cash)
         positions[j - first] = float(book.position)
         if next_decision < total and decision_points[next_decision] == j:
             next_decision += 1
@@ -467,7 +469,7 @@ def replay(
             elif lg < 0:
                 analysed = _Analysed(None, "no usable (non-flagged) bar yet")
             else:
-                snap = _snapshot(definition, ind, arrays, c, times, lg, bool(flagged[j]))
+                snap = _snapshot(definition, ind, arrays, c, py_times, lg, bool(flagged[j]))
                 analysis = offline_analysis(snap, definition.indicators)
                 analysed = _Analysed(
                     AnalysisOutcome(
@@ -492,7 +494,7 @@ def replay(
             contaminated += int(tainted)
             order_note: str | None = None
             if signal.action in (SignalAction.BUY, SignalAction.SELL):
-                equity_now = book.cash + book.position * close_j
+                equity_now = book.cash + book.position * price(c[j])
                 new_order, order_note = _order_for(signal, definition, book.position, equity_now, frame, j, lg)
                 if new_order is not None:
                     pending = new_order
