@@ -179,6 +179,7 @@ class _Outcome:
     action: SignalAction
     confidence: float | None
     signed: dict[int, float | None]  # horizon -> signed forward return, None = pending
+    scorable: bool = True  # False: no prices at all (unknown bar size, unknown contract): neither scored nor pending
 
 
 def _bucket_label(low: float, high: float) -> str:
@@ -224,21 +225,21 @@ def _metrics(
     total = len(outcomes)
     by_action = {action.value: sum(1 for o in outcomes if o.action == action) for action in SignalAction}
     directional = [o for o in outcomes if o.action in _DIRECTION]
+    scorable = [o for o in directional if o.scorable]
     per_horizon: dict[str, Any] = {}
     for h in horizons:
-        resolved = [o.signed[h] for o in directional if o.signed.get(h) is not None]
-        returns = [r for r in resolved if r is not None]
+        returns = [r for r in (o.signed.get(h) for o in scorable) if r is not None]
         hits = sum(1 for r in returns if r > 0)
         per_horizon[str(h)] = {
             "scored": len(returns),
-            "pending": len(directional) - len(returns),
+            "pending": len(scorable) - len(returns),
             "hits": hits,
             "hit_rate": _rate(hits, len(returns)),
             "mean_return": _mean(returns),
         }
     calibration: list[dict[str, Any]] = []
     for index in range(len(CALIBRATION_EDGES) - 1):
-        members = [o for o in directional if o.confidence is not None and _bucket(o.confidence) == index]
+        members = [o for o in scorable if o.confidence is not None and _bucket(o.confidence) == index]
         done = [(o.confidence, o.signed.get(calibration_horizon)) for o in members]
         resolved_pairs = [(c, r) for c, r in done if c is not None and r is not None]
         hits = sum(1 for _, r in resolved_pairs if r > 0)
@@ -310,21 +311,24 @@ def score_prompts(
         assert signal.prompt_template_name is not None and signal.prompt_template_version is not None
         version = (signal.prompt_template_name, signal.prompt_template_version)
         signed: dict[int, float | None] = dict.fromkeys(ordered)
+        scorable = True
         direction = _DIRECTION.get(signal.action)
         if direction is not None:
             size = _bar_size_of(signal, known_sizes)
+            closes: list[float] = []
             if size is None:
-                unscorable[version] = unscorable.get(version, 0) + 1
+                scorable = False
             else:
                 try:
                     closes = list(forward_bars(signal.symbol, size, signal.bar_time, longest))
                 except SkipError:  # no such contract, unusable data: not scorable, never a loss
-                    unscorable[version] = unscorable.get(version, 0) + 1
-                    closes = []
-                for h in ordered:
-                    if len(closes) > h and closes[0] > 0:
-                        signed[h] = direction * (closes[h] / closes[0] - 1.0)
-        grouped.setdefault(version, []).append(_Outcome(signal.action, signal.confidence, signed))
+                    scorable = False
+            for h in ordered:
+                if len(closes) > h and closes[0] > 0:
+                    signed[h] = direction * (closes[h] / closes[0] - 1.0)
+            if not scorable:
+                unscorable[version] = unscorable.get(version, 0) + 1
+        grouped.setdefault(version, []).append(_Outcome(signal.action, signal.confidence, signed, scorable))
         if signal.llm_call_id is not None:
             call_ids.setdefault(version, set()).add(signal.llm_call_id)
     all_ids = set().union(*call_ids.values()) if call_ids else set()

@@ -199,6 +199,7 @@ def test_no_bar_size_is_unscorable_not_a_loss(stored: Session, spy: pd.DataFrame
     m = score_prompts(stored, DAY, FrameForwardBars({"SPY": spy}), store=False)[2].metrics
     assert m["signals"] == 1 and m["unscorable"] == 1
     assert m["horizons"]["1"]["scored"] == 0 and m["horizons"]["1"]["hit_rate"] is None
+    assert m["horizons"]["1"]["pending"] == 0 and m["calibration"][4]["pending"] == 0  # neither scored nor pending
     assert stored.scalar(select(func.count(PromptScoreRow.id))) == 0
 
 
@@ -261,7 +262,8 @@ def test_unknown_contract_is_unscorable_and_asked_once(stored: Session, spy: pd.
     finally:
         broker.close()
     v3 = scores[2].metrics
-    assert v3["signals"] == 2 and v3["unscorable"] == 2 and v3["horizons"]["1"]["scored"] == 0
+    assert v3["signals"] == 2 and v3["unscorable"] == 2
+    assert (v3["horizons"]["1"]["scored"], v3["horizons"]["1"]["pending"]) == (0, 0)
     assert qualified.count("XYZ") == 1
     assert scores[0].metrics["horizons"]["1"]["scored"] == 6  # SPY through the same broker: as from the file
 
