@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli import common, data, demo, deploy, orders, prompts, sim, strategies, symbols, worker
+from cli import common, data, demo, deploy, orders, prompts, replay, sim, strategies, symbols, worker
 from cli.common import cli_errors, console, settings
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.command("resume")(orders.resume)
 app.command("demo")(demo.demo)
 deploy.register(app)  # bootstrap, deploy, trigger
 app.command("worker")(worker.worker)
+app.command("replay")(replay.replay_command)
 
 server_app = typer.Typer(help="A local Prefect server under the data directory.", no_args_is_help=True)
 app.add_typer(server_app, name="server")

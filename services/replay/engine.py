@@ -645,7 +645,7 @@ def _order_for(
         closing=closing,
         stop=signal.stop if opening else None,
         target=signal.target if opening else None,
-        reason=f"signal {signal.action.value} ({detail})",
+        reason=f"signal {signal.action.value}",
     )
     return order, f"{what} ({detail})" + (f"; {note}" if note else "")
 
