@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
+from deployments.local_server import ServerInfo
 from services.db import dispose_engines, make_engine, session_factory, upgrade_schema
 from tests.pg import PgCluster, PgSetupError, cluster, stop_cluster
 
@@ -148,3 +149,32 @@ def session(db_url: str) -> Iterator[Session]:
     """An ORM session on ``db_url``; whatever is not committed is rolled back at the end."""
     with session_factory(make_engine(db_url))() as db_session:
         yield db_session
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Prefect
+
+
+@pytest.fixture(scope="session")
+def prefect_api(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
+    """One real, bootstrapped Prefect server for the session, on the test PostgreSQL (no SQLite 503s, no ephemeral
+    start-up races).
+
+    Flows run in tests that request it (and in every later test of the session) report to this server.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.local_server import start_server, stop_server
+
+    _, async_url = pg_cluster.create_database("prefect_session")
+    home = tmp_path_factory.mktemp("prefect-home")
+    info = start_server(home, database_url=async_url)
+    try:
+        with temporary_settings({PREFECT_API_URL: info.api_url}):
+            from deployments.bootstrap import bootstrap
+            from services.settings import load_settings
+
+            bootstrap(load_settings({}))  # work pool, global limits (used strictly by the tasks), variables
+            yield info
+    finally:
+        stop_server(home)

@@ -15,10 +15,8 @@ from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterId,
 )
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import select
 
-from deployments.local_server import start_server, stop_server
 from flows.strategy import strategy_run
 from models.tables import Signal
 from services import strategies as store
@@ -33,21 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS = ["contract", "bars", "indicators", "chart", "analysis", "signal"]
 
 pytestmark = [pytest.mark.postgres, pytest.mark.prefect, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def prefect_api(pg_cluster, tmp_path_factory):
-    _, async_url = pg_cluster.create_database("prefect_e2e")
-    home = tmp_path_factory.mktemp("prefect-home")
-    info = start_server(home, database_url=async_url)
-    try:
-        with temporary_settings({PREFECT_API_URL: info.api_url}):
-            from deployments.bootstrap import bootstrap  # the global limits steps 2 and 5 take strictly
-
-            bootstrap(load_settings({"TRADER_DATA_DIR": str(home)}))
-            yield info
-    finally:
-        stop_server(home)
 
 
 @pytest.fixture(scope="module")

@@ -120,7 +120,9 @@ class _NoBroker:
         (datetime(2017, 12, 28, 4, 50, tzinfo=UTC), SKIP_RESET),  # 23:50 New York
     ],
 )
-def test_flow_ends_skipped_without_touching_the_broker(tmp_path: Path, now: datetime, message: str) -> None:
+def test_flow_ends_skipped_without_touching_the_broker(
+    prefect_api: object, tmp_path: Path, now: datetime, message: str
+) -> None:
     from sqlalchemy import func, select
 
     from flows.strategy import strategy_run
