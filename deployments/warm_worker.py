@@ -24,6 +24,7 @@ client id, one LLM store.
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import logging
 import socket
@@ -194,7 +195,8 @@ class WarmWorker:
             if claimed is None:
                 continue
             free -= 1
-            self._running[flow_run.id] = pool.submit(self._execute, claimed)
+            # Each run gets a copy of the caller's context (Prefect settings such as a temporary API URL).
+            self._running[flow_run.id] = pool.submit(contextvars.copy_context().run, self._execute, claimed)
 
     def _claim(self, client: SyncPrefectClient, flow_run: FlowRun) -> FlowRun | None:
         from prefect.utilities.engine import propose_state_sync

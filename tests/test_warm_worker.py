@@ -1,0 +1,190 @@
+"""The warm worker (deployments/warm_worker.py): a scheduled run of a strategy deployment on a PostgreSQL-backed
+Prefect server is claimed, run inside this process against the TWS simulator and completes with its six
+artifacts, its signal row and its run name; plus the worker's input checks."""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prefect import get_client
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Scheduled
+from sqlalchemy import select
+
+from deployments.bootstrap import bootstrap
+from deployments.local_server import free_port, server_env
+from deployments.sync import desired_from_database, sync_deployments
+from deployments.warm_worker import WarmWorker, _flow_from_entrypoint
+from models.tables import Signal
+from services import strategies as store
+from services.broker.ib_adapter import IBBroker
+from services.db import init_database, session_scope
+from services.errors import ConfigurationError, InputError
+from services.prompt_library import seed_templates
+from services.settings import Settings, load_settings
+from simulator import SimConfig, SimServer
+from tasks.runtime import Runtime, use_runtime
+
+REPO = Path(__file__).resolve().parents[1]
+POOL = "trader-pool"
+MARKET_NOW = datetime(2017, 12, 29, 20, 50, tzinfo=UTC)  # 15:50 New York, the example's decision time
+
+
+def prefect_server(pg_cluster: Any, home: Path, db_name: str) -> Iterator[str]:
+    """A PostgreSQL-backed Prefect server for the module; yields its API URL (also set as PREFECT_API_URL).
+
+    Started as our own child (not ``local_server.start_server``) so that it is reaped on stop at once.
+    """
+    _, async_url = pg_cluster.create_database(db_name)
+    port = free_port()
+    log = (home / "server.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=server_env(home, port, async_url),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 120
+        while not _healthy(url):
+            assert proc.poll() is None and time.monotonic() < deadline, (home / "server.log").read_text()[-2000:]
+            time.sleep(0.3)
+        with temporary_settings({PREFECT_API_URL: url}):
+            yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def trader_settings(data_dir: Path, database_url: str | None = None, strategies: int = 0) -> Settings:
+    """A migrated trader DB with the prompt templates, spy-sma-cross and ``strategies`` copies of it."""
+    env = {"TRADER_DATA_DIR": str(data_dir)} | ({"TRADER_DATABASE__URL": database_url} if database_url else {})
+    settings = load_settings(env)
+    init_database(settings)
+    spy = store.load_strategy_file(REPO / "examples/strategies/spy-sma-cross.yaml")
+    with session_scope(settings.database_url()) as session:
+        seed_templates(session)
+        store.save_definition(session, spy)
+        for i in range(strategies):
+            store.save_definition(session, spy.model_copy(update={"name": f"burst-{i:02d}"}))
+    return settings
+
+
+@pytest.fixture(scope="module")
+def api_url(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from prefect_server(pg_cluster, tmp_path_factory.mktemp("warm-prefect"), "prefect_warm")
+
+
+@pytest.fixture(scope="module")
+def client(api_url: str) -> Iterator[SyncPrefectClient]:
+    with get_client(sync_client=True) as sync_client:
+        yield sync_client
+
+
+def test_entrypoint_is_imported_as_the_package_module() -> None:
+    from flows.strategy import strategy_run
+
+    assert _flow_from_entrypoint("flows/strategy.py:strategy_run", REPO) is strategy_run
+    with pytest.raises(InputError, match="not of the form"):
+        _flow_from_entrypoint("flows.strategy.strategy_run", REPO)
+    with pytest.raises(InputError, match="is not a Prefect flow"):
+        _flow_from_entrypoint("flows/strategy.py:StrategyRunResult", REPO)
+
+
+def test_bad_worker_settings_are_input_errors() -> None:
+    with pytest.raises(InputError, match="at least 1"):
+        WarmWorker(POOL, concurrency=0)
+    with pytest.raises(InputError, match="positive"):
+        WarmWorker(POOL, poll_seconds=0)
+
+
+@pytest.mark.postgres
+@pytest.mark.prefect
+@pytest.mark.slow
+def test_a_missing_pool_names_trader_bootstrap(client: SyncPrefectClient) -> None:
+    with pytest.raises(ConfigurationError, match="trader bootstrap"):
+        WarmWorker("no-such-pool").run(max_seconds=1)
+
+
+@pytest.mark.postgres
+@pytest.mark.prefect
+@pytest.mark.slow
+def test_a_scheduled_strategy_run_completes_in_process_with_its_artifacts(
+    client: SyncPrefectClient, tmp_path: Path
+) -> None:
+    settings = trader_settings(tmp_path / "trader")
+    bootstrap(settings, client)
+    assert sync_deployments(desired_from_database(settings.database_url()), work_pool=POOL, client=client).created
+    deployment = client.read_deployment_by_name("strategy-run/spy-sma-cross")
+    due = datetime.now(UTC) + timedelta(seconds=2)
+    run = client.create_flow_run_from_deployment(deployment.id, state=Scheduled(scheduled_time=due))
+    later = client.create_flow_run_from_deployment(  # not due: the worker must leave it alone
+        deployment.id, state=Scheduled(scheduled_time=due + timedelta(hours=1))
+    )
+
+    with SimServer.in_thread(SimConfig(data_dir=REPO / "data" / "samples", now=MARKET_NOW)) as sim:
+        runtime = Runtime(
+            settings, broker_factory=lambda: IBBroker("127.0.0.1", sim.port, 51), clock=lambda: sim.clock.now
+        )
+        worker = WarmWorker(POOL, concurrency=2, poll_seconds=0.5)
+        with use_runtime(runtime):
+            context = contextvars.copy_context()  # the thread sees this test's PREFECT_API_URL
+            thread = threading.Thread(
+                target=context.run,
+                args=(worker.run,),
+                kwargs={"max_seconds": 90, "until": lambda s: s.completed + s.failed >= 1},
+            )
+            thread.start()
+            thread.join(120)
+            runtime.close()
+        assert not thread.is_alive()
+        assert sim.stats.hist_requests == 1
+
+    assert (worker.stats.claimed, worker.stats.completed, worker.stats.failed) == (1, 1, 0)
+    assert 0 <= worker.stats.lateness_s[0] < 30
+    done = client.read_flow_run(run.id)
+    assert done.state is not None and done.state.is_completed(), done.state
+    assert re.fullmatch(r"spy-sma-cross-SPY-\d{8}", done.name), done.name  # named after its bar (the engine ran it)
+    assert done.deployment_id == deployment.id
+    pending = client.read_flow_run(later.id).state
+    assert pending is not None and pending.is_scheduled()
+
+    artifacts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+    )
+    keys = {a.key for a in artifacts}
+    steps = {"contract", "bars", "indicators", "chart", "analysis", "signal"}
+    assert {f"spy-sma-cross-{step}" for step in steps} <= keys
+    chart = next(a for a in artifacts if a.key == "spy-sma-cross-chart")
+    assert isinstance(chart.data, str) and "data:image/png;base64," in chart.data
+    with session_scope(settings.database_url()) as session:
+        signal = session.scalars(select(Signal).where(Signal.flow_run_id == str(run.id))).one()
+    assert signal.action.value in {"BUY", "SELL", "HOLD", "ABSTAIN"}
+    assert (settings.runs_dir() / "spy-sma-cross" / str(run.id) / "chart.png").stat().st_size > 10_000
