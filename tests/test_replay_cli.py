@@ -1,0 +1,133 @@
+"""``trader replay`` (SQLite and PostgreSQL), the stored ``replay_runs`` row, bad input, and the replay flow."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner, Result
+
+from cli import common
+from cli.main import app
+from models.tables import ReplayRun
+from services.db import make_engine, session_factory
+from services.replay.runs import find_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+ORCL = ROOT.parent / "shared" / "data" / "orcl-1995-2014.txt"
+STRATEGY = ROOT / "examples" / "replay" / "orcl-sma-cross.yaml"
+WINDOW = ("--from", "2012-01-01", "--to", "2013-12-31")
+
+Invoke = Callable[..., Result]
+
+
+@pytest.fixture
+def trader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Iterator[Invoke]:
+    monkeypatch.setenv("TRADER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TRADER_DATABASE__URL", db_url)
+    common.settings.cache_clear()
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(app, list(args))
+
+    yield invoke
+    common.settings.cache_clear()
+
+
+def _json(output: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(output[output.index("{") :])
+    return data
+
+
+def test_replay_file_json_is_stored_and_a_stored_strategy_gives_the_same_run(trader: Invoke, db_url: str) -> None:
+    by_file = trader("replay", "--file", str(STRATEGY), "--data", str(ORCL), *WINDOW, "--slippage-bps", "5", "--json")
+    assert by_file.exit_code == 0, by_file.output
+    first = _json(by_file.output)
+    assert first["params"]["start"] == "2012-01-01" and first["params"]["slippage_bps"] == "5"
+    assert first["metrics"]["trades"] == len([t for t in first["trades"] if t["exit_time"]]) > 0
+
+    assert trader("strategies", "create", "--file", str(STRATEGY)).exit_code == 0
+    by_name = trader("replay", "orcl-sma-cross", "--data", str(ORCL), *WINDOW, "--slippage-bps", "5", "--json")
+    assert by_name.exit_code == 0, by_name.output
+    second = _json(by_name.output)
+    assert second["run_id"] == first["run_id"] + 1
+    assert second["metrics"] == first["metrics"] and second["trades"] == first["trades"]
+
+    with session_factory(make_engine(db_url))() as session:
+        rows = session.scalars(select(ReplayRun).order_by(ReplayRun.id)).all()
+    assert [r.strategy_name for r in rows] == ["orcl-sma-cross", "orcl-sma-cross"]
+    stored = rows[0].metrics
+    assert stored["total_return"] == first["metrics"]["total_return"]
+    assert stored["trades_list"] == first["trades"]
+    assert len(stored["equity_curve"]) == 502  # every bar of 2012-2013, marked to close
+    assert rows[0].params["data"] == str(ORCL)
+
+
+def test_replay_prints_a_table(trader: Invoke) -> None:
+    result = trader("replay", "--file", str(STRATEGY), "--data", str(ORCL), *WINDOW)
+    assert result.exit_code == 0, result.output
+    assert "total return" in result.output and "Sharpe" in result.output and "trades" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--file", str(STRATEGY), "--data", str(ORCL), "--to", "2013-01-01"), "--from: required"),
+        (("--file", str(STRATEGY), "--data", str(ORCL), "--from", "2013-02-30", "--to", "2013-03-01"), "not a date"),
+        (("--file", str(STRATEGY), "--data", str(ORCL), *WINDOW, "--analyst", "gpt"), "offline or llm"),
+        (("--file", str(STRATEGY), "--data", str(ORCL), *WINDOW, "--analyst", "llm"), "API key"),
+        (("--file", str(STRATEGY), "--data", str(ORCL), *WINDOW, "--decide-every", "0"), "decide_every"),
+        (("--file", str(STRATEGY), *WINDOW), "no bar file for ORCL"),
+        (("--file", str(STRATEGY), "--data", str(ORCL), "--from", "2016-01-01", "--to", "2016-12-31"), "no bars"),
+        (("no-such-strategy", "--data", str(ORCL), *WINDOW), "no strategy named"),
+        ((*WINDOW,), "NAME or --file"),
+        (("--file", str(STRATEGY), "--data", str(ORCL), *WINDOW, "--slippage-bps", "abc"), "not a number"),
+    ],
+)
+def test_bad_input_exits_2_without_traceback(trader: Invoke, args: tuple[str, ...], needle: str) -> None:
+    result = trader("replay", *args)
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert "Traceback" not in result.output
+
+
+def test_find_sample_matches_symbol_tokens() -> None:
+    spy = find_sample("SPY")
+    assert spy is not None and spy.name.startswith("yahoofinance-SPY")
+    aapl = find_sample("AAPL")
+    assert aapl is not None and aapl.name == "AAPL.csv"
+    assert find_sample("ORCL") is None
+
+
+@pytest.mark.prefect
+@pytest.mark.slow
+def test_replay_flow_publishes_metrics_trades_and_equity_chart(tmp_path: Path) -> None:
+    from prefect.artifacts import Artifact
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    from flows.replay import replay_flow
+    from services.settings import load_settings
+    from tasks.runtime import Runtime, use_runtime
+
+    settings = load_settings({"TRADER_DATA_DIR": str(tmp_path)})
+    runtime = Runtime(settings)
+    with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 120}), use_runtime(runtime):
+        out = replay_flow(file=str(STRATEGY), data=str(ORCL), start="2012-01-01", end="2013-12-31")
+        metrics = Artifact.get("replay-orcl-sma-cross-metrics")
+        trades = Artifact.get("replay-orcl-sma-cross-trades")
+        equity = Artifact.get("replay-orcl-sma-cross-equity")
+    runtime.close()
+    assert out["run_id"] >= 1 and out["metrics"]["periods"] == 501
+    assert metrics is not None and metrics.type == "table"
+    rows = metrics.data if isinstance(metrics.data, list) else json.loads(str(metrics.data))
+    assert {"metric": "total_return", "value": out["metrics"]["total_return"]} in rows
+    assert trades is not None and trades.type == "table"
+    trade_rows = trades.data if isinstance(trades.data, list) else json.loads(str(trades.data))
+    assert len(trade_rows) == len(out["trades"])
+    assert equity is not None and equity.type == "markdown"
+    assert "data:image/png;base64," in str(equity.data) or "not rendered" in str(equity.data)
