@@ -35,7 +35,8 @@ def publish_state() -> None:
     with session_scope(get_runtime().database_url) as session:
         active: list[dict[str, Any]] = [
             {"id": o.id, "key": o.idempotency_key, "status": o.status.value, "side": o.side.value,
-             "qty": str(o.quantity), "filled": str(o.filled_quantity), "limit": str(o.limit_price or "")}
+             "qty": str(o.quantity), "filled": str(o.filled_quantity), "limit": str(o.limit_price or ""),
+             "dry run": "yes" if orders_repo.is_dry_run(o) else ""}
             for o in orders_repo.active(session)
         ]  # fmt: skip
         states = rebuild(session)

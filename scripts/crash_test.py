@@ -10,7 +10,7 @@ crash. Each iteration:
 
    ``before_row``   before the order path starts (nothing stored)
    ``after_row``    the order row is committed (``submitting``), placeOrder not sent
-   ``after_send``   placeOrder handed to the client, killed 0-4 ms later (sent or not, acknowledged or not)
+   ``after_send``   placeOrder handed to the client, killed 0-1.5 ms later (sent or not, acknowledged or not)
    ``after_ack``    the broker acknowledged (and filled) it, the DB does not know yet
    ``no_ack``       the simulator drops the socket right after processing placeOrder (no ack); then killed
    ``during_fill``  while the monitor records the fill (killed 0-20 ms after it read the executions)
@@ -88,7 +88,7 @@ class KillingBroker:
             _die()
         if self._kill == "after_send":
             threading.Thread(target=self._inner.place_order, args=(contract, request), daemon=True).start()
-            time.sleep(self._rng.uniform(0, 0.004))
+            time.sleep(self._rng.uniform(0, 0.0015))
             _die()
         answer = self._inner.place_order(contract, request)
         if self._kill == "after_ack":
@@ -203,6 +203,7 @@ class Totals:
     position_mismatches: int = 0
     kills: Counter[str] = field(default_factory=Counter)
     killed: Counter[str] = field(default_factory=Counter)  # the child really died by SIGKILL
+    reached: Counter[str] = field(default_factory=Counter)  # the order was at the broker when the child ended
     outcomes: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
     run_s: list[float] = field(default_factory=list)
@@ -314,6 +315,7 @@ def run(n: int = 100, seed: int = 1, *, quiet: bool = False) -> Totals:
                 elif code != 0:
                     totals.notes.append(f"{i}: run child exit {code} ({kill})")
                 _wait_client_gone(sim)
+                totals.reached[kill] += bool(sim.state.orders_by_ref(order_key(i)))
                 code, took = _spawn(ctx, ("recover", i, "none", 0, db_url, sim.port, frame, out))
                 totals.recover_s.append(took)
                 if code != 0:
@@ -343,6 +345,8 @@ def report(totals: Totals, n: int, wall_s: float) -> str:
         f"crash test: {n} iterations in {wall_s:.1f} s",
         "kill points (planned / really killed): "
         + ", ".join(f"{k} {totals.kills[k]}/{totals.killed[k]}" for k in KILL_POINTS if totals.kills[k]),
+        "order at the broker when the child ended: "
+        + ", ".join(f"{k} {totals.reached[k]}/{totals.kills[k]}" for k in KILL_POINTS if totals.kills[k]),
         f"duplicate orders at the broker:        {totals.duplicates}",
         f"broker orders the DB does not know:    {totals.unknown_at_broker}",
         f"fills recorded more than once:         {totals.fills_twice}",
