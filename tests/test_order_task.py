@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from decimal import Decimal as D
@@ -16,7 +17,7 @@ from services.bars.validation import ValidationResult
 from services.broker.loop_owner import SyncBroker
 from services.broker.memory import MemoryBroker, stock
 from services.db import session_scope
-from services.orders.monitor import reconcile, sync_orders
+from services.orders.monitor import reconcile, record_executions, sync_orders
 from services.positions import rebuild
 from services.repositories import fills as fills_repo
 from services.repositories import orders as orders_repo
@@ -229,3 +230,21 @@ def test_working_dry_run_order_is_not_looked_up_at_the_real_broker(
     with session_scope(runtime.database_url) as s:
         row = orders_repo.get(s, working.order_id)
         assert row is not None and row.status is OrderStatus.CANCELLED
+
+
+def test_real_executions_never_link_to_a_dry_run_order_by_perm_id(
+    runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker
+) -> None:
+    filled = run(fixed_quantity(definition, 10), broker, stored(SignalAction.BUY))
+    with session_scope(runtime.database_url) as s:
+        row = orders_repo.get(s, filled.order_id)
+        assert row is not None and row.ib_perm_id is not None
+        perm_id = row.ib_perm_id  # the in-memory broker's permId, which a real broker may also hand out
+    [dry_fill] = broker.executions()
+    real = dataclasses.replace(dry_fill, exec_id="0000real.00000001.01.01", order_ref="", perm_id=perm_id)
+    assert record_executions(runtime.database_url, [real]) == 1
+    with session_scope(runtime.database_url) as s:
+        stored_fill = fills_repo.get(s, real.exec_id)
+        assert stored_fill is not None and stored_fill.order_id is None
+        assert orders_repo.get_by_perm_id(s, perm_id) is None
+        assert orders_repo.get_by_perm_id(s, perm_id, include_dry_run=True) is not None
