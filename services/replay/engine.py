@@ -286,6 +286,21 @@ class _Book:
             self.stop, self.target = stop, target
 
 
+_MARGIN: Final = 0.001  # far more than the 0.00005 a 4-place rounding can move a price
+
+
+def _may_touch(book: _Book, high: float, low: float) -> bool:
+    """A cheap float pre-check: False only when the bar is clearly away from the stop and the target."""
+    long = book.position > 0
+    for level, touched in ((book.stop, long), (book.target, not long)):
+        if level is None:
+            continue
+        f = float(level)
+        if (low <= f + _MARGIN) if touched else (high >= f - _MARGIN):
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class _Analysed:
     outcome: AnalysisOutcome | None
@@ -295,21 +310,22 @@ class _Analysed:
 def _snapshot(
     definition: StrategyDefinition,
     ind: IndicatorResult,
-    arrays: dict[str, np.ndarray[Any, np.dtype[np.float64]]],
-    close: np.ndarray[Any, np.dtype[np.float64]],
-    times: list[dt.datetime],
+    columns: dict[str, list[float]],
+    close: list[float],
+    stamps: list[pd.Timestamp],
     last_good: int,
     flagged_latest: bool,
 ) -> MarketSnapshot:
+    """The snapshot :func:`services.llm.context.snapshot_from` gives on the bars up to ``last_good``'s bar."""
     latest: dict[str, float | None] = {}
-    for name, arr in arrays.items():
-        value = float(arr[last_good])
-        latest[name] = None if math.isnan(value) else value
+    for name, values in columns.items():
+        value = values[last_good]
+        latest[name] = None if value != value else value  # NaN: still warming up
     return MarketSnapshot(
         symbol=definition.symbol,
         bar_size=definition.bar_size,
-        last_bar_time=pd.Timestamp(times[last_good]),
-        last_close=Decimal(repr(round(float(close[last_good]), 4))),
+        last_bar_time=stamps[last_good],
+        last_close=Decimal(repr(round(close[last_good], 4))),
         latest=latest,
         columns=ind.columns,
         flagged_latest=flagged_latest,
@@ -385,17 +401,24 @@ def replay(
     first = int(in_window[0])
     n = len(frame)
     ind = compute_indicators(frame, definition.indicators)
-    arrays = {c.name: ind.frame[c.name].to_numpy(dtype=np.float64) for c in ind.columns}
-    o = frame["open"].to_numpy(dtype=np.float64)
-    h = frame["high"].to_numpy(dtype=np.float64)
-    lo_ = frame["low"].to_numpy(dtype=np.float64)
-    c = frame["close"].to_numpy(dtype=np.float64)
+    # Python lists: indexing them per bar is several times cheaper than numpy scalars.
+    columns: dict[str, list[float]] = {
+        col.name: ind.frame[col.name].to_numpy(np.float64).tolist() for col in ind.columns
+    }
+    o: list[float] = frame["open"].to_numpy(dtype=np.float64).tolist()
+    h: list[float] = frame["high"].to_numpy(dtype=np.float64).tolist()
+    lo_: list[float] = frame["low"].to_numpy(dtype=np.float64).tolist()
+    c: list[float] = frame["close"].to_numpy(dtype=np.float64).tolist()
     flagged = frame[FLAGGED].to_numpy(dtype=bool)
     idx = np.arange(n)
     last_good_upto = np.maximum.accumulate(np.where(flagged, -1, idx))
     decision_points = list(range(first, n, decide_every))
     bar_length = dt.timedelta(seconds=BAR_SECONDS[definition.bar_size])
     py_times: list[dt.datetime] = list(times.to_pydatetime())
+    stamps: list[pd.Timestamp] = list(times)
+    end_stamps: list[pd.Timestamp] = list(times + bar_length)  # "now" of a decision: its bar's end
+    flagged_list: list[bool] = flagged.tolist()
+    last_good_list: list[int] = last_good_upto.tolist()
 
     llm = analyst == "llm"
     model = OFFLINE_MODEL
@@ -439,7 +462,7 @@ def replay(
                 pending = None
             elif pending.tif is TimeInForce.DAY:
                 pending = None
-        if book.position != 0 and (book.stop is not None or book.target is not None):
+        if book.position != 0 and (book.stop is not None or book.target is not None) and _may_touch(book, h[j], lo_[j]):
             hit = fill_model.exit_fill(
                 book.position > 0, book.stop, book.target, price(o[j]), price(h[j]), price(lo_[j])
             )
@@ -457,7 +480,8 @@ def replay(
         positions[j - first] = float(book.position)
         if next_decision < total and decision_points[next_decision] == j:
             next_decision += 1
-            lg = int(last_good_upto[j])
+            lg = last_good_list[j]
+            flagged_j = flagged_list[j]
             if llm:
                 request, png = requests[j]
                 outcome = analyze(
@@ -469,7 +493,7 @@ def replay(
             elif lg < 0:
                 analysed = _Analysed(None, "no usable (non-flagged) bar yet")
             else:
-                snap = _snapshot(definition, ind, arrays, c, py_times, lg, bool(flagged[j]))
+                snap = _snapshot(definition, ind, columns, c, stamps, lg, flagged_j)
                 analysis = offline_analysis(snap, definition.indicators)
                 analysed = _Analysed(
                     AnalysisOutcome(
@@ -486,9 +510,9 @@ def replay(
                 signal = generate_signal(
                     analysed.outcome,
                     definition,
-                    last_bar_time=when,
-                    now=when + bar_length,
-                    flagged_latest=bool(flagged[j]),
+                    last_bar_time=stamps[j],
+                    now=end_stamps[j],
+                    flagged_latest=flagged_j,
                 )
             tainted = llm and possibly_contaminated(model, when.date())
             contaminated += int(tainted)
