@@ -17,7 +17,7 @@ crash. Each iteration:
    ``none``         no kill (control)
 
 2. a fresh child process runs reconcile, the monitor, the same order path again (same bar and action, so the
-   same idempotency key), the retry flow and the monitor once more.
+   same idempotency key), the retry flow and the monitor again (until no order is active, at most 3 s).
 
 3. this process compares the simulator's orders / executions / positions with the DB.
 
@@ -111,6 +111,7 @@ def child_main(mode: str, i: int, kill: str, seed: int, db_url: str, port: int, 
     from services.broker.types import ContractSpec
     from services.db import session_scope
     from services.orders.monitor import reconcile, retry_orders, sync_orders
+    from services.repositories import orders as orders_repo
     from services.repositories import signals
     from services.settings import load_settings
     from services.signals import Signal
@@ -183,7 +184,14 @@ def child_main(mode: str, i: int, kill: str, seed: int, db_url: str, port: int, 
                 return broker.qualify(ContractSpec(symbol, SecType.STK, conid=conid))
 
             result["retried"] = [r.status.value for r in retry_orders(db_url, broker, contract_for, 3)]
-            sync_orders(db_url, broker, now)
+            # the monitor again, as its next scheduled runs would, until nothing is active (at most 3 s)
+            deadline = time.monotonic() + 3
+            while True:
+                sync_orders(db_url, broker, now)
+                with session_scope(db_url) as session:
+                    if not orders_repo.count_open(session) or time.monotonic() > deadline:
+                        break
+                time.sleep(0.05)
         broker.close()
     result["elapsed_s"] = time.perf_counter() - started
     Path(out).write_text(json.dumps(result))

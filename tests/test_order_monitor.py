@@ -121,3 +121,26 @@ def test_reconcile_adopts_external_orders_and_flags_differences(
     assert clean.ok and clean.adopted_external == ["x2"]
     with session_scope(db_url) as s:
         assert reconciliation_problem(s) is None
+
+
+def test_every_share_filled_while_ib_still_says_submitted_is_filled(
+    db_url: str, memory: tuple[MemoryBroker, SyncBroker]
+) -> None:
+    import dataclasses
+
+    from services.orders.submit import apply_broker_order
+
+    _, broker = memory
+    placed = submit_order(db_url, broker, SPY, limit("50.00"), lambda _s: OK)
+    assert placed.status is OrderStatus.SUBMITTED
+    seen = broker.find_order(placed.key)
+    assert seen is not None
+    # execDetails for the last share arrived, orderStatus "Filled" not yet: IB's order still reads "Submitted"
+    half = dataclasses.replace(seen, filled=D(4), remaining=D(6), status=OrderStatus.PARTIALLY_FILLED)
+    done = dataclasses.replace(seen, filled=D(10), remaining=D(0), status=OrderStatus.PARTIALLY_FILLED)
+    with session_scope(db_url) as s:
+        row = orders_repo.get(s, placed.order_id)
+        assert row is not None
+        assert apply_broker_order(s, row, half, "sync") and row.status is OrderStatus.PARTIALLY_FILLED
+        assert apply_broker_order(s, row, done, "sync") and row.status is OrderStatus.FILLED
+        assert row.filled_quantity == D(10)

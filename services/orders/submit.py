@@ -263,6 +263,10 @@ def apply_broker_order(session: Session, order: Order, broker_order: BrokerOrder
         order.error_code = broker_order.last_error_code
         order.error = broker_order.last_error_text
     target = broker_order.status
+    if target in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED) and order.filled_quantity >= order.quantity > 0:
+        # IB reports execDetails before orderStatus "Filled": a still-"Submitted" order whose every share is
+        # filled is done (seen in the crash test: the process ended between the two messages)
+        target = OrderStatus.FILLED
     if target is OrderStatus.SUBMITTING or target is order.status:
         if target is OrderStatus.PARTIALLY_FILLED and changed:
             orders_repo.set_status(session, order, target, f"{detail}: filled {broker_order.filled}")
