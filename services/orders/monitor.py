@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from models.enums import OrderStatus, OrderType, TimeInForce
 from models.order_states import ACTIVE
+from models.tables import Order
 from services.broker.types import BrokerOrder, ContractInfo, Execution
 from services.db import session_scope
 from services.errors import BrokerConnectionError, InputError, OrderRejectedError, TraderError
@@ -89,26 +90,24 @@ def sync_orders(
     report = SyncReport()
     by_ref = {o.order_ref: o for o in [*broker.open_orders(), *broker.completed_orders()] if o.order_ref}
     by_perm = {o.perm_id: o for o in by_ref.values() if o.perm_id}
+    submitting: list[int] = []
+    to_cancel: list[tuple[int, str, str]] = []  # (order id, key, reason)
+    # one unit of work for every order the broker reports on (1,000 active orders: one query, one commit)
     with session_scope(db_url) as session:
-        active = [(o.id, o.idempotency_key, o.status, orders_repo.is_dry_run(o)) for o in orders_repo.active(session)]
-    for order_id, key, status, dry in active:
-        if dry:
-            # the run's in-memory broker is gone: nothing to ask the real broker; only the timeout applies
-            report.skipped_dry_run += 1
-            if _dry_run_stale(db_url, order_id, now, timeouts):
-                cancel(db_url, broker, order_id, "dry run: unfilled past the limit timeout")
-                report.cancelled_for_timeout.append(key)
-            continue
-        if status is OrderStatus.SUBMITTING:
-            reconcile_submitting(db_url, broker, order_id, allow_reset=False)
-            continue
-        with session_scope(db_url) as session:
-            row = orders_repo.get(session, order_id)
-            assert row is not None
-            seen = by_ref.get(key) or (by_perm.get(row.ib_perm_id) if row.ib_perm_id else None)
+        for row in orders_repo.active(session):
+            limit_min = (timeouts or {}).get(row.strategy_name or "")
+            if orders_repo.is_dry_run(row):
+                # the run's in-memory broker is gone: nothing to ask the real broker; only the timeout applies
+                report.skipped_dry_run += 1
+                if _dry_run_stale(row, now, limit_min):
+                    to_cancel.append((row.id, row.idempotency_key, "dry run: unfilled past the limit timeout"))
+                continue
+            if row.status is OrderStatus.SUBMITTING:
+                submitting.append(row.id)
+                continue
+            seen = by_ref.get(row.idempotency_key) or (by_perm.get(row.ib_perm_id) if row.ib_perm_id else None)
             if seen is not None and apply_broker_order(session, row, seen, "sync"):
                 report.updated += 1
-            limit_min = (timeouts or {}).get(row.strategy_name or "")
             stale = (
                 limit_min is not None
                 and row.status is OrderStatus.SUBMITTED
@@ -118,24 +117,24 @@ def sync_orders(
                 and row.submitted_at is not None
                 and now - row.submitted_at >= dt.timedelta(minutes=limit_min)
             )
-        if stale:
-            cancel(db_url, broker, order_id, f"unfilled after {limit_min} min")
-            report.cancelled_for_timeout.append(key)
+            if stale:
+                to_cancel.append((row.id, row.idempotency_key, f"unfilled after {limit_min} min"))
+    for order_id in submitting:
+        reconcile_submitting(db_url, broker, order_id, allow_reset=False)
+    for order_id, key, reason in to_cancel:
+        cancel(db_url, broker, order_id, reason)
+        report.cancelled_for_timeout.append(key)
     report.new_fills = record_executions(db_url, broker.executions())
     return report
 
 
-def _dry_run_stale(db_url: str, order_id: int, now: dt.datetime, timeouts: Mapping[str, int] | None) -> bool:
-    with session_scope(db_url) as session:
-        row = orders_repo.get(session, order_id)
-        assert row is not None
-        limit_min = (timeouts or {}).get(row.strategy_name or "")
-        started = row.submitted_at or row.created_at
-        return (
-            limit_min is not None
-            and row.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)
-            and now - started >= dt.timedelta(minutes=limit_min)
-        )
+def _dry_run_stale(row: Order, now: dt.datetime, limit_min: int | None) -> bool:
+    started = row.submitted_at or row.created_at
+    return (
+        limit_min is not None
+        and row.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)
+        and now - started >= dt.timedelta(minutes=limit_min)
+    )
 
 
 CANCELLABLE: frozenset[OrderStatus] = frozenset({OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED})
