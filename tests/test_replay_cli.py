@@ -106,9 +106,8 @@ def test_find_sample_matches_symbol_tokens() -> None:
 
 @pytest.mark.prefect
 @pytest.mark.slow
-def test_replay_flow_publishes_metrics_trades_and_equity_chart(tmp_path: Path) -> None:
+def test_replay_flow_publishes_metrics_trades_and_equity_chart(tmp_path: Path, prefect_api: object) -> None:
     from prefect.artifacts import Artifact
-    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 
     from flows.replay import replay_flow
     from services.settings import load_settings
@@ -116,7 +115,7 @@ def test_replay_flow_publishes_metrics_trades_and_equity_chart(tmp_path: Path) -
 
     settings = load_settings({"TRADER_DATA_DIR": str(tmp_path)})
     runtime = Runtime(settings)
-    with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 120}), use_runtime(runtime):
+    with use_runtime(runtime):  # on the session's PostgreSQL-backed Prefect server (conftest prefect_api)
         out = replay_flow(file=str(STRATEGY), data=str(ORCL), start="2012-01-01", end="2013-12-31")
         metrics = Artifact.get("replay-orcl-sma-cross-metrics")
         trades = Artifact.get("replay-orcl-sma-cross-trades")
