@@ -73,14 +73,14 @@ def commission(qty: Decimal, px: Decimal) -> Decimal:
     return min(max(qty * Decimal("0.005"), Decimal(1)), (qty * px * Decimal("0.01")).quantize(Q4))
 
 
-def hand_loop(frame: pd.DataFrame) -> tuple[list[tuple[object, ...]], Decimal, Decimal]:
+def hand_loop(frame: pd.DataFrame) -> tuple[list[tuple[object, ...]], Decimal, Decimal, tuple[object, ...]]:
     """An independent SMA(20)/SMA(50) long-only loop with the documented fill conventions.
 
     Rules (the offline analyst on two moving averages, then the example's risk settings): BUY when
     SMA20 > SMA50 and close > SMA50, SELL when SMA20 < SMA50 and close < SMA50; while SMA50 is still warming up,
     BUY/SELL on close above/below SMA20. 10,000 USD per entry (floor shares), market orders at the next open
     +-5 bps, 10 % stop / 25 % target off the decision close, checked from the entry bar on (stop first),
-    IB fixed commissions. Returns (trades, final cash, final equity).
+    IB fixed commissions. Returns (trades, final cash, final equity, (open qty, its entry time and price)).
     """
     adj = frame["adj_close"] / frame["close"]
     o, h, lo, c = ((frame[k] * adj).to_numpy() for k in ("open", "high", "low", "close"))
@@ -136,16 +136,14 @@ def hand_loop(frame: pd.DataFrame) -> tuple[list[tuple[object, ...]], Decimal, D
         elif down and qty:
             pending = "sell"
     equity = cash + qty * d4(c[-1])
-    return trades, cash, equity
+    return trades, cash, equity, (qty, entry_time, entry_px)
 
 
 def test_orcl_twenty_years_match_an_independent_hand_loop(full_run: ReplayResult, orcl: pd.DataFrame) -> None:
-    trades, _cash, equity = hand_loop(orcl)
-    got = list(full_run.trades) + ([full_run.open_trade] if full_run.open_trade else [])
+    trades, _cash, equity, (open_qty, open_time, open_px) = hand_loop(orcl)
     assert len(full_run.trades) > 50  # 20 years of crossovers
-    expected_closed = [t for t in trades]
-    assert len(full_run.trades) == len(expected_closed)
-    for mine, ref in zip(full_run.trades, expected_closed, strict=True):
+    assert len(full_run.trades) == len(trades)
+    for mine, ref in zip(full_run.trades, trades, strict=True):
         entry_time, entry_px, exit_time, exit_px, qty, pnl, why = ref
         assert (mine.entry_time, mine.entry_price, mine.exit_time, mine.exit_price, mine.quantity) == (
             pd.Timestamp(entry_time).to_pydatetime(),
@@ -157,10 +155,18 @@ def test_orcl_twenty_years_match_an_independent_hand_loop(full_run: ReplayResult
         assert mine.pnl == pnl
         assert (mine.exit_reason or "").startswith(why)
     assert {t.exit_reason for t in full_run.trades} >= {"stop", "target"}
-    assert Decimal(repr(full_run.metrics.end_equity)).quantize(Decimal("0.01")) == equity.quantize(Decimal("0.01"))
-    assert full_run.metrics.total_return == pytest.approx(float(equity) / 100_000 - 1, abs=1e-12)
-    assert full_run.metrics.commissions > 0
-    assert len(got) >= len(full_run.trades)
+    if open_qty:
+        assert full_run.open_trade is not None
+        assert (full_run.open_trade.quantity, full_run.open_trade.entry_price) == (open_qty, open_px)
+        assert full_run.open_trade.entry_time == pd.Timestamp(open_time).to_pydatetime()
+    else:
+        assert full_run.open_trade is None
+    m = full_run.metrics
+    assert Decimal(repr(m.end_equity)).quantize(Decimal("0.01")) == equity.quantize(Decimal("0.01"))
+    assert m.total_return == pytest.approx(float(equity) / 100_000 - 1, abs=1e-12)
+    assert m.trades == len(trades)
+    assert m.win_rate == pytest.approx(sum(1 for t in trades if t[5] > 0) / len(trades))  # type: ignore[operator]
+    assert m.commissions > 0
     assert len(full_run.equity) == len(orcl)
 
 
