@@ -207,9 +207,12 @@ def count_since(session: Session, strategy_name: str, since: dt.datetime) -> int
 def pending_quantity(session: Session, symbol: str) -> Decimal:
     """Signed remaining quantity of the symbol's active orders (BUY positive)."""
     total = Decimal(0)
-    for order in session.scalars(select(Order).where(Order.symbol == symbol.upper(), Order.status.in_(sorted(ACTIVE)))):
-        remaining = order.quantity - order.filled_quantity
-        total += remaining if order.side is OrderSide.BUY else -remaining
+    query = select(Order.side, Order.quantity, Order.filled_quantity).where(
+        Order.symbol == symbol.upper(), Order.status.in_(sorted(ACTIVE))
+    )  # three columns, not whole rows: no risk-decision JSON to decode per active order
+    for side, quantity, filled in session.execute(query):
+        remaining = quantity - filled
+        total += remaining if side is OrderSide.BUY else -remaining
     return total
 
 
