@@ -144,3 +144,20 @@ def test_every_share_filled_while_ib_still_says_submitted_is_filled(
         assert apply_broker_order(s, row, half, "sync") and row.status is OrderStatus.PARTIALLY_FILLED
         assert apply_broker_order(s, row, done, "sync") and row.status is OrderStatus.FILLED
         assert row.filled_quantity == D(10)
+
+
+def test_pending_quantity_is_the_signed_remainder_of_active_orders(
+    db_url: str, memory: tuple[MemoryBroker, SyncBroker]
+) -> None:
+    _, broker = memory
+    submit_order(db_url, broker, SPY, limit("50.00", minute=40), lambda _s: OK)  # BUY 10 resting
+    submit_order(db_url, broker, SPY, limit("500.00", minute=35, side=OrderSide.SELL), lambda _s: OK)  # SELL 10
+    filled = submit_order(db_url, broker, SPY, limit("200.00", minute=30), lambda _s: OK)  # BUY 10, filled
+    assert filled.status is OrderStatus.FILLED
+    with session_scope(db_url) as s:
+        sell = orders_repo.list_orders(s, statuses=[OrderStatus.SUBMITTED])[0]
+        sell.filled_quantity = D(4)  # 6 of the SELL remain
+        assert sell.side is OrderSide.SELL
+        s.flush()
+        assert orders_repo.pending_quantity(s, "spy") == D(10) - D(6)
+        assert orders_repo.pending_quantity(s, "AAPL") == 0
