@@ -28,8 +28,10 @@ from deployments.bootstrap import bootstrap
 from deployments.local_server import free_port, server_env
 from deployments.sync import desired_from_database, sync_deployments
 from deployments.warm_worker import WarmWorker, _flow_from_entrypoint
+from models.strategy import StrategyDefinition
 from models.tables import Signal
 from services import strategies as store
+from services import symbols
 from services.broker.ib_adapter import IBBroker
 from services.db import init_database, session_scope
 from services.errors import ConfigurationError, InputError
@@ -93,8 +95,26 @@ def trader_settings(data_dir: Path, database_url: str | None = None, strategies:
         seed_templates(session)
         store.save_definition(session, spy)
         for i in range(strategies):
-            store.save_definition(session, spy.model_copy(update={"name": f"burst-{i:02d}"}))
+            # distinct lookbacks: IB (and the simulator) refuse identical historical requests within 15 s;
+            # min confidence 1: signals only, no orders (concurrent first fills of one conid race on the
+            # positions insert, uq_positions_conid: a known bug outside this test's subject)
+            doc = spy.model_dump() | {"name": f"burst-{i:02d}", "lookback": f"{250 + i} D"}
+            doc["rules"] = doc["rules"] | {"min_confidence": "1"}
+            store.save_definition(session, StrategyDefinition.model_validate(doc))
     return settings
+
+
+def warm_contract_cache(settings: Settings, sim_port: int, client_id: int) -> None:
+    """Store SPY's contract before a burst: concurrent first runs of one symbol race on the contract cache's
+    insert (``uq_contracts_conid``; services/repositories/contracts.put is a read-then-insert)."""
+    runtime = Runtime(settings, broker_factory=lambda: IBBroker("127.0.0.1", sim_port, client_id))
+    spy = store.load_strategy_file(REPO / "examples/strategies/spy-sma-cross.yaml")
+    try:
+        symbols.resolve(
+            lambda: session_scope(settings.database_url()), runtime.broker(), symbols.spec_of(spy), ttl=timedelta(1)
+        )
+    finally:
+        runtime.close()
 
 
 @pytest.fixture(scope="module")
