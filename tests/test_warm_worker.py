@@ -208,3 +208,17 @@ def test_a_scheduled_strategy_run_completes_in_process_with_its_artifacts(
         signal = session.scalars(select(Signal).where(Signal.flow_run_id == str(run.id))).one()
     assert signal.action.value in {"BUY", "SELL", "HOLD", "ABSTAIN"}
     assert (settings.runs_dir() / "spy-sma-cross" / str(run.id) / "chart.png").stat().st_size > 10_000
+
+
+def test_trader_worker_needs_a_server_and_a_valid_concurrency() -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["worker", "--warm", "--concurrency", "0"])
+    assert bad.exit_code == 2 and "concurrency" in bad.output.lower()
+    unreachable = "http://127.0.0.1:9/api"  # nothing listens on the discard port
+    with temporary_settings({PREFECT_API_URL: unreachable}):
+        no_server = runner.invoke(app, ["worker", "--warm"], env={"PREFECT_API_URL": unreachable})
+    assert no_server.exit_code == 1 and "no Prefect server" in no_server.output
