@@ -234,7 +234,7 @@ def test_two_workers_share_the_ib_historical_rate_limit(
     assert all(s is not None and s.is_completed() for s in states), f"{[s and s.name for s in states]}\n{report}"
     claimed = [int(o.rsplit("claimed=", 1)[1].split()[0]) for o in outputs]
     assert sum(claimed) == burst and all(c > 0 for c in claimed), f"each worker must run some: {claimed}\n{report}"
-    assert len(times) == burst == sim.stats.hist_requests
+    assert len(times) >= burst, times
     # Token bucket: in any window [t_i, t_j] at most `limit` + decay * (t_j - t_i) requests (+1 s for the way
     # between the server's grant and the simulator on a busy box). Unthrottled, all 8 arrive within about a second
     # (8 > 2 + 1/s * 2 s), so this fails without the limit.
@@ -248,3 +248,4 @@ def test_two_workers_share_the_ib_historical_rate_limit(
         f"rate limit exceeded by {worst:.2f} requests; arrivals {[round(t - times[0], 2) for t in times]}"
     )
     assert spread >= (burst - limit) / decay - 1.0, spread
+    assert len(times) == burst == sim.stats.hist_requests  # one request per run: no pacing retries
