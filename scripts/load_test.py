@@ -153,6 +153,20 @@ def _deploy(client: Any, settings: Any, strategies: int) -> Any:
     )
 
 
+def _step_times(client: Any, run_ids: list[Any]) -> str:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    by_step: dict[str, list[float]] = {}
+    for start in range(0, len(run_ids), 50):
+        chunk = run_ids[start : start + 50]
+        for task_run in client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=len(chunk) * 8
+        ):
+            step = task_run.name.rsplit("-", 1)[0]
+            by_step.setdefault(step, []).append(task_run.total_run_time.total_seconds())
+    return ", ".join(f"{step} {_pct(v, 0.5):.2f}/{_pct(v, 0.95):.2f}" for step, v in sorted(by_step.items()))
+
+
 def _report(client: Any, window: tuple[datetime, datetime], monitor_id: Any, started: float) -> None:
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -184,6 +198,7 @@ def _report(client: Any, window: tuple[datetime, datetime], monitor_id: Any, sta
     print(f"throughput {len(completed) / minutes:.0f} completed runs/min")
     print(f"lateness (start - scheduled): {_fmt(late)}")
     print(f"run time: {_fmt(durations)}")
+    print("step time p50 / p95 (s):", _step_times(client, [r.id for r in completed]))
     monitor = [
         r
         for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(expected_start_time=in_window), limit=200)
