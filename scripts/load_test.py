@@ -157,11 +157,9 @@ def _step_times(client: Any, run_ids: list[Any]) -> str:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     by_step: dict[str, list[float]] = {}
-    for start in range(0, len(run_ids), 50):
-        chunk = run_ids[start : start + 50]
-        for task_run in client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=len(chunk) * 8
-        ):
+    for start in range(0, len(run_ids), 25):  # the API returns at most 200 task runs per call
+        chunk = run_ids[start : start + 25]
+        for task_run in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=200):
             step = task_run.name.rsplit("-", 1)[0]
             by_step.setdefault(step, []).append(task_run.total_run_time.total_seconds())
     return ", ".join(f"{step} {_pct(v, 0.5):.2f}/{_pct(v, 0.95):.2f}" for step, v in sorted(by_step.items()))
