@@ -168,6 +168,7 @@ def _step_times(client: Any, run_ids: list[Any]) -> str:
 def _report(client: Any, window: tuple[datetime, datetime], monitor_id: Any, started: float) -> None:
     from prefect.client.schemas.filters import (
         FlowRunFilter,
+        FlowRunFilterDeploymentId,
         FlowRunFilterExpectedStartTime,
         FlowRunFilterTags,
     )
@@ -197,11 +198,10 @@ def _report(client: Any, window: tuple[datetime, datetime], monitor_id: Any, sta
     print(f"lateness (start - scheduled): {_fmt(late)}")
     print(f"run time: {_fmt(durations)}")
     print("step time p50 / p95 (s):", _step_times(client, [r.id for r in completed]))
-    monitor = [
-        r
-        for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(expected_start_time=in_window), limit=200)
-        if r.deployment_id == monitor_id
-    ]
+    of_monitor = FlowRunFilterDeploymentId(any_=[monitor_id])
+    monitor = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(expected_start_time=in_window, deployment_id=of_monitor), limit=200
+    )
     m_done = [r for r in monitor if r.state is not None and r.state.is_completed()]
     m_late = [(r.start_time - r.expected_start_time).total_seconds() for r in monitor if r.start_time]
     print(f"order monitor: scheduled {len(monitor)}, completed {len(m_done)}; lateness {_fmt(m_late)}; "
