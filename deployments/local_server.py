@@ -124,6 +124,21 @@ def find_server(home: Path) -> ServerInfo | None:
     return ServerInfo(api_url, f"http://127.0.0.1:{port}", pid, home)
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs; reaps it when it is our own exited child (else it would linger as a zombie)."""
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: fall back to a signal probe
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def stop_server(home: Path, *, timeout_s: float = 20.0) -> bool:
     """Stop the server started from ``home``; return whether one was running."""
     pid_file = home / "server.pid"
@@ -141,9 +156,7 @@ def stop_server(home: Path, *, timeout_s: float = 20.0) -> bool:
         return False
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             break
         time.sleep(0.2)
     else:
