@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
-from models.tables import ExactDecimal, Price
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from models.tables import Base, ExactDecimal, Price
 from services.errors import InputError, Problem
 
 _PRICE = Price()
@@ -52,3 +57,14 @@ def require_aware(source: str, field: str, value: dt.datetime) -> dt.datetime:
     check_aware(problems, field, value)
     raise_problems(source, problems)
     return value.astimezone(dt.UTC)
+
+
+def insert_if_absent(session: Session, model: type[Base], key: str, values: dict[str, Any]) -> None:
+    """``INSERT ... ON CONFLICT (key) DO NOTHING``: race-free creation of a row identified by a unique column.
+
+    Two transactions creating the same row (e.g. two runs of one symbol) no longer fail on the unique
+    constraint: the second waits for the first (PostgreSQL) or is serialized (SQLite) and inserts nothing.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=[key]))

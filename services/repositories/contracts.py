@@ -12,13 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from models.tables import CacheStat, Contract, utc_now
 from services.errors import Problem
-from services.repositories._common import check_aware, check_text, raise_problems, require_aware
+from services.repositories._common import check_aware, check_text, insert_if_absent, raise_problems, require_aware
 
 CACHE_NAME: Final = "contracts"
 _SOURCE = "contract cache"
@@ -37,11 +35,7 @@ class CacheStats:
 
 def _count(session: Session, *, hit: bool, name: str = CACHE_NAME) -> None:
     # Insert the counter row if missing (race-free on both backends), then increment it in SQL.
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(
-        insert(CacheStat).values(name=name, hits=0, misses=0).on_conflict_do_nothing(index_elements=["name"])
-    )
+    insert_if_absent(session, CacheStat, "name", {"name": name, "hits": 0, "misses": 0})
     column = CacheStat.hits if hit else CacheStat.misses
     session.execute(
         update(CacheStat).where(CacheStat.name == name).values({column: column + 1}),
@@ -120,19 +114,24 @@ def put(
 
     doc = dict(details or {})
     long_name = doc.get("long_name")
+    values: dict[str, Any] = {
+        "symbol": symbol.strip().upper(),
+        "sec_type": sec_type.upper(),
+        "currency": currency.upper(),
+        "exchange": exchange,
+        "primary_exchange": primary_exchange,
+        "local_symbol": local_symbol,
+        "long_name": str(long_name)[:256] if long_name else None,
+        "details": doc,
+        "fetched_at": utc_now() if fetched_at is None else fetched_at.astimezone(dt.UTC),
+    }
     row = peek(session, conid)
-    if row is None:
-        row = Contract(conid=conid)
-        session.add(row)
-    row.symbol = symbol.strip().upper()
-    row.sec_type = sec_type.upper()
-    row.currency = currency.upper()
-    row.exchange = exchange
-    row.primary_exchange = primary_exchange
-    row.local_symbol = local_symbol
-    row.long_name = str(long_name)[:256] if long_name else None
-    row.details = doc
-    row.fetched_at = utc_now() if fetched_at is None else fetched_at.astimezone(dt.UTC)
+    if row is None:  # created race-free: two runs resolving one symbol at once must not collide
+        insert_if_absent(session, Contract, "conid", {"conid": conid, **values})
+        row = peek(session, conid)
+        assert row is not None
+    for name, value in values.items():
+        setattr(row, name, value)
     session.flush()
     return row
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.tables import Position, utc_now
+from services.repositories._common import insert_if_absent
 
 
 def get(session: Session, conid: int) -> Position | None:
@@ -32,14 +34,20 @@ def upsert(
     realized_pnl: Decimal,
     commissions: Decimal,
 ) -> Position:
+    values: dict[str, Any] = {
+        "symbol": symbol.upper(),
+        "quantity": quantity,
+        "avg_cost": avg_cost,
+        "realized_pnl": realized_pnl,
+        "commissions": commissions,
+        "updated_at": utc_now(),
+    }
     row = get(session, conid)
-    if row is None:
-        row = Position(conid=conid, symbol=symbol.upper())
-        session.add(row)
-    row.quantity = quantity
-    row.avg_cost = avg_cost
-    row.realized_pnl = realized_pnl
-    row.commissions = commissions
-    row.updated_at = utc_now()
+    if row is None:  # created race-free: the first fills of one contract may be recorded concurrently
+        insert_if_absent(session, Position, "conid", {"conid": conid, **values})
+        row = get(session, conid)
+        assert row is not None
+    for name, value in values.items():
+        setattr(row, name, value)
     session.flush()
     return row
