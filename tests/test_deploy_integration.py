@@ -1,6 +1,6 @@
 """Operations end to end: a PostgreSQL-backed Prefect server, `trader bootstrap`, `prefect deploy --all` of
 prefect.yaml, `trader deploy` of the example strategies, idempotent triggers, and a real process worker that
-picks a triggered strategy run up and finishes it (against the TWS simulator)."""
+picks scheduled (strategy, order monitor) and triggered runs up and finishes them (against the TWS simulator)."""
 
 from __future__ import annotations
 
@@ -217,9 +217,33 @@ def test_the_same_key_twice_creates_one_flow_run(bootstrapped: None, client: Syn
         client.delete_flow_run(run.id)
 
 
-def test_a_process_worker_runs_a_triggered_strategy(
+def _completed_run(client: SyncPrefectClient, deployment_id: Any, *, auto_scheduled: bool) -> Any | None:
+    for run in _runs(client, deployment_id):
+        if run.auto_scheduled == auto_scheduled and run.state is not None and run.state.is_completed():
+            return run
+    return None
+
+
+def test_a_process_worker_runs_scheduled_and_triggered_runs(
     bootstrapped: None, api_url: str, settings: Settings, client: SyncPrefectClient, tmp_path: Path
 ) -> None:
+    """A real `prefect worker start --type process` picks up, from the pool, and completes: a strategy run made by
+    the scheduler from a near-term (every-minute) strategy schedule, an `order-monitor` run scheduled by
+    prefect.yaml's cron, and a triggered strategy run."""
+    monitor = {d.name: d for d in client.read_deployments(deployment_filter=DeploymentFilter())}.get("order-monitor")
+    if monitor is None:
+        pytest.fail("needs the prefect.yaml deployments (test_prefect_deploy_all_from_the_repository_root)")
+    url = settings.database_url()
+    with session_scope(url) as session:
+        minute = store.load_strategy_file(REPO / "examples/strategies/spy-sma-cross.yaml").model_copy(
+            update={"name": "spy-minute"}
+        )
+        minute = minute.model_copy(update={"schedule": minute.schedule.model_copy(update={"cron": "* * * * *"})})
+        store.save_definition(session, minute)
+    assert sync_deployments(desired_from_database(url), work_pool=POOL, client=client).created == ["spy-minute"]
+    scheduled_id = client.read_deployment_by_name("strategy-run/spy-minute").id
+    aapl_id = client.read_deployment_by_name("strategy-run/aapl-rsi-reversion").id
+
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TRADER_"))}
     with SimServer.in_thread(SimConfig(data_dir=REPO / "data" / "samples")) as sim:
         env |= {
@@ -243,13 +267,16 @@ def test_a_process_worker_runs_a_triggered_strategy(
         )
         try:
             run = trigger_strategy("spy-sma-cross", datetime(2017, 12, 27, 21, 0, tzinfo=UTC))
-            deadline = time.monotonic() + 100
-            state = None
+            # the next minute's scheduled run plus a fresh Python per run: allow up to three minutes
+            deadline = time.monotonic() + 180
+            state = scheduled = monitored = None
             while time.monotonic() < deadline:
                 state = client.read_flow_run(run.id).state
-                if state is not None and state.is_final():
+                scheduled = scheduled or _completed_run(client, scheduled_id, auto_scheduled=True)
+                monitored = monitored or _completed_run(client, monitor.id, auto_scheduled=True)
+                if state is not None and state.is_final() and scheduled and monitored:
                     break
-                time.sleep(1)
+                time.sleep(2)
         finally:
             worker.terminate()
             try:
@@ -257,11 +284,18 @@ def test_a_process_worker_runs_a_triggered_strategy(
             except subprocess.TimeoutExpired:
                 worker.kill()
             log.close()
+            with session_scope(url) as session:
+                repo.delete(session, "spy-minute")
+            sync_deployments(desired_from_database(url), work_pool=POOL, client=client)
     output = (tmp_path / "worker.log").read_text()[-4000:]
-    assert state is not None and state.is_final(), f"not finished: {state}\n{output}"
+    assert state is not None and state.is_final(), f"triggered run not finished: {state}\n{output}"
     # Wall-clock "now": a session day gives a signal; a weekend, holiday or IB's reset window a "Skipped" run.
     assert state.is_completed(), f"{state}\n{output}"
-    print(f"worker run finished: {state.name} ({state.message})")
+    assert scheduled is not None, f"no scheduled run of the every-minute strategy completed\n{output}"
+    assert monitored is not None, f"no scheduled order-monitor run completed\n{output}"
+    assert _runs(client, aapl_id) == [], "the deactivated strategy must get no run"
+    print(f"worker: triggered {state.name} ({state.message}); scheduled {scheduled.name} {scheduled.state.name}; "
+          f"order-monitor {monitored.name} {monitored.state.name}")  # fmt: skip
     if state.name != "Skipped":
         from sqlalchemy import select
 
