@@ -49,6 +49,82 @@ def _fmt(values: list[float]) -> str:
     return f"p50 {_pct(values, 0.5):.1f} s, p95 {_pct(values, 0.95):.1f} s, max {max(values):.1f} s"
 
 
+class CpuMeter:
+    """CPU seconds per component, sampled from /proc every 2 s (Linux): where a strategy run's cost goes.
+
+    Components: the Prefect server (its process tree), PostgreSQL (``postgres`` processes), the warm worker
+    (this process: flow runs, simulator thread, broker thread), Chromium (the chart renderer, our child),
+    other (anything else on the box, e.g. other jobs: it shows how loaded the machine was).
+    """
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.totals: dict[str, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.available = Path("/proc/self/stat").exists()
+
+    def _snapshot(self) -> dict[int, tuple[str, float, int]]:
+        procs: dict[int, tuple[str, float, int]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            procs[int(entry)] = (cmd, (int(fields[11]) + int(fields[12])) / self._hz, int(fields[1]))
+        return procs
+
+    def _component(self, pid: int, cmd: str, procs: dict[int, tuple[str, float, int]]) -> str:
+        if cmd.startswith("postgres"):
+            return "postgres"
+        seen = 0
+        while pid > 1 and seen < 50:
+            if pid == self.server_pid:
+                return "prefect server"
+            if pid == os.getpid():
+                return "chromium" if "chrom" in cmd else "warm worker"
+            pid = procs.get(pid, ("", 0.0, 0))[2]
+            seen += 1
+        return "other"
+
+    def sample(self) -> None:
+        procs = self._snapshot()
+        for pid, (cmd, cpu, _) in procs.items():
+            name, before = self._last.get(pid, (cmd, 0.0))
+            if name != cmd:  # pid reused
+                before = 0.0
+            part = self._component(pid, cmd, procs)
+            self.totals[part] = self.totals.get(part, 0.0) + max(0.0, cpu - before)
+        self._last = {pid: (cmd, cpu) for pid, (cmd, cpu, _) in procs.items()}
+
+    def start(self) -> None:
+        """Take the baseline now (CPU used before is not counted), then sample every 2 s."""
+        if not self.available:
+            return
+        self._last = {pid: (cmd, cpu) for pid, (cmd, cpu, _) in self._snapshot().items()}
+        self.totals = {}
+
+        def loop() -> None:
+            while not self._stop.wait(2.0):
+                self.sample()
+
+        self._thread = threading.Thread(target=loop, name="cpu-meter", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self.sample()
+        return dict(self.totals)
+
+
 def _start_server(home: Path, async_url: str, minutes: int) -> tuple[subprocess.Popen[bytes], str]:
     import httpx
 
@@ -57,7 +133,7 @@ def _start_server(home: Path, async_url: str, minutes: int) -> tuple[subprocess.
     port = free_port()
     horizon = f"PT{(minutes + 3) * 60}S"
     env = server_env(home, port, async_url) | {
-        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+        # the default 60 s loop; the first pass creates every run of the window (see _wait_for_runs)
         # runs for the test's minutes only (the default pre-creates up to 100 runs per deployment)
         "PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS": str(minutes + 3),
         "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS": "1",
@@ -140,6 +216,7 @@ def _deploy(client: Any, settings: Any, strategies: int) -> Any:
     )
     report = sync_deployments(desired_from_database(settings.database_url()), work_pool=POOL, client=client)
     print(f"deployments: {len(report.created)} strategy deployments created")
+    _wait_for_runs(client, strategies)
     flow_id = client.create_flow_from_name("order-monitor")
     return client.create_deployment(
         flow_id=flow_id,
@@ -151,6 +228,24 @@ def _deploy(client: Any, settings: Any, strategies: int) -> Any:
         schedules=[DeploymentScheduleCreate(schedule=CronSchedule(cron="* * * * *", timezone="UTC"), active=True)],
         concurrency_limit=1,
     )
+
+
+def _wait_for_runs(client: Any, strategies: int, timeout: float = 180.0) -> None:
+    """Wait for the scheduler's first pass: every strategy deployment has its next run."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    scheduled = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = client.read_flow_runs(
+            flow_run_filter=scheduled, sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=strategies * 3
+        )
+        if len({r.deployment_id for r in runs}) >= strategies:
+            return
+        time.sleep(2)
+    raise SystemExit(f"the scheduler did not create runs for {strategies} deployments in {timeout:.0f} s")
 
 
 def _step_times(client: Any, run_ids: list[Any]) -> str:
@@ -238,13 +333,13 @@ def main() -> None:
         os.environ |= {"PREFECT_API_URL": api_url, "PREFECT_HOME": str(root), "PREFECT_LOGGING_LEVEL": "WARNING"}
         os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
         try:
-            _run(args, root, trader_url, started)
+            _run(args, root, trader_url, started, server.pid)
         finally:
             server.terminate()
             server.wait(30)
 
 
-def _run(args: argparse.Namespace, root: Path, trader_url: str, started: float) -> None:
+def _run(args: argparse.Namespace, root: Path, trader_url: str, started: float, server_pid: int) -> None:
     from itertools import count
 
     from prefect import get_client
@@ -276,17 +371,39 @@ def _run(args: argparse.Namespace, root: Path, trader_url: str, started: float) 
             stop_at = (window[1] - now).total_seconds() + args.drain_seconds
             print(f"{args.strategies} strategies x {args.minutes} min, warm worker concurrency {args.concurrency}; "
                   f"measuring runs scheduled {window[0]:%H:%M:%S}-{window[1]:%H:%M:%S} UTC")  # fmt: skip
+            meter = CpuMeter(server_pid)
+            metered: list[int] = []
             with use_runtime(runtime):
                 thread = threading.Thread(target=worker.run, kwargs={"max_seconds": stop_at}, daemon=True)
                 thread.start()
+                time.sleep(max(0.0, (window[0] - datetime.now(UTC)).total_seconds()))
+                meter.start()
+                metered.append(worker.stats.completed + worker.stats.failed)
                 while thread.is_alive():
                     thread.join(60)
                     s = worker.stats
                     print(f"  {datetime.now(UTC):%H:%M:%S} claimed {s.claimed}, completed {s.completed}, "
                           f"failed {s.failed}, claims lost {s.skipped_claims}", flush=True)  # fmt: skip
+                cpu = meter.stop()
+                metered.append(worker.stats.completed + worker.stats.failed)
                 runtime.close()
             print(f"sim: {sim.stats.hist_requests} historical requests")
         _report(client, window, monitor, started)
+        _report_cpu(cpu, metered[1] - metered[0], meter.available)
+
+
+def _report_cpu(cpu: dict[str, float], runs: int, available: bool) -> None:
+    """CPU seconds per finished run, by component, from the window's start to the worker's stop."""
+    if not available or runs <= 0:
+        print("cpu per run: n/a (needs /proc and at least one finished run)")
+        return
+    ours = {k: v for k, v in cpu.items() if k != "other"}
+    per_run = sum(ours.values()) / runs
+    parts = ", ".join(f"{k} {v / runs:.2f}" for k, v in sorted(ours.items(), key=lambda kv: -kv[1]))
+    print(f"cpu per finished run ({runs} runs): {per_run:.2f} s = {parts}; other processes on the box: "
+          f"{cpu.get('other', 0.0):.0f} s in total")  # fmt: skip
+    cores = os.cpu_count() or 1
+    print(f"capacity at this cost: about {60 * cores / per_run:.0f} runs/min on {cores} cores if nothing else ran")
 
 
 if __name__ == "__main__":

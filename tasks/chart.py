@@ -11,13 +11,17 @@ from models.strategy import StrategyDefinition
 from services.charts import ChartResult, render_chart
 from services.indicators import IndicatorResult
 from tasks.artifacts import artifact_key, png_data_uri, publish_markdown
+from tasks.runtime import get_runtime
 
 
 @task(name="4 chart", cache_policy=NO_CACHE)
 def draw_chart(definition: StrategyDefinition, indicators: IndicatorResult, run_dir: Path) -> ChartResult:
     """Render and save the chart; the artifact shows the PNG inline (data URI) and the saved paths."""
     title = f"{definition.symbol} {definition.bar_size.value} ({definition.name})"
-    chart = render_chart(indicators.frame, indicators, title=title, out_dir=run_dir)
+    # one plotly.min.js for all runs (runs root), not 4.7 MB per run directory
+    chart = render_chart(
+        indicators.frame, indicators, title=title, out_dir=run_dir, assets_dir=get_runtime().runs_dir()
+    )
     markdown = "\n\n".join(
         [
             "## Step 4: chart",

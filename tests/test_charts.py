@@ -79,6 +79,23 @@ def test_bad_input_is_an_input_error(bars: pd.DataFrame) -> None:
 
 @pytest.mark.browser
 @pytest.mark.skipif(not HAS_BROWSER, reason="needs headless Chromium")
+def test_run_directories_share_one_plotly_js(bars: pd.DataFrame, tmp_path: Path) -> None:
+    """Charts of many runs load one plotly.min.js from the runs root by a relative path (not 4.7 MB per run)."""
+    indicators = compute_indicators(bars, SPECS[:1])
+    first = render_chart(bars, indicators, title="a", out_dir=tmp_path / "s" / "run1", assets_dir=tmp_path)
+    second = render_chart(bars, indicators, title="b", out_dir=tmp_path / "s" / "run2", assets_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.rglob("plotly.min.js")) == ["plotly.min.js"]
+    assert (tmp_path / "plotly.min.js").stat().st_size > 1_000_000
+    for result in (first, second):
+        assert result.html_path is not None
+        html = result.html_path.read_text()
+        assert '<script charset="utf-8" src="../../plotly.min.js"></script>' in html
+        assert (result.html_path.parent / "../../plotly.min.js").resolve() == (tmp_path / "plotly.min.js").resolve()
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not HAS_BROWSER, reason="needs headless Chromium")
 def test_png_and_html_are_rendered_and_saved(bars: pd.DataFrame, tmp_path: Path) -> None:
     indicators = compute_indicators(bars, SPECS[:3])
     result = render_chart(bars, indicators, title="SPY 1 day", out_dir=tmp_path, stem="spy")
