@@ -239,10 +239,13 @@ def _wait_for_runs(client: Any, strategies: int, timeout: float = 180.0) -> None
     scheduled = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = client.read_flow_runs(
-            flow_run_filter=scheduled, sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=strategies * 3
-        )
-        if len({r.deployment_id for r in runs}) >= strategies:
+        deployments = set()
+        for offset in range(0, strategies * 2, 200):  # the API returns at most 200 runs per call
+            page = client.read_flow_runs(
+                flow_run_filter=scheduled, sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=200, offset=offset
+            )
+            deployments |= {r.deployment_id for r in page}
+        if len(deployments) >= strategies:
             return
         time.sleep(2)
     raise SystemExit(f"the scheduler did not create runs for {strategies} deployments in {timeout:.0f} s")
