@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -78,14 +79,17 @@ def start_server(
     port: int | None = None,
     database_url: str | None = None,
     timeout_s: float = STARTUP_TIMEOUT_S,
+    extra_env: Mapping[str, str] | None = None,
 ) -> ServerInfo:
-    """Start ``prefect server start`` detached and wait until ``/api/health`` answers."""
+    """Start ``prefect server start`` detached and wait until ``/api/health`` answers.
+
+    ``extra_env`` adds server settings (e.g. ``PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS``)."""
     home.mkdir(parents=True, exist_ok=True)
     existing = find_server(home)
     if existing is not None:
         return existing
     port = port or (DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port())
-    env = server_env(home, port, database_url)
+    env = server_env(home, port, database_url) | dict(extra_env or {})
     log = (home / "server.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],

@@ -5,8 +5,8 @@ re-imports Prefect, pandas, TA-Lib, Plotly and the chart renderer each time (abo
 see docs/operations.md). Here the imports, the broker session, the DB engine and the chart renderer stay
 warm, and each scheduled run still is its own Prefect flow run (own id, states, task runs, artifacts, logs):
 
-1. ``get_scheduled_flow_runs_for_work_pool(pool, scheduled_before=now)`` every ``poll_seconds``
-   (the same endpoint Prefect's workers use; it also marks the pool's queues as polled);
+1. ``POST /work_pools/{pool}/get_scheduled_flow_runs`` (``scheduled_before=now``, ``limit`` = free slots)
+   every ``poll_seconds``: the endpoint Prefect's workers use; it also marks the pool's queues as polled;
 2. claim a run by proposing ``Pending`` (Prefect's workers do the same: the server refuses a run another
    worker already claimed, and a deployment concurrency limit with ``CANCEL_NEW`` cancels it here);
 3. load the deployment's flow once per entrypoint (``flows/strategy.py:strategy_run`` is imported as the
@@ -39,9 +39,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from httpx import HTTPStatusError
 from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.responses import WorkerFlowRunResponse
 from prefect.exceptions import Abort, ObjectNotFound
 from prefect.flows import Flow
 from prefect.states import Pending
@@ -180,9 +182,7 @@ class WarmWorker:
                 del self._running[run_id]
 
     def _poll_once(self, client: SyncPrefectClient, pool: ThreadPoolExecutor, free: int) -> None:
-        responses = client.get_scheduled_flow_runs_for_work_pool(
-            self.pool, work_queue_names=self.work_queues, scheduled_before=datetime.now(UTC)
-        )
+        responses = self._due_runs(client, limit=free)
         runs = sorted(
             (r.flow_run for r in responses), key=lambda r: r.expected_start_time or r.created or datetime.now(UTC)
         )
@@ -197,6 +197,28 @@ class WarmWorker:
             free -= 1
             # Each run gets a copy of the caller's context (Prefect settings such as a temporary API URL).
             self._running[flow_run.id] = pool.submit(contextvars.copy_context().run, self._execute, claimed)
+
+    def _due_runs(self, client: SyncPrefectClient, *, limit: int) -> list[WorkerFlowRunResponse]:
+        """The pool's due runs, oldest first, at most ``limit`` (the free slots).
+
+        Same endpoint as ``client.get_scheduled_flow_runs_for_work_pool``, plus the server's ``limit`` (that
+        client method does not pass it): with a backlog of hundreds of late runs, a poll every second would
+        otherwise make the server load and serialize up to 200 runs each time to start a handful.
+        """
+        body: dict[str, Any] = {"scheduled_before": datetime.now(UTC).isoformat(), "limit": limit}
+        if self.work_queues is not None:
+            body["work_queue_names"] = list(self.work_queues)
+        try:
+            response = client.request(
+                "POST", "/work_pools/{name}/get_scheduled_flow_runs", path_params={"name": self.pool}, json=body
+            )
+        except HTTPStatusError as exc:
+            if exc.response.status_code == 404:
+                raise ConfigurationError(
+                    f"work pool {self.pool!r} not found on the Prefect server: run `trader bootstrap`"
+                ) from None
+            raise
+        return WorkerFlowRunResponse.model_validate_list(response.json())
 
     def _claim(self, client: SyncPrefectClient, flow_run: FlowRun) -> FlowRun | None:
         from prefect.utilities.engine import propose_state_sync

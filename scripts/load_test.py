@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -125,42 +124,16 @@ class CpuMeter:
         return dict(self.totals)
 
 
-def _start_server(home: Path, async_url: str, minutes: int) -> tuple[subprocess.Popen[bytes], str]:
-    import httpx
-
-    from deployments.local_server import free_port, server_env
-
-    port = free_port()
+def _scheduler_env(minutes: int) -> dict[str, str]:
+    """Server settings: the default 60 s scheduler loop, runs for the test's minutes only (the default pre-creates
+    up to 100 runs per deployment); the first pass creates every run of the window (see _wait_for_runs)."""
     horizon = f"PT{(minutes + 3) * 60}S"
-    env = server_env(home, port, async_url) | {
-        # the default 60 s loop; the first pass creates every run of the window (see _wait_for_runs)
-        # runs for the test's minutes only (the default pre-creates up to 100 runs per deployment)
+    return {
         "PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS": str(minutes + 3),
         "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS": "1",
         "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_SCHEDULED_TIME": horizon,
         "PREFECT_SERVER_SERVICES_SCHEDULER_MAX_SCHEDULED_TIME": horizon,
     }
-    log = (home / "server.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"Prefect server exited; see {home / 'server.log'}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.terminate()
-    raise SystemExit("Prefect server did not start in 120 s")
 
 
 def _seed(database_url: str, data_dir: Path, strategies: int, orders: bool) -> Any:
@@ -292,8 +265,13 @@ def _report(client: Any, window: tuple[datetime, datetime], monitor_id: Any, sta
     print(f"\nwindow {window[0]:%H:%M}-{window[1]:%H:%M} UTC ({minutes:.0f} min)")
     print(f"strategy runs scheduled {len(runs)}, completed {len(completed)}, failed {len(failed)}, "
           f"not finished {len(runs) - len(completed) - len(failed)}")  # fmt: skip
-    print(f"throughput {len(completed) / minutes:.0f} completed runs/min")
+    if completed:  # over the time the runs actually took: from the window's start to the last run's end
+        busy = (max(r.end_time for r in completed if r.end_time) - window[0]).total_seconds() / 60
+        print(f"throughput {len(completed) / max(busy, minutes):.0f} completed runs/min "
+              f"({len(completed)} runs finished by {busy:.1f} min after the window's start)")  # fmt: skip
     print(f"lateness (start - scheduled): {_fmt(late)}")
+    done_after = [(r.end_time - r.expected_start_time).total_seconds() for r in completed if r.end_time]
+    print(f"signal ready (end - scheduled): {_fmt(done_after)}")
     print(f"run time: {_fmt(durations)}")
     print("step time p50 / p95 (s):", _step_times(client, [r.id for r in completed]))
     of_monitor = FlowRunFilterDeploymentId(any_=[monitor_id])
@@ -321,25 +299,43 @@ def main() -> None:
         "--orders", action="store_true", help="let BUY/SELL signals place (dry-run) orders; default: signals only"
     )
     parser.add_argument("--drain-seconds", type=int, default=120, help="after the window, let late runs finish")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra Prefect server setting, e.g. PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED=false (repeatable)",
+    )
     args = parser.parse_args()
     if args.strategies < 1 or args.minutes < 1 or args.concurrency < 1:
         parser.error("--strategies, --minutes and --concurrency must be at least 1")
+    bad = [item for item in args.server_env if "=" not in item or not item.startswith("PREFECT_")]
+    if bad:
+        parser.error(f"--server-env takes PREFECT_...=VALUE, got {bad}")
+    server_env = dict(item.split("=", 1) for item in args.server_env)
     started = time.monotonic()
 
+    from deployments.local_server import free_port, start_server, stop_server
     from tests.pg import PgCluster
 
     root = Path(tempfile.mkdtemp(prefix="trader-load-"))
     with PgCluster() as pg:
         _, prefect_async = pg.create_database("prefect_load")
         trader_url, _ = pg.create_database("trader_load")
-        server, api_url = _start_server(root, prefect_async, args.minutes)
-        os.environ |= {"PREFECT_API_URL": api_url, "PREFECT_HOME": str(root), "PREFECT_LOGGING_LEVEL": "WARNING"}
+        home = root / "prefect"
+        server = start_server(
+            home,
+            port=free_port(),
+            database_url=prefect_async,
+            timeout_s=120,
+            extra_env=_scheduler_env(args.minutes) | server_env,
+        )
+        os.environ |= {"PREFECT_API_URL": server.api_url, "PREFECT_HOME": str(home), "PREFECT_LOGGING_LEVEL": "WARNING"}
         os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
         try:
-            _run(args, root, trader_url, started, server.pid)
+            _run(args, root, trader_url, started, server.pid or 0)
         finally:
-            server.terminate()
-            server.wait(30)
+            stop_server(home, timeout_s=30)
 
 
 def _run(args: argparse.Namespace, root: Path, trader_url: str, started: float, server_pid: int) -> None:
@@ -372,6 +368,8 @@ def _run(args: argparse.Namespace, root: Path, trader_url: str, started: float, 
             first = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
             window = (first, first + timedelta(minutes=args.minutes))
             stop_at = (window[1] - now).total_seconds() + args.drain_seconds
+            if args.server_env:
+                print("server settings:", ", ".join(args.server_env))
             print(f"{args.strategies} strategies x {args.minutes} min, warm worker concurrency {args.concurrency}; "
                   f"measuring runs scheduled {window[0]:%H:%M:%S}-{window[1]:%H:%M:%S} UTC")  # fmt: skip
             meter = CpuMeter(server_pid)

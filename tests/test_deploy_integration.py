@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
@@ -24,10 +23,8 @@ from prefect.client.schemas.filters import (
     FlowRunFilterDeploymentId,
     FlowRunFilterIdempotencyKey,
 )
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.bootstrap import bootstrap
-from deployments.local_server import free_port, server_env
 from deployments.sync import MANAGED_TAG, desired_from_database, managed_deployments, sync_deployments
 from deployments.triggers import idempotency_key, trigger_strategy
 from services import strategies as store
@@ -36,6 +33,7 @@ from services.prompt_library import seed_templates
 from services.repositories import strategies as repo
 from services.settings import Settings, load_settings
 from simulator import SimConfig, SimServer
+from tests.test_warm_worker import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = "trader-pool"
@@ -47,38 +45,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.prefect, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def api_url(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A PostgreSQL-backed server whose scheduler loops every 2 s (so schedules turn into runs quickly)."""
-    _, async_url = pg_cluster.create_database("prefect_deploy")
     home = tmp_path_factory.mktemp("prefect-deploy-home")
-    port = free_port()
-    env = server_env(home, port, async_url) | {"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}
-    log = (home / "server.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (home / "server.log").read_text()[-2000:]
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        with temporary_settings({PREFECT_API_URL: url}):
-            yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    fast = {"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}
+    yield from prefect_server(pg_cluster, home, "prefect_deploy", fast)
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import contextvars
 import re
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
@@ -25,7 +21,7 @@ from prefect.states import Scheduled
 from sqlalchemy import select
 
 from deployments.bootstrap import bootstrap
-from deployments.local_server import free_port, server_env
+from deployments.local_server import free_port, start_server, stop_server
 from deployments.sync import desired_from_database, sync_deployments
 from deployments.warm_worker import WarmWorker, _flow_from_entrypoint
 from models.strategy import StrategyDefinition
@@ -45,44 +41,15 @@ POOL = "trader-pool"
 MARKET_NOW = datetime(2017, 12, 29, 20, 50, tzinfo=UTC)  # 15:50 New York, the example's decision time
 
 
-def prefect_server(pg_cluster: Any, home: Path, db_name: str) -> Iterator[str]:
-    """A PostgreSQL-backed Prefect server for the module; yields its API URL (also set as PREFECT_API_URL).
-
-    Started as our own child (not ``local_server.start_server``) so that it is reaped on stop at once.
-    """
+def prefect_server(pg_cluster: Any, home: Path, db_name: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """A PostgreSQL-backed Prefect server for the module; yields its API URL (also set as PREFECT_API_URL)."""
     _, async_url = pg_cluster.create_database(db_name)
-    port = free_port()
-    log = (home / "server.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=server_env(home, port, async_url),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
+    info = start_server(home, port=free_port(), database_url=async_url, timeout_s=120, extra_env=extra_env)
     try:
-        deadline = time.monotonic() + 120
-        while not _healthy(url):
-            assert proc.poll() is None and time.monotonic() < deadline, (home / "server.log").read_text()[-2000:]
-            time.sleep(0.3)
-        with temporary_settings({PREFECT_API_URL: url}):
-            yield url
+        with temporary_settings({PREFECT_API_URL: info.api_url}):
+            yield info.api_url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        stop_server(home)
 
 
 def trader_settings(data_dir: Path, database_url: str | None = None, strategies: int = 0) -> Settings:
@@ -208,6 +175,35 @@ def test_a_scheduled_strategy_run_completes_in_process_with_its_artifacts(
         signal = session.scalars(select(Signal).where(Signal.flow_run_id == str(run.id))).one()
     assert signal.action.value in {"BUY", "SELL", "HOLD", "ABSTAIN"}
     assert (settings.runs_dir() / "spy-sma-cross" / str(run.id) / "chart.png").stat().st_size > 10_000
+
+
+@pytest.mark.postgres
+@pytest.mark.prefect
+@pytest.mark.slow
+def test_a_poll_takes_at_most_the_free_slots_oldest_first(client: SyncPrefectClient, tmp_path: Path) -> None:
+    """With a backlog of late runs the poll asks the server for the free slots only, the longest-waiting first."""
+    settings = trader_settings(tmp_path / "trader")
+    bootstrap(settings, client)
+    sync_deployments(desired_from_database(settings.database_url()), work_pool=POOL, client=client)
+    deployment = client.read_deployment_by_name("strategy-run/spy-sma-cross")
+    base = datetime.now(UTC) - timedelta(minutes=30)
+    created = [
+        client.create_flow_run_from_deployment(
+            deployment.id, state=Scheduled(scheduled_time=base + timedelta(minutes=i))
+        )
+        for i in (3, 0, 4, 1, 2)
+    ]
+    try:
+        worker = WarmWorker(POOL, concurrency=2)
+        due = worker._due_runs(client, limit=2)
+        by_time = sorted(created, key=lambda r: r.next_scheduled_start_time or base)
+        assert [r.flow_run.id for r in due] == [by_time[0].id, by_time[1].id]
+        assert len(worker._due_runs(client, limit=5)) >= 5
+        with pytest.raises(ConfigurationError, match="trader bootstrap"):
+            WarmWorker("no-such-pool")._due_runs(client, limit=1)
+    finally:
+        for run in created:
+            client.delete_flow_run(run.id)
 
 
 def test_trader_worker_needs_a_server_and_a_valid_concurrency() -> None:
