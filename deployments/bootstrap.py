@@ -3,7 +3,8 @@
 Creates or corrects, on the server at ``PREFECT_API_URL``:
 
 * the **work pool** (``TRADER_PREFECT__WORK_POOL``, default ``trader-pool``) of type ``process`` with Prefect's
-  default process job template (what ``prefect work-pool create --type process`` does);
+  default process job template (what ``prefect work-pool create --type process`` does), with a work queue
+  ``orders`` at priority 1 (the order flows start before a backlog of strategy runs in ``default``);
 * the **global concurrency / rate limits** the tasks take strictly (``tasks.market_gate.limited``):
 
   | name | limit (burst) | slot decay / s | meaning |
@@ -40,6 +41,7 @@ from services.settings import Settings
 from tasks.market_gate import IB_HISTORICAL, IB_MESSAGES, LLM_CALLS, RESET_END, RESET_START
 
 WORK_POOL_TYPE: Final = "process"
+ORDERS_QUEUE: Final = "orders"
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,28 @@ def _work_pool(client: SyncPrefectClient, name: str, report: BootstrapReport) ->
     report.unchanged.append(label)
 
 
+def _orders_queue(client: SyncPrefectClient, pool: str, report: BootstrapReport) -> None:
+    """The pool's ``orders`` queue at priority 1, ahead of ``default`` (the strategies).
+
+    Workers take due runs by queue priority first (Prefect's default), so under a strategy backlog the order
+    flows (monitor, retry, cleanup, reconcile: ``work_queue_name: orders`` in prefect.yaml) still start at once.
+    """
+    label = f"work queue {pool}/{ORDERS_QUEUE}"
+    try:
+        queue = client.read_work_queue_by_name(ORDERS_QUEUE, work_pool_name=pool)
+    except ObjectNotFound:
+        client.create_work_queue(
+            ORDERS_QUEUE, description="order flows, ahead of the strategies", priority=1, work_pool_name=pool
+        )
+        report.created.append(label)
+        return
+    if queue.priority == 1:
+        report.unchanged.append(label)
+        return
+    client.update_work_queue(queue.id, priority=1)
+    report.updated.append(label)
+
+
 def _limit(client: SyncPrefectClient, want: Limit, report: BootstrapReport) -> None:
     label = f"limit {want.name}"
     try:
@@ -144,6 +168,7 @@ def bootstrap(settings: Settings, client: SyncPrefectClient | None = None) -> Bo
             return bootstrap(settings, own)
     report = BootstrapReport()
     _work_pool(client, settings.prefect.work_pool, report)
+    _orders_queue(client, settings.prefect.work_pool, report)
     for limit in limits_for(settings):
         _limit(client, limit, report)
     for name, value in variables_for(settings).items():

@@ -198,6 +198,7 @@ def _deploy(client: Any, settings: Any, strategies: int) -> Any:
         path=str(APP_DIR),
         pull_steps=_pull_steps(APP_DIR),
         work_pool_name=POOL,
+        work_queue_name="orders",  # as in prefect.yaml: priority 1, ahead of the strategies
         schedules=[DeploymentScheduleCreate(schedule=CronSchedule(cron="* * * * *", timezone="UTC"), active=True)],
         concurrency_limit=1,
     )

@@ -80,6 +80,8 @@ def test_bootstrap_creates_pool_limits_and_variables_once(
     again = bootstrap(settings, client)
     assert again.created == [] and again.updated == []
     assert client.read_work_pool(POOL).type == "process"
+    queues = {q.name: q.priority for q in client.read_work_queues(work_pool_name=POOL)}
+    assert queues["orders"] == 1 and queues["default"] > 1, queues  # order flows before strategies
     hist = client.read_global_concurrency_limit_by_name("ib-historical")
     assert hist.limit == 6 and hist.slot_decay_per_second == pytest.approx(0.1)
     assert client.read_global_concurrency_limit_by_name("ib-messages").limit == 45
@@ -110,7 +112,8 @@ def test_prefect_deploy_all_from_the_repository_root(
     assert monitor.global_concurrency_limit is not None and monitor.global_concurrency_limit.limit == 1
     assert monitor.concurrency_options is not None
     assert monitor.concurrency_options.collision_strategy.value == "CANCEL_NEW"
-    assert monitor.work_pool_name == POOL
+    assert monitor.work_pool_name == POOL and monitor.work_queue_name == "orders"
+    assert deployments["strategy-run"].work_queue_name == "default"
     assert monitor.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
     cleanup = deployments["order-cleanup"].schedules[0].schedule
     assert (cleanup.cron, cleanup.timezone) == ("0 4 * * 0", "America/New_York")  # type: ignore[union-attr]

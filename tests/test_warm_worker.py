@@ -199,6 +199,12 @@ def test_a_poll_takes_at_most_the_free_slots_oldest_first(client: SyncPrefectCli
         by_time = sorted(created, key=lambda r: r.next_scheduled_start_time or base)
         assert [r.flow_run.id for r in due] == [by_time[0].id, by_time[1].id]
         assert len(worker._due_runs(client, limit=5)) >= 5
+        # a run in the `orders` queue (priority 1, trader bootstrap) goes first even when it is the newest
+        urgent = client.create_flow_run_from_deployment(
+            deployment.id, state=Scheduled(scheduled_time=base + timedelta(minutes=20)), work_queue_name="orders"
+        )
+        created.append(urgent)
+        assert [r.flow_run.id for r in worker._due_runs(client, limit=2)] == [urgent.id, by_time[0].id]
         with pytest.raises(ConfigurationError, match="trader bootstrap"):
             WarmWorker("no-such-pool")._due_runs(client, limit=1)
     finally:
