@@ -114,12 +114,20 @@ def _orders_queue(client: SyncPrefectClient, pool: str, report: BootstrapReport)
             ORDERS_QUEUE, description="order flows, ahead of the strategies", priority=1, work_pool_name=pool
         )
         report.created.append(label)
-        return
-    if queue.priority == 1:
-        report.unchanged.append(label)
-        return
-    client.update_work_queue(queue.id, priority=1)
-    report.updated.append(label)
+    else:
+        if queue.priority == 1:
+            report.unchanged.append(label)
+        else:  # e.g. `prefect deploy` created it first, behind `default`
+            client.update_work_queue(queue.id, priority=1)
+            report.updated.append(label)
+    # Creating a queue at priority 1 moves the others down; updating one does not: a tie would lose the order.
+    queues = client.read_work_queues(work_pool_name=pool)
+    lowest = max((q.priority or 1) for q in queues)
+    for other in queues:
+        if other.name != ORDERS_QUEUE and (other.priority or 1) <= 1:
+            lowest += 1
+            client.update_work_queue(other.id, priority=lowest)
+            report.updated.append(f"work queue {pool}/{other.name}")
 
 
 def _limit(client: SyncPrefectClient, want: Limit, report: BootstrapReport) -> None:

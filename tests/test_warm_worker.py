@@ -212,6 +212,28 @@ def test_a_poll_takes_at_most_the_free_slots_oldest_first(client: SyncPrefectCli
             client.delete_flow_run(run.id)
 
 
+@pytest.mark.postgres
+@pytest.mark.prefect
+@pytest.mark.slow
+def test_bootstrap_puts_the_orders_queue_first_when_prefect_deploy_made_it(
+    client: SyncPrefectClient, tmp_path: Path
+) -> None:
+    """`prefect deploy` before `trader bootstrap` creates `orders` behind `default`; bootstrap reorders, once."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    pool = "late-pool"
+    client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    client.create_work_queue("orders", work_pool_name=pool)  # what prefect deploy does: appended after default
+    assert {q.name: q.priority for q in client.read_work_queues(work_pool_name=pool)} == {"default": 1, "orders": 2}
+    settings = load_settings({"TRADER_DATA_DIR": str(tmp_path), "TRADER_PREFECT__WORK_POOL": pool})
+    first = bootstrap(settings, client)
+    assert f"work queue {pool}/orders" in first.updated and f"work queue {pool}/default" in first.updated
+    queues = {q.name: q.priority for q in client.read_work_queues(work_pool_name=pool)}
+    assert queues["orders"] == 1 and queues["default"] > 1, queues
+    again = bootstrap(settings, client)
+    assert again.updated == [] and f"work queue {pool}/orders" in again.unchanged
+
+
 def test_trader_worker_needs_a_server_and_a_valid_concurrency() -> None:
     from typer.testing import CliRunner
 
