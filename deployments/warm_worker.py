@@ -162,13 +162,14 @@ class WarmWorker:
                 future.result()
             self._reap()
 
+    def _missing_pool(self) -> ConfigurationError:
+        return ConfigurationError(f"work pool {self.pool!r} not found on the Prefect server: run `trader bootstrap`")
+
     def _check_pool(self, client: SyncPrefectClient) -> None:
         try:
             client.read_work_pool(self.pool)
         except ObjectNotFound:
-            raise ConfigurationError(
-                f"work pool {self.pool!r} not found on the Prefect server: run `trader bootstrap`"
-            ) from None
+            raise self._missing_pool() from None
 
     def _heartbeat(self, client: SyncPrefectClient) -> None:
         try:
@@ -182,24 +183,18 @@ class WarmWorker:
                 del self._running[run_id]
 
     def _poll_once(self, client: SyncPrefectClient, pool: ThreadPoolExecutor, free: int) -> None:
-        responses = self._due_runs(client, limit=free)
-        runs = sorted(
-            (r.flow_run for r in responses), key=lambda r: r.expected_start_time or r.created or datetime.now(UTC)
-        )
-        for flow_run in runs:
-            if free <= 0:
-                break
+        for response in self._due_runs(client, limit=free):  # the server's order: queue priority, then time
+            flow_run = response.flow_run
             if flow_run.id in self._running:
                 continue
             claimed = self._claim(client, flow_run)
             if claimed is None:
                 continue
-            free -= 1
             # Each run gets a copy of the caller's context (Prefect settings such as a temporary API URL).
             self._running[flow_run.id] = pool.submit(contextvars.copy_context().run, self._execute, claimed)
 
     def _due_runs(self, client: SyncPrefectClient, *, limit: int) -> list[WorkerFlowRunResponse]:
-        """The pool's due runs, oldest first, at most ``limit`` (the free slots).
+        """The pool's due runs by queue priority, then oldest first; at most ``limit`` (the free slots).
 
         Same endpoint as ``client.get_scheduled_flow_runs_for_work_pool``, plus the server's ``limit`` (that
         client method does not pass it): with a backlog of hundreds of late runs, a poll every second would
@@ -214,9 +209,7 @@ class WarmWorker:
             )
         except HTTPStatusError as exc:
             if exc.response.status_code == 404:
-                raise ConfigurationError(
-                    f"work pool {self.pool!r} not found on the Prefect server: run `trader bootstrap`"
-                ) from None
+                raise self._missing_pool() from None
             raise
         return WorkerFlowRunResponse.model_validate_list(response.json())
 

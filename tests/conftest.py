@@ -162,19 +162,10 @@ def prefect_api(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory)
 
     Flows run in tests that request it (and in every later test of the session) report to this server.
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from deployments.bootstrap import bootstrap
+    from services.settings import load_settings
+    from tests.prefect_server import prefect_server
 
-    from deployments.local_server import start_server, stop_server
-
-    _, async_url = pg_cluster.create_database("prefect_session")
-    home = tmp_path_factory.mktemp("prefect-home")
-    info = start_server(home, database_url=async_url)
-    try:
-        with temporary_settings({PREFECT_API_URL: info.api_url}):
-            from deployments.bootstrap import bootstrap
-            from services.settings import load_settings
-
-            bootstrap(load_settings({}))  # work pool, global limits (used strictly by the tasks), variables
-            yield info
-    finally:
-        stop_server(home)
+    with prefect_server(pg_cluster, tmp_path_factory.mktemp("prefect-home"), "prefect_session") as info:
+        bootstrap(load_settings({}))  # work pool, global limits (used strictly by the tasks), variables
+        yield info

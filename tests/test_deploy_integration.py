@@ -33,7 +33,7 @@ from services.prompt_library import seed_templates
 from services.repositories import strategies as repo
 from services.settings import Settings, load_settings
 from simulator import SimConfig, SimServer
-from tests.test_warm_worker import prefect_server
+from tests.prefect_server import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = "trader-pool"
@@ -47,7 +47,8 @@ def api_url(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """A PostgreSQL-backed server whose scheduler loops every 2 s (so schedules turn into runs quickly)."""
     home = tmp_path_factory.mktemp("prefect-deploy-home")
     fast = {"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}
-    yield from prefect_server(pg_cluster, home, "prefect_deploy", fast)
+    with prefect_server(pg_cluster, home, "prefect_deploy", fast) as server:
+        yield server.api_url
 
 
 @pytest.fixture(scope="module")

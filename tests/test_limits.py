@@ -29,7 +29,8 @@ from services.settings import LLMSettings, Settings, load_settings
 from simulator import SimConfig, SimServer
 from tasks.analysis import RateLimitedBackend, _backend
 from tasks.market_gate import IB_HISTORICAL, LLM_CALLS, limited, prefect_api_configured
-from tests.test_warm_worker import MARKET_NOW, POOL, REPO, prefect_server, trader_settings, warm_contract_cache
+from tests.prefect_server import prefect_server
+from tests.test_warm_worker import MARKET_NOW, POOL, REPO, trader_settings, warm_contract_cache
 
 PROMPT = RenderedPrompt(text="hello", sha256="0" * 64)
 
@@ -78,7 +79,8 @@ def test_the_offline_analyst_gets_no_llm_backend() -> None:
 
 @pytest.fixture(scope="module")
 def api_url(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from prefect_server(pg_cluster, tmp_path_factory.mktemp("limits-prefect"), "prefect_limits")
+    with prefect_server(pg_cluster, tmp_path_factory.mktemp("limits-prefect"), "prefect_limits") as server:
+        yield server.api_url
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from prefect.states import Scheduled
 from sqlalchemy import select
 
 from deployments.bootstrap import bootstrap
-from deployments.local_server import free_port, start_server, stop_server
 from deployments.sync import desired_from_database, sync_deployments
 from deployments.warm_worker import WarmWorker, _flow_from_entrypoint
 from models.strategy import StrategyDefinition
@@ -35,21 +34,11 @@ from services.prompt_library import seed_templates
 from services.settings import Settings, load_settings
 from simulator import SimConfig, SimServer
 from tasks.runtime import Runtime, use_runtime
+from tests.prefect_server import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = "trader-pool"
 MARKET_NOW = datetime(2017, 12, 29, 20, 50, tzinfo=UTC)  # 15:50 New York, the example's decision time
-
-
-def prefect_server(pg_cluster: Any, home: Path, db_name: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
-    """A PostgreSQL-backed Prefect server for the module; yields its API URL (also set as PREFECT_API_URL)."""
-    _, async_url = pg_cluster.create_database(db_name)
-    info = start_server(home, port=free_port(), database_url=async_url, timeout_s=120, extra_env=extra_env)
-    try:
-        with temporary_settings({PREFECT_API_URL: info.api_url}):
-            yield info.api_url
-    finally:
-        stop_server(home)
 
 
 def trader_settings(data_dir: Path, database_url: str | None = None, strategies: int = 0) -> Settings:
@@ -86,7 +75,8 @@ def warm_contract_cache(settings: Settings, sim_port: int, client_id: int) -> No
 
 @pytest.fixture(scope="module")
 def api_url(pg_cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from prefect_server(pg_cluster, tmp_path_factory.mktemp("warm-prefect"), "prefect_warm")
+    with prefect_server(pg_cluster, tmp_path_factory.mktemp("warm-prefect"), "prefect_warm") as server:
+        yield server.api_url
 
 
 @pytest.fixture(scope="module")
