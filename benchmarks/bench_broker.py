@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+from _stats import ms_summary
 
 from models.enums import BarSize, OrderSide, OrderType
 from services.broker.ib_adapter import IBBroker
@@ -30,17 +31,6 @@ from simulator import SimConfig, SimServer
 
 SPY_DAILY_CLOSE = datetime(2017, 12, 29, 21, 0, tzinfo=UTC)
 SPY_MINUTE_END = datetime(2011, 1, 31, 22, 0, tzinfo=UTC)
-
-
-def _ms(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {
-        "n": len(samples),
-        "p50_ms": round(statistics.median(ordered) * 1000, 2),
-        "p95_ms": round(p95 * 1000, 2),
-        "max_ms": round(ordered[-1] * 1000, 2),
-    }
 
 
 async def run(orders: int, history: int, gap_s: float) -> dict[str, Any]:
@@ -109,11 +99,11 @@ async def run(orders: int, history: int, gap_s: float) -> dict[str, Any]:
         await broker.close()
         return {
             "server_version": broker.server_version,
-            "connect": _ms(connects),
-            "history_1y_daily": {**_ms(daily), "rows": daily_rows},
-            "history_5d_1min": {**_ms(minute), "rows": minute_rows, "requests_each": 5},
-            "order_ack": _ms(acks),
-            "order_filled": _ms(fills),
+            "connect": ms_summary(connects),
+            "history_1y_daily": {**ms_summary(daily), "rows": daily_rows},
+            "history_5d_1min": {**ms_summary(minute), "rows": minute_rows, "requests_each": 5},
+            "order_ack": ms_summary(acks),
+            "order_filled": ms_summary(fills),
             "pacing_violations_at_sim": sim.stats.pacing_violations,
         }
 

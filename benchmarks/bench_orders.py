@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from _stats import ms_summary  # noqa: E402
 
 from models.enums import (  # noqa: E402
     AnalystKind,
@@ -62,17 +63,6 @@ from tasks.signal import StoredSignal  # noqa: E402
 
 BAR_TIME = dt.datetime(2017, 12, 29, tzinfo=dt.UTC)
 OK = RiskDecision((CheckResult("bench", True, "setup order"),))
-
-
-def _ms(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {
-        "n": len(samples),
-        "p50_ms": round(statistics.median(ordered) * 1000, 2),
-        "p95_ms": round(p95 * 1000, 2),
-        "max_ms": round(ordered[-1] * 1000, 2),
-    }
 
 
 def run(n_signals: int, n_active: int, rounds: int, gap_s: float) -> dict[str, Any]:
@@ -126,7 +116,7 @@ def run(n_signals: int, n_active: int, rounds: int, gap_s: float) -> dict[str, A
                 if placed.status is not OrderStatus.SUBMITTED:
                     raise SystemExit(f"signal {i}: order {placed.status.value}: {placed.reasons or placed.error}")
                 time.sleep(gap_s)
-            results["signal_to_ack"] = _ms(latencies)
+            results["signal_to_ack"] = ms_summary(latencies)
 
             # 2. the monitor with n_active active orders
             t = time.perf_counter()
@@ -144,7 +134,7 @@ def run(n_signals: int, n_active: int, rounds: int, gap_s: float) -> dict[str, A
                 t = time.perf_counter()
                 report = sync_orders(db_url, broker, dt.datetime.now(dt.UTC))
                 monitor.append(time.perf_counter() - t)
-            results["monitor_round"] = _ms(monitor)
+            results["monitor_round"] = ms_summary(monitor)
             results["monitor_updates_last_round"] = report.updated
         broker.close()
         dispose_engines()
