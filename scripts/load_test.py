@@ -374,24 +374,23 @@ def _run(args: argparse.Namespace, root: Path, trader_url: str, started: float, 
             print(f"{args.strategies} strategies x {args.minutes} min, warm worker concurrency {args.concurrency}; "
                   f"measuring runs scheduled {window[0]:%H:%M:%S}-{window[1]:%H:%M:%S} UTC")  # fmt: skip
             meter = CpuMeter(server_pid)
-            metered: list[int] = []
             with use_runtime(runtime):
                 thread = threading.Thread(target=worker.run, kwargs={"max_seconds": stop_at}, daemon=True)
                 thread.start()
                 time.sleep(max(0.0, (window[0] - datetime.now(UTC)).total_seconds()))
                 meter.start()
-                metered.append(worker.stats.completed + worker.stats.failed)
+                finished_before = worker.stats.completed + worker.stats.failed
                 while thread.is_alive():
                     thread.join(60)
                     s = worker.stats
                     print(f"  {datetime.now(UTC):%H:%M:%S} claimed {s.claimed}, completed {s.completed}, "
                           f"failed {s.failed}, claims lost {s.skipped_claims}", flush=True)  # fmt: skip
                 cpu = meter.stop()
-                metered.append(worker.stats.completed + worker.stats.failed)
+                metered_runs = worker.stats.completed + worker.stats.failed - finished_before
                 runtime.close()
             print(f"sim: {sim.stats.hist_requests} historical requests")
         _report(client, window, monitor, started)
-        _report_cpu(cpu, metered[1] - metered[0], meter.available)
+        _report_cpu(cpu, metered_runs, meter.available)
 
 
 def _report_cpu(cpu: dict[str, float], runs: int, available: bool) -> None:
