@@ -102,11 +102,11 @@ def run_benchmark(runs: int, work: Path, flow, task) -> None:  # type: ignore[no
     from services.llm.analyst import analyze, build_request
     from services.llm.store import InMemoryLlmCallStore
     from services.prompt_library import seed_templates
+    from services.runtime import Runtime, use_runtime
     from services.settings import load_settings
     from services.signals import generate_signal
     from services.symbols import spec_of
     from simulator import SimConfig, SimServer
-    from tasks.runtime import Runtime, use_runtime
 
     settings = load_settings({"TRADER_DATA_DIR": str(work / "data")})
     init_database(settings)

@@ -51,6 +51,7 @@ from services.orders.risk import CheckResult, RiskDecision  # noqa: E402
 from services.orders.submit import OrderIntent, submit_order  # noqa: E402
 from services.repositories import orders as orders_repo  # noqa: E402
 from services.repositories import signals  # noqa: E402
+from services.runtime import Runtime, use_runtime  # noqa: E402
 from services.settings import load_settings  # noqa: E402
 from services.signals import Signal  # noqa: E402
 from services.strategies import load_strategy_file  # noqa: E402
@@ -58,7 +59,6 @@ from simulator import SimConfig, SimServer  # noqa: E402
 from simulator.server import cached_catalog  # noqa: E402
 from tasks.market_data import MarketData  # noqa: E402
 from tasks.orders import order_for_signal  # noqa: E402
-from tasks.runtime import Runtime, use_runtime  # noqa: E402
 from tasks.signal import StoredSignal  # noqa: E402
 
 BAR_TIME = dt.datetime(2017, 12, 29, tzinfo=dt.UTC)

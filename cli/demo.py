@@ -69,8 +69,8 @@ def demo(
     # Imported after PREFECT_API_URL is set, so the flows talk to that server.
     from flows.strategy import strategy_run
     from services.broker.ib_adapter import IBBroker
+    from services.runtime import Runtime, use_runtime
     from simulator import SimConfig, SimServer
-    from tasks.runtime import Runtime, use_runtime
 
     with SimServer.in_thread(SimConfig(data_dir=data_dir)) as sim:
         console.print(f"TWS simulator on 127.0.0.1:{sim.port} serving {data_dir}")

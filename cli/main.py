@@ -53,7 +53,7 @@ def init() -> None:
 def run(name: Annotated[str, typer.Argument(help="Strategy name.")]) -> None:
     """Run one strategy now, in this process, against the configured broker (TRADER_IB__*)."""
     from flows.strategy import strategy_run
-    from tasks.runtime import get_runtime
+    from services.runtime import get_runtime
 
     common.ensure_schema()
     try:

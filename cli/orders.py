@@ -1,7 +1,7 @@
 """``trader orders list|show|cancel``, ``trader positions``, ``trader pnl``, ``trader halt``, ``trader resume``.
 
 Commands that need the broker (cancel, halt --cancel-all, the marks of ``pnl``) use the process runtime's broker
-session (``tasks.runtime``: ``TRADER_IB__*``, or the one a test / the demo installed) and close it at the end.
+session (``services.runtime``: ``TRADER_IB__*``, or the one a test / the demo installed) and close it at the end.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ app = typer.Typer(help="Orders: list, show and cancel (cancel goes through the b
 @contextmanager
 def _runtime_broker() -> Iterator[OrderBroker]:
     """The runtime's broker session, connected on first use (a failure is a BrokerConnectionError: exit 1)."""
-    from tasks.runtime import get_runtime
+    from services.runtime import get_runtime
 
     runtime = get_runtime()
     try:
@@ -71,7 +71,7 @@ def cancel_order(
 ) -> None:
     """Cancel one working order through the broker (a dry-run order is cancelled in the DB only)."""
     from services.orders.monitor import cancel_by_id
-    from tasks.runtime import get_runtime
+    from services.runtime import get_runtime
 
     with db_session():
         pass
@@ -121,7 +121,7 @@ def pnl(
     """Realized, unrealized and commissions per symbol and in total (realized is net of commissions)."""
     from services.orders.context import trading_day_start
     from services.orders.pnl import broker_marks, open_positions, pnl_report
-    from tasks.runtime import get_runtime
+    from services.runtime import get_runtime
 
     marks = _parse_marks(mark or [])
     now = get_runtime().clock()
@@ -181,7 +181,7 @@ def halt(
     if not cancel_all:
         return
     from services.orders.monitor import cancel_all as cancel_every
-    from tasks.runtime import get_runtime
+    from services.runtime import get_runtime
 
     runtime = get_runtime()
     try:

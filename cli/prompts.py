@@ -198,7 +198,7 @@ def performance(
 
 def _compute(session: Session, day: dt.date) -> None:
     from services.prompt_performance import BrokerForwardBars, score_prompts
-    from tasks.runtime import get_runtime
+    from services.runtime import get_runtime
 
     runtime = get_runtime()
     try:

@@ -52,8 +52,8 @@ def stats() -> None:
 def refresh() -> None:
     """Re-fetch every cached contract from the configured broker (TRADER_IB__*)."""
     from services.db import session_scope
+    from services.runtime import get_runtime
     from services.symbols import refresh_all
-    from tasks.runtime import get_runtime
 
     runtime = get_runtime()
     ensure_schema()

@@ -31,7 +31,7 @@ def worker(
         console.print(" ".join(argv[1:]), markup=False)
         os.execv(sys.executable, argv)
     from deployments.warm_worker import serve_warm
-    from tasks.runtime import get_runtime
+    from services.runtime import get_runtime
 
     console.print(f"warm worker on pool {name}: up to {concurrency} runs at a time, polling every {poll_seconds} s")
     try:

@@ -6,7 +6,7 @@ from prefect import flow
 
 from services import symbols
 from services.db import session_scope
-from tasks.runtime import get_runtime
+from services.runtime import get_runtime
 
 
 @flow(name="symbol-cache-refresh")

@@ -18,7 +18,7 @@ warm, and each scheduled run still is its own Prefect flow run (own id, states, 
 Limits of this worker (use the process worker where they matter): no per-run infrastructure or
 ``job_variables``, no cancellation of a running flow from the UI (a cancel request is recorded, the run
 finishes), and a crash of the process takes every run in it down (Prefect's zombie detection marks them
-Crashed after the missed heartbeats). All runs share the process runtime (``tasks.runtime``): one IB
+Crashed after the missed heartbeats). All runs share the process runtime (``services.runtime``): one IB
 client id, one LLM store.
 """
 

@@ -18,9 +18,9 @@ from services.orders.pnl import CHART_HEIGHT, CHART_WIDTH, PnlReport, pnl_markdo
 from services.positions import rebuild
 from services.repositories import orders as orders_repo
 from services.repositories import pnl as pnl_repo
+from services.runtime import get_runtime
 from services.strategies import from_row
 from tasks.artifacts import markdown_table, publish_markdown, publish_table
-from tasks.runtime import get_runtime
 
 
 def _timeouts() -> dict[str, int]:

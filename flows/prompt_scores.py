@@ -15,9 +15,9 @@ from prefect.cache_policies import NO_CACHE
 
 from services.db import session_scope
 from services.prompt_performance import BrokerForwardBars, PromptScore, market_day, parse_day, score_prompts
+from services.runtime import get_runtime
 from tasks.artifacts import publish_table
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, retry_if_transient
-from tasks.runtime import get_runtime
 
 ARTIFACT_KEY = "prompt-scores"
 

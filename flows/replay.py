@@ -19,8 +19,8 @@ from services.db import init_database, session_scope
 from services.errors import InputError
 from services.replay.engine import ReplayResult
 from services.replay.runs import resolve_inputs, run_replay, save_run
+from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, png_data_uri, publish_markdown, publish_table
-from tasks.runtime import get_runtime
 
 __all__ = ["equity_figure", "replay_flow"]
 

@@ -18,6 +18,7 @@ from models.enums import BarSize, SignalAction
 from models.strategy import BAR_SECONDS, StrategyDefinition
 from services.db import session_scope
 from services.errors import InputError, SkipError
+from services.runtime import get_runtime
 from services.strategies import get_definition
 from tasks.analysis import analyse
 from tasks.chart import draw_chart
@@ -26,7 +27,6 @@ from tasks.market_data import fetch_market_data
 from tasks.market_gate import skip_state
 from tasks.orders import OrderStepResult, place_order
 from tasks.resolve_symbol import resolve_symbol
-from tasks.runtime import get_runtime
 from tasks.signal import StoredSignal, decide
 
 

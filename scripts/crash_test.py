@@ -113,12 +113,12 @@ def child_main(mode: str, i: int, kill: str, seed: int, db_url: str, port: int, 
     from services.orders.monitor import reconcile, retry_orders, sync_orders
     from services.repositories import orders as orders_repo
     from services.repositories import signals
+    from services.runtime import Runtime, use_runtime
     from services.settings import load_settings
     from services.signals import Signal
     from services.strategies import load_strategy_file
     from tasks.market_data import MarketData
     from tasks.orders import order_for_signal
-    from tasks.runtime import Runtime, use_runtime
     from tasks.signal import StoredSignal
 
     started = time.perf_counter()

@@ -163,7 +163,7 @@ def _warm_contract_cache(settings: Any, sim_port: int) -> None:
     from services import symbols
     from services.broker.ib_adapter import IBBroker
     from services.db import session_scope
-    from tasks.runtime import Runtime
+    from services.runtime import Runtime
 
     runtime = Runtime(settings, broker_factory=lambda: IBBroker("127.0.0.1", sim_port, 90))
     spy = store.load_strategy_file(REPO / "examples/strategies/spy-sma-cross.yaml")
@@ -347,8 +347,8 @@ def _run(args: argparse.Namespace, root: Path, trader_url: str, started: float, 
     from deployments.warm_worker import WarmWorker
     from services.broker.ib_adapter import IBBroker
     from services.broker.pacing import HistoricalLimiter
+    from services.runtime import Runtime, use_runtime
     from simulator import SimConfig, SimServer
-    from tasks.runtime import Runtime, use_runtime
 
     settings = _seed(trader_url, root / "trader", args.strategies, args.orders)
     no_pacing = count(step=3600).__next__  # every request looks an hour after the previous one

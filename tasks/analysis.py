@@ -15,10 +15,10 @@ from services.llm.outcome import AnalysisOutcome
 from services.llm.prompts import RenderedPrompt
 from services.llm.reply import LlmReply
 from services.repositories import prompt_templates
+from services.runtime import get_runtime
 from services.settings import LLMSettings
 from tasks.artifacts import artifact_key, fenced, key_values, publish_markdown
 from tasks.market_gate import LLM_CALLS, limited
-from tasks.runtime import get_runtime
 
 
 class RateLimitedBackend:

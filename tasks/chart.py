@@ -10,8 +10,8 @@ from prefect.cache_policies import NO_CACHE
 from models.strategy import StrategyDefinition
 from services.charts import ChartResult, render_chart
 from services.indicators import IndicatorResult
+from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, png_data_uri, publish_markdown
-from tasks.runtime import get_runtime
 
 
 @task(name="4 chart", cache_policy=NO_CACHE)

@@ -14,10 +14,10 @@ from models.strategy import StrategyDefinition
 from services.bars.validation import ValidationResult, validate_bars
 from services.broker.types import BarRequest, ContractInfo
 from services.errors import DataError
+from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, key_values, markdown_table, publish_markdown
 from tasks.market_gate import IB_HISTORICAL, limited
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, retry_if_transient
-from tasks.runtime import get_runtime
 
 FLAGGED = "flagged"
 

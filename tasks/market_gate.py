@@ -130,7 +130,7 @@ def skip_state(definition: StrategyDefinition) -> State | None:
     "Now" is the runtime clock (``get_runtime().clock()``): wall time in production, the simulator's market
     time in the demo and the tests.
     """
-    from tasks.runtime import get_runtime
+    from services.runtime import get_runtime
 
     reason = market_gate(definition, get_runtime().clock())
     if reason is None:

@@ -30,9 +30,9 @@ from services.orders.monitor import record_dry_run_fills
 from services.orders.risk import CheckResult, ProposedOrder, RiskDecision, evaluate
 from services.orders.sizing import SizingError, average_true_range, round_price, size_order
 from services.orders.submit import OrderBroker, OrderIntent, SubmitResult, submit_order
+from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, publish_table
 from tasks.market_data import MarketData
-from tasks.runtime import get_runtime
 from tasks.signal import StoredSignal
 
 

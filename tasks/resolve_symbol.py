@@ -11,9 +11,9 @@ from models.strategy import StrategyDefinition
 from services import symbols
 from services.broker.types import ContractInfo, ContractSpec
 from services.db import session_scope
+from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, key_values, publish_markdown
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, retry_if_transient
-from tasks.runtime import get_runtime
 
 
 @task(

@@ -14,10 +14,10 @@ from models.strategy import StrategyDefinition
 from services.db import session_scope
 from services.llm.outcome import AnalysisOutcome
 from services.repositories import prompt_templates, signals
+from services.runtime import get_runtime
 from services.signals import Signal, generate_signal
 from tasks.artifacts import artifact_key, publish_table
 from tasks.market_data import MarketData
-from tasks.runtime import get_runtime
 
 
 @dataclass(frozen=True)

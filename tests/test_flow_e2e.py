@@ -23,9 +23,9 @@ from services import strategies as store
 from services.broker.ib_adapter import IBBroker
 from services.db import init_database, session_scope
 from services.prompt_library import seed_templates
+from services.runtime import Runtime, use_runtime
 from services.settings import load_settings
 from simulator import SimConfig, SimServer
-from tasks.runtime import Runtime, use_runtime
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ["contract", "bars", "indicators", "chart", "analysis", "signal"]

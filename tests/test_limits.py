@@ -150,7 +150,7 @@ from datetime import datetime
 from deployments.warm_worker import serve_warm
 from services.broker.ib_adapter import IBBroker
 from services.settings import load_settings
-from tasks.runtime import Runtime, use_runtime
+from services.runtime import Runtime, use_runtime
 
 port, client_id, now = int(sys.argv[1]), int(sys.argv[2]), datetime.fromisoformat(sys.argv[3])
 runtime = Runtime(load_settings(), broker_factory=lambda: IBBroker("127.0.0.1", port, client_id), clock=lambda: now)

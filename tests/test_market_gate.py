@@ -128,9 +128,9 @@ def test_flow_ends_skipped_without_touching_the_broker(
     from flows.strategy import strategy_run
     from models.tables import Signal
     from services.db import init_database, session_scope
+    from services.runtime import Runtime, use_runtime
     from services.settings import load_settings
     from services.strategies import save_definition
-    from tasks.runtime import Runtime, use_runtime
 
     settings = load_settings({"TRADER_DATA_DIR": str(tmp_path)})
     init_database(settings)

@@ -25,8 +25,8 @@ from services.orders.submit import OrderIntent, submit_order
 from services.repositories import fills as fills_repo
 from services.repositories import orders as orders_repo
 from services.repositories import trading_state
+from services.runtime import Runtime, use_runtime
 from services.settings import load_settings
-from tasks.runtime import Runtime, use_runtime
 from tests.test_order_submit import BAR0, SPY, bars
 
 OK = RiskDecision((CheckResult("test", True, "ok"),))

@@ -22,8 +22,8 @@ from services.orders.risk import CheckResult, RiskDecision
 from services.orders.submit import OrderIntent, submit_order
 from services.repositories import fills as fills_repo
 from services.repositories import pnl as pnl_repo
+from services.runtime import Runtime, use_runtime
 from services.settings import load_settings
-from tasks.runtime import Runtime, use_runtime
 from tests.test_order_submit import BAR0, SPY, bars
 
 OK = RiskDecision((CheckResult("test", True, "ok"),))

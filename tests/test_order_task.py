@@ -22,12 +22,12 @@ from services.positions import rebuild
 from services.repositories import fills as fills_repo
 from services.repositories import orders as orders_repo
 from services.repositories import signals, trading_state
+from services.runtime import Runtime, use_runtime
 from services.settings import load_settings
 from services.signals import Signal
 from services.strategies import load_strategy_file
 from tasks.market_data import MarketData
 from tasks.orders import order_for_signal
-from tasks.runtime import Runtime, use_runtime
 from tasks.signal import StoredSignal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def broker() -> Iterator[SyncBroker]:
 def stored(action: SignalAction, entry: str = "129.5", stop: str | None = "125", days: int = 29) -> StoredSignal:
     bar_time = START + dt.timedelta(days=days)
     signal = Signal(action, "test", AnalystKind.OFFLINE, bar_time, 0.7, D(entry), D(stop) if stop else None, None)
-    from tasks.runtime import get_runtime
+    from services.runtime import get_runtime
 
     with session_scope(get_runtime().database_url) as s:
         row = signals.record(

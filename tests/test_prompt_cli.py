@@ -18,9 +18,9 @@ from services.broker.memory import MemoryBroker, stock
 from services.db import session_scope
 from services.prompt_performance import FrameForwardBars, score_prompts
 from services.repositories import prompt_templates, signals
+from services.runtime import Runtime, use_runtime
 from services.settings import load_settings
 from services.strategies import load_strategy_file, save_definition
-from tasks.runtime import Runtime, use_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 SPY_FILE = ROOT / "data" / "samples" / "yahoofinance-SPY-20080101-20180101.csv"

@@ -16,9 +16,9 @@ from services.db import init_database, session_scope
 from services.prompt_library import seed_templates
 from services.prompt_performance import stored_scores
 from services.repositories import signals
+from services.runtime import Runtime, use_runtime
 from services.settings import load_settings
 from services.strategies import load_strategy_file, save_definition
-from tasks.runtime import Runtime, use_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 SPY_FILE = ROOT / "data" / "samples" / "yahoofinance-SPY-20080101-20180101.csv"

@@ -110,8 +110,8 @@ def test_replay_flow_publishes_metrics_trades_and_equity_chart(tmp_path: Path, p
     from prefect.artifacts import Artifact
 
     from flows.replay import replay_flow
+    from services.runtime import Runtime, use_runtime
     from services.settings import load_settings
-    from tasks.runtime import Runtime, use_runtime
 
     settings = load_settings({"TRADER_DATA_DIR": str(tmp_path)})
     runtime = Runtime(settings)

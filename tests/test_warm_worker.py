@@ -31,9 +31,9 @@ from services.broker.ib_adapter import IBBroker
 from services.db import init_database, session_scope
 from services.errors import ConfigurationError, InputError
 from services.prompt_library import seed_templates
+from services.runtime import Runtime, use_runtime
 from services.settings import Settings, load_settings
 from simulator import SimConfig, SimServer
-from tasks.runtime import Runtime, use_runtime
 from tests.prefect_server import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]

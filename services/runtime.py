@@ -1,4 +1,4 @@
-"""Process-wide resources the tasks use: settings, the database URL, the broker session, the LLM call store.
+"""The composition root: settings, the database URL, the broker session and the LLM call store of a process.
 
 Clients are never task arguments (Prefect would try to hash them into cache keys and store them as
 parameters). A worker process builds them once, lazily, from settings; tests and the demo install
@@ -54,15 +54,7 @@ class Runtime:
         def build() -> BrokerPort:
             from services.broker.ib_adapter import IBBroker
 
-            return IBBroker(
-                ib.host,
-                ib.port,
-                ib.client_id,
-                ib.account.get_secret_value() if ib.account else None,
-                connect_timeout_s=ib.connect_timeout_s,
-                request_timeout_s=ib.request_timeout_s,
-                max_messages_per_s=ib.max_messages_per_s,
-            )
+            return IBBroker.from_settings(ib)
 
         return build
 
