@@ -47,14 +47,13 @@ from services.broker.loop_owner import SyncBroker  # noqa: E402
 from services.broker.types import ContractSpec  # noqa: E402
 from services.db import dispose_engines, session_scope, upgrade_schema  # noqa: E402
 from services.orders.monitor import sync_orders  # noqa: E402
-from services.orders.risk import CheckResult, RiskDecision  # noqa: E402
-from services.orders.submit import OrderIntent, submit_order  # noqa: E402
+from services.orders.submit import OrderIntent, SendContext, submit_order  # noqa: E402
 from services.repositories import orders as orders_repo  # noqa: E402
 from services.repositories import signals  # noqa: E402
 from services.runtime import Runtime, use_runtime  # noqa: E402
 from services.settings import load_settings  # noqa: E402
 from services.signals import Signal  # noqa: E402
-from services.strategies import load_strategy_file  # noqa: E402
+from services.strategies import load_strategy_file, save_definition  # noqa: E402
 from simulator import SimConfig, SimServer  # noqa: E402
 from simulator.server import cached_catalog  # noqa: E402
 from tasks.market_data import MarketData  # noqa: E402
@@ -62,7 +61,7 @@ from tasks.orders import order_for_signal  # noqa: E402
 from tasks.signal import StoredSignal  # noqa: E402
 
 BAR_TIME = dt.datetime(2017, 12, 29, tzinfo=dt.UTC)
-OK = RiskDecision((CheckResult("bench", True, "setup order"),))
+NOW = dt.datetime(2018, 1, 2, 15, 0, tzinfo=dt.UTC)  # the next session (the orders' runtime clock)
 
 
 def run(n_signals: int, n_active: int, rounds: int, gap_s: float) -> dict[str, Any]:
@@ -74,7 +73,9 @@ def run(n_signals: int, n_active: int, rounds: int, gap_s: float) -> dict[str, A
     data = MarketData(frame=frame, validation=validation)
     base = load_strategy_file(ROOT / "examples" / "strategies" / "spy-sma-cross.yaml")
     sizing = base.risk.sizing.model_copy(update={"method": SizingMethod.FIXED_QUANTITY, "quantity": Decimal(1)})
-    risk = base.risk.model_copy(update={"sizing": sizing, "order_type": OrderType.LIMIT})
+    risk = base.risk.model_copy(
+        update={"sizing": sizing, "order_type": OrderType.LIMIT, "order_expiry_bars": 5, "max_position": Decimal(10**6)}
+    )
     low = Decimal("100.00")  # far below SPY's ~267: the LMT rests (acknowledged, not filled)
     with (
         tempfile.TemporaryDirectory(prefix="bench-orders-") as tmp,
@@ -89,13 +90,15 @@ def run(n_signals: int, n_active: int, rounds: int, gap_s: float) -> dict[str, A
         broker.connect()
         with use_runtime(Runtime(settings)):
             spy = broker.qualify(ContractSpec("SPY", SecType.STK))
-            now = dt.datetime.now(dt.UTC)
+            now = NOW
+            ctx = SendContext(trading=settings.trading, now=now, dry_run=False)
 
             # 1. signal -> order acknowledged
             latencies: list[float] = []
             for i in range(n_signals):
                 definition = base.model_copy(update={"name": f"bench-{i:05d}", "risk": risk})
                 with session_scope(db_url) as s:
+                    save_definition(s, definition)  # the send-time gate judges by the stored strategy
                     row = signals.record(
                         s,
                         strategy_name=definition.name,
@@ -109,9 +112,7 @@ def run(n_signals: int, n_active: int, rounds: int, gap_s: float) -> dict[str, A
                         row.id, Signal(SignalAction.BUY, "bench", AnalystKind.OFFLINE, BAR_TIME, entry=low)
                     )
                 t = time.perf_counter()
-                placed = order_for_signal(
-                    definition, spy, data, stored, broker=broker, dry_run=False, now=now, market_open=True
-                )
+                placed = order_for_signal(definition, spy, data, stored, broker=broker, dry_run=False, now=now)
                 latencies.append(time.perf_counter() - t)
                 if placed.status is not OrderStatus.SUBMITTED:
                     raise SystemExit(f"signal {i}: order {placed.status.value}: {placed.reasons or placed.error}")
@@ -122,10 +123,17 @@ def run(n_signals: int, n_active: int, rounds: int, gap_s: float) -> dict[str, A
             t = time.perf_counter()
             with session_scope(db_url) as s:
                 have = orders_repo.count_open(s)
+            owner = base.model_copy(
+                update={"name": "bench-active", "risk": risk.model_copy(update={"max_orders_per_day": 10**6})}
+            )
+            with session_scope(db_url) as s:
+                save_definition(s, owner)
             for i in range(have, n_active):
-                intent = OrderIntent(f"active-{i:05d}", "SPY", OrderSide.BUY, Decimal(1), BAR_TIME,
-                                     order_type=OrderType.LIMIT, limit_price=low, conid=spy.conid)  # fmt: skip
-                submit_order(db_url, broker, spy, intent, lambda _s: OK)
+                bar = BAR_TIME + dt.timedelta(minutes=i)
+                valid = NOW + dt.timedelta(days=1)
+                intent = OrderIntent("bench-active", "SPY", OrderSide.BUY, Decimal(1), bar, order_type=OrderType.LIMIT,
+                                     limit_price=low, conid=spy.conid, expires_at=valid)  # fmt: skip
+                submit_order(db_url, broker, spy, intent, ctx)
             results["setup_active_s"] = round(time.perf_counter() - t, 1)
             with session_scope(db_url) as s:
                 results["active_orders"] = orders_repo.count_open(s)

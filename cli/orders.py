@@ -19,7 +19,6 @@ from services.errors import InputError, Problem, TraderError
 from services.orders.submit import OrderBroker
 from services.positions import rebuild
 from services.repositories import orders as orders_repo
-from services.repositories import trading_state
 
 app = typer.Typer(help="Orders: list, show and cancel (cancel goes through the broker).")
 
@@ -69,7 +68,8 @@ def cancel_order(
     order_id: Annotated[int, typer.Argument(help="Order id (see `trader orders list`).")],
     reason: Annotated[str, typer.Option(help="Recorded in the order's events.")] = "cancelled from the CLI",
 ) -> None:
-    """Cancel one working order through the broker (a dry-run order is cancelled in the DB only)."""
+    """Cancel an order in any non-final state: an unsent one is simply ended; a working one is cancelled through
+    the broker (a dry-run order in the DB only)."""
     from services.orders.monitor import cancel_by_id
     from services.runtime import get_runtime
 
@@ -163,21 +163,35 @@ def positions() -> None:
 
 @cli_errors
 def halt(
-    reason: Annotated[str, typer.Option(help="Why trading stops (required).")],
+    reason: Annotated[str | None, typer.Option(help="Why trading stops (required to engage).")] = None,
     cancel_all: Annotated[
-        bool, typer.Option("--cancel-all", help="Then cancel every active order at the broker.")
+        bool, typer.Option("--cancel-all", help="Then cancel every working order at the broker.")
     ] = False,
+    history: Annotated[bool, typer.Option("--history", help="Show who engaged / released it, when and why.")] = False,
 ) -> None:
-    """Engage the kill switch: every new order is refused (visible in each run's order artifact).
+    """Engage the kill switch: every unsent order ends at once and every new order is refused.
 
-    With ``--cancel-all`` every working order is then cancelled through the broker (the kill switch is on first,
-    so no new order can race the cancels). Exit 1 when an order could not be cancelled.
+    Engaging waits until any send already past its risk gate has reached the broker; from then on no send passes
+    the gate. With ``--cancel-all`` every working order is then cancelled through the broker. Exit 1 when an
+    order could not be cancelled. ``--history`` only prints the history.
     """
-    if not reason.strip():
+    from services.orders import kill_switch
+
+    if history:
+        table = Table("at (UTC)", "change", "by", "reason", "unsent orders ended")
+        for h in kill_switch.history(settings().database_url()):
+            table.add_row(h.at.isoformat(timespec="seconds"), "ENGAGED" if h.engaged else "released",
+                          h.changed_by or "", h.reason or "", str(h.ended_orders))  # fmt: skip
+        console.print(table)
+        return
+    if reason is None or not reason.strip():
         raise InputError("trader halt", [Problem("--reason", "must not be empty")])
-    with db_session() as session:
-        trading_state.set_kill_switch(session, True, reason, changed_by="cli")
+    with db_session():
+        pass  # the schema exists (a clear error otherwise)
+    result = kill_switch.engage(settings().database_url(), reason, changed_by="cli")
     console.print(f"kill switch ENGAGED: {reason}")
+    if result.ended:
+        console.print(f"{len(result.ended)} unsent orders ended: {', '.join(result.ended)}")
     if not cancel_all:
         return
     from services.orders.monitor import cancel_all as cancel_every
@@ -201,8 +215,11 @@ def halt(
 
 
 @cli_errors
-def resume() -> None:
-    """Release the kill switch."""
-    with db_session() as session:
-        trading_state.set_kill_switch(session, False, None, changed_by="cli")
+def resume(reason: Annotated[str | None, typer.Option(help="Recorded in the history.")] = None) -> None:
+    """Release the kill switch (recorded in ``trader halt --history``)."""
+    from services.orders import kill_switch
+
+    with db_session():
+        pass
+    kill_switch.release(settings().database_url(), changed_by="cli", reason=reason)
     console.print("kill switch released")

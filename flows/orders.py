@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 from sqlalchemy import select
 
-from models.enums import SecType
 from models.tables import Strategy
-from services.broker.types import ContractInfo, ContractSpec
+from services.broker.types import ContractInfo
 from services.charts import render_png
 from services.db import session_scope
-from services.orders.monitor import ReconcileReport, SyncReport, cleanup, reconcile, retry_orders, sync_orders
+from services.orders.monitor import (
+    OrderInstrument,
+    ReconcileReport,
+    SyncReport,
+    cleanup,
+    reconcile,
+    retry_contract,
+    retry_orders,
+    sync_orders,
+)
 from services.orders.pnl import CHART_HEIGHT, CHART_WIDTH, PnlReport, pnl_markdown, take_snapshot
+from services.orders.submit import SendContext
 from services.positions import rebuild
 from services.repositories import orders as orders_repo
 from services.repositories import pnl as pnl_repo
 from services.runtime import get_runtime
 from services.strategies import from_row
+from tasks import kill_switch as kill_switch_tasks
 from tasks.artifacts import markdown_table, publish_markdown, publish_table
 
 
@@ -86,11 +98,15 @@ def order_retry() -> list[str]:
     """Send again orders back in ``created`` after a submit error (bounded by retry_max_attempts)."""
     runtime = get_runtime()
     broker = runtime.broker()
+    now = runtime.clock()
+    ttl = dt.timedelta(seconds=runtime.settings.ib.contract_cache_ttl_s)
 
-    def contract_for(symbol: str, conid: int | None) -> ContractInfo:
-        return broker.qualify(ContractSpec(symbol, SecType.STK, conid=conid))
+    def contract_for(what: OrderInstrument) -> ContractInfo:
+        return retry_contract(runtime.database_url, broker, what, ttl=ttl, now=now)
 
-    results = retry_orders(runtime.database_url, broker, contract_for, runtime.settings.trading.retry_max_attempts)
+    trading = runtime.settings.trading
+    ctx = SendContext(trading=trading, now=now, dry_run=False)
+    results = retry_orders(runtime.database_url, broker, contract_for, trading.retry_max_attempts, ctx)
     return [f"{r.key}: {r.status.value}" for r in results]
 
 
@@ -108,3 +124,21 @@ def reconcile_flow() -> ReconcileReport:
     report = reconcile(runtime.database_url, runtime.broker(), runtime.clock())
     publish_state()
     return report
+
+
+@flow(name="kill-switch")
+def kill_switch_flow(engage: bool = True, reason: str = "", cancel_all: bool = False) -> list[str]:
+    """Engage (``engage`` true, with a ``reason``) or release the kill switch from the Prefect UI, as
+    ``trader halt`` / ``trader resume`` do; ``cancel_all`` then cancels every working order at the broker.
+    Publishes the switch's history (artifact ``kill-switch-history``). Returns the orders it ended."""
+    by = f"prefect flow run {flow_run.get_id() or 'local'}"
+    ended: list[str] = []
+    if engage:
+        ended = kill_switch_tasks.engage(reason, by)
+        if cancel_all:
+            report = kill_switch_tasks.cancel_working(reason)
+            ended += [o.key for o in report.outcomes if o.done]
+    else:
+        kill_switch_tasks.release(reason or None, by)
+    kill_switch_tasks.publish_history()
+    return ended

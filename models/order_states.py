@@ -17,7 +17,8 @@ TERMINAL: Final[frozenset[S]] = frozenset({S.FILLED, S.CANCELLED, S.REJECTED, S.
 ACTIVE: Final[frozenset[S]] = frozenset({S.SUBMITTING, S.SUBMITTED, S.PARTIALLY_FILLED, S.CANCEL_PENDING})
 
 ORDER_TRANSITIONS: Final[dict[S, frozenset[S]]] = {
-    S.CREATED: frozenset({S.RISK_REJECTED, S.SUBMITTING}),
+    # an unsent order: the send-time gate refuses it, its signal expires, or it is cancelled (by hand, by halt)
+    S.CREATED: frozenset({S.RISK_REJECTED, S.SUBMITTING, S.EXPIRED, S.CANCELLED}),
     S.SUBMITTING: frozenset(
         {
             S.SUBMITTED,

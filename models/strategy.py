@@ -199,6 +199,13 @@ class Risk(_Doc):
     stop_loss_pct: Decimal | None = Field(default=None, gt=0, lt=100, description="Used when the analysis has none.")
     take_profit_pct: Decimal | None = Field(default=None, gt=0, description="Used when the analysis has none.")
     allow_short: bool = False
+    order_expiry_bars: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="An order may be sent (first time or retried) only until this many bars after its signal's "
+        "bar closed; then it ends 'expired' with the reason.",
+    )
 
 
 class SignalRules(_Doc):

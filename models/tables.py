@@ -394,6 +394,10 @@ class Order(Base):
     last_submit_error: Mapped[str | None] = mapped_column(Text)
     external: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    # the signal's validity: no send (first or retry) at or after this instant; the order then ends ``expired``
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # the price a market order is judged at by the risk gate (a limit order uses its limit price)
+    reference_price: Mapped[Decimal | None] = mapped_column(Price())
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
     submitted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
@@ -474,6 +478,19 @@ class TradingState(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(JsonDoc(), nullable=False)
     updated_at: Mapped[dt.datetime] = _updated()
+
+
+class KillSwitchEvent(Base):
+    """History of the kill switch: every engage and release, who, why and when (``trader halt --history``)."""
+
+    __tablename__ = "kill_switch_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), nullable=False, default=utc_now)
+    engaged: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    changed_by: Mapped[str | None] = mapped_column(String(128))
+    ended_orders: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
 class ReplayRun(Base):

@@ -55,6 +55,7 @@ if str(ROOT) not in sys.path:
 KILL_POINTS = ("before_row", "after_row", "after_send", "after_ack", "no_ack", "during_fill", "none")
 CLIENT_ID = 17
 BAR_TIME = dt.datetime(2017, 12, 29, tzinfo=dt.UTC)  # the last daily SPY bar of the samples
+NOW = dt.datetime(2018, 1, 2, 15, 0, tzinfo=dt.UTC)  # the next session, 10:00 New York: the orders' runtime clock
 PRELOAD = ["services.broker.ib_adapter", "services.orders.monitor", "tasks.orders", "services.strategies"]
 
 
@@ -111,12 +112,13 @@ def child_main(mode: str, i: int, kill: str, seed: int, db_url: str, port: int, 
     from services.broker.types import ContractSpec
     from services.db import session_scope
     from services.orders.monitor import reconcile, retry_orders, sync_orders
+    from services.orders.submit import SendContext
     from services.repositories import orders as orders_repo
     from services.repositories import signals
     from services.runtime import Runtime, use_runtime
     from services.settings import load_settings
     from services.signals import Signal
-    from services.strategies import load_strategy_file
+    from services.strategies import load_strategy_file, save_definition
     from tasks.market_data import MarketData
     from tasks.orders import order_for_signal
     from tasks.signal import StoredSignal
@@ -137,6 +139,7 @@ def child_main(mode: str, i: int, kill: str, seed: int, db_url: str, port: int, 
             "order_type": OrderType.MARKET,
             "max_position": Decimal(1_000_000),
             "max_notional_per_order": Decimal(1_000_000),
+            "order_expiry_bars": 5,  # the signal of Friday's bar is still valid on Tuesday (NOW)
         }
     )
     definition = base.model_copy(update={"name": f"crash-{i:04d}", "risk": risk})
@@ -150,7 +153,9 @@ def child_main(mode: str, i: int, kill: str, seed: int, db_url: str, port: int, 
     with use_runtime(Runtime(settings)):
         broker.connect()
         contract = broker.qualify(ContractSpec("SPY", SecType.STK))
-        now = dt.datetime.now(dt.UTC)
+        now = NOW
+        with session_scope(db_url) as session:
+            save_definition(session, definition)  # the send-time gate judges by the stored strategy
         with session_scope(db_url) as session:
             row = signals.record(session, strategy_name=definition.name, symbol="SPY", bar_time=BAR_TIME,
                                  action=SignalAction.BUY, analyst=AnalystKind.OFFLINE, reason="crash test")  # fmt: skip
@@ -160,9 +165,7 @@ def child_main(mode: str, i: int, kill: str, seed: int, db_url: str, port: int, 
             if kill == "before_row":
                 _die()
             proxy = KillingBroker(broker, kill, rng)
-            placed = order_for_signal(
-                definition, contract, data, stored, broker=proxy, dry_run=False, now=now, market_open=True
-            )
+            placed = order_for_signal(definition, contract, data, stored, broker=proxy, dry_run=False, now=now)
             result["placed"] = placed.status.value
             if kill == "no_ack":
                 _die()
@@ -174,16 +177,13 @@ def child_main(mode: str, i: int, kill: str, seed: int, db_url: str, port: int, 
             result["reconcile"] = {"ok": checked.ok, "differences": checked.differences, "error": checked.error,
                                    "reset": checked.reset_to_created, "adopted": checked.adopted_external}  # fmt: skip
             sync_orders(db_url, broker, now)
-            again = order_for_signal(
-                definition, contract, data, stored, broker=broker, dry_run=False, now=now, market_open=True
-            )
+            again = order_for_signal(definition, contract, data, stored, broker=broker, dry_run=False, now=now)
             result["again"] = {"status": again.status.value, "reused": again.reused, "sent": again.sent,
                                "reasons": list(again.reasons)}  # fmt: skip
 
-            def contract_for(symbol: str, conid: int | None) -> Any:
-                return broker.qualify(ContractSpec(symbol, SecType.STK, conid=conid))
-
-            result["retried"] = [r.status.value for r in retry_orders(db_url, broker, contract_for, 3)]
+            ctx = SendContext(trading=settings.trading, now=now, dry_run=False)
+            retried = retry_orders(db_url, broker, lambda _what: contract, 3, ctx)
+            result["retried"] = [r.status.value for r in retried]
             # the monitor again, as its next scheduled runs would, until nothing is active (at most 3 s)
             deadline = time.monotonic() + 3
             while True:

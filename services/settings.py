@@ -68,7 +68,13 @@ class TradingSettings(_Section):
     mode: TradingMode = Field(default=TradingMode.PAPER, description="paper or live.")
     dry_run: bool = Field(default=True, description="Dry run: in-memory broker fills, no socket orders.")
     live_enabled: bool = Field(default=False, description="Second switch required for live trading.")
-    max_daily_loss_usd: Decimal = Field(default=Decimal("1000"), ge=0)
+    max_daily_loss_usd: Decimal = Field(
+        default=Decimal("1000"),
+        gt=0,
+        allow_inf_nan=False,
+        description="Max loss today (realized since the session open + unrealized of every open position); "
+        "at or over it every new order is refused for the rest of the trading day. 0 is rejected: there is no off.",
+    )
     max_open_orders: int = Field(default=20, ge=0)
     bad_row_policy: BadRowPolicy = Field(default=BadRowPolicy.FLAG)
     archive_after_days: int = Field(default=90, ge=1)

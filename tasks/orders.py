@@ -15,21 +15,18 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from sqlalchemy.orm import Session
 
 from models.bars import TIMESTAMP
 from models.enums import OrderSide, OrderStatus, OrderType, SignalAction
 from models.strategy import StrategyDefinition
-from services import calendar
 from services.broker.loop_owner import SyncBroker
 from services.broker.memory import MemoryBroker
 from services.broker.types import ContractInfo
-from services.errors import InputError
-from services.orders.context import fetch_account, gather_context
+from services.orders.context import fetch_account
 from services.orders.monitor import record_dry_run_fills
-from services.orders.risk import CheckResult, ProposedOrder, RiskDecision, evaluate
+from services.orders.risk import CheckResult
 from services.orders.sizing import SizingError, average_true_range, round_price, size_order
-from services.orders.submit import OrderBroker, OrderIntent, SubmitResult, submit_order
+from services.orders.submit import OrderBroker, OrderIntent, SendContext, SubmitResult, signal_expiry, submit_order
 from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, publish_table
 from tasks.market_data import MarketData
@@ -45,13 +42,6 @@ class OrderStepResult:
     reused: bool
     reasons: tuple[str, ...]
     dry_run: bool
-
-
-def _market_open(now: dt.datetime) -> bool:
-    try:
-        return calendar.is_open(now)
-    except InputError:
-        return False
 
 
 def _dry_run_broker(contract: ContractInfo, data: MarketData, now: dt.datetime) -> SyncBroker:
@@ -72,7 +62,6 @@ def order_for_signal(
     broker: OrderBroker,
     dry_run: bool,
     now: dt.datetime,
-    market_open: bool,
     flow_run_id: str | None = None,
 ) -> SubmitResult:
     """Size, gate and submit the order of one BUY/SELL signal (no Prefect needed; the task wraps it)."""
@@ -86,7 +75,7 @@ def order_for_signal(
     entry = signal.entry if signal.entry is not None else last_close
     limit = round_price(entry, contract.min_tick, side) if risk.order_type is OrderType.LIMIT else None
     account = fetch_account(broker)
-    sizing_failure: str | None = None
+    refusal: CheckResult | None = None
     quantity = Decimal(0)
     try:
         sized = size_order(
@@ -102,7 +91,7 @@ def order_for_signal(
         )
         quantity = sized.quantity
     except SizingError as exc:
-        sizing_failure = str(exc)
+        refusal = CheckResult("sizing", False, str(exc))
     intent = OrderIntent(
         strategy_name=definition.name,
         symbol=definition.symbol,
@@ -115,27 +104,13 @@ def order_for_signal(
         conid=contract.conid,
         signal_id=stored.id,
         flow_run_id=flow_run_id,
+        expires_at=signal_expiry(definition, signal.bar_time),
+        reference_price=entry,
     )
-
-    def gate(session: Session) -> RiskDecision:
-        if sizing_failure is not None:
-            return RiskDecision((CheckResult("sizing", False, sizing_failure),))
-        ctx = gather_context(
-            session,
-            trading=runtime.settings.trading,
-            account=account,
-            symbol=definition.symbol,
-            strategy_name=definition.name,
-            now=now,
-            market_open=market_open,
-            broker_is_simulated=dry_run,
-            mark=last_close,
-        )
-        decision = evaluate(risk, ProposedOrder(definition.symbol, side, quantity, limit or entry), ctx)
-        sizing_check = CheckResult("sizing", True, f"{quantity} ({risk.sizing.method.value})")
-        return RiskDecision((sizing_check, *decision.checks))
-
-    result = submit_order(runtime.database_url, broker, contract, intent, gate, decision_extra={"dry_run": dry_run})
+    ctx = SendContext(
+        trading=runtime.settings.trading, now=now, dry_run=dry_run, marks={definition.symbol.upper(): last_close}
+    )
+    result = submit_order(runtime.database_url, broker, contract, intent, ctx, refusal=refusal)
     if dry_run and result.sent and result.status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
         # the in-memory broker is gone after this step: its fills are recorded now, so positions (and the next
         # decision's position limit) see them at once
@@ -181,7 +156,6 @@ def place_order(
             broker=broker,
             dry_run=dry_run,
             now=now,
-            market_open=_market_open(now),
             flow_run_id=str(run_id) if run_id else None,
         )
     finally:

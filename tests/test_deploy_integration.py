@@ -37,7 +37,15 @@ from tests.prefect_server import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = "trader-pool"
-OPS = {"order-monitor", "order-retry", "order-cleanup", "reconcile", "symbol-cache-refresh", "strategy-run"}
+OPS = {
+    "order-monitor",
+    "order-retry",
+    "order-cleanup",
+    "reconcile",
+    "kill-switch",
+    "symbol-cache-refresh",
+    "strategy-run",
+}
 
 pytestmark = [pytest.mark.postgres, pytest.mark.prefect, pytest.mark.slow]
 

@@ -20,17 +20,22 @@ from services.broker.types import OrderRequest
 from services.db import session_scope
 from services.errors import BrokerConnectionError
 from services.orders.monitor import record_executions
-from services.orders.risk import CheckResult, RiskDecision
 from services.orders.submit import OrderIntent, submit_order
 from services.repositories import fills as fills_repo
 from services.repositories import orders as orders_repo
 from services.repositories import trading_state
 from services.runtime import Runtime, use_runtime
 from services.settings import load_settings
+from tests.orders_support import send_ctx, store_strategy, strategy
 from tests.test_order_submit import BAR0, SPY, bars
 
-OK = RiskDecision((CheckResult("test", True, "ok"),))
 NOW = BAR0 + dt.timedelta(minutes=50)
+
+
+@pytest.fixture(autouse=True)
+def _owner(db_url: str) -> None:
+    store_strategy(db_url, strategy(allow_short=True))  # fills are recorded after the orders here
+
 
 Invoke = Callable[..., Result]
 
@@ -76,8 +81,9 @@ def place(db_url: str, broker: SyncBroker, minute: int, *, limit: str | None = "
           side: OrderSide = OrderSide.BUY, qty: int = 10) -> int:  # fmt: skip
     intent = OrderIntent("spy-test", "SPY", side, D(qty), BAR0 + dt.timedelta(minutes=minute),
                          order_type=OrderType.LIMIT if limit else OrderType.MARKET,
-                         limit_price=D(limit) if limit else None, conid=SPY.conid)  # fmt: skip
-    result = submit_order(db_url, broker, SPY, intent, lambda _s: OK, decision_extra={"dry_run": dry_run})
+                         limit_price=D(limit) if limit else None, conid=SPY.conid,
+                         expires_at=NOW + dt.timedelta(hours=6), reference_price=D("101"))  # fmt: skip
+    result = submit_order(db_url, broker, SPY, intent, send_ctx(NOW, dry_run=dry_run))
     return result.order_id
 
 
@@ -102,10 +108,10 @@ def test_cancel_goes_through_the_broker(db_url: str, trader: Invoke, sync: SyncB
         OrderStatus.CANCELLED
     )
     again = trader("orders", "cancel", str(working))
-    assert again.exit_code == 2 and "cancelled: not cancellable" in again.output
+    assert again.exit_code == 2 and "cancelled: already final" in again.output
     assert "Traceback" not in again.output
     done = trader("orders", "cancel", str(filled))
-    assert done.exit_code == 2 and "filled: not cancellable" in done.output
+    assert done.exit_code == 2 and "filled: already final" in done.output
     missing = trader("orders", "cancel", "9999")
     assert missing.exit_code == 2 and "no such order" in missing.output
 

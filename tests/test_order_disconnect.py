@@ -24,14 +24,13 @@ from services.broker.types import Connectivity, ContractSpec
 from services.db import session_scope
 from services.errors import TraderError
 from services.orders.monitor import reconcile, sync_orders
-from services.orders.risk import CheckResult, RiskDecision
 from services.orders.submit import OrderIntent, submit_order
 from services.positions import compare, rebuild
 from services.repositories import fills as fills_repo
 from services.repositories import orders as orders_repo
 from simulator import SimConfig, SimServer
+from tests.orders_support import send_ctx, store_strategy, strategy
 
-OK = RiskDecision((CheckResult("test", True, "ok"),))
 START = dt.datetime(2012, 6, 27, 14, 0, tzinfo=dt.UTC)  # 10:00 New York, inside the 5-min SPY series
 
 
@@ -81,8 +80,10 @@ def test_no_fill_lost_across_disconnects(db_url: str, sim: SimServer, broker: Sy
     orders = [(OrderSide.BUY, 900, "a"), (OrderSide.SELL, 300, "b"), (OrderSide.BUY, 600, "c")]
     ids = []
     for side, qty, tag in orders:
-        intent = OrderIntent(f"disc-{tag}", "SPY", side, D(qty), START, order_type=OrderType.MARKET, conid=spy.conid)
-        placed = submit_order(db_url, broker, spy, intent, lambda _s: OK)
+        store_strategy(db_url, strategy(f"disc-{tag}", max_position=D(10_000)))
+        intent = OrderIntent(f"disc-{tag}", "SPY", side, D(qty), START, order_type=OrderType.MARKET, conid=spy.conid,
+                             expires_at=START + dt.timedelta(hours=1), reference_price=D(136))  # fmt: skip
+        placed = submit_order(db_url, broker, spy, intent, send_ctx(START, dry_run=False))
         assert placed.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED), placed
         ids.append(placed.order_id)
     connected = lambda: broker.connectivity is Connectivity.CONNECTED  # noqa: E731

@@ -17,13 +17,18 @@ from services.broker.types import OrderRequest
 from services.db import session_scope
 from services.orders.context import reconciliation_problem
 from services.orders.monitor import cleanup, reconcile, retry_orders, sync_orders
-from services.orders.risk import CheckResult, RiskDecision
 from services.orders.submit import OrderIntent, submit_order
 from services.repositories import orders as orders_repo
+from tests.orders_support import send_ctx, store_strategy
 from tests.test_order_submit import BAR0, SPY, bars
 
-OK = RiskDecision((CheckResult("test", True, "ok"),))
 NOW = BAR0 + dt.timedelta(minutes=50)
+CTX = send_ctx(NOW, dry_run=False)  # the MemoryBroker stands in for a real broker here (not a dry run)
+
+
+@pytest.fixture(autouse=True)
+def _owner(db_url: str) -> None:
+    store_strategy(db_url)
 
 
 @pytest.fixture
@@ -38,12 +43,13 @@ def memory() -> Iterator[tuple[MemoryBroker, SyncBroker]]:
 
 def limit(price: str, minute: int = 45, side: OrderSide = OrderSide.BUY) -> OrderIntent:
     return OrderIntent("spy-test", "SPY", side, D(10), BAR0 + dt.timedelta(minutes=minute),
-                       order_type=OrderType.LIMIT, limit_price=D(price), conid=SPY.conid)  # fmt: skip
+                       order_type=OrderType.LIMIT, limit_price=D(price), conid=SPY.conid,
+                       expires_at=BAR0 + dt.timedelta(hours=6))  # fmt: skip
 
 
 def test_sync_records_fills_once_and_updates_status(db_url: str, memory: tuple[MemoryBroker, SyncBroker]) -> None:
     mb, broker = memory
-    placed = submit_order(db_url, broker, SPY, limit("100.80"), lambda _s: OK)
+    placed = submit_order(db_url, broker, SPY, limit("100.80"), CTX)
     assert placed.status is OrderStatus.SUBMITTED
     mb.clock.advance(3)
     report = sync_orders(db_url, broker, NOW)
@@ -59,7 +65,7 @@ def test_sync_records_fills_once_and_updates_status(db_url: str, memory: tuple[M
 
 def test_unfilled_day_limit_is_cancelled_after_timeout(db_url: str, memory: tuple[MemoryBroker, SyncBroker]) -> None:
     _, broker = memory
-    placed = submit_order(db_url, broker, SPY, limit("50.00"), lambda _s: OK)
+    placed = submit_order(db_url, broker, SPY, limit("50.00"), CTX)
     early = sync_orders(db_url, broker, dt.datetime.now(dt.UTC), {"spy-test": 30})
     assert early.cancelled_for_timeout == []
     late = sync_orders(db_url, broker, dt.datetime.now(dt.UTC) + dt.timedelta(minutes=31), {"spy-test": 30})
@@ -77,19 +83,32 @@ def test_unfilled_day_limit_is_cancelled_after_timeout(db_url: str, memory: tupl
 def test_retry_is_bounded(db_url: str, memory: tuple[MemoryBroker, SyncBroker]) -> None:
     mb, broker = memory
     mb.drop_connection()
-    first = submit_order(db_url, broker, SPY, limit("50.00"), lambda _s: OK)
+    first = submit_order(db_url, broker, SPY, limit("50.00"), CTX)
     assert first.status is OrderStatus.CREATED
-    assert [r.status for r in retry_orders(db_url, broker, lambda *_: SPY, 3)] == [OrderStatus.CREATED]
-    assert retry_orders(db_url, broker, lambda *_: SPY, 2) == []  # 2 attempts used up
+    assert [r.status for r in retry_orders(db_url, broker, lambda _w: SPY, 3, CTX)] == [OrderStatus.CREATED]
     broker.connect()
-    [sent] = retry_orders(db_url, broker, lambda *_: SPY, 3)
+    [sent] = retry_orders(db_url, broker, lambda _w: SPY, 3, CTX)  # third attempt: connected again
     assert sent.status is OrderStatus.SUBMITTED and len(broker.open_orders()) == 1
+
+
+def test_an_order_out_of_attempts_ends_and_is_never_sent(db_url: str, memory: tuple[MemoryBroker, SyncBroker]) -> None:
+    mb, broker = memory
+    mb.drop_connection()
+    first = submit_order(db_url, broker, SPY, limit("50.00"), CTX)
+    assert [r.status for r in retry_orders(db_url, broker, lambda _w: SPY, 3, CTX)] == [OrderStatus.CREATED]
+    broker.connect()
+    assert retry_orders(db_url, broker, lambda _w: SPY, 2, CTX) == []  # 2 attempts used up
+    with session_scope(db_url) as s:
+        row = orders_repo.get(s, first.order_id)
+        assert row is not None and row.status is OrderStatus.CANCELLED
+        assert "attempts" in (orders_repo.events(s, row.id)[-1].detail or "")
+    assert not broker.open_orders() and not broker.completed_orders()
 
 
 def test_cleanup_archives_old_terminal_orders_only(db_url: str, memory: tuple[MemoryBroker, SyncBroker]) -> None:
     _, broker = memory
-    filled = submit_order(db_url, broker, SPY, limit("200.00"), lambda _s: OK)
-    working = submit_order(db_url, broker, SPY, limit("50.00", minute=40), lambda _s: OK)
+    filled = submit_order(db_url, broker, SPY, limit("200.00"), CTX)
+    working = submit_order(db_url, broker, SPY, limit("50.00", minute=40), CTX)
     assert filled.status is OrderStatus.FILLED and working.status is OrderStatus.SUBMITTED
     assert cleanup(db_url, dt.datetime.now(dt.UTC), 90) == 0
     assert cleanup(db_url, dt.datetime.now(dt.UTC) + dt.timedelta(days=91), 90) == 1
@@ -131,7 +150,7 @@ def test_every_share_filled_while_ib_still_says_submitted_is_filled(
     from services.orders.submit import apply_broker_order
 
     _, broker = memory
-    placed = submit_order(db_url, broker, SPY, limit("50.00"), lambda _s: OK)
+    placed = submit_order(db_url, broker, SPY, limit("50.00"), CTX)
     assert placed.status is OrderStatus.SUBMITTED
     seen = broker.find_order(placed.key)
     assert seen is not None
@@ -150,9 +169,9 @@ def test_pending_quantity_is_the_signed_remainder_of_active_orders(
     db_url: str, memory: tuple[MemoryBroker, SyncBroker]
 ) -> None:
     _, broker = memory
-    submit_order(db_url, broker, SPY, limit("50.00", minute=40), lambda _s: OK)  # BUY 10 resting
-    submit_order(db_url, broker, SPY, limit("500.00", minute=35, side=OrderSide.SELL), lambda _s: OK)  # SELL 10
-    filled = submit_order(db_url, broker, SPY, limit("200.00", minute=30), lambda _s: OK)  # BUY 10, filled
+    submit_order(db_url, broker, SPY, limit("50.00", minute=40), CTX)  # BUY 10 resting
+    submit_order(db_url, broker, SPY, limit("500.00", minute=35, side=OrderSide.SELL), CTX)  # SELL 10
+    filled = submit_order(db_url, broker, SPY, limit("200.00", minute=30), CTX)  # BUY 10, filled
     assert filled.status is OrderStatus.FILLED
     with session_scope(db_url) as s:
         sell = orders_repo.list_orders(s, statuses=[OrderStatus.SUBMITTED])[0]

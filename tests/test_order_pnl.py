@@ -18,15 +18,14 @@ from services.charts import ChartRenderError, render_png
 from services.db import session_scope
 from services.orders.monitor import record_executions
 from services.orders.pnl import CHART_HEIGHT, CHART_WIDTH, pnl_markdown
-from services.orders.risk import CheckResult, RiskDecision
 from services.orders.submit import OrderIntent, submit_order
 from services.repositories import fills as fills_repo
 from services.repositories import pnl as pnl_repo
 from services.runtime import Runtime, use_runtime
 from services.settings import load_settings
+from tests.orders_support import send_ctx, store_strategy
 from tests.test_order_submit import BAR0, SPY, bars
 
-OK = RiskDecision((CheckResult("test", True, "ok"),))
 NOW = BAR0 + dt.timedelta(minutes=50)
 
 
@@ -51,8 +50,10 @@ def test_monitor_snapshot_rows_follow_fills_and_marks(world: tuple[MemoryBroker,
     first = snapshot_pnl.fn(False)  # nothing traded yet
     assert first.rows == ()
     intent = OrderIntent("spy-test", "SPY", OrderSide.BUY, D(10), BAR0 + dt.timedelta(minutes=45),
-                         order_type=OrderType.MARKET, conid=SPY.conid)  # fmt: skip
-    submit_order(rt.database_url, sync, SPY, intent, lambda _s: OK)
+                         order_type=OrderType.MARKET, conid=SPY.conid, expires_at=NOW + dt.timedelta(hours=6),
+                         reference_price=D("101"))  # fmt: skip
+    store_strategy(rt.database_url)
+    submit_order(rt.database_url, sync, SPY, intent, send_ctx(NOW, dry_run=False))
     record_executions(rt.database_url, sync.executions())
     mb.clock.advance(5)  # the price moves on: the mark is the broker's last price
     quote = sync.snapshot(SPY)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal as D
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy.orm import Session
 
 from models.enums import OrderSide, OrderStatus, OrderType, SizingMethod
 from models.strategy import Risk, Sizing
@@ -18,13 +17,12 @@ from services.broker.loop_owner import SyncBroker
 from services.broker.memory import MemoryBroker, stock
 from services.broker.types import ContractSpec
 from services.db import session_scope
-from services.orders.context import gather_context
-from services.orders.risk import ProposedOrder, RiskDecision, evaluate
 from services.orders.submit import OrderIntent, idempotency_key, reconcile_submitting, send, submit_order
 from services.repositories import orders as orders_repo
 from services.repositories import trading_state
 from services.settings import TradingSettings
 from simulator import SimConfig, SimServer
+from tests.orders_support import send_ctx, store_strategy, strategy
 
 BAR0 = dt.datetime(2024, 6, 3, 13, 30, tzinfo=dt.UTC)  # Monday 09:30 New York
 SPY = stock("SPY", 756733)
@@ -70,28 +68,27 @@ def intent(
     qty: D = D(10),
 ) -> OrderIntent:
     return OrderIntent(
-        "spy-test", "SPY", side, qty, bar_time, order_type=order_type, limit_price=limit, conid=SPY.conid
+        "spy-test",
+        "SPY",
+        side,
+        qty,
+        bar_time,
+        order_type=order_type,
+        limit_price=limit,
+        conid=SPY.conid,
+        expires_at=bar_time + dt.timedelta(hours=6),
+        reference_price=D("101"),
     )
 
 
-def gate_for(
-    it: OrderIntent, broker: SyncBroker, *, simulated: bool = True, trading: TradingSettings | None = None
-) -> Callable[[Session], RiskDecision]:
-    def gate(session: Session) -> RiskDecision:
-        ctx = gather_context(
-            session,
-            trading=trading or TradingSettings(),
-            account=broker.account_values(),
-            symbol=it.symbol,
-            strategy_name=it.strategy_name,
-            now=BAR0 + dt.timedelta(minutes=50),
-            market_open=True,
-            broker_is_simulated=simulated,
-            mark=D("101"),
-        )
-        return evaluate(RISK, ProposedOrder(it.symbol, it.side, it.quantity, it.limit_price or D("101")), ctx)
+NOW = BAR0 + dt.timedelta(minutes=50)
+CTX = send_ctx(NOW, marks={"SPY": D("101")})
 
-    return gate
+
+@pytest.fixture(autouse=True)
+def _owner(db_url: str) -> None:
+    store_strategy(db_url, strategy("spy-test", **RISK.model_dump()))
+    store_strategy(db_url, strategy("spy-sim", **RISK.model_dump()))
 
 
 def statuses(db_url: str, order_id: int) -> list[str]:
@@ -111,10 +108,10 @@ def test_key_format_fits_order_ref() -> None:
 def test_market_order_fills_and_a_rerun_never_sends_twice(db_url: str, memory: tuple[MemoryBroker, SyncBroker]) -> None:
     _mb, broker = memory
     it = intent()
-    first = submit_order(db_url, broker, SPY, it, gate_for(it, broker))
+    first = submit_order(db_url, broker, SPY, it, CTX)
     assert first.sent and not first.reused and first.status is OrderStatus.FILLED
     assert statuses(db_url, first.order_id) == ["created", "submitting", "filled"]
-    again = submit_order(db_url, broker, SPY, it, gate_for(it, broker))
+    again = submit_order(db_url, broker, SPY, it, CTX)
     assert again.reused and not again.sent and again.order_id == first.order_id
     assert len(broker.completed_orders()) == 1 and not broker.open_orders()
     with session_scope(db_url) as s:
@@ -128,7 +125,7 @@ def test_kill_switch_refuses_and_stores_reasons(db_url: str, memory: tuple[Memor
     with session_scope(db_url) as s:
         trading_state.set_kill_switch(s, True, "operator halt")
     it = intent()
-    result = submit_order(db_url, broker, SPY, it, gate_for(it, broker))
+    result = submit_order(db_url, broker, SPY, it, CTX)
     assert result.status is OrderStatus.RISK_REJECTED and not result.sent
     assert any("operator halt" in r for r in result.reasons)
     assert not broker.open_orders() and not broker.completed_orders()
@@ -140,7 +137,7 @@ def test_kill_switch_refuses_and_stores_reasons(db_url: str, memory: tuple[Memor
 def test_dry_run_mismatch_refuses(db_url: str, memory: tuple[MemoryBroker, SyncBroker]) -> None:
     _, broker = memory
     it = intent()
-    result = submit_order(db_url, broker, SPY, it, gate_for(it, broker, simulated=False))
+    result = submit_order(db_url, broker, SPY, it, send_ctx(NOW, dry_run=False, trading=TradingSettings(dry_run=True)))
     assert result.status is OrderStatus.RISK_REJECTED
     assert any(r.startswith("trading_mode") for r in result.reasons)
 
@@ -150,19 +147,16 @@ def test_disconnected_goes_back_to_created_and_only_retry_sends(
 ) -> None:
     mb, broker = memory
     it = intent(order_type=OrderType.LIMIT, limit=D("90.00"))
-    gate = gate_for(it, broker)
-    with session_scope(db_url) as s:
-        decision = gate(s)  # account values read while still connected
     mb.drop_connection()
-    result = submit_order(db_url, broker, SPY, it, lambda _s: decision)
+    result = submit_order(db_url, broker, SPY, it, CTX)
     assert result.status is OrderStatus.CREATED and not result.sent
     assert result.error is not None and "disconnected" in result.error
-    assert statuses(db_url, result.order_id) == ["created", "submitting", "created"]
+    assert statuses(db_url, result.order_id) == ["created"]  # never judged, never submitting: certainly unsent
     broker.connect()
-    rerun = submit_order(db_url, broker, SPY, it, gate)
+    rerun = submit_order(db_url, broker, SPY, it, CTX)
     assert rerun.reused and rerun.status is OrderStatus.CREATED  # a rerun never sends; the retry flow does
     assert not broker.open_orders()
-    retried = send(db_url, broker, SPY, result.order_id)
+    retried = send(db_url, broker, SPY, result.order_id, CTX)
     assert retried.sent and retried.status is OrderStatus.SUBMITTED
     assert len(broker.open_orders()) == 1
     with session_scope(db_url) as s:
@@ -174,7 +168,7 @@ def test_rejection_is_stored_with_ib_code(db_url: str, memory: tuple[MemoryBroke
     mb, broker = memory
     mb.reject_next_order("margin", code=201)
     it = intent()
-    result = submit_order(db_url, broker, SPY, it, gate_for(it, broker))
+    result = submit_order(db_url, broker, SPY, it, CTX)
     assert result.status is OrderStatus.REJECTED and result.error_code == 201
 
 
@@ -198,7 +192,7 @@ def test_crash_after_send_is_adopted_not_resent(db_url: str, memory: tuple[Memor
     from services.broker.types import OrderRequest
 
     broker.place_order(SPY, OrderRequest(it.key, it.side, it.quantity, it.order_type, it.limit_price))
-    result = submit_order(db_url, broker, SPY, it, gate_for(it, broker))
+    result = submit_order(db_url, broker, SPY, it, CTX)
     assert result.reused and result.order_id == order_id and result.status is OrderStatus.SUBMITTED
     assert len(broker.open_orders()) == 1
     with session_scope(db_url) as s:
@@ -223,7 +217,7 @@ def test_submitting_unknown_to_broker_is_reset_only_by_reconciliation(
         )
         orders_repo.set_status(s, row, OrderStatus.SUBMITTING)
         order_id = row.id
-    result = submit_order(db_url, broker, SPY, it, gate_for(it, broker))
+    result = submit_order(db_url, broker, SPY, it, CTX)
     assert result.status is OrderStatus.SUBMITTING and not result.sent
     assert reconcile_submitting(db_url, broker, order_id, allow_reset=True) is OrderStatus.CREATED
     assert not broker.open_orders() and not broker.completed_orders()
@@ -249,9 +243,9 @@ def test_simulator_restart_finds_the_order_by_order_ref(db_url: str) -> None:
                 order_type=OrderType.LIMIT,
                 limit_price=D("100.00"),
                 conid=spy.conid,
+                expires_at=SIM_NOW + dt.timedelta(hours=1),
             )
-            trading = TradingSettings(dry_run=False)
-            first = submit_order(db_url, broker, spy, it, gate_for(it, broker, simulated=False, trading=trading))
+            first = submit_order(db_url, broker, spy, it, send_ctx(SIM_NOW, dry_run=False))
             assert first.sent and first.status is OrderStatus.SUBMITTED, first
             # the process "crashes" before it could record the answer
             with session_scope(db_url) as s:
@@ -260,6 +254,6 @@ def test_simulator_restart_finds_the_order_by_order_ref(db_url: str) -> None:
                 row.status, row.ib_perm_id = OrderStatus.SUBMITTING, None
         # a fresh process: same clientId, startup sync, same flow again
         with SyncBroker(lambda: IBBroker("127.0.0.1", sim.port, 41, connect_timeout_s=5)) as broker:
-            again = submit_order(db_url, broker, spy, it, gate_for(it, broker, simulated=False, trading=trading))
+            again = submit_order(db_url, broker, spy, it, send_ctx(SIM_NOW, dry_run=False))
             assert again.reused and again.status is OrderStatus.SUBMITTED
             assert [o.order_ref for o in broker.open_orders()] == [it.key]

@@ -29,6 +29,7 @@ from services.strategies import load_strategy_file
 from tasks.market_data import MarketData
 from tasks.orders import order_for_signal
 from tasks.signal import StoredSignal
+from tests.orders_support import store_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
 SPY = stock("SPY", 756733)
@@ -57,7 +58,9 @@ def market_data(frame: pd.DataFrame) -> MarketData:
 
 @pytest.fixture
 def definition() -> StrategyDefinition:
-    return load_strategy_file(ROOT / "examples" / "strategies" / "spy-sma-cross.yaml")
+    """The example strategy; its signals here are days old at NOW, so they stay valid for 7 bars."""
+    base = load_strategy_file(ROOT / "examples" / "strategies" / "spy-sma-cross.yaml")
+    return base.model_copy(update={"risk": base.risk.model_copy(update={"order_expiry_bars": 7})})
 
 
 @pytest.fixture
@@ -95,10 +98,12 @@ def stored(action: SignalAction, entry: str = "129.5", stop: str | None = "125",
         return StoredSignal(row.id, signal)
 
 
-def run(definition: StrategyDefinition, broker: SyncBroker, signal: StoredSignal, *, market_open: bool = True):  # type: ignore[no-untyped-def]
-    return order_for_signal(
-        definition, SPY, market_data(daily()), signal, broker=broker, dry_run=True, now=NOW, market_open=market_open
-    )
+def run(definition: StrategyDefinition, broker: SyncBroker, signal: StoredSignal, *, now: dt.datetime = NOW):  # type: ignore[no-untyped-def]
+    """The order step for ``signal``, with ``definition`` stored as it is (the send-time gate reads the stored one)."""
+    from services.runtime import get_runtime
+
+    store_strategy(get_runtime().database_url, definition)
+    return order_for_signal(definition, SPY, market_data(daily()), signal, broker=broker, dry_run=True, now=now)
 
 
 def test_buy_is_sized_by_risk_capped_and_rounded(
@@ -148,10 +153,26 @@ def test_kill_switch_and_closed_market_refuse(
 ) -> None:
     with session_scope(runtime.database_url) as s:
         trading_state.set_kill_switch(s, True, "halted by test")
-    result = run(definition, broker, stored(SignalAction.BUY), market_open=False)
+    saturday = dt.datetime(2024, 6, 1, 15, 0, tzinfo=dt.UTC)
+    result = run(definition, broker, stored(SignalAction.BUY, days=27), now=saturday)
     assert result.status is OrderStatus.RISK_REJECTED
     failed = {r.split(":")[0] for r in result.reasons}
-    assert {"kill_switch", "market_open"} <= failed
+    assert failed == {"kill_switch", "market_open"}
+
+
+def test_a_signal_older_than_its_validity_expires_unsent(
+    runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker
+) -> None:
+    one_bar = definition.model_copy(update={"risk": definition.risk.model_copy(update={"order_expiry_bars": 1})})
+    # the bar of 2024-05-30 closes 05-31 00:00 UTC; one bar more: valid until 06-01 00:00, NOW is 06-03
+    result = run(one_bar, broker, stored(SignalAction.BUY, days=29))
+    assert result.status is OrderStatus.EXPIRED and not result.sent
+    assert [r.split(":")[0] for r in result.reasons] == ["signal_valid"]
+    assert "2024-06-01T00:00:00+00:00" in result.reasons[0]
+    assert not broker.open_orders() and not broker.completed_orders()
+    # valid: the same rules one day after the bar closed
+    fresh = run(one_bar, broker, stored(SignalAction.BUY, days=32), now=dt.datetime(2024, 6, 3, 15, tzinfo=dt.UTC))
+    assert fresh.status is OrderStatus.FILLED and fresh.sent
 
 
 def test_unsizeable_order_is_stored_as_refusal(

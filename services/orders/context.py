@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from models.tables import utc_now
+from models.strategy import StrategyDefinition
+from models.tables import Order, utc_now
 from services import calendar
 from services.broker.types import AccountValues
 from services.errors import InputError, TraderError
+from services.market_hours import order_market_open
 from services.orders.risk import RiskContext
 from services.positions import pnl_since
+from services.repositories import fills as fills_repo
 from services.repositories import orders as orders_repo
 from services.repositories import positions as positions_repo
 from services.repositories import trading_state
@@ -58,23 +62,35 @@ def gather_context(
     *,
     trading: TradingSettings,
     account: AccountValues | None,
-    symbol: str,
-    strategy_name: str,
+    order: Order,
+    definition: StrategyDefinition | None,
+    strategy_problem: str | None,
     now: dt.datetime,
-    market_open: bool,
     broker_is_simulated: bool,
-    mark: Decimal | None,
+    marks: Mapping[str, Decimal],
 ) -> RiskContext:
-    """Build the risk context for one order of ``strategy_name`` in ``symbol`` at ``now``."""
+    """Build the risk context for sending ``order`` (a stored, still unsent row) at ``now``, fresh from the DB.
+
+    Everything is read at this moment: the kill switch, the daily-loss breaker (realized since the session open
+    plus the unrealized P&L of *every* open position at ``marks``), the reconciliation flag, whether the
+    instrument's own exchange is open, the position and the other unsent or working orders of the symbol, the
+    strategy's orders today (on the runtime clock: ``created_at`` is the runtime clock too), and the signal's expiry.
+    """
+    symbol = order.symbol
     kill = trading_state.get_kill_switch(session)
     day = now.astimezone(NEW_YORK).date()
-    tripped = trading_state.daily_loss_trip(session, day) is not None
     position = sum((p.quantity for p in positions_repo.by_symbol(session, symbol)), Decimal(0))
-    marks = {symbol.upper(): mark} if mark is not None else {}
     pnl = pnl_since(session, session_open(now), marks).total
     loss = (-pnl).quantize(Decimal("0.00000001"))
-    if loss >= trading.max_daily_loss_usd and trading.max_daily_loss_usd > 0:
+    if loss >= trading.max_daily_loss_usd:
         trading_state.trip_daily_loss(session, day, loss, trading.max_daily_loss_usd, now=now)
+    tripped = trading_state.daily_loss_trip(session, day) is not None
+    expiry_problem = None
+    if order.expires_at is None:
+        expiry_problem = "no expiry stored: an order without a signal validity is never sent"
+    elif now >= order.expires_at:
+        expiry_problem = f"signal expired at {order.expires_at.isoformat()} (now {now.isoformat()})"
+    market_open = definition is not None and order_market_open(definition, now)
     return RiskContext(
         trading=trading,
         broker_is_simulated=broker_is_simulated,
@@ -85,12 +101,33 @@ def gather_context(
         reconciliation_problem=reconciliation_problem(session),
         market_open=market_open,
         position=position,
-        pending_quantity=orders_repo.pending_quantity(session, symbol),
-        open_orders=orders_repo.count_open(session),
-        orders_today=orders_repo.count_since(session, strategy_name, trading_day_start(now)),
+        pending_quantity=orders_repo.pending_quantity(session, symbol, exclude_id=order.id),
+        open_orders=orders_repo.count_open(session, exclude_id=order.id),
+        orders_today=orders_repo.count_since(
+            session, order.strategy_name or "", trading_day_start(now), exclude_id=order.id
+        ),
         daily_pnl=pnl,
         buying_power=account.buying_power if account is not None else None,
+        strategy_problem=strategy_problem,
+        expiry_problem=expiry_problem,
     )
+
+
+def marks_for_positions(
+    session: Session, given: Mapping[str, Decimal], quoted: Mapping[str, Decimal]
+) -> tuple[dict[str, Decimal], list[str]]:
+    """A mark for every open position: ``given`` (the caller's fresh price), else ``quoted`` (broker snapshot),
+    else the price of the symbol's last fill (named in the returned notes, so the decision says so)."""
+    marks = {k.upper(): v for k, v in quoted.items()} | {k.upper(): v for k, v in given.items()}
+    notes: list[str] = []
+    for state in positions_repo.all_positions(session):
+        if state.quantity == 0 or state.symbol.upper() in marks:
+            continue
+        last = fills_repo.last_price(session, state.symbol)
+        if last is not None:
+            marks[state.symbol.upper()] = last
+            notes.append(f"{state.symbol} marked at its last fill {last} (no quote)")
+    return marks, notes
 
 
 def fetch_account(broker: Any) -> AccountValues | None:

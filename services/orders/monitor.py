@@ -11,14 +11,27 @@ from decimal import Decimal
 from models.enums import OrderStatus, OrderType, TimeInForce
 from models.order_states import ACTIVE
 from models.tables import Order
+from services import symbols
 from services.broker.types import BrokerOrder, ContractInfo, Execution
 from services.db import session_scope
 from services.errors import BrokerConnectionError, InputError, OrderRejectedError, TraderError
 from services.orders.context import set_reconciliation
-from services.orders.submit import OrderBroker, SubmitResult, apply_broker_order, reconcile_submitting, send
+from services.orders.send_lock import send_lock
+from services.orders.submit import (
+    OrderBroker,
+    SendContext,
+    SubmitResult,
+    apply_broker_order,
+    reconcile_submitting,
+    send,
+)
 from services.positions import build_positions, compare, rebuild
+from services.repositories import contracts as contracts_repo
 from services.repositories import fills as fills_repo
 from services.repositories import orders as orders_repo
+from services.repositories import strategies as strategies_repo
+from services.strategies import from_row
+from services.symbols import ContractSource
 
 
 @dataclass
@@ -83,7 +96,8 @@ def sync_orders(
     now: dt.datetime,
     timeouts: Mapping[str, int] | None = None,
 ) -> SyncReport:
-    """Sync status and fills of every active order; cancel unfilled DAY limit orders past their strategy's timeout.
+    """Sync status and fills of every active order; cancel DAY limit orders (the unfilled rest of a partially
+    filled one too) past their strategy's timeout.
 
     ``timeouts`` maps strategy name -> ``limit_timeout_minutes``.
     """
@@ -110,15 +124,16 @@ def sync_orders(
                 report.updated += 1
             stale = (
                 limit_min is not None
-                and row.status is OrderStatus.SUBMITTED
+                and row.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)
                 and row.order_type is OrderType.LIMIT
                 and row.tif is TimeInForce.DAY
-                and row.filled_quantity == 0
                 and row.submitted_at is not None
                 and now - row.submitted_at >= dt.timedelta(minutes=limit_min)
             )
             if stale:
-                to_cancel.append((row.id, row.idempotency_key, f"unfilled after {limit_min} min"))
+                rest = row.quantity - row.filled_quantity
+                what = "unfilled" if row.filled_quantity == 0 else f"{rest} of {row.quantity} unfilled"
+                to_cancel.append((row.id, row.idempotency_key, f"{what} after {limit_min} min"))
     for order_id in submitting:
         reconcile_submitting(db_url, broker, order_id, allow_reset=False)
     for order_id, key, reason in to_cancel:
@@ -149,6 +164,12 @@ def cancel(db_url: str, broker: OrderBroker | None, order_id: int, reason: str) 
     with session_scope(db_url) as session:
         row = orders_repo.get(session, order_id)
         assert row is not None
+        status = row.status
+    if status is OrderStatus.CREATED:
+        return end_unsent(db_url, order_id, reason)
+    with session_scope(db_url) as session:
+        row = orders_repo.get(session, order_id)
+        assert row is not None
         if row.status not in CANCELLABLE:
             return row.status
         orders_repo.set_status(session, row, OrderStatus.CANCEL_PENDING, reason)
@@ -171,13 +192,76 @@ def cancel(db_url: str, broker: OrderBroker | None, order_id: int, reason: str) 
         return row.status
 
 
+def end_unsent(db_url: str, order_id: int, reason: str) -> OrderStatus:
+    """End an order that was never (certainly) sent: ``created`` -> ``cancelled``. Under the send lock, so a
+    retry that is sending it finishes first (it is then no longer ``created`` and is left as it is)."""
+    with send_lock(db_url), session_scope(db_url) as session:
+        row = orders_repo.get_for_update(session, order_id)
+        assert row is not None
+        if row.status is OrderStatus.CREATED:
+            orders_repo.set_status(session, row, OrderStatus.CANCELLED, f"{reason} (never sent)")
+        return row.status
+
+
+def expire_unsent(db_url: str, now: dt.datetime, max_attempts: int) -> list[str]:
+    """End unsent orders that can no longer be sent: past their signal's expiry (``expired``) or out of retry
+    attempts (``cancelled``). Return their keys."""
+    ended: list[str] = []
+    with send_lock(db_url), session_scope(db_url) as session:
+        for row in orders_repo.unsent(session):
+            if row.expires_at is None or now >= row.expires_at:
+                at = row.expires_at.isoformat() if row.expires_at else "never valid (no expiry stored)"
+                orders_repo.set_status(session, row, OrderStatus.EXPIRED, f"signal expired: {at}; never sent")
+            elif row.last_submit_error is not None and row.submit_attempts >= max_attempts:
+                detail = f"{row.submit_attempts} attempts, last: {row.last_submit_error}; never sent"
+                orders_repo.set_status(session, row, OrderStatus.CANCELLED, detail)
+            else:
+                continue
+            ended.append(row.idempotency_key)
+    return ended
+
+
 def retry_orders(
-    db_url: str, broker: OrderBroker, contract_for: Callable[[str, int | None], ContractInfo], max_attempts: int
+    db_url: str,
+    broker: OrderBroker,
+    contract_for: Callable[[OrderInstrument], ContractInfo],
+    max_attempts: int,
+    ctx: SendContext,
 ) -> list[SubmitResult]:
-    """Send again the orders back in ``created`` after a submit error, while attempts remain."""
+    """Send again the orders back in ``created`` after a submit error, while attempts remain and their signal is
+    valid; each through :func:`~services.orders.submit.send`, which re-runs the whole risk gate now.
+    ``contract_for`` gives the order's own instrument (see :func:`retry_contract`)."""
+    expire_unsent(db_url, ctx.now, max_attempts)
     with session_scope(db_url) as session:
-        todo = [(o.id, o.symbol, o.conid) for o in orders_repo.retryable(session, max_attempts)]
-    return [send(db_url, broker, contract_for(symbol, conid), order_id) for order_id, symbol, conid in todo]
+        todo = [
+            (o.id, OrderInstrument(o.strategy_name, o.symbol, o.conid))
+            for o in orders_repo.retryable(session, max_attempts)
+        ]
+    return [send(db_url, broker, contract_for(what), order_id, ctx) for order_id, what in todo]
+
+
+@dataclass(frozen=True)
+class OrderInstrument:
+    strategy_name: str | None
+    symbol: str
+    conid: int | None
+
+
+def retry_contract(
+    db_url: str, broker: ContractSource, what: OrderInstrument, *, ttl: dt.timedelta, now: dt.datetime
+) -> ContractInfo:
+    """The contract an order is for: its strategy's own spec (sec type, exchange, currency), through the contract
+    cache; an order whose strategy is gone uses the cached contract of its conid (the gate refuses it anyway)."""
+    with session_scope(db_url) as session:
+        row = strategies_repo.get_by_name(session, what.strategy_name) if what.strategy_name else None
+        definition = from_row(row) if row is not None else None
+        cached = contracts_repo.get(session, what.conid, ttl, now=now) if definition is None and what.conid else None
+        if cached is not None:
+            return ContractInfo.from_json(cached.details)
+    if definition is not None:
+        spec = symbols.spec_of(definition)
+        return symbols.resolve(lambda: session_scope(db_url), broker, spec, ttl=ttl, now=now).contract
+    raise InputError(f"order for {what.symbol}", "neither its strategy nor a cached contract is known")
 
 
 def cleanup(db_url: str, now: dt.datetime, archive_after_days: int) -> int:
@@ -264,19 +348,40 @@ class CancelOutcome:
 def cancel_by_id(db_url: str, broker_for: Callable[[], OrderBroker], order_id: int, reason: str) -> CancelOutcome:
     """Cancel one order through the broker (``broker_for`` is only called for an order that is at the broker).
 
-    Unknown id or an order that is not working (created, terminal, archived, still ``submitting``) ->
-    :class:`InputError` naming its state; nothing is sent.
+    Every non-terminal state: an unsent order (``created``) is simply ended; ``submitting`` is first resolved with
+    the broker (then cancelled there when found working); ``cancel_pending`` asks the broker again. Unknown id or
+    a terminal order -> :class:`InputError` naming its state; nothing is sent.
     """
     with session_scope(db_url) as session:
         row = orders_repo.get(session, order_id)
         if row is None:
             raise InputError(f"order {order_id}", "no such order")
         before, key, dry = row.status, row.idempotency_key, orders_repo.is_dry_run(row)
-    if before not in CANCELLABLE:
-        hint = " (not yet confirmed by the broker: run reconcile first)" if before is OrderStatus.SUBMITTING else ""
-        raise InputError(f"order {order_id}", f"{key} is {before.value}: not cancellable{hint}")
-    after = cancel(db_url, None if dry else broker_for(), order_id, reason)
+    if before is OrderStatus.CREATED:
+        return CancelOutcome(order_id, key, before, end_unsent(db_url, order_id, reason))
+    if before not in ACTIVE:
+        raise InputError(f"order {order_id}", f"{key} is {before.value}: already final, nothing to cancel")
+    broker = None if dry else broker_for()
+    if before is OrderStatus.SUBMITTING and broker is not None:
+        reconcile_submitting(db_url, broker, order_id, allow_reset=False)
+    after = cancel(db_url, broker, order_id, reason)
+    if after in (OrderStatus.SUBMITTING, OrderStatus.CANCEL_PENDING) and broker is not None:
+        after = _cancel_at_broker(db_url, broker, order_id, key, reason)
     return CancelOutcome(order_id, key, before, after)
+
+
+def _cancel_at_broker(db_url: str, broker: OrderBroker, order_id: int, key: str, reason: str) -> OrderStatus:
+    """Ask the broker to cancel ``key`` whatever our state says (still unconfirmed, or a cancel already pending)."""
+    try:
+        answer: BrokerOrder | None = broker.cancel_order(key)
+    except OrderRejectedError:
+        answer = broker.find_order(key)
+    with session_scope(db_url) as session:
+        row = orders_repo.get(session, order_id)
+        assert row is not None
+        if answer is not None:
+            apply_broker_order(session, row, answer, f"cancel: {reason}")
+        return row.status
 
 
 @dataclass
@@ -296,7 +401,8 @@ def cancel_all(db_url: str, broker_for: Callable[[], OrderBroker] | None, reason
     everything). ``broker_for`` None: only dry-run orders can be cancelled."""
     report = CancelAllReport()
     with session_scope(db_url) as session:
-        active = [(o.id, o.idempotency_key, o.status, orders_repo.is_dry_run(o)) for o in orders_repo.active(session)]
+        rows = [*orders_repo.unsent(session), *orders_repo.active(session)]
+        active = [(o.id, o.idempotency_key, o.status, orders_repo.is_dry_run(o)) for o in rows]
     broker: OrderBroker | None = None
     if broker_for is not None:
         try:
@@ -308,7 +414,7 @@ def cancel_all(db_url: str, broker_for: Callable[[], OrderBroker] | None, reason
         if not dry:
             handled.add(key)
         try:
-            if dry:
+            if dry or status is OrderStatus.CREATED:
                 after = cancel(db_url, None, order_id, reason)
             elif broker is None:
                 report.errors.append(f"{key}: no broker session")

@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy.orm import Session
 
@@ -23,10 +23,12 @@ from services.broker.types import ContractSpec
 from services.db import session_scope
 from services.errors import TraderError
 from services.orders.context import fetch_account
-from services.orders.submit import OrderBroker
 from services.positions import PositionState
 from services.repositories import fills as fills_repo
 from services.repositories import pnl as pnl_repo
+
+if TYPE_CHECKING:  # submit imports this module (marks for the send-time gate)
+    from services.orders.submit import OrderBroker
 
 Q: Final = Decimal("0.00000001")
 

@@ -18,6 +18,8 @@ from services.settings import TradingSettings
 CHECKS: Final = (
     "trading_mode",
     "kill_switch",
+    "strategy_active",
+    "signal_valid",
     "reconciliation",
     "market_open",
     "max_notional_per_order",
@@ -66,6 +68,8 @@ class RiskContext:
     orders_today: int  # orders of this strategy placed (or attempted) in the current trading day
     daily_pnl: Decimal  # realized + unrealized since the session open (negative = loss)
     buying_power: Decimal | None
+    strategy_problem: str | None = None  # why the order's strategy may not order now (inactive, deleted), or None
+    expiry_problem: str | None = None  # why the order's signal is no longer valid (expired), or None
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,11 @@ class RiskDecision:
     @property
     def approved(self) -> bool:
         return all(c.passed for c in self.checks)
+
+    @property
+    def expired(self) -> bool:
+        """Refused (also) because the signal is no longer valid: the order ends ``expired``, not refused."""
+        return any(c.name == "signal_valid" and not c.passed for c in self.checks)
 
     @property
     def reasons(self) -> list[str]:
@@ -116,6 +125,8 @@ def evaluate(risk: Risk, order: ProposedOrder, ctx: RiskContext) -> RiskDecision
         if ctx.kill_switch_engaged
         else ("daily-loss breaker tripped today" if ctx.daily_loss_tripped else "off"),
     )
+    add("strategy_active", ctx.strategy_problem is None, ctx.strategy_problem or "strategy active")
+    add("signal_valid", ctx.expiry_problem is None, ctx.expiry_problem or "signal still valid")
     add(
         "reconciliation",
         ctx.reconciliation_problem is None,

@@ -14,7 +14,7 @@ Idempotency key = ``f"{strategy}:{symbol}:{bar_time:%Y%m%dT%H%M}:{action}"``, al
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final, Protocol
@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.enums import OrderSide, OrderStatus, OrderType, SignalAction, TimeInForce
+from models.strategy import BAR_SECONDS, StrategyDefinition
 from models.tables import Order
 from services.broker.types import (
     AccountValues,
@@ -35,8 +36,14 @@ from services.broker.types import (
 )
 from services.db import session_scope
 from services.errors import BrokerConnectionError, OrderRejectedError, TraderError
-from services.orders.risk import RiskDecision
+from services.orders.context import fetch_account, gather_context, marks_for_positions
+from services.orders.pnl import broker_marks, open_positions
+from services.orders.risk import CheckResult, ProposedOrder, RiskDecision, evaluate
+from services.orders.send_lock import send_lock
 from services.repositories import orders as orders_repo
+from services.repositories import strategies as strategies_repo
+from services.settings import TradingSettings
+from services.strategies import from_row
 
 PRICE_Q: Final = Decimal("0.00000001")
 
@@ -80,11 +87,20 @@ class OrderIntent:
     strategy_id: int | None = None
     signal_id: int | None = None
     flow_run_id: str | None = None
+    expires_at: dt.datetime | None = None  # the signal's validity (no send at or after it); None: never sent
+    reference_price: Decimal | None = None  # what the gate judges a market order at
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def key(self) -> str:
         return idempotency_key(self.strategy_name, self.symbol, self.bar_time, self.side)
+
+
+def signal_expiry(definition: StrategyDefinition, bar_time: dt.datetime) -> dt.datetime:
+    """When the order of a signal on the bar that opened at ``bar_time`` stops being sendable: the bar's close
+    plus ``risk.order_expiry_bars`` bars."""
+    bar = dt.timedelta(seconds=BAR_SECONDS[definition.bar_size])
+    return bar_time.astimezone(dt.UTC) + bar * (1 + definition.risk.order_expiry_bars)
 
 
 @dataclass(frozen=True)
@@ -108,11 +124,27 @@ def _result(order: Order, *, sent: bool, reused: bool) -> SubmitResult:
         status=order.status,
         sent=sent,
         reused=reused,
-        reasons=tuple(decision.get("reasons", ())) if order.status is OrderStatus.RISK_REJECTED else (),
+        reasons=tuple(decision.get("reasons", ()))
+        if order.status in (OrderStatus.RISK_REJECTED, OrderStatus.EXPIRED)
+        else (),
         error=order.error or order.last_submit_error,
         error_code=order.error_code,
         risk_decision=order.risk_decision,
     )
+
+
+@dataclass(frozen=True)
+class SendContext:
+    """What the send-time gate takes from the caller; everything else it reads fresh at the moment of sending.
+
+    ``marks``: prices the caller has just seen (the run's last close), by symbol; other open positions are
+    marked from broker snapshots, else at their last fill.
+    """
+
+    trading: TradingSettings
+    now: dt.datetime
+    dry_run: bool  # the broker is the run's in-memory broker (never a socket)
+    marks: Mapping[str, Decimal] = field(default_factory=dict)
 
 
 def submit_order(
@@ -120,11 +152,15 @@ def submit_order(
     broker: OrderBroker,
     contract: ContractInfo,
     intent: OrderIntent,
-    gate: Callable[[Session], RiskDecision],
+    ctx: SendContext,
     *,
-    decision_extra: dict[str, Any] | None = None,
+    refusal: CheckResult | None = None,
 ) -> SubmitResult:
-    """Create the order for ``intent`` (once per key), run the risk gate, and send it when approved."""
+    """Create the order for ``intent`` (once per key) and send it through :func:`send` (which runs the gate).
+
+    ``refusal``: a check that already failed before any order could be formed (sizing): the row records it as
+    ``risk_rejected`` and nothing is sent.
+    """
     key = intent.key
     with session_scope(db_url) as session:
         existing = orders_repo.get_by_key(session, key)
@@ -139,8 +175,9 @@ def submit_order(
             return _result(row, sent=False, reused=True)
     try:
         with session_scope(db_url) as session:
-            decision = gate(session)
-            doc = decision.to_json() | (decision_extra or {})
+            doc: dict[str, Any] = {"dry_run": ctx.dry_run}
+            if refusal is not None:
+                doc |= RiskDecision((refusal,)).to_json() | {"at": ctx.now.isoformat()}
             row = orders_repo.create(
                 session,
                 key=key,
@@ -156,10 +193,13 @@ def submit_order(
                 signal_id=intent.signal_id,
                 flow_run_id=intent.flow_run_id,
                 risk_decision=doc,
-                allow_zero_quantity=not decision.approved,
+                allow_zero_quantity=refusal is not None,
+                expires_at=intent.expires_at,
+                reference_price=intent.reference_price,
+                created_at=ctx.now,
             )
-            if not decision.approved:
-                row.error = "; ".join(decision.reasons)
+            if refusal is not None:
+                row.error = f"{refusal.name}: {refusal.detail}"
                 orders_repo.set_status(session, row, OrderStatus.RISK_REJECTED, row.error)
                 return _result(row, sent=False, reused=False)
             order_id = row.id
@@ -170,29 +210,122 @@ def submit_order(
             if row_or_none is None:
                 raise  # not a duplicate key: another constraint (e.g. an unknown signal id)
             return _result(row_or_none, sent=False, reused=True)
-    return send(db_url, broker, contract, order_id)
+    return send(db_url, broker, contract, order_id, ctx)
 
 
-def send(db_url: str, broker: OrderBroker, contract: ContractInfo, order_id: int) -> SubmitResult:
-    """Send an order that is in ``created``: commit ``submitting`` first, then call the broker, then record."""
+def _strategy_for(session: Session, order: Order) -> tuple[StrategyDefinition | None, str | None]:
+    """The order's strategy as stored now, and why it may not order (None when it may)."""
+    if not order.strategy_name:
+        return None, "no strategy: an order without a strategy is never sent"
+    row = strategies_repo.get_by_name(session, order.strategy_name)
+    if row is None:
+        return None, f"strategy {order.strategy_name!r} deleted"
+    definition = from_row(row)
+    if not row.active:
+        return definition, f"strategy {order.strategy_name!r} inactive"
+    return definition, None
+
+
+def _gate(
+    session: Session,
+    order: Order,
+    broker_facts: tuple[AccountValues | None, Mapping[str, Decimal]],
+    ctx: SendContext,
+) -> tuple[RiskDecision, list[str]]:
+    account, quoted = broker_facts
+    definition, strategy_problem = _strategy_for(session, order)
+    marks, notes = marks_for_positions(session, ctx.marks, quoted)
+    risk_ctx = gather_context(
+        session,
+        trading=ctx.trading,
+        account=account,
+        order=order,
+        definition=definition,
+        strategy_problem=strategy_problem,
+        now=ctx.now,
+        broker_is_simulated=ctx.dry_run,
+        marks=marks,
+    )
+    price = order.limit_price if order.limit_price is not None else order.reference_price
+    if definition is None:  # deleted (or no strategy): nothing to judge the order against
+        return RiskDecision((CheckResult("strategy_active", False, str(strategy_problem)),)), notes
+    if price is None:
+        return RiskDecision((CheckResult("price", False, "no limit price and no reference price"),)), notes
+    proposed = ProposedOrder(order.symbol, order.side, order.quantity - order.filled_quantity, price)
+    return evaluate(definition.risk, proposed, risk_ctx), notes
+
+
+def _broker_facts(
+    db_url: str, broker: OrderBroker, ctx: SendContext
+) -> tuple[AccountValues | None, dict[str, Decimal]]:
+    """Account values and quotes for open positions the caller gave no mark for (asked outside any transaction)."""
+    account = fetch_account(broker)
     with session_scope(db_url) as session:
-        row = orders_repo.get(session, order_id)
-        assert row is not None
-        if row.status is not OrderStatus.CREATED:
-            return _result(row, sent=False, reused=True)
-        row.submit_attempts += 1
-        attempt = row.submit_attempts
-        orders_repo.set_status(session, row, OrderStatus.SUBMITTING, f"attempt {attempt}")
-        request = OrderRequest(
-            order_ref=row.idempotency_key,
-            side=row.side,
-            quantity=row.quantity,
-            order_type=row.order_type,
-            limit_price=row.limit_price,
-            stop_price=row.stop_price,
-            tif=row.tif,
-        )
-    # committed: from here on a crash leaves "submitting", which reconciliation resolves
+        held = open_positions(session)
+    wanted = {s: c for s, c in held.items() if s.upper() not in {k.upper() for k in ctx.marks}}
+    return account, broker_marks(broker, wanted) if wanted else {}
+
+
+def send(db_url: str, broker: OrderBroker, contract: ContractInfo, order_id: int, ctx: SendContext) -> SubmitResult:
+    """THE send path: every order reaches a broker only through here (first submission, retry, anything later).
+
+    Under the shared send lock (so a halt or deactivation waits until this send has reached the broker, and no
+    send starts its decision while one commits): the order row is re-read (only ``created`` is sent), the full
+    risk gate runs with fresh context at this moment (:func:`_gate`), and the decision is stored on the order.
+    A refusal ends the order (``expired`` when the signal is no longer valid, else ``risk_rejected``). Approved:
+    ``submitting`` is committed, then the broker is called, then its answer is recorded.
+    """
+    with send_lock(db_url):
+        with session_scope(db_url) as session:
+            row = orders_repo.get(session, order_id)
+            assert row is not None
+            if row.status is not OrderStatus.CREATED:
+                return _result(row, sent=False, reused=True)
+            if broker.connectivity is not Connectivity.CONNECTED:
+                # certainly not sent, and nothing to judge the account by: it stays for the retry flow
+                row.submit_attempts += 1
+                row.last_submit_error = f"broker {broker.connectivity.value}: not sent"
+                return _result(row, sent=False, reused=False)
+        facts = _broker_facts(db_url, broker, ctx)
+        with session_scope(db_url) as session:
+            row = orders_repo.get_for_update(session, order_id)
+            assert row is not None
+            if row.status is not OrderStatus.CREATED:
+                return _result(row, sent=False, reused=True)
+            decision, notes = _gate(session, row, facts, ctx)
+            attempt = row.submit_attempts + 1
+            previous = dict(row.risk_decision or {})
+            history = [*previous.pop("history", []), previous] if previous.get("checks") else []
+            row.risk_decision = decision.to_json() | {
+                "dry_run": bool(previous.get("dry_run", ctx.dry_run)),
+                "at": ctx.now.isoformat(),
+                "attempt": attempt,
+                "notes": notes,
+                "history": history,
+            }
+            if not decision.approved:
+                row.error = "; ".join(decision.reasons)
+                target = OrderStatus.EXPIRED if decision.expired else OrderStatus.RISK_REJECTED
+                orders_repo.set_status(session, row, target, f"gate at send (attempt {attempt}): {row.error}")
+                return _result(row, sent=False, reused=False)
+            row.submit_attempts = attempt
+            orders_repo.set_status(session, row, OrderStatus.SUBMITTING, f"attempt {attempt}: gate passed")
+            request = OrderRequest(
+                order_ref=row.idempotency_key,
+                side=row.side,
+                quantity=row.quantity,
+                order_type=row.order_type,
+                limit_price=row.limit_price,
+                stop_price=row.stop_price,
+                tif=row.tif,
+            )
+        # committed: from here on a crash leaves "submitting", which reconciliation resolves
+        return _place(db_url, broker, contract, order_id, request)
+
+
+def _place(
+    db_url: str, broker: OrderBroker, contract: ContractInfo, order_id: int, request: OrderRequest
+) -> SubmitResult:
     try:
         if broker.connectivity is not Connectivity.CONNECTED:
             raise _NotSent(f"broker {broker.connectivity.value}: not sent")

@@ -111,3 +111,15 @@ def for_orders(session: Session, order_ids: Sequence[int]) -> list[Fill]:
         return []
     query = select(Fill).where(Fill.order_id.in_(list(order_ids)), Fill.superseded_by.is_(None))
     return list(session.scalars(query.order_by(Fill.id)))
+
+
+def last_price(session: Session, symbol: str) -> Decimal | None:
+    """The price of the symbol's newest effective fill, or None."""
+    query = (
+        select(Fill.price)
+        .where(Fill.symbol == symbol.upper(), Fill.superseded_by.is_(None))
+        .order_by(Fill.executed_at.desc(), Fill.id.desc())
+        .limit(1)
+    )
+    price: Decimal | None = session.scalar(query)
+    return price

@@ -64,10 +64,14 @@ def create(
     status: OrderStatus = OrderStatus.CREATED,
     detail: str | None = None,
     allow_zero_quantity: bool = False,
+    expires_at: dt.datetime | None = None,
+    reference_price: Decimal | None = None,
+    created_at: dt.datetime | None = None,
 ) -> Order:
     """Insert an order row (status ``created`` unless adopting an external order) and its first event.
 
     ``allow_zero_quantity`` is only for rows that record a refusal (sizing gave nothing to send).
+    ``created_at`` is the runtime clock's now (the gate counts today's orders on that clock); default wall time.
     """
     problems: list[Problem] = []
     check_text(problems, "idempotency_key", key, max_len=128)
@@ -101,7 +105,11 @@ def create(
         status=status,
         filled_quantity=Decimal(0),
         submit_attempts=0,
+        expires_at=expires_at,
+        reference_price=reference_price,
     )
+    if created_at is not None:
+        row.created_at = created_at
     session.add(row)
     session.flush()
     session.add(OrderEvent(order_id=row.id, from_status=None, to_status=status, detail=detail))
@@ -190,30 +198,54 @@ def active(session: Session) -> list[Order]:
     return list(session.scalars(select(Order).where(Order.status.in_(sorted(ACTIVE))).order_by(Order.id)))
 
 
-def count_open(session: Session) -> int:
-    return int(session.scalar(select(func.count(Order.id)).where(Order.status.in_(sorted(ACTIVE)))) or 0)
+# Orders that count against the limits: working at the broker, or unsent but still sendable (``created``: a
+# retry may send it), so two unsent orders can never both pass a position limit that only one fits in.
+OUTSTANDING: frozenset[OrderStatus] = ACTIVE | {OrderStatus.CREATED}
 
 
-def count_since(session: Session, strategy_name: str, since: dt.datetime) -> int:
-    """Orders of ``strategy_name`` created since ``since`` that were not refused by our own risk gate."""
+def count_open(session: Session, *, exclude_id: int | None = None) -> int:
+    """Orders working at the broker or still sendable (``created``), except ``exclude_id``."""
+    query = select(func.count(Order.id)).where(Order.status.in_(sorted(OUTSTANDING)))
+    if exclude_id is not None:
+        query = query.where(Order.id != exclude_id)
+    return int(session.scalar(query) or 0)
+
+
+def count_since(session: Session, strategy_name: str, since: dt.datetime, *, exclude_id: int | None = None) -> int:
+    """Orders of ``strategy_name`` created since ``since`` (runtime clock) that our own gate did not refuse."""
     query = select(func.count(Order.id)).where(
         Order.strategy_name == strategy_name,
         Order.created_at >= since,
         Order.status != OrderStatus.RISK_REJECTED,
     )
+    if exclude_id is not None:
+        query = query.where(Order.id != exclude_id)
     return int(session.scalar(query) or 0)
 
 
-def pending_quantity(session: Session, symbol: str) -> Decimal:
-    """Signed remaining quantity of the symbol's active orders (BUY positive)."""
+def pending_quantity(session: Session, symbol: str, *, exclude_id: int | None = None) -> Decimal:
+    """Signed remaining quantity of the symbol's working and still-sendable orders (BUY positive)."""
     total = Decimal(0)
     query = select(Order.side, Order.quantity, Order.filled_quantity).where(
-        Order.symbol == symbol.upper(), Order.status.in_(sorted(ACTIVE))
+        Order.symbol == symbol.upper(), Order.status.in_(sorted(OUTSTANDING))
     )  # three columns, not whole rows: no risk-decision JSON to decode per active order
+    if exclude_id is not None:
+        query = query.where(Order.id != exclude_id)
     for side, quantity, filled in session.execute(query):
         remaining = quantity - filled
         total += remaining if side is OrderSide.BUY else -remaining
     return total
+
+
+def unsent(session: Session) -> list[Order]:
+    """Orders in ``created``: never (certainly) at the broker, still sendable by a retry."""
+    return list(session.scalars(select(Order).where(Order.status == OrderStatus.CREATED).order_by(Order.id)))
+
+
+def get_for_update(session: Session, order_id: int) -> Order | None:
+    """The order row, locked for this transaction (PostgreSQL ``FOR UPDATE``; SQLite serializes writers)."""
+    query = select(Order).where(Order.id == order_id).with_for_update()
+    return session.scalars(query.execution_options(populate_existing=True)).one_or_none()
 
 
 def retryable(session: Session, max_attempts: int) -> list[Order]:

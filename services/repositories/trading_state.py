@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.tables import TradingState, utc_now
+from models.tables import KillSwitchEvent, TradingState, utc_now
 from services.errors import Problem, StopError
 from services.repositories._common import check_aware, check_decimal, raise_problems
 
@@ -89,8 +90,11 @@ def set_kill_switch(
     *,
     changed_by: str | None = None,
     now: dt.datetime | None = None,
+    ended_orders: int = 0,
 ) -> KillSwitch:
-    """Engage (a reason is required) or release the kill switch; return the new state."""
+    """Engage (a reason is required) or release the kill switch, and append the change to its history
+    (``kill_switch_events``); return the new state. Callers hold the send lock exclusively
+    (``services.orders.kill_switch``) so no send is between its gate decision and the broker meanwhile."""
     problems: list[Problem] = []
     if engaged and (reason is None or not reason.strip()):
         problems.append(Problem("reason", "engaging the kill switch needs a reason"))
@@ -103,7 +107,17 @@ def set_kill_switch(
         KILL_SWITCH_KEY,
         {"engaged": engaged, "reason": reason, "changed_at": at.isoformat(), "changed_by": changed_by},
     )
+    session.add(
+        KillSwitchEvent(at=at, engaged=engaged, reason=reason, changed_by=changed_by, ended_orders=ended_orders)
+    )
+    session.flush()
     return state
+
+
+def kill_switch_history(session: Session, *, limit: int = 50) -> list[KillSwitchEvent]:
+    """The kill switch's changes, newest first."""
+    query = select(KillSwitchEvent).order_by(KillSwitchEvent.id.desc()).limit(limit)
+    return list(session.scalars(query))
 
 
 def trip_daily_loss(

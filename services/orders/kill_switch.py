@@ -1,0 +1,67 @@
+"""The kill switch: engage (halt) and release, with a history; what the CLI, the ``kill-switch`` flow and the
+send path share.
+
+Engaging holds the send lock exclusively (:mod:`services.orders.send_lock`): every send whose gate passed before
+has reached the broker, and every later send reads the engaged switch. In the same transaction every unsent order
+(``created``, including those waiting for a retry) ends ``cancelled`` with the halt's reason, so nothing queued
+before the halt can go out after a release. Working orders are cancelled at the broker with ``--cancel-all``
+(:func:`services.orders.monitor.cancel_all`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from models.enums import OrderStatus
+from services.db import session_scope
+from services.errors import InputError, Problem
+from services.orders.send_lock import send_lock
+from services.repositories import orders as orders_repo
+from services.repositories import trading_state
+
+
+@dataclass(frozen=True)
+class HaltResult:
+    reason: str
+    at: dt.datetime
+    ended: tuple[str, ...]  # keys of the unsent orders ended by this halt
+
+
+def engage(db_url: str, reason: str, *, changed_by: str, now: dt.datetime | None = None) -> HaltResult:
+    """Engage the kill switch and end every unsent order; return what was ended."""
+    if not reason or not reason.strip():
+        raise InputError("kill switch", [Problem("reason", "engaging the kill switch needs a reason")])
+    at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    with send_lock(db_url, exclusive=True), session_scope(db_url) as session:
+        ended: list[str] = []
+        for row in orders_repo.unsent(session):
+            orders_repo.set_status(session, row, OrderStatus.CANCELLED, f"halt: {reason} (never sent)")
+            ended.append(row.idempotency_key)
+        trading_state.set_kill_switch(session, True, reason, changed_by=changed_by, now=at, ended_orders=len(ended))
+    return HaltResult(reason, at, tuple(ended))
+
+
+def release(db_url: str, *, changed_by: str, reason: str | None = None, now: dt.datetime | None = None) -> None:
+    """Release the kill switch (recorded in the history with who and, optionally, why)."""
+    at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    with send_lock(db_url, exclusive=True), session_scope(db_url) as session:
+        trading_state.set_kill_switch(session, False, reason, changed_by=changed_by, now=at)
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    at: dt.datetime
+    engaged: bool
+    reason: str | None
+    changed_by: str | None
+    ended_orders: int
+
+
+def history(db_url: str, *, limit: int = 50) -> list[HistoryRow]:
+    """The kill switch's engage/release history, newest first."""
+    with session_scope(db_url) as session:
+        return [
+            HistoryRow(e.at, e.engaged, e.reason, e.changed_by, e.ended_orders)
+            for e in trading_state.kill_switch_history(session, limit=limit)
+        ]
