@@ -121,3 +121,22 @@ def save_definition(
 def get_definition(session: Session, name: str) -> StrategyDefinition:
     """Return the stored, validated definition of ``name``; raise InputError when there is none."""
     return from_row(repo.require(session, name))
+
+
+def set_active_now(db_url: str, name: str, active: bool) -> None:
+    """Switch the strategy on or off so that it holds at once for orders: under the exclusive send lock, every
+    send already past its gate reaches the broker first, and no later send of this strategy passes the gate."""
+    from services.db import session_scope
+    from services.orders.send_lock import send_lock
+
+    with send_lock(db_url, exclusive=True), session_scope(db_url) as session:
+        repo.set_active(session, name, active)
+
+
+def delete_now(db_url: str, name: str) -> bool:
+    """Delete the strategy (as :func:`set_active_now`, under the exclusive send lock); return whether it existed."""
+    from services.db import session_scope
+    from services.orders.send_lock import send_lock
+
+    with send_lock(db_url, exclusive=True), session_scope(db_url) as session:
+        return repo.delete(session, name)

@@ -7,6 +7,7 @@ report first when ``early_commission_report`` is set), then asks the outbox to p
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +18,7 @@ from simulator import messages as m
 from simulator.catalog import Catalog, Instrument
 from simulator.clock import MarketClock
 from simulator.matching import Bar, Matcher, bar_at, book_fill, order_session, total_commission
-from simulator.state import SimExecution, SimOrder, SimOrderStatus, SimState
+from simulator.state import PlacedOrder, SimExecution, SimOrder, SimOrderStatus, SimState
 from simulator.wire import UNSET_DOUBLE
 
 Builder = Callable[[int], m.Fields]  # server version -> message fields
@@ -141,6 +142,11 @@ class OrderDesk:
 
     def place(self, client_id: int, req: PlaceRequest) -> bool:
         """Handle a placeOrder; return True if a new order was accepted."""
+        self.state.placed.append(
+            PlacedOrder(
+                client_id, req.order_id, req.order_ref, req.action, str(req.quantity), self.clock.now, time.time()
+            )
+        )
         existing = self.state.order_by_client(client_id, req.order_id)
         if existing is not None and not existing.is_done:
             self._modify(existing, req)

@@ -97,6 +97,19 @@ class SimPosition:
     realized_pnl: Decimal = Decimal(0)
 
 
+@dataclass(frozen=True)
+class PlacedOrder:
+    """One placeOrder as it arrived (kept even when rejected or a duplicate): the broker-side audit log."""
+
+    client_id: int
+    order_id: int
+    order_ref: str
+    action: str
+    quantity: str
+    market_time: datetime  # the simulator's market clock at arrival
+    wall_time: float  # time.time() at arrival
+
+
 @dataclass
 class SimState:
     """Everything that survives a client reconnect."""
@@ -108,6 +121,7 @@ class SimState:
     positions: dict[tuple[str, int], SimPosition] = field(default_factory=dict)
     next_order_id: dict[int, int] = field(default_factory=dict)  # per clientId
     rejected: list[tuple[int, int, str]] = field(default_factory=list)  # (clientId, orderId, reason)
+    placed: list[PlacedOrder] = field(default_factory=list)  # every placeOrder received, in arrival order
     _next_perm_id: int = 1_000_000_001
     _exec_seq: int = 0
 

@@ -14,32 +14,51 @@ from models.order_states import (
     transition,
 )
 
+# The whole lifecycle, written out pair by pair (the specification the table must equal): every pair listed is
+# legal, every other pair of the 12 x 12 is illegal.
 LEGAL = [
-    (S.CREATED, S.SUBMITTING),
+    # unsent: the send-time gate refuses it, it is sent, its signal expires, or it is cancelled (by hand, by halt)
     (S.CREATED, S.RISK_REJECTED),
+    (S.CREATED, S.SUBMITTING),
+    (S.CREATED, S.EXPIRED),
+    (S.CREATED, S.CANCELLED),
+    # sent, outcome unknown until the broker answers or reconciliation finds it
     (S.SUBMITTING, S.SUBMITTED),
-    (S.SUBMITTING, S.CREATED),
+    (S.SUBMITTING, S.REJECTED),
+    (S.SUBMITTING, S.CANCELLED),
     (S.SUBMITTING, S.FILLED),
+    (S.SUBMITTING, S.PARTIALLY_FILLED),
+    (S.SUBMITTING, S.CREATED),  # certainly never reached IB
+    (S.SUBMITTED, S.PARTIALLY_FILLED),
+    (S.SUBMITTED, S.FILLED),
     (S.SUBMITTED, S.CANCEL_PENDING),
+    (S.SUBMITTED, S.CANCELLED),
+    (S.SUBMITTED, S.REJECTED),
+    (S.SUBMITTED, S.INACTIVE),
     (S.SUBMITTED, S.EXPIRED),
-    (S.PARTIALLY_FILLED, S.PARTIALLY_FILLED),
-    (S.CANCEL_PENDING, S.FILLED),
+    (S.PARTIALLY_FILLED, S.PARTIALLY_FILLED),  # another partial fill
+    (S.PARTIALLY_FILLED, S.FILLED),
+    (S.PARTIALLY_FILLED, S.CANCEL_PENDING),
+    (S.PARTIALLY_FILLED, S.CANCELLED),
+    (S.PARTIALLY_FILLED, S.EXPIRED),
+    (S.CANCEL_PENDING, S.CANCELLED),
+    (S.CANCEL_PENDING, S.FILLED),  # fills can arrive while a cancel is pending
+    (S.CANCEL_PENDING, S.PARTIALLY_FILLED),
     (S.FILLED, S.ARCHIVED),
+    (S.CANCELLED, S.ARCHIVED),
+    (S.REJECTED, S.ARCHIVED),
     (S.RISK_REJECTED, S.ARCHIVED),
+    (S.INACTIVE, S.ARCHIVED),
+    (S.EXPIRED, S.ARCHIVED),
 ]
+ILLEGAL = [pair for pair in itertools.product(S, S) if pair not in LEGAL]
 
-ILLEGAL = [
-    (S.CREATED, S.FILLED),
-    (S.CREATED, S.SUBMITTED),
-    (S.SUBMITTED, S.CREATED),
-    (S.SUBMITTED, S.SUBMITTING),
-    (S.PARTIALLY_FILLED, S.REJECTED),
-    (S.CANCEL_PENDING, S.SUBMITTED),
-    (S.FILLED, S.CANCELLED),
-    (S.CANCELLED, S.FILLED),
-    (S.ARCHIVED, S.CREATED),
-    (S.SUBMITTED, S.ARCHIVED),
-]
+
+def test_the_table_is_exactly_the_specification() -> None:
+    assert len(LEGAL) == len(set(LEGAL)) == 31
+    assert len(ILLEGAL) == len(S) ** 2 - 31
+    table = {(a, b) for a, targets in ORDER_TRANSITIONS.items() for b in targets}
+    assert table == set(LEGAL)
 
 
 @pytest.mark.parametrize(("current", "target"), LEGAL)

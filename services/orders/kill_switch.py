@@ -32,8 +32,10 @@ def engage(db_url: str, reason: str, *, changed_by: str, now: dt.datetime | None
     """Engage the kill switch and end every unsent order; return what was ended."""
     if not reason or not reason.strip():
         raise InputError("kill switch", [Problem("reason", "engaging the kill switch needs a reason")])
-    at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     with send_lock(db_url, exclusive=True), session_scope(db_url) as session:
+        # the time is taken once the lock is held: every send that reached the broker before it had passed its
+        # gate earlier, and none can arrive after it until the release
+        at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
         ended: list[str] = []
         for row in orders_repo.unsent(session):
             orders_repo.set_status(session, row, OrderStatus.CANCELLED, f"halt: {reason} (never sent)")
@@ -44,8 +46,8 @@ def engage(db_url: str, reason: str, *, changed_by: str, now: dt.datetime | None
 
 def release(db_url: str, *, changed_by: str, reason: str | None = None, now: dt.datetime | None = None) -> None:
     """Release the kill switch (recorded in the history with who and, optionally, why)."""
-    at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     with send_lock(db_url, exclusive=True), session_scope(db_url) as session:
+        at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
         trading_state.set_kill_switch(session, False, reason, changed_by=changed_by, now=at)
 
 

@@ -131,8 +131,8 @@ def sync_orders(
                 and now - row.submitted_at >= dt.timedelta(minutes=limit_min)
             )
             if stale:
-                rest = row.quantity - row.filled_quantity
-                what = "unfilled" if row.filled_quantity == 0 else f"{rest} of {row.quantity} unfilled"
+                rest, whole = (format(q.normalize(), "f") for q in (row.quantity - row.filled_quantity, row.quantity))
+                what = "unfilled" if row.filled_quantity == 0 else f"{rest} of {whole} unfilled"
                 to_cancel.append((row.id, row.idempotency_key, f"{what} after {limit_min} min"))
     for order_id in submitting:
         reconcile_submitting(db_url, broker, order_id, allow_reset=False)
