@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -470,19 +471,31 @@ def check(sim: Any, state: RunState, totals: Totals, index: int) -> None:
             totals.outcomes[f"order ended {row.status.value}"] += 1
 
 
-def run(runs: int, seed: int, steps: int, *, postgres: bool, quiet: bool = False) -> Totals:
+def run(
+    runs: int,
+    seed: int,
+    steps: int,
+    *,
+    postgres: bool = False,
+    quiet: bool = False,
+    make_db: Callable[[int, Path], str] | None = None,
+) -> Totals:
+    """``make_db(run index, temp dir)`` gives each run's database URL (default: a SQLite file, or a database in a
+    throwaway PostgreSQL cluster with ``postgres``)."""
     totals = Totals()
     mp = multiprocessing.get_context("forkserver")
     mp.set_forkserver_preload(PRELOAD)
     cluster = None
-    if postgres:
+    if postgres and make_db is None:
         from tests.pg import PgCluster
 
         cluster = PgCluster().start()
     try:
         for i in range(runs):
             with tempfile.TemporaryDirectory(prefix="safety-test-") as tmp:
-                if cluster is not None:
+                if make_db is not None:
+                    db_url = make_db(i, Path(tmp))
+                elif cluster is not None:
                     db_url, _ = cluster.create_database(f"safety_{i}")
                 else:
                     db_url = f"sqlite:///{tmp}/safety.db"

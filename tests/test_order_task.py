@@ -164,14 +164,15 @@ def test_a_signal_older_than_its_validity_expires_unsent(
     runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker
 ) -> None:
     one_bar = definition.model_copy(update={"risk": definition.risk.model_copy(update={"order_expiry_bars": 1})})
-    # the bar of 2024-05-30 closes 05-31 00:00 UTC; one bar more: valid until 06-01 00:00, NOW is 06-03
+    # the daily bar of Thursday 2024-05-30, one bar of validity: until the close of the next session (Friday
+    # 05-31, 16:00 New York = 20:00 UTC); NOW is Monday 06-03
     result = run(one_bar, broker, stored(SignalAction.BUY, days=29))
     assert result.status is OrderStatus.EXPIRED and not result.sent
     assert [r.split(":")[0] for r in result.reasons] == ["signal_valid"]
-    assert "2024-06-01T00:00:00+00:00" in result.reasons[0]
+    assert "2024-05-31T20:00:00+00:00" in result.reasons[0]
     assert not broker.open_orders() and not broker.completed_orders()
-    # valid: the same rules one day after the bar closed
-    fresh = run(one_bar, broker, stored(SignalAction.BUY, days=32), now=dt.datetime(2024, 6, 3, 15, tzinfo=dt.UTC))
+    # Friday's bar (05-31) is still valid on Monday: a weekend is no bar
+    fresh = run(one_bar, broker, stored(SignalAction.BUY, days=30), now=dt.datetime(2024, 6, 3, 15, tzinfo=dt.UTC))
     assert fresh.status is OrderStatus.FILLED and fresh.sent
 
 

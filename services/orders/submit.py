@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from models.enums import OrderSide, OrderStatus, OrderType, SignalAction, TimeInForce
 from models.strategy import BAR_SECONDS, StrategyDefinition
 from models.tables import Order
+from services import calendar
 from services.broker.types import (
     AccountValues,
     BrokerOrder,
@@ -36,6 +37,7 @@ from services.broker.types import (
 )
 from services.db import session_scope
 from services.errors import BrokerConnectionError, OrderRejectedError, TraderError
+from services.market_hours import calendar_for
 from services.orders.context import fetch_account, gather_context, marks_for_positions
 from services.orders.pnl import broker_marks, open_positions
 from services.orders.risk import CheckResult, ProposedOrder, RiskDecision, evaluate
@@ -98,9 +100,22 @@ class OrderIntent:
 
 def signal_expiry(definition: StrategyDefinition, bar_time: dt.datetime) -> dt.datetime:
     """When the order of a signal on the bar that opened at ``bar_time`` stops being sendable: the bar's close
-    plus ``risk.order_expiry_bars`` bars."""
-    bar = dt.timedelta(seconds=BAR_SECONDS[definition.bar_size])
-    return bar_time.astimezone(dt.UTC) + bar * (1 + definition.risk.order_expiry_bars)
+    plus ``risk.order_expiry_bars`` bars.
+
+    Daily bars count sessions of the instrument's exchange calendar: Friday's bar with one bar of validity may be
+    sent until Monday's close (a weekend or holiday is no bar). Intraday and longer bars count their duration.
+    """
+    seconds = BAR_SECONDS[definition.bar_size]
+    start = bar_time.astimezone(dt.UTC)
+    n = definition.risk.order_expiry_bars
+    if seconds == 86_400:
+        name = calendar_for(definition)
+        if name != "24/5":
+            day = start.date()
+            horizon = calendar.sessions_between(day + dt.timedelta(days=1), day + dt.timedelta(days=7 * n + 14), name)
+            if len(horizon) >= n:
+                return calendar.session_bounds(horizon[n - 1], name)[1]
+    return start + dt.timedelta(seconds=seconds) * (1 + n)
 
 
 @dataclass(frozen=True)
