@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from cli.common import cli_errors, console, db_session
 from services.errors import InputError, Problem
-from services.llm.prompts import render_prompt
+from services.llm.prompts import check_template
 from services.prompt_performance import PromptScore, parse_day, stored_scores
 from services.repositories import prompt_templates as repo
 
@@ -27,7 +27,7 @@ DescriptionOption = Annotated[str | None, typer.Option("--description", help="Wh
 
 
 def read_body(file: Path, name: str) -> str:
-    """Read ``file`` and check it compiles in the sandbox; raise :class:`InputError` naming the file or the line."""
+    """Read ``file`` and trial-render it in the bounded sandbox; raise :class:`InputError` naming the file or line."""
     try:
         body = file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -38,13 +38,7 @@ def read_body(file: Path, name: str) -> str:
         raise InputError(str(file), f"cannot read file: {exc.strerror or exc}") from None
     if not body.strip():
         raise InputError(str(file), "the template is empty")
-    try:
-        render_prompt(body, {}, name=f"{name} ({file})")
-    except InputError as exc:
-        # Rendering with no variables fails on the first variable; only syntax errors ("line N") are problems.
-        syntax = [p for p in exc.problems if p.location.startswith("line ")]
-        if syntax:
-            raise InputError(exc.source, syntax) from None
+    check_template(body, name=f"{name} ({file})")
     return body
 
 

@@ -10,7 +10,7 @@ from services.bars.loader import load_bars
 from services.errors import InputError
 from services.indicators import compute_indicators
 from services.llm.context import build_prompt_context, snapshot_from
-from services.llm.prompts import SYSTEM_PROMPT, load_template, render_prompt
+from services.llm.prompts import SYSTEM_PROMPT, check_template, load_template, render_prompt, sample_context
 from services.strategies import load_strategy_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,3 +73,83 @@ def test_shipped_template_renders_real_data_without_secrets(strategy: str, monke
         assert f"- {column}: " in prompt.text
     assert secret not in prompt.text and "api_key" not in prompt.text.lower()
     assert f"confidence >= {definition.rules.min_confidence}" in prompt.text
+
+
+# Templates that do unbounded work. On main these hang (nested loops, big powers), end in MemoryError (doubling) or
+# render tens of MB; here each is refused with a located "limit" problem before it allocates.
+HOSTILE = {
+    "nested loops": "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+    "integer power": "{{ 2 ** 100000000 }}",
+    "power of a power": "{{ (10 ** 1000) ** 1000 }}",
+    "string doubling": (
+        "{% set ns = namespace(s='a') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}"
+    ),
+    "list doubling": (
+        "{% set ns = namespace(s=[1]) %}{% for i in range(60) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}"
+    ),
+    "string times": '{{ "a" * 50000000 }}',
+    "list times": "{{ ([0] * 100000000) | length }}",
+    "center filter": '{{ "a" | center(1000000000) }}',
+    "ljust method": '{{ "a".ljust(1000000000) }}',
+    "format width": '{{ "{:>999999999}".format(1) }}',
+    "percent width": '{{ "%0999999999d" % 1 }}',
+    "join": '{% set s = "a" * 100000 %}{{ ([s] * 1000) | join }}',
+    "replace": '{% set s = "a" * 100000 %}{{ s.replace("a", "aaaaaaaaaa") }}',
+    "output": '{% for i in range(100000) %}{{ "x" * 100 }}{% endfor %}',
+    "recursion": "{% macro f(n) %}{{ f(n) }}{{ f(n) }}{% endmacro %}{{ f(1) }}",
+}
+
+
+@pytest.mark.parametrize("body", HOSTILE.values(), ids=HOSTILE.keys())
+def test_unbounded_templates_are_refused_with_a_limit_problem(body: str) -> None:
+    with pytest.raises(InputError) as err:
+        render_prompt(body, {}, name="hostile.v1.j2", seconds=0.5)
+    assert [p.location for p in err.value.problems] == ["limit"], err.value.summary()
+    assert "prompt template hostile.v1.j2" in err.value.summary()
+
+
+def test_a_render_past_its_deadline_is_abandoned_naming_the_bound() -> None:
+    loop = HOSTILE["nested loops"]
+    with pytest.raises(InputError, match=r"limit: render exceeded 0\.3 s and was abandoned"):
+        render_prompt(loop, {}, seconds=0.3)
+
+
+def test_output_cap_counts_while_rendering() -> None:
+    body = "{% for i in range(50) %}{{ 'x' * 100 }}{% endfor %}"
+    assert len(render_prompt(body, {}).text) == 5_000
+    with pytest.raises(InputError, match=r"limit: output exceeded 4,000 characters"):
+        render_prompt(body, {}, max_chars=4_000)
+
+
+def test_bounded_sandbox_still_renders_ordinary_templates() -> None:
+    body = (
+        "{{ symbol ~ ' ok' }} {{ '{:,}'.format(50000000) }} {{ [1, 2] | join(',') }} "
+        "{{ range(3) | map('string') | join('-') }} {{ 2 ** 10 }} {{ 'ab' * 3 }} {{ '%.2f' % 1.5 }}"
+    )
+    assert render_prompt(body, {"symbol": "SPY"}).text == "SPY ok 50,000,000 1,2 0-1-2 1024 ababab 1.50"
+
+
+def test_sandbox_refuses_mutation_so_append_cannot_grow_a_value() -> None:
+    with pytest.raises(InputError, match="sandbox"):
+        render_prompt("{% set l = [] %}{% for i in range(10) %}{{ l.append(i) }}{% endfor %}", {})
+
+
+def test_sample_context_has_the_keys_of_the_real_context() -> None:
+    definition = load_strategy_file(ROOT / "examples" / "strategies" / "spy-sma-cross.yaml")
+    frame = load_bars(ROOT / "data" / "samples" / "yahoofinance-SPY-20080101-20180101.csv").frame.tail(250)
+    real = build_prompt_context(definition, compute_indicators(frame.reset_index(drop=True), definition.indicators))
+    sample = sample_context()
+    assert set(sample) == set(real)
+    for key in ("returns", "range", "risk"):
+        assert set(sample[key]) == set(real[key])
+    assert set(sample["bars"][0]) == set(real["bars"][0])
+
+
+def test_trial_render_refuses_bounds_and_syntax_but_not_strategy_specific_variables() -> None:
+    check_template("RSI {{ indicators.rsi_7 }} for {{ symbol }}; {{ my_own_variable }}", name="ok")
+    with pytest.raises(InputError, match="limit: "):
+        check_template("{{ symbol }} " + HOSTILE["string times"], name="big")
+    with pytest.raises(InputError, match="line 1"):
+        check_template("{% if %}", name="broken")
+    name, body = load_template(PROMPTS, PromptRef(template="daily-analyst", version=1))
+    check_template(body, name=name)

@@ -181,3 +181,42 @@ def test_performance_compute_uses_the_configured_broker(trader: Invoke) -> None:
     assert "+1 bars: hit rate 50.0 % of 2 scored, 0 pending" in result.output
     assert "+5 bars: hit rate 100.0 % of 1 scored, 1 pending" in result.output
     assert "+20 bars: hit rate - of 0 scored, 2 pending" in result.output
+
+
+def test_create_trial_renders_and_refuses_unbounded_templates(trader: Invoke, tmp_path: Path) -> None:
+    # On main this template was stored, and its first render then hung for minutes.
+    hang = write(
+        tmp_path,
+        "hang.j2",
+        # the context's own ``range`` (a dict) hides Jinja's: long strings make the loops
+        "{{ symbol }}\n{% for a in 'x' * 100000 %}{% for b in 'x' * 100000 %}{% endfor %}{% endfor %}\n",
+    )
+    result = trader("prompts", "create", "hang", "--file", str(hang))
+    assert result.exit_code == 2, result.output
+    assert "limit: render exceeded 2 s and was abandoned" in result.output
+    assert "Traceback" not in result.output
+    big = write(tmp_path, "big.j2", '{{ "a" * 50000000 }}\n')
+    result = trader("prompts", "create", "big", "--file", str(big))
+    assert result.exit_code == 2 and "limit: repeating a str" in result.output
+    assert "no prompt templates" in trader("prompts", "list").output
+
+    fine = write(tmp_path, "fine.j2", "Analyse {{ symbol }}.\n")
+    assert trader("prompts", "create", "fine", "--file", str(fine)).exit_code == 0
+    for command in (("new-version", "fine"), ("edit", "fine", "--version", "1")):
+        result = trader("prompts", *command, "--file", str(big))
+        assert result.exit_code == 2 and "limit: " in result.output, result.output
+    with session_scope(db_url()) as session:
+        assert [row.body for row in prompt_templates.versions(session, "fine")] == ["Analyse {{ symbol }}.\n"]
+
+
+def test_seeding_refuses_an_unbounded_shipped_template(trader: Invoke, tmp_path: Path) -> None:
+    from services.errors import InputError
+    from services.prompt_library import seed_templates
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    write(shipped, "big.v1.j2", "{{ 'ab' * 10 ** 8 }}\n")
+    with common.db_session() as session, pytest.raises(InputError, match="limit: "):
+        seed_templates(session, shipped)
+    with session_scope(db_url()) as session:
+        assert prompt_templates.latest(session, "big") is None

@@ -20,12 +20,20 @@ from typing import Any, Final
 
 from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment
 
 from models.strategy import PromptRef
 from services.errors import InputError, Problem
+from services.llm.sandbox import MAX_PROMPT_CHARS, MAX_RENDER_SECONDS, BoundedSandbox, RenderLimitError, render_bounded
 
-__all__ = ["SYSTEM_PROMPT", "RenderedPrompt", "load_template", "render_prompt", "template_filename"]
+__all__ = [
+    "SYSTEM_PROMPT",
+    "RenderedPrompt",
+    "check_template",
+    "load_template",
+    "render_prompt",
+    "sample_context",
+    "template_filename",
+]
 
 SYSTEM_PROMPT: Final = (
     "You are a disciplined market analyst. You receive indicator values, recent bars and a chart image for one "
@@ -33,7 +41,7 @@ SYSTEM_PROMPT: Final = (
     "evidence is mixed. Prices are in the instrument's currency."
 )
 
-_ENV: Final = SandboxedEnvironment(
+_ENV: Final = BoundedSandbox(
     undefined=StrictUndefined,
     autoescape=False,
     trim_blocks=True,
@@ -81,23 +89,85 @@ def _digest(system: str, text: str) -> str:
 
 
 def render_prompt(
-    template_body: str, context: Mapping[str, Any], *, name: str = "<inline>", system: str = SYSTEM_PROMPT
+    template_body: str,
+    context: Mapping[str, Any],
+    *,
+    name: str = "<inline>",
+    system: str = SYSTEM_PROMPT,
+    max_chars: int = MAX_PROMPT_CHARS,
+    seconds: float = MAX_RENDER_SECONDS,
 ) -> RenderedPrompt:
-    """Render ``template_body`` with ``context``; raise ``InputError`` naming the template and the problem."""
+    """Render ``template_body`` with ``context`` within ``max_chars`` characters and ``seconds``.
+
+    Raise ``InputError`` naming the template and the problem; a breached bound is the problem ``limit``.
+    """
     source = f"prompt template {name}"
     try:
         template = _compile(template_body)
     except TemplateSyntaxError as exc:
         raise InputError(source, [Problem(f"line {exc.lineno}", exc.message or str(exc))]) from None
     try:
-        text = template.render(**dict(context))
+        text = render_bounded(template, context, max_chars=max_chars, seconds=seconds)
+    except RenderLimitError as exc:
+        raise InputError(source, [Problem("limit", str(exc))]) from None
     except UndefinedError as exc:
         # StrictUndefined says "'bars_summary' is undefined" or "'dict object' has no attribute 'x'".
         raise InputError(source, [Problem("variable", exc.message or str(exc))]) from None
     except SecurityError as exc:
         raise InputError(source, [Problem("sandbox", str(exc))]) from None
+    except RecursionError:
+        raise InputError(source, [Problem("limit", "recursion too deep")]) from None
+    except MemoryError:
+        raise InputError(source, [Problem("limit", "ran out of memory")]) from None
     except (TemplateError, TypeError, ValueError, ArithmeticError) as exc:
         raise InputError(source, [Problem("render", f"{type(exc).__name__}: {exc}")]) from None
     if not text.strip():
         raise InputError(source, "renders to an empty prompt")
     return RenderedPrompt(text=text, sha256=_digest(system, text), system=system, template=name)
+
+
+class _SampleIndicators(dict[str, float]):
+    # Strategies name their own indicator columns; any name a template asks for gets a sample value.
+    def __missing__(self, key: str) -> float:
+        return 50.0
+
+
+def sample_context() -> dict[str, Any]:
+    """A context shaped like :func:`services.llm.context.build_prompt_context` with sample values (trial renders)."""
+    bar = {"time": "2026-01-02", "open": 100.0, "high": 101.5, "low": 99.5, "close": 101.0, "volume": 1_000_000}
+    return {
+        "strategy": "sample-strategy",
+        "description": "sample description",
+        "symbol": "SPY",
+        "currency": "USD",
+        "bar_size": "1 day",
+        "as_of": "2026-01-02",
+        "last_close": 101.0,
+        "bars": [dict(bar) for _ in range(10)],
+        "bar_count": 250,
+        "flagged_count": 1,
+        "returns": {"1_bars_pct": 0.5, "5_bars_pct": -1.2, "20_bars_pct": 3.4},
+        "range": {"high": 110.0, "low": 90.0, "position_pct": 55.0, "bars": 250},
+        "indicators": _SampleIndicators({"sma_20": 100.5, "rsi_14": 55.0}),
+        "risk": {
+            "stop_loss_pct": "2",
+            "take_profit_pct": "4",
+            "allow_short": False,
+            "min_confidence": "0.55",
+            "min_risk_reward": "1.5",
+        },
+    }
+
+
+def check_template(body: str, *, name: str) -> None:
+    """Trial-render ``body`` with :func:`sample_context` before it is stored; raise ``InputError`` on a problem.
+
+    Syntax errors and breached bounds (size, time) are problems. A variable the sample context lacks is not: the
+    real context depends on the strategy, and the render at run time is strict (and bounded) anyway.
+    """
+    try:
+        render_prompt(body, sample_context(), name=name)
+    except InputError as exc:
+        wanted = [p for p in exc.problems if p.location.startswith("line ") or p.location == "limit"]
+        if wanted:
+            raise InputError(exc.source, wanted) from None

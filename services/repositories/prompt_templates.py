@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from models.tables import PromptTemplate, utc_now
 from services.errors import InputError, Problem
+from services.llm.prompts import check_template
 from services.repositories._common import check_text, raise_problems, require_aware
 
 _SOURCE = "prompt template"
@@ -30,6 +31,7 @@ def _validate(name: str, body: str) -> None:
     check_text(problems, "name", name, max_len=128)
     check_text(problems, "body", body)
     raise_problems(f"{_SOURCE} {name!r}", problems)
+    check_template(body, name=name)  # syntax and the render bounds, with a sample context
 
 
 def get(session: Session, name: str, version: int) -> PromptTemplate | None:
