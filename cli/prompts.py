@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from cli.common import cli_errors, console, db_session
 from services.errors import InputError, Problem
-from services.llm.prompts import check_template
+from services.llm.prompts import check_template, read_prompt_file
 from services.prompt_performance import PromptScore, parse_day, stored_scores
 from services.repositories import prompt_templates as repo
 
@@ -28,14 +28,7 @@ DescriptionOption = Annotated[str | None, typer.Option("--description", help="Wh
 
 def read_body(file: Path, name: str) -> str:
     """Read ``file`` and trial-render it in the bounded sandbox; raise :class:`InputError` naming the file or line."""
-    try:
-        body = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(str(file), "file not found") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(str(file), f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise InputError(str(file), f"cannot read file: {exc.strerror or exc}") from None
+    body = read_prompt_file(file)
     if not body.strip():
         raise InputError(str(file), "the template is empty")
     check_template(body, name=f"{name} ({file})")

@@ -10,6 +10,7 @@ from typing import Final
 from sqlalchemy.orm import Session
 
 from services.errors import InputError, Problem
+from services.llm.prompts import read_prompt_file
 from services.repositories import prompt_templates
 
 SHIPPED_DIR: Final = Path(__file__).resolve().parents[1] / "examples" / "prompts"
@@ -42,7 +43,7 @@ def seed_templates(session: Session, directory: Path = SHIPPED_DIR) -> SeedRepor
     """Store each file as exactly its version. A used version whose file changed is refused (immutable)."""
     report = SeedReport([], [], [])
     for name, version, path in template_files(directory):
-        body = path.read_text(encoding="utf-8")
+        body = read_prompt_file(path)
         label = f"{name} v{version}"
         row = prompt_templates.get(session, name, version)
         if row is None:

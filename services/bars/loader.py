@@ -35,6 +35,7 @@ from services.bars.formats import (
 )
 from services.bars.sizes import epoch_ns, infer_bar_size, modal_step_seconds
 from services.errors import InputError, Problem
+from services.files import MAX_BAR_FILE_BYTES, read_bytes_capped
 
 MAX_PROBLEMS: Final = 20
 NUMERIC_COLUMNS: Final[tuple[str, ...]] = tuple(c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if c != TIMESTAMP)
@@ -69,10 +70,7 @@ def load_bars(path: str | Path, *, fmt: str | None = None, source_tz: str | None
         raise InputError(source, "file not found")
     if not file.is_file():
         raise InputError(source, "not a regular file")
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        raise InputError(source, f"cannot read file: {exc.strerror or exc}") from None
+    data = read_bytes_capped(file, MAX_BAR_FILE_BYTES, what="a bar file")
     return parse_bars(data, source=source, fmt=fmt, source_tz=source_tz, path=file)
 
 

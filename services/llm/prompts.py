@@ -23,6 +23,7 @@ from jinja2.exceptions import SecurityError
 
 from models.strategy import PromptRef
 from services.errors import InputError, Problem
+from services.files import MAX_PROMPT_FILE_BYTES, read_text_capped
 from services.llm.sandbox import MAX_PROMPT_CHARS, MAX_RENDER_SECONDS, BoundedSandbox, RenderLimitError, render_bounded
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "RenderedPrompt",
     "check_template",
     "load_template",
+    "read_prompt_file",
     "render_prompt",
     "sample_context",
     "template_filename",
@@ -65,13 +67,20 @@ def template_filename(ref: PromptRef) -> str:
     return f"{ref.template}.v{ref.version}.j2"
 
 
+def read_prompt_file(path: Path) -> str:
+    """Return the text of a template file (at most :data:`~services.files.MAX_PROMPT_FILE_BYTES`); raise InputError."""
+    return read_text_capped(path, MAX_PROMPT_FILE_BYTES, what="a prompt template")
+
+
 def load_template(directory: Path, ref: PromptRef) -> tuple[str, str]:
     """Return ``(name, body)`` of the template file for ``ref`` in ``directory``; raise ``InputError`` if missing."""
     name = template_filename(ref)
     path = directory / name
     try:
-        return name, path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        return name, read_prompt_file(path)
+    except InputError:
+        if path.exists():
+            raise
         available = sorted(p.name for p in directory.glob("*.j2")) if directory.is_dir() else []
         raise InputError(
             f"prompt template {name}", f"no file {path} (available: {', '.join(available) or 'none'})"
