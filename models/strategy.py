@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
 from typing import Annotated, Any, Final, Literal
@@ -148,10 +149,14 @@ class Schedule(_Doc):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from croniter import croniter
+        from croniter import CroniterBadDateError, croniter
 
         if len(value.split()) != 5 or not croniter.is_valid(value):
             raise ValueError(f"{value!r} is not a 5-field cron expression")
+        try:  # valid fields can still name no date at all ("0 12 31 2 *": 31 February)
+            croniter(value, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+        except CroniterBadDateError:
+            raise ValueError(f"{value!r} never fires (no date matches it)") from None
         return value
 
     @field_validator("timezone")

@@ -1,11 +1,18 @@
-"""Reading, validating and scheduling strategy documents (YAML or JSON)."""
+"""Reading, validating and scheduling strategy documents (YAML or JSON).
+
+A document is checked for values no field can hold before pydantic sees it (integers beyond 64 bits or with
+thousands of digits, infinities and NaN, nesting deeper than :data:`MAX_DEPTH`) and, once validated, for numbers
+beyond :data:`MAX_MAGNITUDE`; each is a problem with its field path, never a traceback.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -15,8 +22,37 @@ from sqlalchemy.orm import Session
 from models.strategy import StrategyDefinition
 from models.tables import Strategy
 from services.errors import InputError, Problem
+from services.files import MAX_STRATEGY_FILE_BYTES, read_text_capped
 from services.repositories import strategies as repo
 from services.repositories.strategies import StrategySpec
+
+MAX_DEPTH: Final = 16  # the schema nests 4 levels deep (risk.sizing.quantity)
+MAX_MAGNITUDE: Final = 10**15  # no count, price, quantity or period of a strategy comes near this
+_INT64_MAX: Final = 2**63 - 1
+
+
+class _HugeInteger:
+    """An integer literal too long for Python to convert (more than 4,300 digits): reported with its field path."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _json_int(text: str) -> int | _HugeInteger:
+    return int(text) if len(text) <= 4_000 else _HugeInteger(len(text.lstrip("+-")))
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe YAML loader, with over-long integer literals kept as :class:`_HugeInteger` instead of a ValueError."""
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int | _HugeInteger:  # type: ignore[override]
+        try:
+            return int(super().construct_yaml_int(node))
+        except ValueError:
+            return _HugeInteger(len(str(node.value)))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -45,31 +81,75 @@ def problems_from_validation(exc: ValidationError) -> list[Problem]:
     return problems
 
 
+def _walk(data: Any) -> list[tuple[tuple[int | str, ...], Any]]:
+    # Every (path, leaf) of the document, iteratively (no recursion); containers deeper than MAX_DEPTH are leaves.
+    leaves: list[tuple[tuple[int | str, ...], Any]] = []
+    stack: list[tuple[tuple[int | str, ...], Any]] = [((), data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict | list) and len(path) < MAX_DEPTH:
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend(((*path, key if isinstance(key, int | str) else str(key)), item) for key, item in items)
+        else:
+            leaves.append((path, value))
+    return leaves
+
+
+def unholdable_values(data: Any) -> list[Problem]:
+    """Problems with values no field can hold: huge integers, infinities/NaN, nesting beyond :data:`MAX_DEPTH`."""
+    problems: list[Problem] = []
+    for path, value in _walk(data):
+        where = _location(path) or "document"
+        if isinstance(value, dict | list):
+            problems.append(Problem(where, f"nested more than {MAX_DEPTH} levels deep"))
+        elif isinstance(value, _HugeInteger):
+            problems.append(Problem(where, f"an integer with {value.digits:,} digits is out of range"))
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > _INT64_MAX:
+            problems.append(Problem(where, "integer out of range (beyond 64 bits)"))
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(Problem(where, f"must be a finite number, got {value}"))
+    return sorted(problems, key=lambda p: p.location)
+
+
+def _out_of_range(definition: StrategyDefinition) -> list[Problem]:
+    problems: list[Problem] = []
+    for path, value in _walk(definition.model_dump(mode="python")):
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+            continue
+        if not (isinstance(value, Decimal) and not value.is_finite()) and abs(value) < MAX_MAGNITUDE:
+            continue
+        problems.append(Problem(_location(path), f"{value} is out of range (at most {MAX_MAGNITUDE:.0e})"))
+    return sorted(problems, key=lambda p: p.location)
+
+
 def parse_strategy(data: Any, *, source: str = "strategy") -> StrategyDefinition:
     """Validate an already-parsed document; raise InputError listing every problem."""
     if not isinstance(data, dict):
         raise InputError(source, "the document must be a mapping of fields (YAML or JSON object)")
+    if problems := unholdable_values(data):
+        raise InputError(source, problems)
     try:
-        return StrategyDefinition.model_validate(data)
+        definition = StrategyDefinition.model_validate(data)
     except ValidationError as exc:
         raise InputError(source, problems_from_validation(exc)) from None
+    if problems := _out_of_range(definition):
+        raise InputError(source, problems)
+    return definition
 
 
 def load_strategy_file(path: Path) -> StrategyDefinition:
     """Read a YAML or JSON strategy file; raise InputError naming the file and every problem."""
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(source, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(source, f"cannot read file: {exc}") from None
+    text = read_text_capped(path, MAX_STRATEGY_FILE_BYTES, what="a strategy file")
     if not text.strip():
         raise InputError(source, "file is empty")
+    kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text, parse_int=_json_int) if kind == "JSON" else yaml.load(text, Loader=_Loader)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise InputError(source, f"not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from None
+        raise InputError(source, f"not valid {kind}: {exc}") from None
+    except RecursionError:
+        raise InputError(source, f"not a strategy document: nested more than {MAX_DEPTH} levels deep") from None
     return parse_strategy(data, source=source)
 
 
