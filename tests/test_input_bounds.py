@@ -170,3 +170,60 @@ def test_a_stored_never_firing_schedule_is_an_input_error_on_show(trader: Invoke
     with session_scope(common.settings().database_url()) as session:
         assert repo.require(session, "spy-sma-cross").definition["schedule"]["cron"] == "0 12 31 2 *"
     assert_input_error(trader("strategies", "show", "spy-sma-cross"), "schedule.cron: '0 12 31 2 *' never fires")
+
+
+# ---- item 4: bar files with out-of-range dates, infinities, mixed aware/naive timestamps ----
+
+HEADER = "Date,Open,High,Low,Close,Volume\n"
+
+
+@pytest.mark.parametrize("date", ["0001-01-04", "9999-12-31", "1850-06-01"])
+def test_out_of_range_dates_are_a_clear_error_naming_the_line(trader: Invoke, tmp_path: Path, date: str) -> None:
+    path = tmp_path / "bars.csv"
+    path.write_text(HEADER + "2017-01-03,1,2,0.5,1.5,100\n" + f"{date},1,2,0.5,1.5,100\n")
+    result = trader("data", "inspect", str(path))
+    assert_input_error(result, f"line 3: timestamp '{date}' is outside the supported years 1900..2199")
+
+
+def test_infinite_prices_and_volumes_are_flagged_rows() -> None:
+    from services.bars.loader import parse_bars
+    from services.bars.validation import RULE_FINITE, validate_bars
+
+    text = HEADER + "2017-01-03,1,2,0.5,1.5,100\n2017-01-04,1,inf,0.5,+inf,+inf\n2017-01-05,1,2,0.5,1.5,-inf\n"
+    result = validate_bars(parse_bars(text).frame)
+    finite = [issue for issue in result.issues if issue.rule == RULE_FINITE]
+    assert [(i.timestamp.date().isoformat() if i.timestamp else None, i.detail) for i in finite] == [
+        ("2017-01-04", "high inf, close inf, volume inf"),
+        ("2017-01-05", "volume -inf"),
+    ]
+    assert result.frame["flagged"].tolist() == [False, True, True]
+
+
+def test_inf_rows_show_in_data_inspect(trader: Invoke, tmp_path: Path) -> None:
+    path = tmp_path / "bars.csv"
+    path.write_text(HEADER + "2017-01-03,1,2,0.5,1.5,100\n2017-01-04,1,2,0.5,1.5,+inf\n")
+    result = trader("data", "inspect", str(path))
+    assert result.exit_code == 0, result.output
+    assert "finite" in result.output and "volume inf" in result.output
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            ["2017-01-03T14:30:00+00:00", "2017-01-03T14:35:00", "2017-01-03T14:40:00-05:00"],
+            "line 3: timestamp '2017-01-03T14:35:00' has no UTC offset while line 2 has one",
+        ),
+        (
+            ["2017-01-03T14:30:00", "2017-01-03T14:35:00Z"],
+            "line 3: timestamp '2017-01-03T14:35:00Z' has a UTC offset while line 2 has none",
+        ),
+    ],
+    ids=["aware-first", "naive-first"],
+)
+def test_mixed_aware_and_naive_timestamps_name_the_rows(
+    trader: Invoke, tmp_path: Path, rows: list[str], message: str
+) -> None:
+    path = tmp_path / "bars.csv"
+    path.write_text("timestamp,open,high,low,close,volume\n" + "".join(f"{r},1,2,0.5,1.5,100\n" for r in rows))
+    assert_input_error(trader("data", "inspect", str(path)), message, "mixed timezone-aware and naive timestamps")

@@ -40,9 +40,12 @@ from services.files import MAX_BAR_FILE_BYTES, read_bytes_capped
 MAX_PROBLEMS: Final = 20
 NUMERIC_COLUMNS: Final[tuple[str, ...]] = tuple(c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if c != TIMESTAMP)
 _TZ_SUFFIX: Final = re.compile(r"^(\d{8}\s+\d{2}:\d{2}:\d{2})\s+(\S+)$")
-_OFFSET_SUFFIX: Final = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
+_OFFSET_SUFFIX: Final = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
 _ISO_DATE_ONLY: Final = r"\d{4}-\d{2}-\d{2}"
 _TOKENIZE_ERROR: Final = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+# Bar timestamps are nanoseconds (valid 1677..2262); the exchange calendars start in the 1880s.
+FIRST_YEAR: Final = 1900
+LAST_YEAR: Final = 2199
 
 
 @dataclass(frozen=True)
@@ -272,11 +275,23 @@ def _timestamps(
         problems.append(Problem(f"line {lines[i]}", "missing timestamp"))
     if spec.name == "ib":
         text, zone = _ib_zone_suffix(text, zone, notes)
+    if spec.date_formats == ("",):
+        _mixed_offsets(text, lines, problems)
+        if problems:
+            return None, None, notes
     parsed, date_only, aware = _parse_stamps(text, spec)
     bad = parsed.isna() & ~missing
     expected = " or ".join(f or "ISO 8601" for f in spec.date_formats)
     for i in np.flatnonzero(bad.to_numpy()):
         problems.append(Problem(f"line {lines[i]}", f"cannot read timestamp {text.iloc[i]!r} (expected {expected})"))
+    years = parsed.dt.year
+    for i in np.flatnonzero(((years < FIRST_YEAR) | (years > LAST_YEAR)).to_numpy()):
+        problems.append(
+            Problem(
+                f"line {lines[i]}",
+                f"timestamp {text.iloc[i]!r} is outside the supported years {FIRST_YEAR}..{LAST_YEAR}",
+            )
+        )
     if problems:
         return None, None, notes
     if aware:
@@ -299,6 +314,25 @@ def _timestamps(
     if zone is None and spec.default_tz not in (None, "UTC"):
         notes.append(f"naive timestamps read as {tz} (default for format {spec.name})")
     return local.dt.tz_convert("UTC"), tz, notes
+
+
+def _mixed_offsets(text: pd.Series, lines: np.ndarray, problems: list[Problem]) -> None:
+    # A file mixing "…+00:00" and offset-free timestamps has no one reading: naive rows are not silently UTC.
+    present = text.notna() & (text != "")
+    aware = text.str.contains(_OFFSET_SUFFIX, na=False).to_numpy()
+    positions = np.flatnonzero(present.to_numpy())
+    if len(positions) == 0 or aware[positions].all() or not aware[positions].any():
+        return
+    first = int(positions[0])
+    differs = "has no UTC offset while line {} has one" if aware[first] else "has a UTC offset while line {} has none"
+    for i in positions[aware[positions] != aware[first]]:
+        problems.append(
+            Problem(
+                f"line {lines[i]}",
+                f"timestamp {text.iloc[i]!r} {differs.format(lines[first])} "
+                "(mixed timezone-aware and naive timestamps)",
+            )
+        )
 
 
 def _ib_zone_suffix(text: pd.Series, zone: str | None, notes: list[str]) -> tuple[pd.Series, str | None]:

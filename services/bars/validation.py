@@ -6,6 +6,7 @@ Rules (stable names, used in issues, the CLI and the database):
 rule                  level   meaning
 ====================  ======  ===================================================================
 not_null              row     timestamp, open, high, low, close, volume present (GE)
+finite                row     open, high, low, close, volume (and adj_close) not +/-infinity
 price_positive        row     open, high, low, close > 0 (GE)
 ohlc_consistency      row     high >= open, close, low; low <= open, close (GE)
 volume_non_negative   row     volume >= 0 (GE)
@@ -53,6 +54,7 @@ from services.bars.sizes import all_midnight_utc, infer_bar_size
 from services.errors import DataError, InputError
 
 RULE_NOT_NULL: Final = "not_null"
+RULE_FINITE: Final = "finite"
 RULE_PRICE_POSITIVE: Final = "price_positive"
 RULE_OHLC: Final = "ohlc_consistency"
 RULE_VOLUME: Final = "volume_non_negative"
@@ -63,6 +65,7 @@ RULE_MISSING_SESSION: Final = "missing_session"
 RULE_SPLIT: Final = "split_like_jump"
 RULES: Final[tuple[str, ...]] = (
     RULE_NOT_NULL,
+    RULE_FINITE,
     RULE_PRICE_POSITIVE,
     RULE_OHLC,
     RULE_VOLUME,
@@ -153,6 +156,7 @@ def validate_bars(
     data = frame.drop(columns=[FLAG_COLUMN], errors="ignore").reset_index(drop=True)
     size = bar_size if bar_size is not None else infer_bar_size(data[TIMESTAMP])
     row_issues, ge_seconds = _ge_row_issues(data)
+    row_issues += _finite_issues(data)
     if size is BarSize.DAY_1 and len(data):
         row_issues += _calendar_issues(data, exchange)
     row_issues += _split_issues(data)
@@ -295,7 +299,19 @@ def _stamp(data: pd.DataFrame, position: int) -> datetime | None:
     return stamp
 
 
-# ---- calendar and split checks (pandas) ------------------------------------------------------------
+# ---- finite values, calendar and split checks (pandas) -----------------------------------------------
+
+
+def _finite_issues(data: pd.DataFrame) -> list[tuple[int | None, BarIssue]]:
+    # +inf passes every GE range rule (inf > 0, inf >= low), so infinities are a rule of their own.
+    columns = [c for c in (*REQUIRED_COLUMNS[1:], "adj_close") if c in data.columns]
+    values = data[columns].to_numpy(dtype=np.float64)
+    infinite = np.isinf(values)
+    issues: list[tuple[int | None, BarIssue]] = []
+    for position in np.flatnonzero(infinite.any(axis=1)):
+        names = [f"{c} {values[position, j]:g}" for j, c in enumerate(columns) if infinite[position, j]]
+        issues.append((int(position), BarIssue(_stamp(data, int(position)), RULE_FINITE, ", ".join(names))))
+    return issues
 
 
 def _calendar_issues(data: pd.DataFrame, exchange: str) -> list[tuple[int | None, BarIssue]]:
