@@ -28,6 +28,7 @@ from tasks.market_gate import skip_state
 from tasks.orders import OrderStepResult, place_order
 from tasks.resolve_symbol import resolve_symbol
 from tasks.signal import StoredSignal, decide
+from tasks.timeouts import run_step
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,12 @@ def strategy_run(strategy: str) -> StrategyRunResult:
     chart = outcome = data = contract = None
     failure: str | None = None
     try:
-        contract = resolve_symbol(definition)
-        data = fetch_market_data(definition, contract)
-        indicators = calculate_indicators(definition, data)
-        chart = draw_chart(definition, indicators, run_dir)
-        outcome = analyse(definition, indicators, chart.png, run_dir)
-    except (SkipError, InputError) as exc:
+        contract = run_step(resolve_symbol, definition)
+        data = run_step(fetch_market_data, definition, contract)
+        indicators = run_step(calculate_indicators, definition, data)
+        chart = run_step(draw_chart, definition, indicators, run_dir)
+        outcome = run_step(analyse, definition, indicators, chart.png, run_dir)
+    except (SkipError, InputError) as exc:  # a step past its time limit is a SkipError too (tasks/timeouts.py)
         failure = f"{type(exc).__name__}: {exc}"
     finally:  # one API call: name (with the bar time once known) and tags, whatever happened above
         _label_run(definition, _bar_label(definition, data.last_bar_time) if data is not None else None)

@@ -12,7 +12,8 @@
     │   ├── ContractNotFoundError   IB error 200
     │   ├── OrderRejectedError      IB refused the order (201, 103, ...)
     │   ├── RiskRejectedError       our risk gate said no
-    │   └── MarketClosedError       run outside the instrument's session
+    │   ├── MarketClosedError       run outside the instrument's session
+    │   └── StepTimeoutError        a step ran past its time limit (the run ends instead of holding a slot)
     ├── InputError              the caller's input is wrong: report every problem, exit 2
     └── StopError               needs a human: stop the run, place nothing
         ├── ConfigurationError      settings inconsistent (e.g. live mode vs paper port)
@@ -78,6 +79,10 @@ class RiskRejectedError(SkipError):
 
 class MarketClosedError(SkipError):
     """The instrument's market is closed (or inside IB's daily reset window)."""
+
+
+class StepTimeoutError(SkipError):
+    """A step of the run took longer than its time limit and was abandoned."""
 
 
 @dataclass(frozen=True)

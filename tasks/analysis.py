@@ -19,6 +19,7 @@ from services.runtime import get_runtime
 from services.settings import LLMSettings
 from tasks.artifacts import artifact_key, fenced, key_values, publish_markdown
 from tasks.market_gate import LLM_CALLS, limited
+from tasks.timeouts import ANALYSIS_TIMEOUT_S
 
 
 class RateLimitedBackend:
@@ -49,7 +50,7 @@ def _backend(settings: LLMSettings) -> ChatBackend | None:
     return RateLimitedBackend(_make_backend(settings))
 
 
-@task(name="5 llm analysis", cache_policy=NO_CACHE)
+@task(name="5 llm analysis", cache_policy=NO_CACHE, timeout_seconds=ANALYSIS_TIMEOUT_S)
 def analyse(
     definition: StrategyDefinition, indicators: IndicatorResult, chart_png: bytes | None, run_dir: Path
 ) -> AnalysisOutcome:

@@ -12,9 +12,10 @@ from services.charts import ChartResult, render_chart
 from services.indicators import IndicatorResult
 from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, png_data_uri, publish_markdown
+from tasks.timeouts import CHART_TIMEOUT_S
 
 
-@task(name="4 chart", cache_policy=NO_CACHE)
+@task(name="4 chart", cache_policy=NO_CACHE, timeout_seconds=CHART_TIMEOUT_S)
 def draw_chart(definition: StrategyDefinition, indicators: IndicatorResult, run_dir: Path) -> ChartResult:
     """Render and save the chart; the artifact shows the PNG inline (data URI) and the saved paths."""
     title = f"{definition.symbol} {definition.bar_size.value} ({definition.name})"

@@ -9,9 +9,10 @@ from models.strategy import StrategyDefinition
 from services.indicators import IndicatorResult, compute_indicators
 from tasks.artifacts import artifact_key, publish_table
 from tasks.market_data import MarketData
+from tasks.timeouts import INDICATORS_TIMEOUT_S
 
 
-@task(name="3 indicators", cache_policy=NO_CACHE)
+@task(name="3 indicators", cache_policy=NO_CACHE, timeout_seconds=INDICATORS_TIMEOUT_S)
 def calculate_indicators(definition: StrategyDefinition, data: MarketData) -> IndicatorResult:
     """Compute the strategy's indicators; publishes the latest values as a table artifact."""
     result = compute_indicators(data.frame, definition.indicators)

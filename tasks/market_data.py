@@ -18,6 +18,7 @@ from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, key_values, markdown_table, publish_markdown
 from tasks.market_gate import IB_HISTORICAL, limited
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, retry_if_transient
+from tasks.timeouts import MARKET_DATA_TIMEOUT_S
 
 FLAGGED = "flagged"
 
@@ -51,6 +52,7 @@ def bars_summary(frame: pd.DataFrame) -> list[tuple[str, Any]]:
 @task(
     name="2 market data",
     cache_policy=NO_CACHE,
+    timeout_seconds=MARKET_DATA_TIMEOUT_S,
     retries=IO_RETRIES,
     retry_delay_seconds=IO_RETRY_DELAYS,
     retry_condition_fn=retry_if_transient,

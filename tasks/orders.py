@@ -31,6 +31,7 @@ from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, publish_table
 from tasks.market_data import MarketData
 from tasks.signal import StoredSignal
+from tasks.timeouts import ORDER_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,10 @@ def _rows(result: SubmitResult, dry_run: bool) -> list[dict[str, Any]]:
     return rows
 
 
-@task(name="7 order", cache_policy=NO_CACHE)
+# A timeout here never leaves an order ambiguous: submit_order stores the order as `submitting` (with its
+# idempotency key) before the broker call, so an order abandoned mid-call stays `submitting` and the order
+# monitor's reconciliation (services/orders/monitor.py) settles it against the broker; a rerun reuses the key.
+@task(name="7 order", cache_policy=NO_CACHE, timeout_seconds=ORDER_TIMEOUT_S)
 def place_order(
     definition: StrategyDefinition, contract: ContractInfo, data: MarketData, stored: StoredSignal
 ) -> OrderStepResult:

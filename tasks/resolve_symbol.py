@@ -14,11 +14,13 @@ from services.db import session_scope
 from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, key_values, publish_markdown
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, retry_if_transient
+from tasks.timeouts import RESOLVE_TIMEOUT_S
 
 
 @task(
     name="1 resolve symbol",
     cache_policy=NO_CACHE,
+    timeout_seconds=RESOLVE_TIMEOUT_S,
     retries=IO_RETRIES,
     retry_delay_seconds=IO_RETRY_DELAYS,
     retry_condition_fn=retry_if_transient,

@@ -18,6 +18,7 @@ from services.runtime import get_runtime
 from services.signals import Signal, generate_signal
 from tasks.artifacts import artifact_key, publish_table
 from tasks.market_data import MarketData
+from tasks.timeouts import SIGNAL_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ def _flow_run_id() -> str | None:
     return str(run_id) if run_id else None
 
 
-@task(name="6 signal", cache_policy=NO_CACHE)
+@task(name="6 signal", cache_policy=NO_CACHE, timeout_seconds=SIGNAL_TIMEOUT_S)
 def decide(
     definition: StrategyDefinition,
     data: MarketData | None,

@@ -87,6 +87,9 @@ class LoopOwner:
         except FutureTimeout:
             future.cancel()
             raise BrokerConnectionError(f"broker call did not finish within {timeout_s}s") from None
+        except BaseException:  # the caller was interrupted (e.g. a task timeout): do not leave the call running
+            future.cancel()
+            raise
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run a plain function on the owned loop (e.g. to construct loop-bound objects) and return its result."""
