@@ -13,7 +13,8 @@ loop ends in ``MemoryError``. Here every render has a budget:
 * **Time**: a deadline is checked cooperatively on every loop iteration (a check is compiled into each ``for``
   body), every call, filter, attribute and item access, and every intercepted operator. Templates have no
   other way to loop or recurse, so CPU-bound work stops within one step of the deadline. (A thread cannot be
-  killed; these checks run in the rendering thread itself.)
+  killed; these checks run in the rendering thread itself.) The deadline applies to renders through
+  :func:`render_bounded`; a direct ``Template.render`` gets the size checks only.
 
 Mutation of lists and dicts is refused (``ImmutableSandboxedEnvironment``), so ``append`` cannot grow a value
 behind the checks. Every breach raises :class:`RenderLimitError`.
@@ -76,9 +77,8 @@ _BUDGET: ContextVar[_Budget | None] = ContextVar("prompt_render_budget", default
 
 def _budget() -> _Budget:
     budget = _BUDGET.get()
-    if budget is None:  # rendered outside render_bounded (e.g. a direct Template.render): the defaults apply
-        budget = _Budget(MAX_PROMPT_CHARS, time.monotonic() + MAX_RENDER_SECONDS, MAX_RENDER_SECONDS)
-        _BUDGET.set(budget)
+    if budget is None:  # rendered outside render_bounded (a direct Template.render): the size checks only
+        return _Budget(MAX_PROMPT_CHARS, math.inf, math.inf)
     return budget
 
 
