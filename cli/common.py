@@ -10,14 +10,17 @@ import functools
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from sqlalchemy.orm import Session
 
 from services.errors import InputError, StopError, TraderError
-from services.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # the CLI imports the data stack only in the command that runs (``trader --help`` stays fast)
+    from sqlalchemy.orm import Session
+
+    from services.settings import Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -57,6 +60,8 @@ def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
 @functools.cache
 def settings() -> Settings:
     """Settings for this CLI process (read once, on first use; bad settings exit 2)."""
+    from services.settings import load_settings
+
     try:
         return load_settings()
     except InputError as exc:

@@ -9,15 +9,18 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pandas as pd
 import typer
 
 from cli.common import EXIT_INPUT, cli_errors, console, fail
-from services.bars import LoadedBars, load_bars
-from services.bars.validation import ValidationResult, validate_bars
 from services.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from services.bars import LoadedBars
+    from services.bars.validation import ValidationResult
 
 app = typer.Typer(help="Inspect bar data files.", no_args_is_help=True)
 
@@ -45,6 +48,9 @@ def inspect(
     validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Run the validation rules.")] = True,
 ) -> None:
     """Print rows, first/last bar (UTC), bar size, format, columns and validation issues of PATH."""
+    from services.bars import load_bars
+    from services.bars.validation import validate_bars
+
     try:
         loaded = load_bars(path, fmt=fmt, source_tz=source_tz)
         result = validate_bars(loaded.frame, bar_size=loaded.bar_size) if validate else None
@@ -119,5 +125,7 @@ def print_text(report: dict[str, Any]) -> None:
 
 
 def _iso(value: datetime | pd.Timestamp) -> str:
+    import pandas as pd
+
     text: str = pd.Timestamp(value).tz_convert("UTC").isoformat()
     return text.replace("+00:00", "Z")

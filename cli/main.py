@@ -1,26 +1,55 @@
-"""The ``trader`` command line."""
+"""The ``trader`` command line.
+
+Startup cost is part of the interface: ``trader --help`` and ``trader GROUP --help`` import typer, rich and the
+``cli`` modules only; each command imports the services it needs when it runs (tests/test_cli_imports.py pins it;
+benchmarks/bench_cli.py measures it). Help is click's plain layout: rich's help renderer alone costs more to import
+than all of ``import typer, rich``.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup, TyperOption
 
 from cli import common, data, demo, deploy, orders, prompts, replay, sim, strategies, symbols, worker
 from cli.common import cli_errors, console, settings
+
+
+class TraderGroup(TyperGroup):
+    """A command group whose unset boolean flags (``--help``, the completion options) default to False, not None.
+
+    Typer 0.29 coerces every value that is not already a bool through a pydantic TypeAdapter, so an unset flag
+    (None) made ``trader orders --help`` import pydantic for the root group's ``--help``. False means the same to
+    the flags' callbacks.
+    """
+
+    def get_params(self, ctx: Any) -> Any:
+        params = super().get_params(ctx)
+        for param in params:
+            if isinstance(param, TyperOption) and param.is_bool_flag and param.default is None:
+                param.default = False
+        return params
+
 
 app = typer.Typer(
     name="trader",
     help="LLM-assisted strategies for Interactive Brokers, orchestrated by Prefect.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help for every group (they inherit it)
+    cls=TraderGroup,
 )
-app.add_typer(strategies.app, name="strategies")
-app.add_typer(data.app, name="data")
-app.add_typer(sim.app, name="sim")
-app.add_typer(symbols.app, name="symbols")
-app.add_typer(orders.app, name="orders")
-app.add_typer(prompts.app, name="prompts")
+for name, group in {
+    "strategies": strategies.app,
+    "data": data.app,
+    "sim": sim.app,
+    "symbols": symbols.app,
+    "orders": orders.app,
+    "prompts": prompts.app,
+}.items():
+    app.add_typer(group, name=name, cls=TraderGroup)
 app.command("positions")(orders.positions)
 app.command("pnl")(orders.pnl)
 app.command("halt")(orders.halt)
@@ -31,7 +60,7 @@ app.command("worker")(worker.worker)
 app.command("replay")(replay.replay_command)
 
 server_app = typer.Typer(help="A local Prefect server under the data directory.", no_args_is_help=True)
-app.add_typer(server_app, name="server")
+app.add_typer(server_app, name="server", cls=TraderGroup)
 
 
 @app.command("init")

@@ -9,16 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from cli.common import EXIT_FAILED, cli_errors, console, db_session, err_console, fail, settings
 from services.errors import InputError, Problem, TraderError
-from services.orders.submit import OrderBroker
-from services.positions import rebuild
-from services.repositories import orders as orders_repo
+
+if TYPE_CHECKING:
+    from services.orders.submit import OrderBroker
 
 app = typer.Typer(help="Orders: list, show and cancel (cancel goes through the broker).")
 
@@ -39,6 +38,10 @@ def _runtime_broker() -> Iterator[OrderBroker]:
 @cli_errors
 def list_orders(limit: Annotated[int, typer.Option(help="Newest first.")] = 50) -> None:
     """List orders, newest first."""
+    from rich.table import Table
+
+    from services.repositories import orders as orders_repo
+
     with db_session() as session:
         table = Table("id", "key", "status", "side", "qty", "filled", "limit", "error")
         for o in orders_repo.list_orders(session, limit=limit):
@@ -51,6 +54,8 @@ def list_orders(limit: Annotated[int, typer.Option(help="Newest first.")] = 50) 
 @cli_errors
 def show(order_id: int) -> None:
     """One order with its status events and risk decision."""
+    from services.repositories import orders as orders_repo
+
     with db_session() as session:
         o = orders_repo.get(session, order_id)
         if o is None:
@@ -119,6 +124,8 @@ def pnl(
     offline: Annotated[bool, typer.Option(help="Do not ask the broker for marks.")] = False,
 ) -> None:
     """Realized, unrealized and commissions per symbol and in total (realized is net of commissions)."""
+    from rich.table import Table
+
     from services.orders.context import trading_day_start
     from services.orders.pnl import broker_marks, open_positions, pnl_report
     from services.runtime import get_runtime
@@ -153,6 +160,10 @@ def pnl(
 @cli_errors
 def positions() -> None:
     """Positions rebuilt from fills, with realized P&L and commissions."""
+    from rich.table import Table
+
+    from services.positions import rebuild
+
     with db_session() as session:
         table = Table("symbol", "qty", "avg cost", "realized", "commissions")
         for s in rebuild(session).values():
@@ -178,6 +189,8 @@ def halt(
     from services.orders import kill_switch
 
     if history:
+        from rich.table import Table
+
         table = Table("at (UTC)", "change", "by", "reason", "unsent orders ended")
         for h in kill_switch.history(settings().database_url()):
             table.add_row(h.at.isoformat(timespec="seconds"), "ENGAGED" if h.engaged else "released",

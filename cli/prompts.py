@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
-from sqlalchemy.orm import Session
 
 from cli.common import cli_errors, console, db_session
 from services.errors import InputError, Problem
-from services.llm.prompts import check_template, read_prompt_file
-from services.prompt_performance import PromptScore, parse_day, stored_scores
-from services.repositories import prompt_templates as repo
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from services.prompt_performance import PromptScore
 
 app = typer.Typer(help="Versioned prompt templates and how well their signals did.", no_args_is_help=True)
 
@@ -28,6 +28,8 @@ DescriptionOption = Annotated[str | None, typer.Option("--description", help="Wh
 
 def read_body(file: Path, name: str) -> str:
     """Read ``file`` and trial-render it in the bounded sandbox; raise :class:`InputError` naming the file or line."""
+    from services.llm.prompts import check_template, read_prompt_file
+
     body = read_prompt_file(file)
     if not body.strip():
         raise InputError(str(file), "the template is empty")
@@ -39,6 +41,10 @@ def read_body(file: Path, name: str) -> str:
 @cli_errors
 def list_() -> None:
     """List every template version: used or not, and its body's sha256."""
+    from rich.table import Table
+
+    from services.repositories import prompt_templates as repo
+
     table = Table("name", "version", "used since", "sha256", "description")
     count = 0
     with db_session() as session:
@@ -60,6 +66,8 @@ def show(
     version: Annotated[int | None, typer.Option("--version", "-v", help="Version (default: the latest).")] = None,
 ) -> None:
     """Print one template version (the latest by default) and its body."""
+    from services.repositories import prompt_templates as repo
+
     with db_session() as session:
         row = repo.require(session, name, version)
         used = row.first_used_at.isoformat(timespec="seconds") if row.first_used_at else "never (editable)"
@@ -75,6 +83,8 @@ def show(
 @cli_errors
 def create(name: str, file: FileOption, description: DescriptionOption = None) -> None:
     """Store FILE as version 1 of a new template NAME."""
+    from services.repositories import prompt_templates as repo
+
     body = read_body(file, name)
     with db_session() as session:
         row = repo.create(session, name, body, description)
@@ -85,6 +95,8 @@ def create(name: str, file: FileOption, description: DescriptionOption = None) -
 @cli_errors
 def new_version(name: str, file: FileOption, description: DescriptionOption = None) -> None:
     """Store FILE as the next version of the existing template NAME (an unchanged body adds nothing)."""
+    from services.repositories import prompt_templates as repo
+
     body = read_body(file, name)
     with db_session() as session:
         latest = repo.require(session, name)
@@ -104,6 +116,8 @@ def edit(
     description: DescriptionOption = None,
 ) -> None:
     """Replace the body of a version no signal has used yet (a used version is immutable: add a new version)."""
+    from services.repositories import prompt_templates as repo
+
     body = read_body(file, name)
     with db_session() as session:
         row = repo.update_body(session, name, version, body, description)
@@ -164,6 +178,9 @@ def performance(
     ] = False,
 ) -> None:
     """Print the stored prompt scores of a day (hit rate, forward returns, calibration, LLM cost per signal)."""
+    from services.prompt_performance import parse_day, stored_scores
+    from services.repositories import prompt_templates as repo
+
     wanted = parse_day(day) if (day is not None or compute) else None
     with db_session() as session:
         if template is not None and template not in repo.names(session):

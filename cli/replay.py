@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from cli.common import cli_errors, console, db_session, err_console, settings
 from services.errors import InputError, Problem
@@ -59,6 +57,9 @@ def replay_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Replay a strategy over history (no look-ahead), fill with IB commissions, print metrics, store the run."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
     from services.replay.runs import resolve_inputs, run_replay, save_run
 
     problems = []

@@ -1,8 +1,11 @@
-"""``trader sim``: run the TWS-protocol simulator in the foreground (``trader sim start``)."""
+"""``trader sim``: run the TWS-protocol simulator in the foreground (``trader sim start``).
+
+``start`` binds its port first and only then imports the data stack (pandas) and loads the bar files: a client
+that connects meanwhile is queued by the kernel and served, byte for byte as before, once the catalog is loaded.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,6 +14,8 @@ import typer
 from cli.common import EXIT_INPUT, cli_errors, console, fail
 
 if TYPE_CHECKING:
+    import socket
+
     from simulator import SimServer
 
 app = typer.Typer(help="The TWS-protocol simulator (a fake TWS for ib_async, on recorded bars).", no_args_is_help=True)
@@ -35,31 +40,39 @@ def start(
     ] = None,
 ) -> None:
     """Start the simulator, print its port and catalog, and serve until Ctrl-C."""
-    from simulator import SimConfig, SimServer
-    from simulator.clock import to_utc
+    import asyncio
+    import dataclasses
+    import socket
 
-    try:
-        start_at = to_utc(now) if now else None
-    except ValueError as exc:
-        raise fail(f"error: --now: {exc}", EXIT_INPUT) from None
+    from simulator.config import SimConfig  # light: no pandas
+
     config = SimConfig(
-        data_dir=data,
-        port=port,
-        server_version=server_version,
-        partial_fill_participation=participation,
-        now=start_at,
+        data_dir=data, port=port, server_version=server_version, partial_fill_participation=participation
     )
-    sim = SimServer(config)
     try:
-        asyncio.run(_serve(sim))
+        listener = socket.create_server((config.host, port))  # SO_REUSEADDR, as asyncio's reuse_address=True
     except OSError as exc:
         raise fail(f"error: cannot listen on {config.host}:{port}: {exc.strerror or exc}") from None
-    except KeyboardInterrupt:
-        console.print("simulator stopped")
+    with listener:
+        from simulator import SimServer  # pandas and the bar loader: after the port accepts connections
+        from simulator.clock import to_utc
+
+        try:
+            start_at = to_utc(now) if now else None
+        except ValueError as exc:
+            raise fail(f"error: --now: {exc}", EXIT_INPUT) from None
+        sim = SimServer(dataclasses.replace(config, now=start_at))
+        try:
+            asyncio.run(_serve(sim, listener))
+        except KeyboardInterrupt:
+            console.print("simulator stopped")
 
 
-async def _serve(sim: SimServer) -> None:
-    async with sim:
+async def _serve(sim: SimServer, listener: socket.socket) -> None:
+    import asyncio
+
+    await sim.start(listener)
+    try:
         console.print(f"TWS simulator listening on 127.0.0.1:{sim.port} (server version {sim.config.server_version})")
         console.print(f"data: {sim.config.resolved_data_dir()}")
         console.print(f"market clock: {sim.clock.now.isoformat()}; accounts: {', '.join(sim.state.accounts)}")
@@ -67,3 +80,5 @@ async def _serve(sim: SimServer) -> None:
             console.print(f"  {line}", markup=False)
         console.print("Ctrl-C to stop")
         await asyncio.Event().wait()
+    finally:
+        await sim.stop()

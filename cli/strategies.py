@@ -6,11 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from cli.common import cli_errors, console, db_session
-from services import strategies as store
-from services.repositories import strategies as repo
 
 app = typer.Typer(help="Manage stored strategy definitions.", no_args_is_help=True)
 
@@ -21,6 +18,8 @@ FileOption = Annotated[Path, typer.Option("--file", "-f", help="Strategy documen
 @cli_errors
 def create(file: FileOption) -> None:
     """Validate a strategy file and store it as a new strategy."""
+    from services import strategies as store
+
     definition = store.load_strategy_file(file)
     with db_session() as session:
         store.save_definition(session, definition, create_only=True)
@@ -31,6 +30,9 @@ def create(file: FileOption) -> None:
 @cli_errors
 def update(name: str, file: FileOption) -> None:
     """Replace a stored strategy with the (validated) document in FILE."""
+    from services import strategies as store
+    from services.repositories import strategies as repo
+
     definition = store.load_strategy_file(file)
     if definition.name != name:
         raise typer.BadParameter(f"the file defines {definition.name!r}, not {name!r}")
@@ -44,6 +46,10 @@ def update(name: str, file: FileOption) -> None:
 @cli_errors
 def list_(active: Annotated[bool, typer.Option("--active", help="Only active strategies.")] = False) -> None:
     """List stored strategies."""
+    from rich.table import Table
+
+    from services.repositories import strategies as repo
+
     table = Table("name", "symbol", "bar size", "schedule", "prompt", "active")
     with db_session() as session:
         for row in repo.list_strategies(session, active_only=active):
@@ -63,6 +69,8 @@ def list_(active: Annotated[bool, typer.Option("--active", help="Only active str
 @cli_errors
 def show(name: str) -> None:
     """Show one strategy with its next three run times."""
+    from services import strategies as store
+
     with db_session() as session:
         definition = store.get_definition(session, name)
     console.print_json(definition.model_dump_json())
@@ -76,6 +84,8 @@ def show(name: str) -> None:
 @cli_errors
 def activate(name: str) -> None:
     """Mark a strategy active (its schedule runs)."""
+    from services.repositories import strategies as repo
+
     with db_session() as session:
         repo.set_active(session, name, True)
     console.print(f"activated {name}")
@@ -85,6 +95,8 @@ def activate(name: str) -> None:
 @cli_errors
 def deactivate(name: str) -> None:
     """Mark a strategy inactive (its schedule is paused)."""
+    from services.repositories import strategies as repo
+
     with db_session() as session:
         repo.set_active(session, name, False)
     console.print(f"deactivated {name}")
@@ -94,6 +106,8 @@ def deactivate(name: str) -> None:
 @cli_errors
 def delete(name: str) -> None:
     """Delete a strategy; its signals and orders are kept."""
+    from services.repositories import strategies as repo
+
     with db_session() as session:
         repo.require(session, name)
         repo.delete(session, name)

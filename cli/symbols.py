@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from cli.common import cli_errors, console, db_session, ensure_schema
-from services.repositories import contracts
 
 app = typer.Typer(help="The contract-details cache.", no_args_is_help=True)
 
@@ -17,6 +15,10 @@ app = typer.Typer(help="The contract-details cache.", no_args_is_help=True)
 @cli_errors
 def search(text: Annotated[str, typer.Argument(help="Part of a symbol or company name.")]) -> None:
     """Search cached contracts by symbol or long name."""
+    from rich.table import Table
+
+    from services.repositories import contracts
+
     table = Table("conid", "symbol", "type", "exchange", "currency", "long name", "fetched (UTC)")
     with db_session() as session:
         rows = contracts.search(session, text)
@@ -40,6 +42,8 @@ def search(text: Annotated[str, typer.Argument(help="Part of a symbol or company
 @cli_errors
 def stats() -> None:
     """Entries, hits, misses, hit rate and the oldest entry of the cache."""
+    from services.repositories import contracts
+
     with db_session() as session:
         s = contracts.stats(session)
     rate = "-" if s.hit_rate is None else f"{s.hit_rate:.1%}"

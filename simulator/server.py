@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -99,17 +100,22 @@ class SimServer(RequestHandlers):
     def early_commission_report(self, value: bool) -> None:
         self.desk.early_commission_report = value
 
-    async def start(self) -> SimServer:
+    async def start(self, sock: socket.socket | None = None) -> SimServer:
+        """Serve on ``config.host:port``, or on ``sock``, a listening socket bound beforehand (``trader sim start``
+        binds before it imports the data stack; connections queued by the kernel meanwhile are served now)."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        await self._listen()
+        await self._listen(sock)
         log.info(
             "simulator listening on %s:%d (server version %d)", self.config.host, self._port, self.config.server_version
         )
         return self
 
-    async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.config.host, self._port, reuse_address=True)
+    async def _listen(self, sock: socket.socket | None = None) -> None:
+        if sock is not None:
+            self._server = await asyncio.start_server(self._serve, sock=sock)
+        else:
+            self._server = await asyncio.start_server(self._serve, self.config.host, self._port, reuse_address=True)
         self._port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
