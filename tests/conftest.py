@@ -7,6 +7,8 @@
   the same cluster (e.g. ``prefect`` with an asyncpg URL).
 * ``db_url``: a fresh, migrated database per test, parametrized over ``sqlite`` and ``postgres``;
   ``empty_db_url``: the same, never migrated; ``session``: an ORM session on ``db_url``.
+* ``trader``: ``trader ARGS...`` through typer's CliRunner with ``TRADER_DATA_DIR`` in the test's temp dir (its
+  SQLite database, unless a module overrides ``trader_db_url``, e.g. with ``db_url``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from sqlalchemy.orm import Session
 
 from deployments.local_server import ServerInfo
 from services.db import dispose_engines, make_engine, session_factory, upgrade_schema
 from tests.pg import PgCluster, PgSetupError, cluster, stop_cluster
+from tests.trader_cli import Invoke
 
 BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
 _PG_TEMPLATE = "trader_template"
@@ -149,6 +153,37 @@ def session(db_url: str) -> Iterator[Session]:
     """An ORM session on ``db_url``; whatever is not committed is rolled back at the end."""
     with session_factory(make_engine(db_url))() as db_session:
         yield db_session
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The ``trader`` CLI
+
+
+@pytest.fixture
+def trader_db_url() -> str | None:
+    """The database the ``trader`` fixture points the CLI at; None: the SQLite file in its data directory."""
+    return None
+
+
+@pytest.fixture
+def trader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trader_db_url: str | None) -> Iterator[Invoke]:
+    """``trader(*args)`` runs the CLI in this process (real settings, database and services) and returns the result."""
+    from typer.testing import CliRunner
+
+    from cli import common
+    from cli.main import app
+
+    monkeypatch.setenv("TRADER_DATA_DIR", str(tmp_path / "data"))
+    if trader_db_url is not None:
+        monkeypatch.setenv("TRADER_DATABASE__URL", trader_db_url)
+    common.settings.cache_clear()
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(app, list(args))
+
+    yield invoke
+    common.settings.cache_clear()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -1,26 +1,10 @@
 from pathlib import Path
 
-import pytest
 import yaml
-from typer.testing import CliRunner
 
 from cli import common
-from cli.main import app
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "strategies" / "spy-sma-cross.yaml"
-
-
-@pytest.fixture
-def trader(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRADER_DATA_DIR", str(tmp_path / "data"))
-    common.settings.cache_clear()
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(app, list(args))
-
-    yield invoke
-    common.settings.cache_clear()
 
 
 def test_init_is_safe_to_run_twice(trader, tmp_path):

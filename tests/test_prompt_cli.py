@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-from click.testing import Result
-from typer.testing import CliRunner
-
 from cli import common
-from cli.main import app
 from models.enums import AnalystKind
 from services.bars.loader import load_bars
 from services.broker.memory import MemoryBroker, stock
@@ -21,25 +15,11 @@ from services.repositories import prompt_templates, signals
 from services.runtime import Runtime, use_runtime
 from services.settings import load_settings
 from services.strategies import load_strategy_file, save_definition
+from tests.trader_cli import Invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 SPY_FILE = ROOT / "data" / "samples" / "yahoofinance-SPY-20080101-20180101.csv"
 STRATEGY = ROOT / "examples" / "strategies" / "spy-sma-cross.yaml"
-
-Invoke = Callable[..., Result]
-
-
-@pytest.fixture
-def trader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invoke]:
-    monkeypatch.setenv("TRADER_DATA_DIR", str(tmp_path / "data"))
-    common.settings.cache_clear()
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, list(args))
-
-    yield invoke
-    common.settings.cache_clear()
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -3,40 +3,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
-from typer.testing import CliRunner, Result
 
-from cli import common
-from cli.main import app
 from models.tables import ReplayRun
 from services.db import make_engine, session_factory
 from services.replay.runs import find_sample
+from tests.trader_cli import Invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 ORCL = ROOT.parent / "shared" / "data" / "orcl-1995-2014.txt"
 STRATEGY = ROOT / "examples" / "replay" / "orcl-sma-cross.yaml"
 WINDOW = ("--from", "2012-01-01", "--to", "2013-12-31")
 
-Invoke = Callable[..., Result]
-
 
 @pytest.fixture
-def trader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Iterator[Invoke]:
-    monkeypatch.setenv("TRADER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("TRADER_DATABASE__URL", db_url)
-    common.settings.cache_clear()
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, list(args))
-
-    yield invoke
-    common.settings.cache_clear()
+def trader_db_url(db_url: str) -> str:
+    return db_url  # the ``trader`` fixture (tests/conftest.py) on both backends
 
 
 def _json(output: str) -> dict[str, Any]:
