@@ -40,8 +40,6 @@ def start(
     ] = None,
 ) -> None:
     """Start the simulator, print its port and catalog, and serve until Ctrl-C."""
-    import asyncio
-    import dataclasses
     import socket
 
     from simulator.config import SimConfig  # light: no pandas
@@ -54,6 +52,9 @@ def start(
     except OSError as exc:
         raise fail(f"error: cannot listen on {config.host}:{port}: {exc.strerror or exc}") from None
     with listener:
+        import asyncio
+        import dataclasses
+
         from simulator import SimServer  # pandas and the bar loader: after the port accepts connections
         from simulator.clock import to_utc
 
