@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import pytest
+
 from cli import common
 from models.enums import AnalystKind
 from services.bars.loader import load_bars
