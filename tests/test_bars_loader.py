@@ -1,7 +1,8 @@
-"""load_bars / parse_bars on the six real files in shared/data and on broken inputs."""
+"""load_bars / parse_bars on the shipped files in data/samples (five real, one synthetic) and on broken inputs."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -12,12 +13,12 @@ from services.bars import load_bars, parse_bars
 from services.errors import InputError
 
 HEADER = "timestamp,open,high,low,close,volume\n"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 
 
-def shared(name: str) -> Path:
-    path = SHARED / name
-    assert path.is_file(), f"shared data file missing: {path} (expected ../shared/data next to the repo root)"
+def sample(name: str) -> Path:
+    path = SAMPLES / name
+    assert path.is_file(), f"sample file missing: {path}"
     return path
 
 
@@ -28,7 +29,7 @@ def utc(text: str) -> pd.Timestamp:
 @pytest.mark.parametrize(
     ("name", "rows", "fmt", "bar_size", "first", "last"),
     [
-        ("orcl-1995-2014.txt", 5036, "yahoo", BarSize.DAY_1, "1995-01-03", "2014-12-31"),
+        ("synthetic/SYNTH-1995-2014.csv", 5036, "yahoo", BarSize.DAY_1, "1995-01-03", "2014-12-31"),
         ("yahoofinance-SPY-20080101-20180101.csv", 2519, "yahoo", BarSize.DAY_1, "2007-12-31", "2017-12-29"),
         ("AAPL.csv", 127, "zipline", BarSize.DAY_1, "2014-03-03", "2014-08-29"),
         ("ib-spy-5min-20120627.csv", 166, "ib", BarSize.MIN_5, "2012-06-27 08:10", "2012-06-27 21:55"),
@@ -37,7 +38,7 @@ def utc(text: str) -> pd.Timestamp:
     ],
 )
 def test_real_files_rows_format_size_range(name, rows, fmt, bar_size, first, last):
-    loaded = load_bars(shared(name))
+    loaded = load_bars(sample(name))
     frame = loaded.frame
     assert len(frame) == rows
     assert loaded.fmt == fmt
@@ -52,13 +53,13 @@ def test_real_files_rows_format_size_range(name, rows, fmt, bar_size, first, las
 
 def test_sp500_columns_read_by_name_not_position():
     # Header is Date,Open,Close,High,Low: first row 11/5/2019 9:30 -> O 3080.8 C 3080.49 H 3081.47 L 3080.3.
-    row = load_bars(shared("SP500_NOV2019_IDay.csv")).frame.iloc[0]
+    row = load_bars(sample("SP500_NOV2019_IDay.csv")).frame.iloc[0]
     assert (row["open"], row["high"], row["low"], row["close"]) == (3080.8, 3081.47, 3080.3, 3080.49)
     assert row["timestamp"] == utc("2019-11-05 14:30")  # 09:30 EST (UTC-5 after the 2019-11-03 change)
 
 
 def test_ninjatrader_bar_end_labels_shift_to_bar_start():
-    loaded = load_bars(shared("nt-spy-minute-2011.csv"))
+    loaded = load_bars(sample("nt-spy-minute-2011.csv"))
     frame = loaded.frame
     assert frame["timestamp"].iloc[0] == utc("2011-01-03 09:00:00")
     assert tuple(frame.iloc[0][["open", "high", "low", "close", "volume"]]) == (126.35, 126.39, 126.35, 126.39, 1579)
@@ -75,7 +76,7 @@ def test_ninjatrader_bar_end_labels_shift_to_bar_start():
 
 
 def test_ib_file_cest_converted_to_utc():
-    loaded = load_bars(shared("ib-spy-5min-20120627.csv"))
+    loaded = load_bars(sample("ib-spy-5min-20120627.csv"))
     frame = loaded.frame.set_index("timestamp")
     assert loaded.source_tz == "Europe/Berlin"
     # 15:30 CEST = 13:30 UTC = 09:30 EDT: the regular session's first bar; 78 regular bars to 15:55 ET.
@@ -100,20 +101,23 @@ def test_ib_source_tz_override_and_zone_suffix():
 
 
 def test_daily_files_keep_adj_close_and_session_dates():
-    loaded = load_bars(shared("orcl-1995-2014.txt"), source_tz="America/New_York")
-    assert loaded.frame["adj_close"].iloc[0] == 1.883304
+    path = sample("yahoofinance-SPY-20080101-20180101.csv")
+    header, first = path.read_text().splitlines()[:2]
+    assert header.split(",")[5] == "Adj Close"
+    loaded = load_bars(path, source_tz="America/New_York")
+    assert loaded.frame["adj_close"].iloc[0] == float(first.split(",")[5])  # the file's own first Adj Close
     assert loaded.source_tz is None
-    assert loaded.frame["timestamp"].iloc[0] == utc("1995-01-03")
+    assert loaded.frame["timestamp"].iloc[0] == utc("2007-12-31")
     assert any("source_tz ignored" in note for note in loaded.notes)
 
 
 def test_explicit_format_and_text_variant():
-    text = shared("AAPL.csv").read_text()
+    text = sample("AAPL.csv").read_text()
     loaded = parse_bars(text, fmt="csv")
     assert len(loaded.frame) == 127
     assert loaded.fmt == "csv"
     assert loaded.path is None
-    assert len(parse_bars(shared("AAPL.csv").read_bytes()).frame) == 127
+    assert len(parse_bars(sample("AAPL.csv").read_bytes()).frame) == 127
 
 
 def test_generic_csv_offsets_and_naive_with_zone():
@@ -193,27 +197,43 @@ def test_empty_cell_loads_as_nan_for_validation_to_flag():
     assert frame["close"].isna().iloc[0]
 
 
-SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
+def _provenance_table() -> dict[str, tuple[str, int]]:
+    """``{file: (sha256 first 16, bytes)}`` from the table in data/samples/README.md."""
+    rows = {}
+    for line in (SAMPLES / "README.md").read_text().splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[0].endswith((".csv", ".txt")):
+            rows[cells[0]] = (cells[5], int(cells[6].replace(",", "")))
+    return rows
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "AAPL.csv",
-        "SP500_NOV2019_IDay.csv",
-        "ib-spy-5min-20120627.csv",
-        "nt-spy-minute-2011.csv",
-        "yahoofinance-SPY-20080101-20180101.csv",
-    ],
-)
-def test_samples_are_byte_copies_and_load(name):
-    sample = SAMPLES / name
-    assert sample.read_bytes() == shared(name).read_bytes()
-    assert len(load_bars(sample).frame) == len(load_bars(shared(name)).frame)
+REAL_SAMPLES = [
+    "AAPL.csv",
+    "SP500_NOV2019_IDay.csv",
+    "ib-spy-5min-20120627.csv",
+    "nt-spy-minute-2011.csv",
+    "yahoofinance-SPY-20080101-20180101.csv",
+]
+
+
+@pytest.mark.parametrize("name", REAL_SAMPLES)
+def test_samples_match_their_recorded_provenance_and_load(name):
+    # The README records each file's sha256 and size as copied from its upstream repository: the bytes must not
+    # have changed since (no line-ending rewrite, no re-save).
+    path = sample(name)
+    digest, size = _provenance_table()[name]
+    data = path.read_bytes()
+    assert (hashlib.sha256(data).hexdigest()[:16], len(data)) == (digest, size)
+    assert len(load_bars(path).frame) > 0
+
+
+def test_every_top_level_sample_has_a_provenance_row():
+    on_disk = sorted(p.name for p in SAMPLES.iterdir() if p.suffix in (".csv", ".txt"))
+    assert on_disk == sorted(REAL_SAMPLES) == sorted(_provenance_table())
 
 
 def test_gpl_file_is_not_in_samples():
-    assert not (SAMPLES / "orcl-1995-2014.txt").exists()
+    assert not list(SAMPLES.rglob("orcl-1995-2014*"))
 
 
 def test_public_surface_and_lazy_heavy_imports():

@@ -12,12 +12,12 @@ from models.enums import BarSize
 from services.bars import load_bars, resample_bars
 from services.errors import InputError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 
 
-def shared(name: str) -> Path:
-    path = SHARED / name
-    assert path.is_file(), f"shared data file missing: {path} (expected ../shared/data next to the repo root)"
+def sample(name: str) -> Path:
+    path = SAMPLES / name
+    assert path.is_file(), f"sample file missing: {path}"
     return path
 
 
@@ -98,7 +98,7 @@ def test_unsorted_input_is_sorted_first():
 
 
 def test_week_and_month_labels_are_first_session():
-    spy = load_bars(shared("yahoofinance-SPY-20080101-20180101.csv")).frame
+    spy = load_bars(sample("yahoofinance-SPY-20080101-20180101.csv")).frame
     weeks = resample_bars(spy, BarSize.WEEK_1)
     # 2007-12-31 (Mon) .. 2008-01-04 (Fri, 2008-01-01 holiday) is one week.
     first_week = spy.iloc[:4]
@@ -114,7 +114,7 @@ def test_week_and_month_labels_are_first_session():
 
 
 def test_ninjatrader_five_minutes_matches_independent_pandas_resample():
-    nt = load_bars(shared("nt-spy-minute-2011.csv")).frame
+    nt = load_bars(sample("nt-spy-minute-2011.csv")).frame
     expected = (
         nt.set_index("timestamp")
         .resample("5min")
@@ -126,10 +126,10 @@ def test_ninjatrader_five_minutes_matches_independent_pandas_resample():
 
 
 def test_ib_regular_session_daily_bar_matches_yahoo():
-    ib = load_bars(shared("ib-spy-5min-20120627.csv")).frame
+    ib = load_bars(sample("ib-spy-5min-20120627.csv")).frame
     regular = ib[(ib["timestamp"] >= utc("2012-06-27 13:30")) & (ib["timestamp"] <= utc("2012-06-27 20:00"))]
     day = resample_bars(regular, BarSize.DAY_1).iloc[0]
-    spy = load_bars(shared("yahoofinance-SPY-20080101-20180101.csv")).frame.set_index("timestamp")
+    spy = load_bars(sample("yahoofinance-SPY-20080101-20180101.csv")).frame.set_index("timestamp")
     yahoo = spy.loc[utc("2012-06-27")]
     assert day["timestamp"] == utc("2012-06-27")
     assert [day[c] for c in ("open", "high", "low", "close")] == pytest.approx(
@@ -138,19 +138,19 @@ def test_ib_regular_session_daily_bar_matches_yahoo():
 
 
 def test_finer_or_misaligned_target_is_refused():
-    spy = load_bars(shared("yahoofinance-SPY-20080101-20180101.csv")).frame
+    spy = load_bars(sample("yahoofinance-SPY-20080101-20180101.csv")).frame
     with pytest.raises(InputError, match="finer"):
         resample_bars(spy, BarSize.HOUR_1)
     two_minute = bars([(f"2024-01-02 14:{m}", 1, 1, 1, 1, 1) for m in range(30, 40, 2)])
     with pytest.raises(InputError, match="multiple"):
         resample_bars(two_minute, BarSize.MIN_5)
-    ib = load_bars(shared("ib-spy-5min-20120627.csv")).frame
+    ib = load_bars(sample("ib-spy-5min-20120627.csv")).frame
     with pytest.raises(InputError, match="lacks"):
         resample_bars(ib.drop(columns=["volume"]), BarSize.MIN_10)
 
 
 def test_same_size_is_identity_and_empty_stays_empty():
-    ib = load_bars(shared("ib-spy-5min-20120627.csv")).frame
+    ib = load_bars(sample("ib-spy-5min-20120627.csv")).frame
     same = resample_bars(ib, BarSize.MIN_5)
     pd.testing.assert_frame_equal(same, ib)
     assert resample_bars(ib.iloc[:0], BarSize.HOUR_1).empty

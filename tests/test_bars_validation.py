@@ -14,12 +14,12 @@ from services.bars import load_bars
 from services.bars.validation import BarValidationError, validate_bars
 from services.errors import DataError, InputError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 
 
-def shared(name: str) -> Path:
-    path = SHARED / name
-    assert path.is_file(), f"shared data file missing: {path} (expected ../shared/data next to the repo root)"
+def sample(name: str) -> Path:
+    path = SAMPLES / name
+    assert path.is_file(), f"sample file missing: {path}"
     return path
 
 
@@ -29,12 +29,19 @@ def day(text: str) -> datetime:
 
 @pytest.fixture(scope="module")
 def spy() -> pd.DataFrame:
-    return load_bars(shared("yahoofinance-SPY-20080101-20180101.csv")).frame
+    return load_bars(sample("yahoofinance-SPY-20080101-20180101.csv")).frame
 
 
 @pytest.fixture(scope="module")
-def orcl() -> pd.DataFrame:
-    return load_bars(shared("orcl-1995-2014.txt")).frame
+def synthetic() -> pd.DataFrame:
+    # 20 years of generated daily bars (services.bars.synthetic): large "earnings" gaps, dividend-adjusted adj_close
+    return load_bars(sample("synthetic/SYNTH-1995-2014.csv")).frame
+
+
+def _largest_move(frame: pd.DataFrame) -> tuple[pd.Timestamp, float]:
+    moves = frame["close"] / frame["close"].shift(1) - 1
+    at = moves.abs().idxmax()
+    return frame.loc[at, "timestamp"], float(moves[at])
 
 
 def test_spy_flags_exactly_the_two_ohlc_rows(spy):
@@ -55,33 +62,36 @@ def test_spy_flags_exactly_the_two_ohlc_rows(spy):
 
 
 def test_aapl_flags_the_unadjusted_split_only():
-    result = validate_bars(load_bars(shared("AAPL.csv")).frame)
+    result = validate_bars(load_bars(sample("AAPL.csv")).frame)
     assert [(i.timestamp, i.rule) for i in result.issues] == [(day("2014-06-09"), "split_like_jump")]
     assert "-85.5%" in result.issues[0].detail
 
 
-def test_orcl_real_31_percent_move_is_not_a_split(orcl):
-    indexed = orcl.set_index("timestamp")
-    move = indexed.loc[day("1999-06-16"), "close"] / indexed.loc[day("1999-06-15"), "close"] - 1
-    assert move > 0.30  # the documented real move is there ...
-    result = validate_bars(orcl)
+def test_a_large_move_that_adj_close_explains_is_not_a_split(synthetic):
+    _, move = _largest_move(synthetic)
+    assert abs(move) > 0.30  # a gap as large as ORCL's real +31 % of 1999-06-16 ...
+    result = validate_bars(synthetic)
     assert result.passed, [str(i) for i in result.issues]  # ... and adj_close, moving with it, explains it
     assert result.rule_counts == {}
+    # the same move in a file without adj_close is under the 40 % no-adj_close threshold: still not flagged
+    assert validate_bars(synthetic.drop(columns=["adj_close"])).passed
 
 
-def test_split_rule_fires_when_adj_close_does_not_explain_the_move(orcl):
-    broken = orcl.copy()
-    at = broken.index[broken["timestamp"] == pd.Timestamp("1999-06-16", tz="UTC")][0]
-    broken.loc[at:, "adj_close"] = broken.loc[at:, "adj_close"] / 1.31  # as if adj_close had stayed flat
+def test_split_rule_fires_when_adj_close_does_not_explain_the_move(synthetic):
+    when, move = _largest_move(synthetic)
+    broken = synthetic.copy()
+    at = broken.index[broken["timestamp"] == when][0]
+    broken.loc[at:, "adj_close"] = broken.loc[at:, "adj_close"] / (1 + move)  # as if adj_close had stayed flat
     result = validate_bars(broken)
-    assert [(i.timestamp, i.rule) for i in result.issues] == [(day("1999-06-16"), "split_like_jump")]
+    assert [(i.timestamp, i.rule) for i in result.issues] == [(when.to_pydatetime(), "split_like_jump")]
 
 
 @pytest.mark.parametrize(
-    "name", ["SP500_NOV2019_IDay.csv", "nt-spy-minute-2011.csv", "ib-spy-5min-20120627.csv", "orcl-1995-2014.txt"]
+    "name",
+    ["SP500_NOV2019_IDay.csv", "nt-spy-minute-2011.csv", "ib-spy-5min-20120627.csv", "synthetic/SYNTH-1995-2014.csv"],
 )
 def test_clean_files_pass(name):
-    result = validate_bars(load_bars(shared(name)).frame)
+    result = validate_bars(load_bars(sample(name)).frame)
     assert result.passed, [str(i) for i in result.issues[:5]]
     assert not result.frame["flagged"].any()
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 
 from services import calendar
+from services.bars.loader import load_bars
 from services.errors import InputError
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 
 
 @pytest.mark.parametrize(
@@ -46,11 +50,14 @@ def test_session_bounds_early_close():
         calendar.session_bounds(date(2024, 11, 28))
 
 
-def test_sessions_between_matches_the_orcl_file_length():
-    sessions = calendar.sessions_between(date(1995, 1, 3), date(2014, 12, 31))
-    assert len(sessions) == 5036  # shared/data/orcl-1995-2014.txt has one row per NYSE session
-    assert sessions[0] == date(1995, 1, 3)
-    assert date(2004, 6, 11) not in sessions
+def test_sessions_between_matches_a_published_daily_file():
+    # Yahoo's SPY daily file (data/samples, real) has one row per NYSE session: the same dates, none missing or extra
+    frame = load_bars(SAMPLES / "yahoofinance-SPY-20080101-20180101.csv").frame
+    published = [ts.date() for ts in frame["timestamp"]]
+    assert calendar.sessions_between(date(2007, 12, 29), date(2017, 12, 31)) == published
+    sessions = calendar.sessions_between(date(1995, 1, 1), date(2014, 12, 31))
+    assert sessions[0] == date(1995, 1, 3)  # 2 January 1995 was the New Year holiday (observed)
+    assert date(2004, 6, 11) not in sessions and date(2012, 10, 29) not in sessions
     assert calendar.sessions_between(date(2024, 1, 2), date(2024, 1, 1)) == []
 
 

@@ -10,18 +10,18 @@ from typer.testing import CliRunner
 
 from cli.data import app
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 runner = CliRunner()
 
 
-def shared(name: str) -> Path:
-    path = SHARED / name
-    assert path.is_file(), f"shared data file missing: {path} (expected ../shared/data next to the repo root)"
+def sample(name: str) -> Path:
+    path = SAMPLES / name
+    assert path.is_file(), f"sample file missing: {path}"
     return path
 
 
 def test_inspect_text_report_lists_issues():
-    result = runner.invoke(app, ["inspect", str(shared("yahoofinance-SPY-20080101-20180101.csv"))])
+    result = runner.invoke(app, ["inspect", str(sample("yahoofinance-SPY-20080101-20180101.csv"))])
     assert result.exit_code == 0, result.stderr
     out = result.stdout
     assert "rows       2,519" in out
@@ -37,7 +37,7 @@ def test_inspect_text_report_lists_issues():
 
 
 def test_inspect_json_ib_file():
-    result = runner.invoke(app, ["inspect", str(shared("ib-spy-5min-20120627.csv")), "--json"])
+    result = runner.invoke(app, ["inspect", str(sample("ib-spy-5min-20120627.csv")), "--json"])
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["rows"] == 166
@@ -51,16 +51,16 @@ def test_inspect_json_ib_file():
 
 
 def test_inspect_source_tz_and_format_options():
-    args = ["inspect", str(shared("ib-spy-5min-20120627.csv")), "--json", "--no-validate"]
+    args = ["inspect", str(sample("ib-spy-5min-20120627.csv")), "--json", "--no-validate"]
     report = json.loads(runner.invoke(app, [*args, "--source-tz", "America/New_York"]).stdout)
     assert report["first_bar"] == "2012-06-27T14:10:00Z"
     assert report["validated"] is False
-    forced = runner.invoke(app, ["inspect", str(shared("AAPL.csv")), "--format", "csv", "--json", "--no-validate"])
+    forced = runner.invoke(app, ["inspect", str(sample("AAPL.csv")), "--format", "csv", "--json", "--no-validate"])
     assert json.loads(forced.stdout)["format"] == "csv"
 
 
 def test_inspect_split_in_aapl():
-    result = runner.invoke(app, ["inspect", str(shared("AAPL.csv")), "--json"])
+    result = runner.invoke(app, ["inspect", str(sample("AAPL.csv")), "--json"])
     report = json.loads(result.stdout)
     assert [(i["timestamp"], i["rule"]) for i in report["issues"]] == [("2014-06-09T00:00:00Z", "split_like_jump")]
 
@@ -99,7 +99,7 @@ def test_unreadable_file_exits_2_with_one_line(tmp_path, name):
     ],
 )
 def test_bad_options_exit_2_with_one_line(args, expected):
-    path = shared("AAPL.csv")
+    path = sample("AAPL.csv")
     result = runner.invoke(app, ["inspect", str(path), *args])
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [result.stderr.strip()]

@@ -3,13 +3,15 @@
 Reference: empyrical-reloaded (the maintained fork of Quantopian's empyrical, the statistics library behind
 pyfolio; https://github.com/stefan-jansen/empyrical-reloaded), installed as a DEV dependency only. Its documented
 formulas (``sharpe_ratio``, ``sortino_ratio``, ``max_drawdown``, ``annual_return``, ``cum_returns_final``) are
-applied to a published series: ORCL's daily adjusted closes of 2010-2014 (Yahoo Finance, the shared data file).
+applied to a published series: SPY's daily adjusted closes of 2010-2017 (Yahoo Finance, the shipped
+``data/samples/yahoofinance-SPY-20080101-20180101.csv``; its two OHLC-inconsistent rows do not touch the closes).
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import empyrical  # type: ignore[import-untyped]
 import numpy as np
 import pytest
 
+from services import calendar
 from services.bars.loader import load_bars
 from services.replay.metrics import (
     annualized_return,
@@ -27,7 +30,7 @@ from services.replay.metrics import (
     sortino_ratio,
 )
 
-ORCL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "orcl-1995-2014.txt"
+SPY = Path(__file__).resolve().parents[1] / "data" / "samples" / "yahoofinance-SPY-20080101-20180101.csv"
 
 
 def test_small_curve_by_hand() -> None:
@@ -62,11 +65,12 @@ def test_undefined_ratios_are_none_not_nan() -> None:
     assert compute_metrics([5.0]).periods == 0
 
 
-def test_against_empyrical_on_published_orcl_returns() -> None:
-    frame = load_bars(ORCL).frame
+def test_against_empyrical_on_published_spy_returns() -> None:
+    frame = load_bars(SPY).frame
     closes = frame.loc[frame["timestamp"].dt.year >= 2010, "adj_close"].to_numpy(dtype=np.float64)
     r = returns_from_equity(closes)
-    assert r.size > 1200
+    # one close per NYSE session of 2010-2017 in the file, one return fewer
+    assert r.size == len(calendar.sessions_between(date(2010, 1, 1), date(2017, 12, 31))) - 1
     for annual_rf in (0.0, 0.03):
         rf_p = (1 + annual_rf) ** (1 / 252) - 1
         assert sharpe_ratio(r, annual_rf) == pytest.approx(empyrical.sharpe_ratio(r, risk_free=rf_p), rel=1e-12)

@@ -15,7 +15,7 @@ from services.replay.runs import find_sample
 from tests.trader_cli import Invoke
 
 ROOT = Path(__file__).resolve().parents[1]
-ORCL = ROOT.parent / "shared" / "data" / "orcl-1995-2014.txt"
+DAILY = ROOT / "data" / "samples" / "synthetic" / "SYNTH-1995-2014.csv"  # generated: services.bars.synthetic
 STRATEGY = ROOT / "examples" / "replay" / "orcl-sma-cross.yaml"
 WINDOW = ("--from", "2012-01-01", "--to", "2013-12-31")
 
@@ -31,14 +31,14 @@ def _json(output: str) -> dict[str, Any]:
 
 
 def test_replay_file_json_is_stored_and_a_stored_strategy_gives_the_same_run(trader: Invoke, db_url: str) -> None:
-    by_file = trader("replay", "--file", str(STRATEGY), "--data", str(ORCL), *WINDOW, "--slippage-bps", "5", "--json")
+    by_file = trader("replay", "--file", str(STRATEGY), "--data", str(DAILY), *WINDOW, "--slippage-bps", "5", "--json")
     assert by_file.exit_code == 0, by_file.output
     first = _json(by_file.output)
     assert first["params"]["start"] == "2012-01-01" and first["params"]["slippage_bps"] == "5"
     assert first["metrics"]["trades"] == len([t for t in first["trades"] if t["exit_time"]]) > 0
 
     assert trader("strategies", "create", "--file", str(STRATEGY)).exit_code == 0
-    by_name = trader("replay", "orcl-sma-cross", "--data", str(ORCL), *WINDOW, "--slippage-bps", "5", "--json")
+    by_name = trader("replay", "orcl-sma-cross", "--data", str(DAILY), *WINDOW, "--slippage-bps", "5", "--json")
     assert by_name.exit_code == 0, by_name.output
     second = _json(by_name.output)
     assert second["run_id"] == first["run_id"] + 1
@@ -50,12 +50,12 @@ def test_replay_file_json_is_stored_and_a_stored_strategy_gives_the_same_run(tra
     stored = rows[0].metrics
     assert stored["total_return"] == first["metrics"]["total_return"]
     assert stored["trades_list"] == first["trades"]
-    assert len(stored["equity_curve"]) == 502  # every bar of 2012-2013, marked to close
-    assert rows[0].params["data"] == str(ORCL)
+    assert len(stored["equity_curve"]) == 502  # every bar of 2012-2013 (NYSE sessions: 250 + 252), marked to close
+    assert rows[0].params["data"] == str(DAILY)
 
 
 def test_replay_prints_a_table(trader: Invoke) -> None:
-    result = trader("replay", "--file", str(STRATEGY), "--data", str(ORCL), *WINDOW)
+    result = trader("replay", "--file", str(STRATEGY), "--data", str(DAILY), *WINDOW)
     assert result.exit_code == 0, result.output
     assert "total return" in result.output and "Sharpe" in result.output and "trades" in result.output
 
@@ -63,16 +63,16 @@ def test_replay_prints_a_table(trader: Invoke) -> None:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (("--file", str(STRATEGY), "--data", str(ORCL), "--to", "2013-01-01"), "--from: required"),
-        (("--file", str(STRATEGY), "--data", str(ORCL), "--from", "2013-02-30", "--to", "2013-03-01"), "not a date"),
-        (("--file", str(STRATEGY), "--data", str(ORCL), *WINDOW, "--analyst", "gpt"), "offline or llm"),
-        (("--file", str(STRATEGY), "--data", str(ORCL), *WINDOW, "--analyst", "llm"), "API key"),
-        (("--file", str(STRATEGY), "--data", str(ORCL), *WINDOW, "--decide-every", "0"), "decide_every"),
+        (("--file", str(STRATEGY), "--data", str(DAILY), "--to", "2013-01-01"), "--from: required"),
+        (("--file", str(STRATEGY), "--data", str(DAILY), "--from", "2013-02-30", "--to", "2013-03-01"), "not a date"),
+        (("--file", str(STRATEGY), "--data", str(DAILY), *WINDOW, "--analyst", "gpt"), "offline or llm"),
+        (("--file", str(STRATEGY), "--data", str(DAILY), *WINDOW, "--analyst", "llm"), "API key"),
+        (("--file", str(STRATEGY), "--data", str(DAILY), *WINDOW, "--decide-every", "0"), "decide_every"),
         (("--file", str(STRATEGY), *WINDOW), "no bar file for ORCL"),
-        (("--file", str(STRATEGY), "--data", str(ORCL), "--from", "2016-01-01", "--to", "2016-12-31"), "no bars"),
-        (("no-such-strategy", "--data", str(ORCL), *WINDOW), "no strategy named"),
+        (("--file", str(STRATEGY), "--data", str(DAILY), "--from", "2016-01-01", "--to", "2016-12-31"), "no bars"),
+        (("no-such-strategy", "--data", str(DAILY), *WINDOW), "no strategy named"),
         ((*WINDOW,), "NAME or --file"),
-        (("--file", str(STRATEGY), "--data", str(ORCL), *WINDOW, "--slippage-bps", "abc"), "not a number"),
+        (("--file", str(STRATEGY), "--data", str(DAILY), *WINDOW, "--slippage-bps", "abc"), "not a number"),
     ],
 )
 def test_bad_input_exits_2_without_traceback(trader: Invoke, args: tuple[str, ...], needle: str) -> None:
@@ -87,7 +87,7 @@ def test_find_sample_matches_symbol_tokens() -> None:
     assert spy is not None and spy.name.startswith("yahoofinance-SPY")
     aapl = find_sample("AAPL")
     assert aapl is not None and aapl.name == "AAPL.csv"
-    assert find_sample("ORCL") is None
+    assert find_sample("ORCL") is None  # the synthetic series sits in a subfolder, named SYNTH
 
 
 @pytest.mark.prefect
@@ -102,7 +102,7 @@ def test_replay_flow_publishes_metrics_trades_and_equity_chart(tmp_path: Path, p
     settings = load_settings({"TRADER_DATA_DIR": str(tmp_path)})
     runtime = Runtime(settings)
     with use_runtime(runtime):  # on the session's PostgreSQL-backed Prefect server (conftest prefect_api)
-        out = replay_flow(file=str(STRATEGY), data=str(ORCL), start="2012-01-01", end="2013-12-31")
+        out = replay_flow(file=str(STRATEGY), data=str(DAILY), start="2012-01-01", end="2013-12-31")
         metrics = Artifact.get("replay-orcl-sma-cross-metrics")
         trades = Artifact.get("replay-orcl-sma-cross-trades")
         equity = Artifact.get("replay-orcl-sma-cross-equity")

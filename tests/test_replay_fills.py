@@ -18,7 +18,7 @@ from services.strategies import load_strategy_file, parse_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
 SPY = ROOT / "data" / "samples" / "yahoofinance-SPY-20080101-20180101.csv"
-ORCL = ROOT.parent / "shared" / "data" / "orcl-1995-2014.txt"
+DAILY = ROOT / "data" / "samples" / "synthetic" / "SYNTH-1995-2014.csv"  # generated: services.bars.synthetic
 D = Decimal
 
 
@@ -70,7 +70,7 @@ def _variant(**risk: object) -> object:
 
 def test_day_limit_orders_live_one_bar_and_fill_only_when_crossed() -> None:
     definition = _variant(order_type="LMT", tif="DAY")
-    frame = load_bars(ORCL).frame
+    frame = load_bars(DAILY).frame
     result = replay(
         definition,  # type: ignore[arg-type]
         frame,
@@ -98,7 +98,7 @@ def test_day_limit_orders_live_one_bar_and_fill_only_when_crossed() -> None:
 
 
 def test_shorts_open_only_when_allowed() -> None:
-    frame = load_bars(ORCL).frame
+    frame = load_bars(DAILY).frame
     settings = load_settings({})
     longs_only = replay(
         _variant(allow_short=False),  # type: ignore[arg-type]
@@ -145,7 +145,7 @@ def test_progress_reports_every_decision() -> None:
     seen: list[tuple[int, int]] = []
     replay(
         load_strategy_file(ROOT / "examples" / "replay" / "orcl-sma-cross.yaml"),
-        load_bars(ORCL).frame,
+        load_bars(DAILY).frame,
         start="2014-12-01",
         end="2014-12-31",
         decide_every=2,
@@ -163,7 +163,7 @@ def test_cash_must_be_positive(cash: Decimal) -> None:
     with pytest.raises(InputError):
         replay(
             load_strategy_file(ROOT / "examples" / "replay" / "orcl-sma-cross.yaml"),
-            load_bars(ORCL).frame,
+            load_bars(DAILY).frame,
             start="2014-12-01",
             end="2014-12-31",
             settings=load_settings({}),

@@ -27,7 +27,7 @@ from services.strategies import load_strategy_file
 from tests.llm_server import LoopbackLLMServer, answer
 
 ROOT = Path(__file__).resolve().parents[1]
-ORCL = ROOT.parent / "shared" / "data" / "orcl-1995-2014.txt"
+DAILY = ROOT / "data" / "samples" / "synthetic" / "SYNTH-1995-2014.csv"  # generated: services.bars.synthetic
 STRATEGY = ROOT / "examples" / "replay" / "orcl-sma-cross.yaml"
 HAS_BROWSER = Path("/usr/bin/chromium").exists() or shutil.which("chromium") is not None
 KEY = "sk-test-loopback-replay"
@@ -42,8 +42,8 @@ ANSWERS: list[dict[str, Any]] = [
 
 
 @pytest.fixture(scope="module")
-def orcl() -> pd.DataFrame:
-    return load_bars(ORCL).frame
+def daily() -> pd.DataFrame:
+    return load_bars(DAILY).frame
 
 
 @pytest.fixture
@@ -67,11 +67,11 @@ def llm_settings(server: LoopbackLLMServer, budget: str = "1.00") -> Settings:
 
 
 def run(
-    orcl: pd.DataFrame, settings: Settings, store: InMemoryLlmCallStore, *, charts: bool = HAS_BROWSER
+    daily: pd.DataFrame, settings: Settings, store: InMemoryLlmCallStore, *, charts: bool = HAS_BROWSER
 ) -> ReplayResult:
     return replay(
         load_strategy_file(STRATEGY),
-        orcl,
+        daily,
         analyst="llm",
         settings=settings,
         store=store,
@@ -88,11 +88,11 @@ def _stable(result: ReplayResult) -> dict[str, Any]:
     return data
 
 
-def test_llm_replay_reruns_from_the_cache_with_zero_requests(orcl: pd.DataFrame, server: LoopbackLLMServer) -> None:
+def test_llm_replay_reruns_from_the_cache_with_zero_requests(daily: pd.DataFrame, server: LoopbackLLMServer) -> None:
     settings = llm_settings(server)
     store = InMemoryLlmCallStore()
     server.enqueue(*(answer(a) for a in ANSWERS))
-    first = run(orcl, settings, store)
+    first = run(daily, settings, store)
     assert len(first.decisions) == 5
     assert len(server.requests) == 5 and first.llm_requests == 5 and first.llm_cached == 0
     if HAS_BROWSER:
@@ -107,7 +107,7 @@ def test_llm_replay_reruns_from_the_cache_with_zero_requests(orcl: pd.DataFrame,
         text = json.dumps(request.body["messages"])
         assert f"Data as of {decision.bar_time.date()}" in text
 
-    second = run(orcl, settings, store)
+    second = run(daily, settings, store)
     assert len(server.requests) == 5, "the rerun must not call the model"
     assert second.llm_requests == 0 and second.llm_cached == 5
     assert second.metrics.llm_cost_usd == 0
@@ -115,16 +115,16 @@ def test_llm_replay_reruns_from_the_cache_with_zero_requests(orcl: pd.DataFrame,
     assert [(d.action, d.reason) for d in second.decisions] == [(d.action, d.reason) for d in first.decisions]
 
 
-def test_budget_precheck_refuses_before_any_request(orcl: pd.DataFrame, server: LoopbackLLMServer) -> None:
+def test_budget_precheck_refuses_before_any_request(daily: pd.DataFrame, server: LoopbackLLMServer) -> None:
     store = InMemoryLlmCallStore()
     with pytest.raises(InputError) as err:
-        run(orcl, llm_settings(server, budget="0.0001"), store, charts=False)
+        run(daily, llm_settings(server, budget="0.0001"), store, charts=False)
     assert "5 uncached LLM calls" in err.value.summary()
     assert server.requests == []
     # once cached, the same tiny budget is enough: cached calls cost nothing
     server.enqueue(*(answer(a) for a in ANSWERS))
-    run(orcl, llm_settings(server), store, charts=False)
-    rerun = run(orcl, llm_settings(server, budget="0.0001"), store, charts=False)
+    run(daily, llm_settings(server), store, charts=False)
+    rerun = run(daily, llm_settings(server, budget="0.0001"), store, charts=False)
     assert rerun.llm_cached == 5 and len(server.requests) == 5
 
 
