@@ -1,6 +1,6 @@
 """Benchmark: load + validate of real bar files, warm, and the share spent in Great Expectations.
 
-Run: ``uv run python benchmarks/bench_bars.py [--repeat N]``. Reads ``../shared/data`` next to the repo.
+Run: ``uv run python benchmarks/bench_bars.py [--repeat N]``. Reads the shipped ``data/samples`` files.
 Goal: load + validate under 300 ms each, warm (after one warm-up run that pays the GE import).
 """
 
@@ -20,8 +20,8 @@ from models.enums import BarSize  # noqa: E402
 from services.bars import load_bars, resample_bars  # noqa: E402
 from services.bars.validation import validate_bars  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
-FILES = ("nt-spy-minute-2011.csv", "orcl-1995-2014.txt")
+SAMPLES = REPO / "data" / "samples"
+FILES = ("nt-spy-minute-2011.csv", "synthetic/SYNTH-1995-2014.csv")
 EXTRA = ("yahoofinance-SPY-20080101-20180101.csv",)  # two failing rows: pays the COMPLETE pass too
 GOAL_MS = 300.0
 
@@ -30,12 +30,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=15, help="timed runs per file (after one warm-up)")
     args = parser.parse_args()
-    missing = [name for name in FILES if not (SHARED / name).is_file()]
+    missing = [name for name in FILES if not (SAMPLES / name).is_file()]
     if missing:
-        print(f"missing shared data: {', '.join(missing)} in {SHARED}", file=sys.stderr)
+        print(f"missing sample data: {', '.join(missing)} in {SAMPLES}", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    validate_bars(load_bars(SHARED / FILES[1]).frame)
+    validate_bars(load_bars(SAMPLES / FILES[1]).frame)
     print(f"cold first run (GE import, context, suite): {(time.perf_counter() - started) * 1000:,.0f} ms")
     load1 = os.getloadavg()[0]
     print(f"load average {load1:.1f} on {os.cpu_count()} CPUs (wall times inflate under contention; see cpu ms)")
@@ -43,7 +43,7 @@ def main() -> int:
     print(f"{header} {'GE share':>9}")
     worst = 0.0
     for name in FILES + EXTRA:
-        path = SHARED / name
+        path = SAMPLES / name
         validate_bars(load_bars(path).frame)  # warm-up
         loads, validations, ge, totals, cpu = [], [], [], [], []
         for _ in range(args.repeat):
@@ -66,7 +66,7 @@ def main() -> int:
             f"{total:>9.1f} {statistics.median(cpu) * 1000:>7.1f} "
             f"{statistics.median(ge) / statistics.median(totals):>9.0%}"
         )
-    minute = load_bars(SHARED / FILES[0]).frame
+    minute = load_bars(SAMPLES / FILES[0]).frame
     for size in (BarSize.MIN_5, BarSize.HOUR_1, BarSize.DAY_1):
         runs = []
         for _ in range(args.repeat):

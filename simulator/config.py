@@ -14,16 +14,11 @@ from simulator.pacing import TimeSource
 MIN_SERVER_VERSION: Final = 157
 MAX_SERVER_VERSION: Final = 178
 REPO_SAMPLES: Final = Path(__file__).resolve().parents[1] / "data" / "samples"
-# ``shared/data`` beside the repository (as in CI's checkout), else the workplace's copy.
-_BESIDE_REPO: Final = Path(__file__).resolve().parents[2] / "shared" / "data"
-SHARED_DATA: Final = _BESIDE_REPO if _BESIDE_REPO.is_dir() else Path("/work/shared/data")
 
 
 def default_data_dir() -> Path:
-    """The repo's ``data/samples/`` when it holds bar files, else the shared data directory."""
-    if REPO_SAMPLES.is_dir() and any(p.suffix.lower() in {".csv", ".txt"} for p in REPO_SAMPLES.iterdir()):
-        return REPO_SAMPLES
-    return SHARED_DATA
+    """The repo's ``data/samples/`` (the shipped bar files; nothing outside the repository is read)."""
+    return REPO_SAMPLES
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ async def test_history_for_every_sample_file_matches_the_loader(
     ib_log.allow(r"Error 162\b.*returned no data")  # a one-day chunk on a market holiday (2011-01-17) is empty
     harness.set_time(datetime(2020, 1, 1, tzinfo=UTC))
     files = bar_files(data_dir)
-    assert len(files) >= 5  # data/samples holds five files (ORCL is GPL and stays out of the repo)
+    assert len(files) >= 5  # data/samples holds five real files (its synthetic/ subfolder is not listed)
     for path in files:
         loaded = load_bars(path)
         assert loaded.bar_size is not None

@@ -17,11 +17,12 @@ from services.bars.loader import load_bars
 from services.bars.resample import resample_bars
 from simulator import ManualTime, SimConfig, SimServer
 from simulator.catalog import EASTERN, bar_files, symbol_from_filename
-from simulator.config import SHARED_DATA, default_data_dir
+from simulator.config import default_data_dir
 from simulator.wire import FrameReader, encode
 from tests.simulator.helpers import Connect, eventually
 
 DATA = default_data_dir()
+SYNTHETIC = DATA / "synthetic"  # generated daily series, outside the default catalog
 
 
 async def test_connect_negotiates_178_and_syncs_fast(sim: SimServer, connect: Connect) -> None:
@@ -151,12 +152,14 @@ async def test_history_round_trips_every_sample_file(
     _assert_round_trip(await _fetch_all(ib, sim, pacing_time, path, format_date), path)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "orcl-1995-2014.txt").exists(), reason="shared data not mounted")
-async def test_history_round_trips_the_shared_orcl_file(pacing_time: ManualTime, connect: Connect) -> None:
-    path = SHARED_DATA / "orcl-1995-2014.txt"  # GPL-3.0: not copied into data/samples
-    async with SimServer(SimConfig(data_dir=SHARED_DATA, pacing_time=pacing_time)) as shared:
-        ib = await connect(server=shared)
-        _assert_round_trip(await _fetch_all(ib, shared, pacing_time, path, 1), path)
+async def test_history_round_trips_twenty_years_of_daily_bars(pacing_time: ManualTime, connect: Connect) -> None:
+    # the shipped synthetic series (services.bars.synthetic): 5,036 daily bars served as symbol SYNTH
+    path = SYNTHETIC / "SYNTH-1995-2014.csv"
+    async with SimServer(SimConfig(data_dir=SYNTHETIC, pacing_time=pacing_time)) as server:
+        ib = await connect(server=server)
+        bars = await _fetch_all(ib, server, pacing_time, path, 1)
+        assert len(bars) == 5036
+        _assert_round_trip(bars, path)
         ib.disconnect()
 
 
