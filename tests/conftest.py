@@ -2,9 +2,9 @@
 
 * Every test runs with ``PREFECT_HOME``, ``XDG_DATA_HOME`` in a temp dir, Prefect analytics off and no ``TRADER_*``
   variables from the developer's shell (set in ``pytest_configure``, before any test module imports Prefect).
-* ``pg_cluster`` / ``pg_url``: the session's throwaway PostgreSQL 15 (see ``tests/pg.py``); ``pg_url`` is the
-  migrated ``trader_test`` database, shared by the session. ``tests.pg.create_database(name)`` adds a database to
-  the same cluster (e.g. ``prefect`` with an asyncpg URL).
+* ``pg_cluster`` / ``pg_url``: the session's throwaway PostgreSQL, any installed major version (see ``tests/pg.py``);
+  ``pg_url`` is the migrated ``trader_test`` database, shared by the session. ``tests.pg.create_database(name)``
+  adds a database to the same cluster (e.g. ``prefect`` with an asyncpg URL).
 * ``db_url``: a fresh, migrated database per test, parametrized over ``sqlite`` and ``postgres``;
   ``empty_db_url``: the same, never migrated; ``session``: an ORM session on ``db_url``.
 * ``trader``: ``trader ARGS...`` through typer's CliRunner with ``TRADER_DATA_DIR`` in the test's temp dir (its

@@ -1,8 +1,9 @@
-"""A throwaway PostgreSQL 15 cluster for the test session.
+"""A throwaway PostgreSQL cluster (any installed major version) for the test session.
 
-:class:`PgCluster` runs ``initdb`` + ``pg_ctl start`` in a temp directory on a free loopback port (fsync off,
-trust auth) and removes everything on :meth:`PgCluster.stop`. As root (sessions and CI) the binaries run as the
-``postgres`` user through ``runuser``, because PostgreSQL refuses to run as root.
+:func:`find_bindir` finds the server binaries (PATH, ``pg_config --bindir``, ``/usr/lib/postgresql/*/bin``);
+:class:`PgCluster` runs that directory's ``initdb`` + ``pg_ctl start`` in a temp directory on a free loopback port
+(fsync off, trust auth) and removes everything on :meth:`PgCluster.stop`. As root (sessions and CI) the binaries
+run as the ``postgres`` user through ``runuser``, because PostgreSQL refuses to run as root.
 
 Other tests get databases through the ``pg_url`` fixture (``trader_test``) or :func:`create_database`::
 
@@ -26,11 +27,12 @@ import psycopg2  # type: ignore[import-untyped]
 from psycopg2 import sql
 
 SETUP_HINT: Final = (
-    "PostgreSQL 15 server binaries (initdb, pg_ctl) are required for the test suite. "
-    "Install them with `apt-get install -y postgresql-15` (Debian/Ubuntu; binaries in /usr/lib/postgresql/15/bin) "
-    "or put initdb and pg_ctl on PATH."
+    "PostgreSQL server binaries (initdb, pg_ctl; any major version) are required for the test suite. "
+    "Install them with `./scripts/setup.sh` or `apt-get install -y postgresql` (Debian: version 15 on Debian 12, "
+    "17 on Debian 13, binaries in /usr/lib/postgresql/<version>/bin), or put initdb and pg_ctl on PATH."
 )
-_SEARCH_DIRS: Final = ("/usr/local/bin", "/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/bin")
+DEBIAN_ROOT: Final = Path("/usr/lib/postgresql")
+SERVER_BINARIES: Final = ("initdb", "pg_ctl")
 TEST_DATABASE: Final = "trader_test"
 
 
@@ -38,16 +40,61 @@ class PgSetupError(RuntimeError):
     """The throwaway cluster could not be created or started."""
 
 
+def _has_server(directory: Path) -> bool:
+    return all((directory / name).is_file() and os.access(directory / name, os.X_OK) for name in SERVER_BINARIES)
+
+
+def _version_key(directory: Path) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in directory.parent.name.split("."))
+    except ValueError:
+        return (-1,)
+
+
+def find_bindir(*, path: str | None = None, debian_root: Path | None = None) -> Path:
+    """Return the directory holding both ``initdb`` and ``pg_ctl`` of one PostgreSQL install, any major version.
+
+    Searched in order, first match wins:
+
+    1. ``PATH`` (``path`` overrides ``$PATH``): the directory of ``initdb``, if ``pg_ctl`` is beside it;
+    2. ``pg_config --bindir`` (``pg_config`` from the same ``PATH``);
+    3. ``<debian_root>/<version>/bin`` (Debian/Ubuntu's layout; default :data:`DEBIAN_ROOT`), highest version
+       first (17 before 16 before 15 before 9.6).
+
+    Both binaries always come from one directory, so initdb and pg_ctl are the same version. Raises
+    :class:`PgSetupError` naming every place searched when none has them.
+    """
+    debian_root = DEBIAN_ROOT if debian_root is None else debian_root
+    searched: list[str] = []
+    initdb = shutil.which("initdb", path=path)
+    if initdb is not None and _has_server(Path(initdb).parent):
+        return Path(initdb).parent
+    searched.append(f"PATH ({path if path is not None else os.environ.get('PATH', '')})")
+    pg_config = shutil.which("pg_config", path=path)
+    if pg_config is None:
+        searched.append("pg_config --bindir (no pg_config on PATH)")
+    else:
+        try:
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=False)
+            bindir = Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
+        except (OSError, subprocess.TimeoutExpired):
+            bindir = None
+        if bindir is not None and _has_server(bindir):
+            return bindir
+        searched.append(f"{pg_config} --bindir ({bindir if bindir is not None else 'no answer'})")
+    candidates = sorted(debian_root.glob("*/bin"), key=_version_key, reverse=True) if debian_root.is_dir() else []
+    for candidate in candidates:
+        if _has_server(candidate):
+            return candidate
+    searched.append(f"{debian_root}/*/bin ({', '.join(str(c) for c in candidates) or 'none'})")
+    raise PgSetupError(
+        f"no PostgreSQL server binaries ({' and '.join(SERVER_BINARIES)}) in: {'; '.join(searched)}. {SETUP_HINT}"
+    )
+
+
 def find_binary(name: str) -> str:
-    """Return the path of a PostgreSQL server binary, or raise :class:`PgSetupError` naming the set-up command."""
-    found = shutil.which(name)
-    if found:
-        return found
-    for directory in _SEARCH_DIRS:
-        candidate = Path(directory) / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    raise PgSetupError(f"`{name}` not found. {SETUP_HINT}")
+    """Return the path of a PostgreSQL server binary from :func:`find_bindir`'s directory."""
+    return str(find_bindir() / name)
 
 
 def free_port() -> int:
@@ -63,6 +110,7 @@ class PgCluster:
     def __init__(self) -> None:
         self.port = 0
         self.root: Path | None = None
+        self.bindir: Path | None = None
         self._as_postgres = os.geteuid() == 0
         self._started = False
 
@@ -85,7 +133,9 @@ class PgCluster:
 
     def start(self) -> PgCluster:
         """Create and start the cluster; raise :class:`PgSetupError` with the reason on any failure."""
-        initdb, pg_ctl = find_binary("initdb"), find_binary("pg_ctl")
+        bindir = find_bindir()
+        self.bindir = bindir
+        initdb, pg_ctl = str(bindir / "initdb"), str(bindir / "pg_ctl")
         self.root = Path(tempfile.mkdtemp(prefix="trader-pg-"))
         try:
             if self._as_postgres:
@@ -126,7 +176,8 @@ class PgCluster:
             return
         if self._started:
             with contextlib.suppress(PgSetupError):
-                self._run(find_binary("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
+                assert self.bindir is not None
+                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
             self._started = False
         shutil.rmtree(self.root, ignore_errors=True)
         self.root = None

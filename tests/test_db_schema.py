@@ -328,6 +328,6 @@ def test_missing_postgres_binaries_fail_with_the_setup_command(monkeypatch: pyte
     import tests.pg as pg
 
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr(pg, "_SEARCH_DIRS", ("/nonexistent",))
-    with pytest.raises(pg.PgSetupError, match="apt-get install -y postgresql-15"):
+    monkeypatch.setattr(pg, "DEBIAN_ROOT", Path("/nonexistent"))
+    with pytest.raises(pg.PgSetupError, match="apt-get install -y postgresql"):
         pg.PgCluster().start()
