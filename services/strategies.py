@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
@@ -153,14 +153,36 @@ def load_strategy_file(path: Path) -> StrategyDefinition:
     return parse_strategy(data, source=source)
 
 
+_DST_SLACK: Final = timedelta(hours=2)  # more than any zone's DST shift
+
+
 def next_run_times(definition: StrategyDefinition, *, count: int = 3, after: datetime | None = None) -> list[datetime]:
-    """Return the next ``count`` scheduled run times (timezone-aware, in the schedule's zone)."""
+    """Return the next ``count`` scheduled run times strictly after ``after`` (default now), timezone-aware in the
+    schedule's zone, by the rule Prefect's scheduler applies to the deployment's ``CronSchedule``:
+
+    * the cron runs on the zone's wall clock (15:55 New York is 19:55 UTC in summer, 20:55 UTC in winter);
+    * a wall time repeated when the clocks fall back runs **once**, at its first occurrence (01:30 on the first
+      Sunday of November is 01:30 EDT; an hourly cron pauses two hours there);
+    * a wall time skipped when they spring forward runs at the pre-change offset (02:30 EST = 03:30 EDT).
+    """
     from croniter import croniter
 
     zone = ZoneInfo(definition.schedule.timezone)
-    start = (after or datetime.now(UTC)).astimezone(zone)
-    itr = croniter(definition.schedule.cron, start)
-    return [itr.get_next(datetime) for _ in range(count)]
+    start = (after or datetime.now(UTC)).astimezone(UTC)
+    wall = start.astimezone(zone).replace(tzinfo=None)
+    # Walk naive wall times (each once) from a little before ``start``: a skipped wall time just before it may
+    # still map to an instant after it. Aware datetimes sharing a tzinfo compare by wall time: compare in UTC.
+    itr = croniter(definition.schedule.cron, wall - _DST_SLACK)
+    found: dict[datetime, datetime] = {}
+    while True:
+        candidate: datetime = itr.get_next(datetime)
+        instant = candidate.replace(tzinfo=zone, fold=0).astimezone(UTC)
+        if instant > start:
+            found.setdefault(instant, instant.astimezone(zone))
+        if len(found) >= count:
+            last = sorted(found)[count - 1]
+            if candidate - last.astimezone(zone).replace(tzinfo=None) > _DST_SLACK:
+                return [found[k] for k in sorted(found)[:count]]
 
 
 def to_spec(definition: StrategyDefinition) -> StrategySpec:
