@@ -140,9 +140,11 @@ def test_orders_per_day_counts_from_midnight_est_on_the_monday(session: Session)
         "sunday-late": "2026-11-02T04:30",  # Sunday 23:30 EST: counted at 04:00 UTC (EDT midnight) or UTC midnight
         "monday-midnight": "2026-11-02T05:00",  # Monday 00:00 EST
         "monday-open": "2026-11-02T14:35",  # Monday 09:35 EST
+        "monday-run": "2026-11-02T20:55",  # the order being sent now (the gate leaves it out of its own count)
     }
+    rows = {}
     for key, when in created.items():
-        row = orders_repo.create(
+        rows[key] = orders_repo.create(
             session,
             key=f"dst-{key}",
             symbol="SPY",
@@ -151,17 +153,17 @@ def test_orders_per_day_counts_from_midnight_est_on_the_monday(session: Session)
             order_type=OrderType.MARKET,
             strategy_name="dst-check",
         )
-        row.created_at = utc(when)
+        rows[key].created_at = utc(when)
     session.flush()
     context = gather_context(
         session,
         trading=TradingSettings(),
         account=None,
-        symbol="SPY",
-        strategy_name="dst-check",
+        order=rows["monday-run"],
+        definition=None,
+        strategy_problem=None,
         now=utc("2026-11-02T20:55"),  # Monday's scheduled run, 15:55 EST
-        market_open=True,
         broker_is_simulated=True,
-        mark=None,
+        marks={},
     )
     assert context.orders_today == 2  # monday-midnight and monday-open only
