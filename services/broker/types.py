@@ -25,6 +25,21 @@ class Connectivity(StrEnum):
 
 
 @dataclass(frozen=True)
+class LinkStatus:
+    """What an operator needs to know about the broker session (``trader broker status``, the
+    ``broker-connectivity`` artifact). Times are UTC."""
+
+    state: Connectivity
+    changed_at: datetime | None  # last change of ``state`` (None: never connected)
+    down_since: datetime | None  # first moment of the current outage (None while connected)
+    reconnecting: bool  # a reconnect loop is running: the session heals by itself
+    attempts: int  # failed reconnect attempts in the current outage
+    reconnects: int  # outages healed since the session was built
+    server_version: int | None
+    endpoint: str  # host:port clientId
+
+
+@dataclass(frozen=True)
 class ContractSpec:
     """What the caller asks for: enough to identify one contract (``conid`` wins when given)."""
 
