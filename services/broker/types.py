@@ -38,6 +38,23 @@ class LinkStatus:
     server_version: int | None
     endpoint: str  # host:port clientId
 
+    def rows(self) -> list[tuple[str, str]]:
+        """(field, value) pairs for a CLI table or an artifact."""
+
+        def at(moment: datetime | None) -> str:
+            return moment.isoformat(timespec="seconds") if moment is not None else "-"
+
+        return [
+            ("state", self.state.value),
+            ("last change", at(self.changed_at)),
+            ("disconnected since", at(self.down_since)),
+            ("reconnecting", "yes" if self.reconnecting else "no"),
+            ("failed attempts (this outage)", str(self.attempts)),
+            ("reconnects", str(self.reconnects)),
+            ("server version", str(self.server_version) if self.server_version is not None else "-"),
+            ("endpoint", self.endpoint),
+        ]
+
 
 @dataclass(frozen=True)
 class ContractSpec:
