@@ -158,7 +158,7 @@ factory = lambda: IBBroker.from_settings(settings.ib, port=port, client_id=clien
 runtime = Runtime(settings, broker_factory=factory, clock=lambda: now)
 with use_runtime(runtime):
     try:
-        stats = serve_warm("trader-pool", concurrency=4, poll_seconds=0.5)
+        stats = serve_warm("trader-pool", concurrency=4, poll_seconds=0.5, reconcile_at_start=False)
     finally:
         runtime.close()
 print(f"claimed={stats.claimed} completed={stats.completed} failed={stats.failed}", flush=True)
