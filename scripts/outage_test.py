@@ -247,6 +247,7 @@ def main() -> None:
     logging.getLogger("trader.warm_worker").setLevel(logging.INFO)
 
     from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from deployments.local_server import free_port, start_server, stop_server
     from tests.pg import PgCluster
@@ -260,7 +261,7 @@ def main() -> None:
         os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
         try:
             settings = seed(root / "trader")
-            with get_client(sync_client=True) as client:
+            with temporary_settings({PREFECT_API_URL: server.api_url}), get_client(sync_client=True) as client:
                 result = scenario(client, settings, outage_s=args.minutes * 60, trigger_every_s=args.trigger_every)
         finally:
             stop_server(home, timeout_s=30)
