@@ -41,6 +41,7 @@ from tasks.market_data import MarketData
 from tasks.market_gate import SKIP_DISCONNECTED, SKIP_RESET, order_flow_gate
 from tasks.orders import order_for_signal
 from tasks.signal import StoredSignal
+from tests.orders_support import store_strategy
 
 REPO = Path(__file__).resolve().parents[1]
 RESET = dt.datetime(2024, 6, 4, 3, 50, tzinfo=dt.UTC)  # 23:50 New York
@@ -169,7 +170,10 @@ def filled(broker: SyncBroker, order_ref: str, timeout_s: float = 15.0) -> None:
 def test_a_failed_reconcile_refuses_the_next_order_until_a_clean_run(
     prefect_api: object, db_url: str, tmp_path: Path, sim: SimServer
 ) -> None:
-    definition = load_strategy_file(REPO / "examples/strategies/spy-sma-cross.yaml")
+    base = load_strategy_file(REPO / "examples/strategies/spy-sma-cross.yaml")
+    # the test's signals are days old at NOW: valid for 7 bars; the send-time gate reads the stored strategy
+    definition = base.model_copy(update={"risk": base.risk.model_copy(update={"order_expiry_bars": 7})})
+    store_strategy(db_url, definition)
     ours = IBSettings(port=sim.port, client_id=17, connect_timeout_s=5, request_timeout_s=5)
     runtime = Runtime(
         _settings(db_url, tmp_path), broker_factory=lambda: IBBroker.from_settings(ours), clock=lambda: NOW
@@ -184,7 +188,7 @@ def test_a_failed_reconcile_refuses_the_next_order_until_a_clean_run(
             def order(day: int) -> Any:
                 return order_for_signal(
                     definition, spy, _market_data(), _buy_signal(db_url, day),
-                    broker=broker, dry_run=True, now=NOW, market_open=True,
+                    broker=broker, dry_run=True, now=NOW,
                 )  # fmt: skip
 
             assert reconcile_flow(return_state=True).result().ok  # clean to start with
