@@ -27,6 +27,7 @@ from models.enums import BarSize, OrderSide, OrderType
 from services.broker.ib_adapter import IBBroker
 from services.broker.pacing import HistoricalLimiter, ManualClock
 from services.broker.types import BarRequest, ContractSpec, OrderRequest
+from services.settings import IBSettings
 from simulator import SimConfig, SimServer
 
 SPY_DAILY_CLOSE = datetime(2017, 12, 29, 21, 0, tzinfo=UTC)
@@ -38,14 +39,14 @@ async def run(orders: int, history: int, gap_s: float) -> dict[str, Any]:
     async with SimServer(SimConfig(port=0, pacing_time=clock.now, farm_notices=False)) as sim:
         connects: list[float] = []
         for i in range(5):
-            probe = IBBroker(port=sim.port, client_id=50 + i, connect_timeout_s=5)
+            probe = IBBroker.from_settings(IBSettings(port=sim.port, client_id=50 + i, connect_timeout_s=5))
             t = time.perf_counter()
             await probe.connect()
             connects.append(time.perf_counter() - t)
             await probe.close()
 
-        broker = IBBroker(
-            port=sim.port, client_id=7, clock=clock, hist_limiter=HistoricalLimiter(clock=clock), request_timeout_s=30
+        broker = IBBroker.from_settings(
+            IBSettings(port=sim.port, client_id=7), clock=clock, hist_limiter=HistoricalLimiter(clock=clock)
         )
         await broker.connect()
         sim.clock.set(datetime(2020, 1, 1, tzinfo=UTC))

@@ -134,8 +134,8 @@ def run_benchmark(runs: int, work: Path, flow, task) -> None:  # type: ignore[no
         sim.clock.set(datetime(2017, 12, 29, 21, 0, tzinfo=UTC))
         runtime = Runtime(
             settings,
-            broker_factory=lambda: IBBroker(
-                "127.0.0.1", sim.port, 41, hist_limiter=HistoricalLimiter(clock=pacing_clock)
+            broker_factory=lambda: IBBroker.from_settings(
+                settings.ib, port=sim.port, client_id=41, hist_limiter=HistoricalLimiter(clock=pacing_clock)
             ),
             clock=lambda: sim.clock.now,
         )

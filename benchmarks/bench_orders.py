@@ -86,7 +86,7 @@ def run(n_signals: int, n_active: int, rounds: int, gap_s: float) -> dict[str, A
         settings = load_settings(
             {}, data_dir=Path(tmp), database={"url": db_url}, trading={"dry_run": False, "max_open_orders": 1_000_000}
         )
-        broker = SyncBroker(lambda: IBBroker(port=sim.port, client_id=17, request_timeout_s=30))
+        broker = SyncBroker(lambda: IBBroker.from_settings(settings.ib, port=sim.port, client_id=17))
         broker.connect()
         with use_runtime(Runtime(settings)):
             spy = broker.qualify(ContractSpec("SPY", SecType.STK))

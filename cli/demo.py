@@ -77,7 +77,7 @@ def demo(
         ib = settings().ib
         runtime = Runtime(
             settings(),
-            broker_factory=lambda: IBBroker("127.0.0.1", sim.port, ib.client_id),
+            broker_factory=lambda: IBBroker.from_settings(ib, host="127.0.0.1", port=sim.port),
             clock=lambda: sim.clock.now,
         )
         analyst = "LLM " + settings().llm.model if settings().llm.api_key else "OFFLINE analyst (no API key set)"

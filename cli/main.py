@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup, TyperOption
 
-from cli import common, data, demo, deploy, orders, prompts, replay, sim, strategies, symbols, worker
+from cli import broker, common, data, demo, deploy, orders, prompts, replay, sim, strategies, symbols, worker
 from cli.common import cli_errors, console, settings
 
 
@@ -48,6 +48,7 @@ for name, group in {
     "symbols": symbols.app,
     "orders": orders.app,
     "prompts": prompts.app,
+    "broker": broker.app,
 }.items():
     app.add_typer(group, name=name, cls=TraderGroup)
 app.command("positions")(orders.positions)

@@ -15,6 +15,12 @@ warm, and each scheduled run still is its own Prefect flow run (own id, states, 
    ``concurrency`` threads: the engine proposes Running, keeps the heartbeat and the deployment
    concurrency lease, and records the final state.
 
+Start-up reconcile (``reconcile_at_start``, on for ``trader worker --warm``): before claiming anything the worker
+creates a run of the ``reconcile`` deployment, claims it and runs it to its end in this thread, so a broker
+that changed while no worker ran (fills, orders placed by hand) is compared with the DB first; a failure sets the
+flag that makes the risk gate refuse new orders until a clean run (the deployment also runs every 15 minutes).
+Without that deployment (``prefect deploy --all`` not run yet) the flow runs in-process without one.
+
 Limits of this worker (use the process worker where they matter): no per-run infrastructure or
 ``job_variables``, no cancellation of a running flow from the UI (a cancel request is recorded, the run
 finishes), and a crash of the process takes every run in it down (Prefect's zombie detection marks them
@@ -42,7 +48,7 @@ from uuid import UUID
 from httpx import HTTPStatusError
 from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.client.schemas.responses import WorkerFlowRunResponse
 from prefect.exceptions import Abort, ObjectNotFound
 from prefect.flows import Flow
@@ -53,6 +59,7 @@ from services.errors import ConfigurationError, InputError
 log = logging.getLogger("trader.warm_worker")
 
 HEARTBEAT_SECONDS = 30.0
+RECONCILE_DEPLOYMENT = "reconcile/reconcile"
 
 
 @dataclass
@@ -70,6 +77,16 @@ class WorkerStats:
         with self._lock:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
+
+
+def queue_reconcile_run(client: SyncPrefectClient) -> UUID | None:
+    """Create a run of the ``reconcile`` deployment now (for a process worker starting: the orders queue has the
+    highest priority, so it is taken first); None when the deployment does not exist."""
+    try:
+        deployment = client.read_deployment_by_name(RECONCILE_DEPLOYMENT)
+    except ObjectNotFound:
+        return None
+    return client.create_flow_run_from_deployment(deployment.id, tags=["worker-start"]).id
 
 
 def _flow_from_entrypoint(entrypoint: str, workdir: Path) -> Flow[..., Any]:
@@ -119,6 +136,7 @@ class WarmWorker:
         poll_seconds: float = 1.0,
         name: str | None = None,
         work_queues: list[str] | None = None,
+        reconcile_at_start: bool = False,
     ) -> None:
         if concurrency < 1:
             raise InputError("--concurrency", f"must be at least 1, got {concurrency}")
@@ -129,6 +147,8 @@ class WarmWorker:
         self.poll_seconds = poll_seconds
         self.name = name or f"warm-{socket.gethostname()}-{id(self):x}"
         self.work_queues = work_queues
+        self.reconcile_at_start = reconcile_at_start
+        self.startup_reconcile: str | None = None  # the start-up reconcile's final state, e.g. "Completed"
         self.stats = WorkerStats()
         self._flows: dict[tuple[str, str], Flow[..., Any]] = {}
         self._deployments: dict[UUID, tuple[str, Path]] = {}
@@ -144,6 +164,8 @@ class WarmWorker:
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         with get_client(sync_client=True) as client, ThreadPoolExecutor(self.concurrency, "warm-run") as pool:
             self._check_pool(client)
+            if self.reconcile_at_start:
+                self.startup_reconcile = self._reconcile_once(client)
             last_beat = 0.0
             while not self._stop.is_set():
                 if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
@@ -161,6 +183,28 @@ class WarmWorker:
             for future in list(self._running.values()):
                 future.result()
             self._reap()
+
+    def _reconcile_once(self, client: SyncPrefectClient) -> str:
+        """Run one reconcile to its end before anything is claimed; return its final state's name."""
+        state: State[Any] | None
+        try:
+            deployment = client.read_deployment_by_name(RECONCILE_DEPLOYMENT)
+        except ObjectNotFound:
+            from flows.orders import reconcile_flow
+
+            log.warning("deployment %s not found (prefect deploy --all): reconciling in-process", RECONCILE_DEPLOYMENT)
+            state = reconcile_flow(return_state=True)
+        else:
+            created = client.create_flow_run_from_deployment(deployment.id, tags=["worker-start"])
+            claimed = self._claim(client, created)
+            if claimed is None:  # another worker took it, or a reconcile is active (CANCEL_NEW)
+                log.info("start-up reconcile run %s not claimed here", created.id)
+                return "not claimed"
+            self._execute(claimed)
+            state = client.read_flow_run(created.id).state
+        name = (state.name or state.type.value) if state is not None else "unknown"
+        log.info("start-up reconcile: %s%s", name, f" ({state.message})" if state is not None and state.message else "")
+        return name
 
     def _missing_pool(self) -> ConfigurationError:
         return ConfigurationError(f"work pool {self.pool!r} not found on the Prefect server: run `trader bootstrap`")
@@ -272,11 +316,12 @@ class WarmWorker:
         self.stats.add(completed=1 if ok else 0, failed=0 if ok else 1)
 
 
-def serve_warm(pool: str, *, concurrency: int, poll_seconds: float) -> WorkerStats:
-    """``trader worker --warm``: run until interrupted (Ctrl-C / SIGTERM stop polling; runs in flight finish)."""
+def serve_warm(pool: str, *, concurrency: int, poll_seconds: float, reconcile_at_start: bool = True) -> WorkerStats:
+    """``trader worker --warm``: reconcile once, then run until interrupted (Ctrl-C / SIGTERM stop polling; runs in
+    flight finish)."""
     import signal
 
-    worker = WarmWorker(pool, concurrency=concurrency, poll_seconds=poll_seconds)
+    worker = WarmWorker(pool, concurrency=concurrency, poll_seconds=poll_seconds, reconcile_at_start=reconcile_at_start)
 
     def _stop(_signum: int, _frame: object) -> None:
         worker.stop()

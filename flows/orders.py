@@ -1,4 +1,9 @@
-"""Order flows: order-monitor, order-retry, order-cleanup, reconcile (thin: the logic is in services.orders)."""
+"""Order flows: order-monitor, order-retry, order-cleanup, reconcile (thin: the logic is in services.orders).
+
+Each flow first asks the order gate (``tasks.market_gate.order_flow_skip_state``): in IB's daily reset window,
+or while the broker session is down (it heals in the background), the run ends Completed "Skipped" with the
+reason; the next scheduled run catches up. The order monitor publishes ``broker-connectivity`` on every run.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +37,8 @@ from services.repositories import pnl as pnl_repo
 from services.runtime import get_runtime
 from services.strategies import from_row
 from tasks import kill_switch as kill_switch_tasks
-from tasks.artifacts import markdown_table, publish_markdown, publish_table
+from tasks.artifacts import key_values, markdown_table, publish_markdown, publish_table
+from tasks.market_gate import order_flow_skip_state
 
 
 def _timeouts() -> dict[str, int]:
@@ -77,6 +83,19 @@ def snapshot_pnl(chart: bool = True) -> PnlReport:
     return report
 
 
+CONNECTIVITY_KEY = "broker-connectivity"
+
+
+@task(name="publish broker connectivity", cache_policy=NO_CACHE)
+def publish_connectivity(skipped: str | None) -> None:
+    """The broker session's state, last change and outage figures (``broker-connectivity``)."""
+    status = get_runtime().broker_status()
+    rows = status.rows() if status is not None else [("state", "no session (never connected in this process)")]
+    rows.append(("this run", skipped or "ran"))
+    state = status.state.value if status is not None else "none"
+    publish_markdown(CONNECTIVITY_KEY, "# Broker connectivity\n\n" + key_values(rows), f"broker {state}")
+
+
 @task(name="sync orders", cache_policy=NO_CACHE)
 def _sync() -> SyncReport:
     runtime = get_runtime()
@@ -87,6 +106,10 @@ def _sync() -> SyncReport:
 def order_monitor(chart: bool = True) -> SyncReport:
     """Sync status, fills and commissions of active orders; cancel timed-out DAY limits; publish the state;
     store a P&L snapshot and publish the P&L-over-time chart."""
+    skipped = order_flow_skip_state()
+    publish_connectivity(skipped.message if skipped is not None else None)
+    if skipped is not None:
+        return skipped  # type: ignore[return-value]
     report = _sync()
     publish_state()
     snapshot_pnl(chart)
@@ -96,6 +119,8 @@ def order_monitor(chart: bool = True) -> SyncReport:
 @flow(name="order-retry")
 def order_retry() -> list[str]:
     """Send again orders back in ``created`` after a submit error (bounded by retry_max_attempts)."""
+    if (skipped := order_flow_skip_state()) is not None:  # IB reset window / broker down: Completed "Skipped"
+        return skipped  # type: ignore[return-value]
     runtime = get_runtime()
     broker = runtime.broker()
     now = runtime.clock()
@@ -113,13 +138,18 @@ def order_retry() -> list[str]:
 @flow(name="order-cleanup")
 def order_cleanup() -> int:
     """Archive terminal orders older than archive_after_days; nothing is deleted."""
+    if (skipped := order_flow_skip_state(broker=False)) is not None:  # IB reset window: Completed "Skipped"
+        return skipped  # type: ignore[return-value]
     runtime = get_runtime()
     return cleanup(runtime.database_url, runtime.clock(), runtime.settings.trading.archive_after_days)
 
 
 @flow(name="reconcile")
 def reconcile_flow() -> ReconcileReport:
-    """Broker vs DB; a failure stores a flag in trading_state that blocks new orders."""
+    """Broker vs DB; a failure stores a flag in trading_state that blocks new orders (until a clean run). A run
+    skipped by the gate leaves the flag as it was."""
+    if (skipped := order_flow_skip_state()) is not None:  # IB reset window / broker down: Completed "Skipped"
+        return skipped  # type: ignore[return-value]
     runtime = get_runtime()
     report = reconcile(runtime.database_url, runtime.broker(), runtime.clock())
     publish_state()

@@ -146,8 +146,13 @@ def child_main(mode: str, i: int, kill: str, seed: int, db_url: str, port: int, 
     validation = ValidationResult(frame, [], BadRowPolicy.FLAG, BarSize.DAY_1, len(frame), 0, 0, 0, 0.0, 0.0)
     data = MarketData(frame=frame, validation=validation)
     broker = SyncBroker(
-        lambda: IBBroker(
-            port=port, client_id=CLIENT_ID, connect_timeout_s=10, request_timeout_s=10, order_ack_timeout_s=5
+        lambda: IBBroker.from_settings(
+            settings.ib,
+            port=port,
+            client_id=CLIENT_ID,
+            connect_timeout_s=10,
+            request_timeout_s=10,
+            order_ack_timeout_s=5,
         )
     )
     with use_runtime(Runtime(settings)):

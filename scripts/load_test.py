@@ -165,7 +165,7 @@ def _warm_contract_cache(settings: Any, sim_port: int) -> None:
     from services.db import session_scope
     from services.runtime import Runtime
 
-    runtime = Runtime(settings, broker_factory=lambda: IBBroker("127.0.0.1", sim_port, 90))
+    runtime = Runtime(settings, broker_factory=lambda: IBBroker.from_settings(settings.ib, port=sim_port, client_id=90))
     spy = store.load_strategy_file(REPO / "examples/strategies/spy-sma-cross.yaml")
     try:
         spec = symbols.spec_of(spy)
@@ -361,7 +361,9 @@ def _run(args: argparse.Namespace, root: Path, trader_url: str, started: float, 
             unpaced = HistoricalLimiter(10**9, per_contract_max=10**9, identical_gap_s=0.0)
             runtime = Runtime(
                 settings,
-                broker_factory=lambda: IBBroker("127.0.0.1", sim.port, 91, hist_limiter=unpaced),
+                broker_factory=lambda: IBBroker.from_settings(
+                    settings.ib, port=sim.port, client_id=91, hist_limiter=unpaced
+                ),
                 clock=lambda: MARKET_NOW,
             )
             worker = WarmWorker(POOL, concurrency=args.concurrency, poll_seconds=1.0)

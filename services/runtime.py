@@ -7,6 +7,8 @@ their own with :func:`use_runtime` (for instance a broker connected to the TWS s
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,8 +18,11 @@ from pathlib import Path
 
 from services.broker.loop_owner import SyncBroker
 from services.broker.port import BrokerPort
+from services.broker.types import LinkStatus
 from services.llm.store import DbLlmCallStore, LlmCallStore
 from services.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,12 +44,34 @@ class Runtime:
         return self.settings.runs_dir()
 
     def broker(self) -> SyncBroker:
-        """The connected broker session (built and connected on first use)."""
+        """The broker session, built and connected on first use and REBUILT when it cannot heal by itself.
+
+        A session that dropped reconnects in the background (``IBBroker``: unbounded, capped backoff) and is
+        returned as is: its requests fail at once with ``BrokerConnectionError`` until it is back. A session
+        that never connected, was closed, or whose reconnect loop ended is closed and replaced here; when the
+        new one cannot connect, ``BrokerConnectionError`` propagates and the next call tries again.
+        """
         with self._lock:
+            current = self._broker
+            if current is not None and not current.healable:
+                log.warning("broker session is dead (%s, no reconnect running): rebuilding it", current.connectivity)
+                self._broker = None
+                with contextlib.suppress(Exception):
+                    current.close()
             if self._broker is None:
-                self._broker = SyncBroker(self._factory())
-                self._broker.connect()
+                fresh = SyncBroker(self._factory())
+                try:
+                    fresh.connect()
+                except BaseException:
+                    fresh.close()
+                    raise
+                self._broker = fresh
             return self._broker
+
+    def broker_status(self) -> LinkStatus | None:
+        """The current session's link status without connecting (None before the first use)."""
+        current = self._broker  # no lock: a connect in progress must not delay a status read
+        return current.status() if current is not None else None
 
     def _factory(self) -> Callable[[], BrokerPort]:
         if self.broker_factory is not None:

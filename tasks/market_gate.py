@@ -17,6 +17,11 @@ simulator's market time in the demo):
      (04:00-20:00 exchange time for US stocks; the whole session day elsewhere).
    * 24/5 instruments (``CASH``: IDEALPRO forex) are gated by the weekend only (calendar ``24/5``).
 
+3. **Order flows** (order-monitor, order-retry, order-cleanup, reconcile: :func:`order_flow_skip_state`): the
+   same reset window (rule 1, no exchange session: orders are synced whenever IB answers), then, for the flows
+   that talk to the broker, a broker session that is not connected -> ``"skipped: broker disconnected ..."``
+   (the session heals in the background; the next scheduled run catches up).
+
 A skipped run places nothing and fetches no bars: the flow returns :func:`skip_state`'s state right after
 loading the definition. The state is ``Completed`` with name ``"Skipped"`` and the reason as its message, so
 the UI shows ``Skipped`` (a COMPLETED type) and the reason.
@@ -27,14 +32,16 @@ never an unthrottled call). The limits are created by ``trader bootstrap`` (``de
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Final
 
 from prefect.client.schemas.objects import State
 from prefect.states import Completed
 
 from models.strategy import StrategyDefinition
+from services.errors import BrokerConnectionError, InputError
 from services.market_hours import (
     CLOSE_GRACE,
     RESET_END,
@@ -52,14 +59,19 @@ __all__ = [
     "RESET_START",
     "SKIPPED_STATE_NAME",
     "SKIP_CLOSED",
+    "SKIP_DISCONNECTED",
     "SKIP_RESET",
     "calendar_for",
     "in_reset_window",
     "limited",
     "market_gate",
+    "order_flow_gate",
+    "order_flow_skip_state",
     "skip_state",
+    "skipped",
 ]
 
+SKIP_DISCONNECTED: Final = "skipped: broker disconnected"
 SKIPPED_STATE_NAME: Final = "Skipped"
 
 
@@ -72,9 +84,38 @@ def skip_state(definition: StrategyDefinition) -> State | None:
     from services.runtime import get_runtime
 
     reason = market_gate(definition, get_runtime().clock())
-    if reason is None:
-        return None
+    return None if reason is None else skipped(reason)
+
+
+def skipped(reason: str) -> State:
+    """The final state of a run a gate stops: ``Completed`` named "Skipped", the reason as its message."""
     return Completed(name=SKIPPED_STATE_NAME, message=reason)
+
+
+def order_flow_gate(now: datetime, connectivity: Callable[[], str] | None) -> str | None:
+    """Why an order flow run at ``now`` must be skipped (rule 3), or ``None``. ``connectivity`` returns the
+    broker session's state (``"connected"`` to go on) or raises ``BrokerConnectionError``; None: no broker."""
+    if now.tzinfo is None:
+        raise InputError("order gate", f"naive datetime {now.isoformat()}: pass a timezone-aware datetime")
+    if in_reset_window(now):
+        return SKIP_RESET
+    if connectivity is None:
+        return None
+    try:
+        state = connectivity()
+    except BrokerConnectionError as exc:
+        return f"{SKIP_DISCONNECTED}: {exc}"
+    return None if state == "connected" else f"{SKIP_DISCONNECTED} ({state})"
+
+
+def order_flow_skip_state(*, broker: bool = True) -> State | None:
+    """The final state for an order flow run the gate stops, or ``None`` to go on (see rule 3). With ``broker``
+    the runtime's session is built / rebuilt here (:meth:`services.runtime.Runtime.broker`)."""
+    from services.runtime import get_runtime
+
+    runtime = get_runtime()
+    reason = order_flow_gate(runtime.clock(), (lambda: runtime.broker().connectivity.value) if broker else None)
+    return None if reason is None else skipped(reason)
 
 
 # Global concurrency limits (created by deployments/bootstrap.py). Names are part of the contract.

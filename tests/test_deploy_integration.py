@@ -126,7 +126,10 @@ def test_prefect_deploy_all_from_the_repository_root(
     assert monitor.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
     cleanup = deployments["order-cleanup"].schedules[0].schedule
     assert (cleanup.cron, cleanup.timezone) == ("0 4 * * 0", "America/New_York")  # type: ignore[union-attr]
-    assert deployments["reconcile"].schedules == [] and deployments["strategy-run"].schedules == []
+    reconcile = deployments["reconcile"]
+    assert [s.schedule.cron for s in reconcile.schedules] == ["*/15 * * * *"]  # type: ignore[union-attr]
+    assert reconcile.work_queue_name == "orders"
+    assert deployments["strategy-run"].schedules == []
 
 
 def _runs(client: SyncPrefectClient, deployment_id: Any) -> list[Any]:

@@ -44,7 +44,7 @@ def trader(tmp_path_factory):
     with SimServer.in_thread(SimConfig(data_dir=REPO / "data" / "samples")) as sim:
         runtime = Runtime(
             settings,
-            broker_factory=lambda: IBBroker("127.0.0.1", sim.port, 31),
+            broker_factory=lambda: IBBroker.from_settings(settings.ib, port=sim.port, client_id=31),
             clock=lambda: sim.clock.now,
         )
         with use_runtime(runtime):

@@ -153,10 +153,12 @@ from services.settings import load_settings
 from services.runtime import Runtime, use_runtime
 
 port, client_id, now = int(sys.argv[1]), int(sys.argv[2]), datetime.fromisoformat(sys.argv[3])
-runtime = Runtime(load_settings(), broker_factory=lambda: IBBroker("127.0.0.1", port, client_id), clock=lambda: now)
+settings = load_settings()
+factory = lambda: IBBroker.from_settings(settings.ib, port=port, client_id=client_id)
+runtime = Runtime(settings, broker_factory=factory, clock=lambda: now)
 with use_runtime(runtime):
     try:
-        stats = serve_warm("trader-pool", concurrency=4, poll_seconds=0.5)
+        stats = serve_warm("trader-pool", concurrency=4, poll_seconds=0.5, reconcile_at_start=False)
     finally:
         runtime.close()
 print(f"claimed={stats.claimed} completed={stats.completed} failed={stats.failed}", flush=True)

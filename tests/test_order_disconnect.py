@@ -28,6 +28,7 @@ from services.orders.submit import OrderIntent, submit_order
 from services.positions import compare, rebuild
 from services.repositories import fills as fills_repo
 from services.repositories import orders as orders_repo
+from services.settings import IBSettings
 from simulator import SimConfig, SimServer
 from tests.orders_support import send_ctx, store_strategy, strategy
 
@@ -51,11 +52,8 @@ def sim() -> Iterator[SimServer]:
 @pytest.fixture
 def broker(sim: SimServer) -> Iterator[SyncBroker]:
     sync = SyncBroker(
-        lambda: IBBroker(
-            port=sim.port,
-            client_id=17,
-            connect_timeout_s=5,
-            request_timeout_s=3,
+        lambda: IBBroker.from_settings(
+            IBSettings(port=sim.port, client_id=17, connect_timeout_s=5, request_timeout_s=3),
             order_ack_timeout_s=5,
             reconnect=Backoff(attempts=60, base_s=0.05, max_s=0.2),
         )

@@ -20,7 +20,7 @@ from services.db import session_scope
 from services.orders.submit import OrderIntent, idempotency_key, reconcile_submitting, send, submit_order
 from services.repositories import orders as orders_repo
 from services.repositories import trading_state
-from services.settings import TradingSettings
+from services.settings import IBSettings, TradingSettings
 from simulator import SimConfig, SimServer
 from tests.orders_support import send_ctx, store_strategy, strategy
 
@@ -232,7 +232,9 @@ SIM_NOW = dt.datetime(2012, 6, 27, 15, 0, tzinfo=dt.UTC)
 def test_simulator_restart_finds_the_order_by_order_ref(db_url: str) -> None:
     with SimServer.in_thread(SimConfig(data_dir=SIM_DATA, accounts=("DU1234567",))) as sim:
         sim.clock.set(SIM_NOW)
-        with SyncBroker(lambda: IBBroker("127.0.0.1", sim.port, 41, connect_timeout_s=5)) as broker:
+        with SyncBroker(
+            lambda: IBBroker.from_settings(IBSettings(port=sim.port, client_id=41, connect_timeout_s=5))
+        ) as broker:
             spy = broker.qualify(ContractSpec("SPY"))
             it = OrderIntent(
                 "spy-sim",
@@ -253,7 +255,9 @@ def test_simulator_restart_finds_the_order_by_order_ref(db_url: str) -> None:
                 assert row is not None
                 row.status, row.ib_perm_id = OrderStatus.SUBMITTING, None
         # a fresh process: same clientId, startup sync, same flow again
-        with SyncBroker(lambda: IBBroker("127.0.0.1", sim.port, 41, connect_timeout_s=5)) as broker:
+        with SyncBroker(
+            lambda: IBBroker.from_settings(IBSettings(port=sim.port, client_id=41, connect_timeout_s=5))
+        ) as broker:
             again = submit_order(db_url, broker, spy, it, send_ctx(SIM_NOW, dry_run=False))
             assert again.reused and again.status is OrderStatus.SUBMITTED
             assert [o.order_ref for o in broker.open_orders()] == [it.key]

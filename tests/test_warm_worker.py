@@ -63,7 +63,9 @@ def trader_settings(data_dir: Path, database_url: str | None = None, strategies:
 def warm_contract_cache(settings: Settings, sim_port: int, client_id: int) -> None:
     """Store SPY's contract before a burst: concurrent first runs of one symbol race on the contract cache's
     insert (``uq_contracts_conid``; services/repositories/contracts.put is a read-then-insert)."""
-    runtime = Runtime(settings, broker_factory=lambda: IBBroker("127.0.0.1", sim_port, client_id))
+    runtime = Runtime(
+        settings, broker_factory=lambda: IBBroker.from_settings(settings.ib, port=sim_port, client_id=client_id)
+    )
     spy = store.load_strategy_file(REPO / "examples/strategies/spy-sma-cross.yaml")
     try:
         symbols.resolve(
@@ -128,7 +130,9 @@ def test_a_scheduled_strategy_run_completes_in_process_with_its_artifacts(
 
     with SimServer.in_thread(SimConfig(data_dir=REPO / "data" / "samples", now=MARKET_NOW)) as sim:
         runtime = Runtime(
-            settings, broker_factory=lambda: IBBroker("127.0.0.1", sim.port, 51), clock=lambda: sim.clock.now
+            settings,
+            broker_factory=lambda: IBBroker.from_settings(settings.ib, port=sim.port, client_id=51),
+            clock=lambda: sim.clock.now,
         )
         worker = WarmWorker(POOL, concurrency=2, poll_seconds=0.5)
         with use_runtime(runtime):

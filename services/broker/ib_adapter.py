@@ -8,8 +8,14 @@ Design (docs/tws-protocol.md §2.7, §3, §4):
 - ``ib.RaiseRequestErrors = True`` and an explicit timeout on every request; ib_async's exceptions and IB error
   codes become our exception tree (:mod:`services.broker.ib_errors`).
 - Connectivity: ``CONNECTED`` after the startup sync; ``LOST`` on 1100 until 1101/1102; a dropped socket starts a
-  bounded reconnect (exponential backoff with jitter, same clientId). ``place_order`` refuses unless
-  ``CONNECTED``: nothing is queued.
+  reconnect loop (same clientId) that keeps trying while the broker is open: exponential backoff with jitter,
+  capped at ``reconnect.max_s``, attempts unbounded (an IB Gateway restart of any length heals). ``connect()``
+  itself is bounded (``reconnect.attempts`` retries): a caller learns quickly that nothing listens. While not
+  connected every request fails at once with ``BrokerConnectionError``; ``place_order`` refuses unless
+  ``CONNECTED``: nothing is queued. Every state change is logged (connected / disconnected since T /
+  reconnected after N attempts and D s); :meth:`IBBroker.status` reports it.
+- Defaults of host, port, clientId, timeouts and message pacing live in :class:`services.settings.IBSettings`
+  only: build with :meth:`IBBroker.from_settings`.
 - Pacing: a message limiter in front of every request and the historical limiter (60/10 min, 5 per contract in
   2 s, identical requests 15 s apart) in front of ``reqHistoricalData``; a 162 pacing violation is retried with
   backoff, then raised as ``PacingViolationError``.
@@ -26,7 +32,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import pandas as pd
@@ -59,6 +65,7 @@ from services.broker.types import (
     ContractInfo,
     ContractSpec,
     Execution,
+    LinkStatus,
     OrderRequest,
     Quote,
 )
@@ -77,7 +84,8 @@ _WORKING: Final = frozenset({"PreSubmitted", "Submitted", "Filled", "PendingCanc
 _DONE: Final = frozenset({"Cancelled", "ApiCancelled", "Inactive", "Filled"})
 _REJECT_GRACE_S: Final = 0.25  # an Inactive/Cancelled status may precede its error code by a frame or two
 _HIST_CACHE_S: Final = 15.0  # identical historical requests within this window are served from the last answer
-DEFAULT_RECONNECT: Final = Backoff(attempts=8, base_s=0.5, max_s=30.0)
+# attempts: retries of connect() (bounded); the reconnect loop after a drop retries forever, waits capped at max_s
+DEFAULT_RECONNECT: Final = Backoff(attempts=3, base_s=0.5, max_s=60.0)
 DEFAULT_PACING_RETRY: Final = Backoff(attempts=3, base_s=10.0, max_s=120.0)
 
 
@@ -86,15 +94,15 @@ class IBBroker:
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 7497,
-        client_id: int = 17,
+        host: str,
+        port: int,
+        client_id: int,
         account: str | None = None,
         *,
-        connect_timeout_s: float = 10.0,
-        request_timeout_s: float = 30.0,
+        connect_timeout_s: float,
+        request_timeout_s: float,
+        max_messages_per_s: int,
         order_ack_timeout_s: float = 10.0,
-        max_messages_per_s: int = 45,
         hist_limiter: HistoricalLimiter | None = None,
         clock: Clock | None = None,
         reconnect: Backoff = DEFAULT_RECONNECT,
@@ -116,6 +124,7 @@ class IBBroker:
         self.market_data_type = market_data_type
         self.rng = rng or random.Random()
         self.reconnects = 0
+        self.reconnect_attempts = 0  # failed attempts in the current outage
         self.pacing_retries = 0
         self.server_version: int | None = None
         self._state = Connectivity.DISCONNECTED
@@ -126,6 +135,9 @@ class IBBroker:
         self._changed = asyncio.Event()
         self._hist_cache: dict[tuple[Any, ...], tuple[float, pd.DataFrame]] = {}
         self.listeners: list[Callable[[Connectivity], None]] = []
+        self._changed_at: datetime | None = None
+        self._down_since: datetime | None = None
+        self._ever_connected = False
 
     @classmethod
     def from_settings(cls, settings: IBSettings, **overrides: Any) -> IBBroker:
@@ -150,11 +162,35 @@ class IBBroker:
     def connectivity(self) -> Connectivity:
         return self._state
 
+    @property
+    def reconnecting(self) -> bool:
+        """True while a reconnect loop runs: the session heals by itself (else a dead one stays dead)."""
+        return self._reconnect_task is not None and not self._reconnect_task.done()
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port} clientId {self.client_id}"
+
+    def status(self) -> LinkStatus:
+        """The session's state, last change, outage start, attempts and reconnects (safe from any thread)."""
+        return LinkStatus(
+            state=self._state,
+            changed_at=self._changed_at,
+            down_since=self._down_since,
+            reconnecting=self.reconnecting,
+            attempts=self.reconnect_attempts,
+            reconnects=self.reconnects,
+            server_version=self.server_version,
+            endpoint=self.endpoint,
+        )
+
     async def connect(self) -> None:
         """Connect (with bounded retries) and run ib_async's startup sync; raise ``BrokerConnectionError``."""
         self._bind_loop()
         if self._state in (Connectivity.CONNECTED, Connectivity.LOST):
             return
+        if self.reconnecting:
+            raise BrokerConnectionError(f"broker {self._state}: reconnecting to {self.endpoint}")
         self._closing = False
         last: BrokerConnectionError | None = None
         for attempt in range(self.reconnect_backoff.attempts + 1):
@@ -219,29 +255,43 @@ class IBBroker:
         self._changed.set()
         if self._closing or self._state is Connectivity.DISCONNECTED:
             return
-        log.warning("IB connection to %s:%s lost", self.host, self.port)
         self._set_state(Connectivity.DISCONNECTED)
-        if self.auto_reconnect and self._loop is not None and self._reconnect_task is None:
+        if self.auto_reconnect and self._loop is not None and not self.reconnecting:
             self._reconnect_task = self._loop.create_task(self._reconnect_loop())
 
     async def _reconnect_loop(self) -> None:
+        """Reconnect until connected or closed: capped exponential backoff with jitter, no attempt limit."""
+        started = time.monotonic()
+        attempt = 0
+        self.reconnect_attempts = 0
+        delay = self.reconnect_backoff.delay(0, self.rng)
         try:
-            for attempt in range(self.reconnect_backoff.attempts):
-                await asyncio.sleep(self.reconnect_backoff.delay(attempt, self.rng))
+            while not self._closing:
+                await asyncio.sleep(delay)
                 if self._closing:
                     return
                 try:
                     await self._connect_once()
                 except BrokerConnectionError as exc:
-                    log.warning("reconnect attempt %d failed: %s", attempt + 1, exc)
+                    attempt += 1
+                    self.reconnect_attempts = attempt
+                    delay = self.reconnect_backoff.delay(attempt, self.rng)
+                    log.warning(
+                        "reconnect attempt %d to %s failed (next in %.1fs): %s", attempt, self.endpoint, delay, exc
+                    )
                     continue
                 self.reconnects += 1
-                log.info("reconnected to %s:%s as clientId %d", self.host, self.port, self.client_id)
+                self.reconnect_attempts = 0
+                log.info(
+                    "IB reconnected to %s after %d attempts and %.1fs",
+                    self.endpoint,
+                    attempt + 1,
+                    time.monotonic() - started,
+                )
                 return
-            log.error("giving up reconnecting after %d attempts", self.reconnect_backoff.attempts)
+        except Exception:  # an unexpected failure ends the loop: the runtime rebuilds the session on next use
+            log.exception("reconnect loop for %s ended unexpectedly", self.endpoint)
             self._set_state(Connectivity.DISCONNECTED)
-        finally:
-            self._reconnect_task = None
 
     def _on_error(self, req_id: int, code: int, message: str, contract: Any) -> None:
         self._changed.set()
@@ -269,11 +319,35 @@ class IBBroker:
             log.warning("re-subscription after 1101 failed: %r", exc)
 
     def _set_state(self, state: Connectivity) -> None:
-        if state is not self._state:
-            self._state = state
-            self._changed.set()
-            for listener in list(self.listeners):
-                listener(state)
+        if state is self._state:
+            return
+        previous, self._state = self._state, state
+        now = datetime.now(UTC)
+        self._changed_at = now
+        self._log_change(previous, state, now)
+        self._changed.set()
+        for listener in list(self.listeners):
+            listener(state)
+
+    def _log_change(self, previous: Connectivity, state: Connectivity, now: datetime) -> None:
+        # CONNECTING <-> DISCONNECTED flips of a reconnect attempt are not changes an operator needs to see.
+        if state is Connectivity.CONNECTED:
+            if previous is Connectivity.LOST:
+                log.info("IB link restored at %s (%s)", self.endpoint, _since(self._down_since, now))
+            elif not self._ever_connected:
+                log.info("IB connected to %s (server version %s)", self.endpoint, self.server_version)
+            self._ever_connected = True
+            self._down_since = None
+        elif state is Connectivity.LOST:
+            self._down_since = self._down_since or now
+            log.warning("IB link lost at %s since %s (TWS <-> IB, 1100)", self.endpoint, _iso(self._down_since))
+        elif state is Connectivity.DISCONNECTED and previous in (Connectivity.CONNECTED, Connectivity.LOST):
+            self._down_since = self._down_since or now
+            if self._closing:
+                log.info("IB connection to %s closed", self.endpoint)
+                return
+            how = "reconnecting" if self.auto_reconnect else "no automatic reconnect"
+            log.warning("IB disconnected from %s since %s (%s)", self.endpoint, _iso(self._down_since), how)
 
     # ---- contracts and data ----
 
@@ -550,6 +624,16 @@ class IBBroker:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat(timespec="seconds") if moment is not None else "?"
+
+
+def _since(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "no outage"
+    return f"down {(now - moment) / timedelta(seconds=1):.1f}s since {_iso(moment)}"
 
 
 def _spec_contract(spec: ContractSpec) -> Contract:

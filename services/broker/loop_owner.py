@@ -26,6 +26,7 @@ from services.broker.types import (
     ContractInfo,
     ContractSpec,
     Execution,
+    LinkStatus,
     OrderRequest,
     Quote,
 )
@@ -140,6 +141,22 @@ class SyncBroker:
     @property
     def connectivity(self) -> Connectivity:
         return self.broker.connectivity
+
+    @property
+    def healable(self) -> bool:
+        """False when the session cannot recover by itself: its loop stopped, or it is disconnected and no
+        reconnect loop runs (never connected, closed, or the loop ended). A healable session may still be down:
+        its requests fail at once with ``BrokerConnectionError`` until it reconnects."""
+        if not self.owner.running:
+            return False
+        if self.broker.connectivity is not Connectivity.DISCONNECTED:
+            return True
+        return bool(getattr(self.broker, "reconnecting", False))
+
+    def status(self) -> LinkStatus | None:
+        """The broker's :class:`LinkStatus` when it reports one (``IBBroker``), else None."""
+        status = getattr(self.broker, "status", None)
+        return status() if callable(status) else None
 
     def connect(self) -> None:
         self._run(self.broker.connect())

@@ -199,7 +199,7 @@ class Backoff:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Return the wait before retry number ``attempt`` (0-based), capped at ``max_s``."""
-        raw: float = min(self.max_s, self.base_s * (2.0**attempt))
+        raw: float = min(self.max_s, self.base_s * (2.0 ** min(attempt, 64)))  # unbounded attempts: no overflow
         if self.jitter <= 0:
             return raw
         r = (rng or random).uniform(1.0 - self.jitter, 1.0 + self.jitter)

@@ -25,6 +25,38 @@ class Connectivity(StrEnum):
 
 
 @dataclass(frozen=True)
+class LinkStatus:
+    """What an operator needs to know about the broker session (``trader broker status``, the
+    ``broker-connectivity`` artifact). Times are UTC."""
+
+    state: Connectivity
+    changed_at: datetime | None  # last change of ``state`` (None: never connected)
+    down_since: datetime | None  # first moment of the current outage (None while connected)
+    reconnecting: bool  # a reconnect loop is running: the session heals by itself
+    attempts: int  # failed reconnect attempts in the current outage
+    reconnects: int  # outages healed since the session was built
+    server_version: int | None
+    endpoint: str  # host:port clientId
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(field, value) pairs for a CLI table or an artifact."""
+
+        def at(moment: datetime | None) -> str:
+            return moment.isoformat(timespec="seconds") if moment is not None else "-"
+
+        return [
+            ("state", self.state.value),
+            ("last change", at(self.changed_at)),
+            ("disconnected since", at(self.down_since)),
+            ("reconnecting", "yes" if self.reconnecting else "no"),
+            ("failed attempts (this outage)", str(self.attempts)),
+            ("reconnects", str(self.reconnects)),
+            ("server version", str(self.server_version) if self.server_version is not None else "-"),
+            ("endpoint", self.endpoint),
+        ]
+
+
+@dataclass(frozen=True)
 class ContractSpec:
     """What the caller asks for: enough to identify one contract (``conid`` wins when given)."""
 

@@ -21,6 +21,7 @@ from services.broker.memory import MemoryBroker
 from services.broker.pacing import Backoff, HistoricalLimiter, ManualClock
 from services.broker.port import BrokerPort
 from services.broker.types import ContractInfo
+from services.settings import IBSettings
 from simulator import SimConfig, SimServer
 from simulator.server import cached_catalog
 
@@ -128,11 +129,8 @@ class SocketHarness:
 
     async def start(self) -> None:
         await self.sim.start()
-        self.ib = IBBroker(
-            port=self.sim.port,
-            client_id=CLIENT_ID,
-            connect_timeout_s=5,
-            request_timeout_s=5,
+        self.ib = IBBroker.from_settings(
+            IBSettings(port=self.sim.port, client_id=CLIENT_ID, connect_timeout_s=5, request_timeout_s=5),
             order_ack_timeout_s=5,
             clock=self.clock,
             hist_limiter=HistoricalLimiter(clock=self.clock),

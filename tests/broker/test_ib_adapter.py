@@ -14,6 +14,7 @@ from services.broker.ib_adapter import IBBroker
 from services.broker.loop_owner import LoopOwner, SyncBroker
 from services.broker.types import BarRequest, Connectivity, ContractSpec, OrderRequest
 from services.errors import BrokerConnectionError, PacingViolationError
+from services.settings import IBSettings
 from simulator import SimConfig, SimServer
 from tests.broker.conftest import IBLogGuard
 from tests.broker.harness import SocketHarness, eventually
@@ -121,7 +122,9 @@ async def test_dropped_socket_refuses_orders_then_reconnects_with_backoff(
 async def test_connect_to_closed_port_raises_our_error() -> None:
     from services.broker.pacing import Backoff
 
-    broker = IBBroker(port=1, connect_timeout_s=1, reconnect=Backoff(attempts=1, base_s=0.01, jitter=0))
+    broker = IBBroker.from_settings(
+        IBSettings(port=1, connect_timeout_s=1), reconnect=Backoff(attempts=1, base_s=0.01, jitter=0)
+    )
     with pytest.raises(BrokerConnectionError):
         await broker.connect()
     assert broker.connectivity is Connectivity.DISCONNECTED
@@ -149,7 +152,8 @@ def test_sync_broker_runs_the_port_on_its_own_loop(data_dir, ib_log: IBLogGuard)
         sim.clock.set(SPY_CLOSE)
         owner = LoopOwner()
         try:
-            with SyncBroker(lambda: IBBroker(port=sim.port, client_id=9, connect_timeout_s=5), owner) as broker:
+            ib = IBSettings(port=sim.port, client_id=9, connect_timeout_s=5)
+            with SyncBroker(lambda: IBBroker.from_settings(ib), owner) as broker:
                 assert broker.connectivity is Connectivity.CONNECTED
                 spy = broker.qualify(ContractSpec("SPY"))
                 frame = broker.historical_bars(spy, BarRequest(BarSize.DAY_1, "5 D", end=SPY_CLOSE))
