@@ -83,15 +83,18 @@ def init() -> None:
 def run(name: Annotated[str, typer.Argument(help="Strategy name.")]) -> None:
     """Run one strategy now, in this process, against the configured broker (TRADER_IB__*)."""
     from flows.strategy import strategy_run
+    from services.repositories import strategies as repo
     from services.runtime import get_runtime
 
-    common.ensure_schema()
+    with common.db_session() as session:
+        repo.require(session, name)  # an unknown name is bad input (exit 2), not a "Skipped" run
     try:
-        result = strategy_run(name)
+        state = strategy_run(name, return_state=True)
+        result = state.result()  # raises what a failed run raised
     finally:
         get_runtime().close()
-    if result is None:  # the market gate ended the run early (Completed "Skipped")
-        console.print(f"{name}: skipped (market closed or IB reset window); nothing fetched or ordered")
+    if result is None:  # the gate ended the run early (Completed "Skipped": inactive, market closed, IB reset)
+        console.print(f"{name}: {state.message}; nothing fetched or ordered", markup=False)
         return
     console.print(f"{name}: {result.action}")
     console.print(f"  reason: {result.reason}", markup=False)

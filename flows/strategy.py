@@ -1,5 +1,9 @@
 """The strategy flow: six tasks, read top to bottom. Each step publishes one artifact (the lineage).
 
+Before step 1 the gate (``tasks.market_gate.skip_state``) ends the run Completed "Skipped" when the stored
+strategy is deleted or inactive (checked at the start of every run, whoever scheduled it), when its market is
+closed or inside IB's reset window: no signal, no order.
+
 Any step that cannot produce its output (unknown contract, no or invalid data, a template error) ends
 the run with an ABSTAIN signal that carries the reason; nothing after it runs and nothing is ordered.
 """
@@ -19,7 +23,7 @@ from models.strategy import BAR_SECONDS, StrategyDefinition
 from services.db import session_scope
 from services.errors import InputError, SkipError
 from services.runtime import get_runtime
-from services.strategies import get_definition
+from services.strategies import find_definition
 from tasks.analysis import analyse
 from tasks.chart import draw_chart
 from tasks.indicators import calculate_indicators
@@ -45,9 +49,9 @@ class StrategyRunResult:
     order: OrderStepResult | None = None
 
 
-def _load(strategy: str) -> StrategyDefinition:
+def _load(strategy: str) -> StrategyDefinition | None:
     with session_scope(get_runtime().database_url) as session:
-        return get_definition(session, strategy)
+        return find_definition(session, strategy)
 
 
 def _label_run(definition: StrategyDefinition, bar_time: str | None = None) -> None:
@@ -77,9 +81,10 @@ def _run_dir(definition: StrategyDefinition) -> Path:
 @flow(name="strategy-run", flow_run_name="{strategy}", log_prints=False)
 def strategy_run(strategy: str) -> StrategyRunResult:
     """Run one strategy once: resolve, bars, indicators, chart, analysis, signal, and the order for BUY/SELL."""
-    definition = _load(strategy)
-    if (skipped := skip_state(definition)) is not None:  # market closed / IB reset: Completed "Skipped"
+    definition = _load(strategy)  # None: the strategy was deleted after this run was scheduled
+    if (skipped := skip_state(definition)) is not None:  # deleted/inactive, market closed, IB reset: "Skipped"
         return skipped  # type: ignore[return-value]
+    assert definition is not None  # skip_state stops a deleted strategy
     run_dir = _run_dir(definition)
     chart = outcome = data = contract = None
     failure: str | None = None

@@ -242,3 +242,9 @@ def delete_now(db_url: str, name: str) -> bool:
 
     with send_lock(db_url, exclusive=True), session_scope(db_url) as session:
         return repo.delete(session, name)
+
+
+def find_definition(session: Session, name: str) -> StrategyDefinition | None:
+    """Return the stored, validated definition of ``name``, or ``None`` when there is none (e.g. deleted)."""
+    row = repo.get_by_name(session, name)
+    return None if row is None else from_row(row)

@@ -1,7 +1,11 @@
-"""The market-hours gate: a strategy run outside its exchange's trading time ends early, in a Completed state.
+"""The run gate: a strategy run that must not trade ends early, in a Completed state.
 
-Rules (``market_gate`` is pure and lives in ``services.market_hours``; "now" is the runtime clock, i.e. the
-simulator's market time in the demo):
+0. **Lifecycle** (checked before anything else, by :func:`skip_state`): a strategy deleted or deactivated since
+   its run was scheduled (or triggered by hand) -> ``"Skipped: strategy deleted"`` / ``"Skipped: strategy
+   inactive"``. Pausing the deployment stops new scheduled runs; this check stops the ones already made.
+
+The market-hours rules (``market_gate`` is pure and lives in ``services.market_hours``; "now" is the runtime
+clock, i.e. the simulator's market time in the demo):
 
 1. **IB reset window** (checked first, every day): 23:45-00:45 America/New_York. IB restarts its servers
    around midnight US/Eastern ("daily server reset", North America); requests in that hour fail or hang, so
@@ -59,10 +63,13 @@ __all__ = [
     "RESET_START",
     "SKIPPED_STATE_NAME",
     "SKIP_CLOSED",
+    "SKIP_DELETED",
     "SKIP_DISCONNECTED",
+    "SKIP_INACTIVE",
     "SKIP_RESET",
     "calendar_for",
     "in_reset_window",
+    "lifecycle_gate",
     "limited",
     "market_gate",
     "order_flow_gate",
@@ -72,18 +79,32 @@ __all__ = [
 ]
 
 SKIP_DISCONNECTED: Final = "skipped: broker disconnected"
+SKIP_INACTIVE: Final = "Skipped: strategy inactive"
+SKIP_DELETED: Final = "Skipped: strategy deleted"
 SKIPPED_STATE_NAME: Final = "Skipped"
 
 
-def skip_state(definition: StrategyDefinition) -> State | None:
+def lifecycle_gate(definition: StrategyDefinition | None) -> str | None:
+    """Return why a run of this stored strategy (``None``: there is none, it was deleted) must not run."""
+    if definition is None:
+        return SKIP_DELETED
+    if not definition.active:
+        return SKIP_INACTIVE
+    return None
+
+
+def skip_state(definition: StrategyDefinition | None) -> State | None:
     """The final state for a run the gate stops (``Completed`` named "Skipped"), or ``None`` to go on.
 
-    "Now" is the runtime clock (``get_runtime().clock()``): wall time in production, the simulator's market
-    time in the demo and the tests.
+    ``definition`` is the stored strategy as loaded at the start of the run, ``None`` when it no longer exists.
+    The lifecycle is checked first, then the market hours. "Now" is the runtime clock
+    (``get_runtime().clock()``): wall time in production, the simulator's market time in the demo and the tests.
     """
     from services.runtime import get_runtime
 
-    reason = market_gate(definition, get_runtime().clock())
+    reason = lifecycle_gate(definition)
+    if reason is None and definition is not None:
+        reason = market_gate(definition, get_runtime().clock())
     return None if reason is None else skipped(reason)
 
 
