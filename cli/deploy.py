@@ -21,6 +21,20 @@ def _require_server() -> None:
         raise fail("error: no Prefect server: set PREFECT_API_URL (e.g. `trader server start` prints it)")
 
 
+def _require_active(name: str) -> None:
+    """Refuse (exit 2) a strategy that is not stored or is deactivated: its run would only be skipped."""
+    from cli.common import db_session
+    from services.repositories import strategies as repo
+
+    with db_session() as session:
+        row = repo.get_by_name(session, name)
+        active = None if row is None else row.active
+    if active is None:
+        raise fail(f"error: no strategy named {name!r}", EXIT_INPUT)
+    if not active:
+        raise fail(f"error: strategy {name!r} is deactivated: `trader strategies activate {name}` first", EXIT_INPUT)
+
+
 @cli_errors
 def bootstrap() -> None:
     """Create the work pool, the global concurrency/rate limits and the variables (safe to run twice)."""
@@ -41,18 +55,19 @@ def deploy(
 ) -> None:
     """One deployment per stored strategy (cron + timezone); pause inactive ones, remove deleted ones."""
     from cli.common import db_session
-    from deployments.sync import APP_DIR, desired_from_database, sync_deployments
+    from deployments.sync import APP_DIR, desired_from_database, sync_from_database
 
     with db_session():
         pass
-    wanted = desired_from_database(settings().database_url())
     if dry_run:
-        for want in wanted:
+        for want in desired_from_database(settings().database_url()):
             state = "active" if want.active else "paused"
             console.print(f"{want.name}: {want.cron} ({want.timezone}) {state}", markup=False)
         return
     _require_server()
-    report = sync_deployments(wanted, work_pool=settings().prefect.work_pool, app_dir=app_dir or APP_DIR)
+    report = sync_from_database(
+        settings().database_url(), work_pool=settings().prefect.work_pool, app_dir=app_dir or APP_DIR
+    )
     for line in report.lines():
         console.print(line, markup=False)
 
@@ -65,7 +80,7 @@ def trigger(
     ] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the run to finish (0: return at once).", min=0)] = 0,
 ) -> None:
-    """Run a strategy through its deployment (a worker executes it); once per strategy and bar time."""
+    """Run an active strategy through its deployment (a worker executes it); once per strategy and bar time."""
     from deployments.triggers import idempotency_key, trigger_strategy
 
     when: datetime | None = None
@@ -76,6 +91,7 @@ def trigger(
             raise fail(f"error: --bar-time: {exc}", EXIT_INPUT) from None
         if when.tzinfo is None:
             raise fail("error: --bar-time: give a timezone (e.g. 2017-12-29T16:00-05:00)", EXIT_INPUT)
+    _require_active(name)
     _require_server()
     run = trigger_strategy(name, when, timeout=wait)
     state = run.state.name if run.state else "unknown"

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import cli_errors, console, db_session
+from cli.common import EXIT_FAILED, cli_errors, console, db_session, err_console, fail, settings
 
 app = typer.Typer(help="Manage stored strategy definitions.", no_args_is_help=True)
 
@@ -80,35 +80,75 @@ def show(name: str) -> None:
         console.print(f"  {when.isoformat()}{state}")
 
 
+NOT_REACHABLE = (
+    "Prefect server not reachable: the deployment stays as it is until `trader deploy` or the next strategy-sync run"
+)
+
+
+def _converge_deployment(name: str) -> None:
+    """Bring ``name``'s Prefect deployment in line with the database now (pause, resume, remove), if a server
+    answers at PREFECT_API_URL; otherwise say that it stays as it is. The database change is already committed."""
+    import httpx
+    from prefect.exceptions import PrefectException
+
+    from deployments.bootstrap import server_reachable
+    from deployments.sync import FLOW_NAME, sync_from_database
+
+    if not server_reachable():
+        err_console.print(f"warning: {NOT_REACHABLE}", markup=False)
+        return
+    deployment = f"{FLOW_NAME}/{name}"
+    try:
+        report = sync_from_database(
+            settings().database_url(), work_pool=settings().prefect.work_pool, app_dir=None, only=[name]
+        )
+    except (httpx.HTTPError, PrefectException) as exc:
+        raise fail(
+            f"error: deployment {deployment} not updated ({type(exc).__name__}: {exc}); "
+            "run `trader deploy` once the Prefect server works",
+            EXIT_FAILED,
+        ) from None
+    change = report.change_of(name)
+    if change is None:
+        console.print(f"deployment {deployment}: none (nothing to remove)", markup=False)
+    elif change == "unchanged":
+        console.print(f"deployment {deployment} unchanged (already in line)", markup=False)
+    else:
+        console.print(f"deployment {deployment} {change}", markup=False)
+
+
 @app.command("activate")
 @cli_errors
 def activate(name: str) -> None:
-    """Mark a strategy active (its schedule runs)."""
+    """Mark a strategy active and resume its Prefect deployment (when the server is reachable)."""
     from services.repositories import strategies as repo
 
     with db_session() as session:
         repo.set_active(session, name, True)
     console.print(f"activated {name}")
+    _converge_deployment(name)
 
 
 @app.command("deactivate")
 @cli_errors
 def deactivate(name: str) -> None:
-    """Mark a strategy inactive (its schedule is paused)."""
+    """Mark a strategy inactive and pause its Prefect deployment (when the server is reachable)."""
     from services.repositories import strategies as repo
 
     with db_session() as session:
         repo.set_active(session, name, False)
     console.print(f"deactivated {name}")
+    _converge_deployment(name)
 
 
 @app.command("delete")
 @cli_errors
 def delete(name: str) -> None:
-    """Delete a strategy; its signals and orders are kept."""
+    """Delete a strategy (its signals and orders are kept) and remove its Prefect deployment (when reachable)."""
     from services.repositories import strategies as repo
 
     with db_session() as session:
         repo.require(session, name)
         repo.delete(session, name)
     console.print(f"deleted {name}")
+    _converge_deployment(name)

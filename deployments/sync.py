@@ -2,8 +2,10 @@
 
 One deployment per stored strategy, named after it, on the configured process work pool:
 
-* schedule: the strategy's cron + IANA timezone; **active** iff the strategy is active (a deactivated
-  strategy keeps its deployment with the schedule paused, so manual/triggered runs still work);
+* schedule: the strategy's cron + IANA timezone; **active** iff the strategy is active. A deactivated
+  strategy keeps its deployment, **paused** (``paused`` set and the schedule inactive: the scheduler makes no
+  runs, and pausing deletes the runs it had already made); the flow itself also ends "Skipped: strategy
+  inactive" for a run that still starts (a manual one, or one created before the pause);
 * parameters ``{"strategy": name}`` (never secrets), tags ``strategy``, ``strategy:<name>``,
   ``symbol:<SYMBOL>`` and :data:`MANAGED_TAG` (the mark of deployments this module owns);
 * ``concurrency_limit`` 1 with ``CANCEL_NEW`` (a run still going when the next cron tick fires wins);
@@ -12,6 +14,12 @@ One deployment per stored strategy, named after it, on the configured process wo
 
 A managed deployment whose strategy was deleted is removed. Deployments without :data:`MANAGED_TAG`
 (e.g. prefect.yaml's ``strategy-run/strategy-run`` template) are never touched.
+
+Three callers, one implementation (:func:`sync_from_database`): ``trader deploy`` (everything), ``trader strategies
+activate|deactivate|delete NAME`` (``only=[NAME]``, at once when the server answers) and the hourly
+``strategy-sync`` flow (``deployments/maintenance.py``; it catches whatever a CLI change could not reach).
+The last two pass ``app_dir=None``: an existing deployment keeps its working directory (the one ``trader deploy
+--app-dir`` chose), a new one gets :data:`APP_DIR`.
 
 Why the client API and not ``flow.from_source().deploy()``: the sync must be idempotent and testable. It
 reads each deployment, compares a fingerprint of the fields it manages, and writes only on a difference
@@ -22,7 +30,7 @@ module's data stack at deploy time and no ``prefect.yaml`` rewrite.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -78,23 +86,30 @@ class SyncReport:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     paused: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.created or self.updated or self.paused or self.removed)
+        return bool(self.created or self.updated or self.paused or self.resumed or self.removed)
+
+    def groups(self) -> list[tuple[str, list[str]]]:
+        """(change, deployment names) in a fixed order: created, updated, unchanged, paused, resumed, removed."""
+        return [
+            ("created", self.created),
+            ("updated", self.updated),
+            ("unchanged", self.unchanged),
+            ("paused", self.paused),
+            ("resumed", self.resumed),
+            ("removed", self.removed),
+        ]
+
+    def change_of(self, name: str) -> str | None:
+        """What happened to the deployment of strategy ``name`` (``None``: it was not part of the sync)."""
+        return next((label for label, names in self.groups() if name in names), None)
 
     def lines(self) -> list[str]:
-        return [
-            f"{label}: {', '.join(names) if names else '-'}"
-            for label, names in (
-                ("created", self.created),
-                ("updated", self.updated),
-                ("unchanged", self.unchanged),
-                ("paused", self.paused),
-                ("removed", self.removed),
-            )
-        ]
+        return [f"{label}: {', '.join(names) if names else '-'}" for label, names in self.groups()]
 
 
 def desired_from_database(database_url: str) -> list[DesiredDeployment]:
@@ -118,6 +133,15 @@ def _pull_steps(app_dir: Path) -> list[dict[str, Any]]:
     return [{"prefect.deployments.steps.set_working_directory": {"directory": str(app_dir)}}]
 
 
+def _app_dir_of(dep: DeploymentResponse | None) -> Path | None:
+    """The working directory of an existing deployment's ``set_working_directory`` pull step, if any."""
+    for step in (dep.pull_steps or []) if dep is not None else []:
+        directory = step.get("prefect.deployments.steps.set_working_directory", {}).get("directory")
+        if directory:
+            return Path(directory)
+    return None
+
+
 def _fingerprint_wanted(want: DesiredDeployment, work_pool: str, app_dir: Path) -> tuple[Any, ...]:
     return (
         [(want.cron, want.timezone, want.active)],
@@ -129,7 +153,7 @@ def _fingerprint_wanted(want: DesiredDeployment, work_pool: str, app_dir: Path) 
         1,
         ConcurrencyLimitStrategy.CANCEL_NEW.value,
         want.description,
-        False,
+        not want.active,
     )
 
 
@@ -171,7 +195,7 @@ def _upsert(client: SyncPrefectClient, flow_id: Any, want: DesiredDeployment, wo
         path=str(app_dir),
         entrypoint=ENTRYPOINT,
         parameter_openapi_schema=PARAMETER_SCHEMA,
-        paused=False,
+        paused=not want.active,
         pull_steps=_pull_steps(app_dir),
         enforce_parameter_schema=True,
     )
@@ -191,35 +215,60 @@ def sync_deployments(
     wanted: Sequence[DesiredDeployment],
     *,
     work_pool: str,
-    app_dir: Path = APP_DIR,
+    app_dir: Path | None = APP_DIR,
+    only: Collection[str] | None = None,
     client: SyncPrefectClient | None = None,
 ) -> SyncReport:
-    """Bring the managed deployments in line with ``wanted``; write only what differs."""
+    """Bring the managed deployments in line with ``wanted``; write only what differs.
+
+    ``only``: converge just these strategies' deployments (create, update, pause, resume or remove them) and
+    leave every other deployment alone. ``app_dir=None``: keep an existing deployment's working directory.
+    """
     if client is None:
         with get_client(sync_client=True) as own:
-            return sync_deployments(wanted, work_pool=work_pool, app_dir=app_dir, client=own)
+            return sync_deployments(wanted, work_pool=work_pool, app_dir=app_dir, only=only, client=own)
     report = SyncReport()
+    keep = None if only is None else set(only)
     flow_id = client.create_flow_from_name(FLOW_NAME)
-    existing = {dep.name: dep for dep in managed_deployments(client)}
+    existing = {dep.name: dep for dep in managed_deployments(client) if keep is None or dep.name in keep}
     for want in sorted(wanted, key=lambda w: w.name):
+        if keep is not None and want.name not in keep:
+            continue
         dep = existing.pop(want.name, None)
         if dep is None:
             try:
                 dep = client.read_deployment_by_name(f"{FLOW_NAME}/{want.name}")
             except ObjectNotFound:
                 dep = None
-        if dep is not None and _fingerprint_existing(dep) == _fingerprint_wanted(want, work_pool, app_dir):
+        directory = app_dir or _app_dir_of(dep) or APP_DIR
+        if dep is not None and _fingerprint_existing(dep) == _fingerprint_wanted(want, work_pool, directory):
             report.unchanged.append(want.name)
             continue
-        _upsert(client, flow_id, want, work_pool, app_dir)
-        was_active = dep is not None and any(s.active for s in dep.schedules)
+        _upsert(client, flow_id, want, work_pool, directory)
+        was_active = dep is not None and not dep.paused and any(s.active for s in dep.schedules)
         if not want.active and (dep is None or was_active):
             report.paused.append(want.name)
         elif dep is None:
             report.created.append(want.name)
+        elif want.active and not was_active:
+            report.resumed.append(want.name)
         else:
             report.updated.append(want.name)
     for name, dep in sorted(existing.items()):
         client.delete_deployment(dep.id)
         report.removed.append(name)
     return report
+
+
+def sync_from_database(
+    database_url: str,
+    *,
+    work_pool: str,
+    app_dir: Path | None = APP_DIR,
+    only: Collection[str] | None = None,
+    client: SyncPrefectClient | None = None,
+) -> SyncReport:
+    """Converge the managed deployments with the stored strategies (``trader deploy``, the lifecycle commands and
+    the ``strategy-sync`` flow all come here)."""
+    wanted = desired_from_database(database_url)
+    return sync_deployments(wanted, work_pool=work_pool, app_dir=app_dir, only=only, client=client)
