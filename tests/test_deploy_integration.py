@@ -44,6 +44,7 @@ OPS = {
     "reconcile",
     "kill-switch",
     "symbol-cache-refresh",
+    "strategy-sync",
     "strategy-run",
 }
 
@@ -130,6 +131,9 @@ def test_prefect_deploy_all_from_the_repository_root(
     assert [s.schedule.cron for s in reconcile.schedules] == ["*/15 * * * *"]  # type: ignore[union-attr]
     assert reconcile.work_queue_name == "orders"
     assert deployments["strategy-run"].schedules == []
+    sync = deployments["strategy-sync"]  # hourly, on the orders queue (a safety step: no wait behind strategy runs)
+    assert [(s.schedule.cron, s.active) for s in sync.schedules] == [("7 * * * *", True)]  # type: ignore[union-attr]
+    assert sync.work_queue_name == "orders" and sync.entrypoint == "deployments/maintenance.py:strategy_sync"
 
 
 def _runs(client: SyncPrefectClient, deployment_id: Any) -> list[Any]:
@@ -163,7 +167,7 @@ def test_strategy_deployments_follow_the_database(
     paused = sync_deployments(desired_from_database(url), work_pool=POOL, client=client)
     assert paused.paused == ["aapl-rsi-reversion"] and paused.unchanged == ["spy-sma-cross"]
     aapl = client.read_deployment_by_name("strategy-run/aapl-rsi-reversion")
-    assert [s.active for s in aapl.schedules] == [False]
+    assert [s.active for s in aapl.schedules] == [False] and aapl.paused
 
     # The scheduler (every 2 s here) creates runs for the active schedule only.
     deadline = time.monotonic() + 30
