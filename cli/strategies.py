@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import EXIT_FAILED, cli_errors, console, db_session, err_console, fail, settings
+from cli.common import EXIT_FAILED, cli_errors, console, db_session, ensure_schema, err_console, fail, settings
 
 app = typer.Typer(help="Manage stored strategy definitions.", no_args_is_help=True)
 
@@ -121,10 +121,10 @@ def _converge_deployment(name: str) -> None:
 @cli_errors
 def activate(name: str) -> None:
     """Mark a strategy active and resume its Prefect deployment (when the server is reachable)."""
-    from services.repositories import strategies as repo
+    from services import strategies as store
 
-    with db_session() as session:
-        repo.set_active(session, name, True)
+    ensure_schema()
+    store.set_active_now(settings().database_url(), name, True)
     console.print(f"activated {name}")
     _converge_deployment(name)
 
@@ -133,10 +133,10 @@ def activate(name: str) -> None:
 @cli_errors
 def deactivate(name: str) -> None:
     """Mark a strategy inactive and pause its Prefect deployment (when the server is reachable)."""
-    from services.repositories import strategies as repo
+    from services import strategies as store
 
-    with db_session() as session:
-        repo.set_active(session, name, False)
+    ensure_schema()
+    store.set_active_now(settings().database_url(), name, False)  # under the exclusive send lock: holds at once
     console.print(f"deactivated {name}")
     _converge_deployment(name)
 
@@ -145,10 +145,11 @@ def deactivate(name: str) -> None:
 @cli_errors
 def delete(name: str) -> None:
     """Delete a strategy (its signals and orders are kept) and remove its Prefect deployment (when reachable)."""
+    from services import strategies as store
     from services.repositories import strategies as repo
 
     with db_session() as session:
         repo.require(session, name)
-        repo.delete(session, name)
+    store.delete_now(settings().database_url(), name)  # under the exclusive send lock: holds at once
     console.print(f"deleted {name}")
     _converge_deployment(name)
