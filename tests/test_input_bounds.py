@@ -7,33 +7,18 @@ never fires was stored and ``strategies show`` then raised ``CroniterBadDateErro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import Result
-from typer.testing import CliRunner
 
 from cli import common
-from cli.main import app
 from services.errors import InputError
 from services.files import MAX_BAR_FILE_BYTES, MAX_STRATEGY_FILE_BYTES, read_bytes_capped, read_text_capped
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "strategies" / "spy-sma-cross.yaml"
 Invoke = Callable[..., Result]
-
-
-@pytest.fixture
-def trader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invoke]:
-    monkeypatch.setenv("TRADER_DATA_DIR", str(tmp_path / "data"))
-    common.settings.cache_clear()
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, list(args))
-
-    yield invoke
-    common.settings.cache_clear()
 
 
 def assert_input_error(result: Result, *fragments: str) -> None:

@@ -24,10 +24,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import func, select
-from typer.testing import CliRunner
 
-from cli import common
-from cli.main import app
 from deployments.sync import MANAGED_TAG
 from services.db import session_scope
 from services.settings import Settings, load_settings
@@ -56,19 +53,6 @@ def client(prefect_api: Any) -> Iterator[SyncPrefectClient]:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
-
-
-@pytest.fixture
-def trader(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Trader]:
-    monkeypatch.setenv("TRADER_DATA_DIR", str(data_dir))
-    common.settings.cache_clear()
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, list(args))
-
-    yield invoke
-    common.settings.cache_clear()
 
 
 def _settings(data_dir: Path) -> Settings:

@@ -179,17 +179,7 @@ def cancel(db_url: str, broker: OrderBroker | None, order_id: int, reason: str) 
             return row.status
         if broker is None:
             raise BrokerConnectionError(f"no broker session to cancel {key}")
-    answer: BrokerOrder | None
-    try:
-        answer = broker.cancel_order(key)
-    except OrderRejectedError:
-        answer = broker.find_order(key)
-    with session_scope(db_url) as session:
-        row = orders_repo.get(session, order_id)
-        assert row is not None
-        if answer is not None:
-            apply_broker_order(session, row, answer, f"cancel: {reason}")
-        return row.status
+    return _cancel_at_broker(db_url, broker, order_id, key, reason)
 
 
 def end_unsent(db_url: str, order_id: int, reason: str) -> OrderStatus:
