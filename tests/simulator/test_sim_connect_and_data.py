@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -25,17 +24,20 @@ DATA = default_data_dir()
 SYNTHETIC = DATA / "synthetic"  # generated daily series, outside the default catalog
 
 
-async def test_connect_negotiates_178_and_syncs_fast(sim: SimServer, connect: Connect) -> None:
-    started = time.perf_counter()
-    ib = await connect(client_id=3)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 1.0, f"connectAsync took {elapsed:.2f}s (a sync request timed out?)"
-    assert ib.client.serverVersion() == 178
-    assert ib.managedAccounts() == ["DU1234567"]
-    assert ib.isConnected()
-    sync_ids = {int(f[0]) for c, f in sim.received if c == 3}
-    assert {71, 61, 5, 99, 6, 76, 7} <= sync_ids
-    assert sim.stats.connections == 1
+async def test_connect_negotiates_178_and_answers_every_sync_request(sim: SimServer) -> None:
+    # Every startup-sync request must be answered: an unanswered one times out and raiseSyncErrors turns that
+    # into a ConnectionError (the connect time itself is a figure of benchmarks/bench_broker.py).
+    ib = IB()
+    try:
+        await ib.connectAsync("127.0.0.1", sim.port, clientId=3, timeout=20, raiseSyncErrors=True)
+        assert ib.client.serverVersion() == 178
+        assert ib.managedAccounts() == ["DU1234567"]
+        assert ib.isConnected()
+        sync_ids = {int(f[0]) for c, f in sim.received if c == 3}
+        assert {71, 61, 5, 99, 6, 76, 7} <= sync_ids
+        assert sim.stats.connections == 1
+    finally:
+        ib.disconnect()
 
 
 async def test_server_version_176_is_negotiated(pacing_time: ManualTime, connect: Connect) -> None:
