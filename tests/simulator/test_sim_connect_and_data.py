@@ -291,11 +291,14 @@ async def test_keep_up_to_date_streams_new_bars_on_advance(sim: SimServer, conne
     assert bars[-1].date == datetime.fromisoformat("2012-06-27T14:55:00+00:00")
     before = len(bars)
     sim.clock.advance(2, symbol="SPY")
-    await eventually(lambda: len(bars) == before + 2)
+    # Barrier: the simulator pushes bar updates synchronously on advance, so they precede this reply on the socket.
+    assert await ib.reqCurrentTimeAsync()
+    assert len(bars) == before + 2  # the barrier sees pushed bars (what makes the negative check below valid)
     assert [b.date.minute for b in bars[-2:]] == [0, 5] and bars[-1].close == 132.99
     ib.cancelHistoricalData(bars)
+    assert await ib.reqCurrentTimeAsync()  # the simulator has read the cancel (one connection, in order)
     sim.clock.advance(1, symbol="SPY")
-    await asyncio.sleep(0.05)
+    assert await ib.reqCurrentTimeAsync()
     assert len(bars) == before + 2
 
 
