@@ -171,7 +171,8 @@ def test_sync_broker_runs_the_port_on_its_own_loop(data_dir, ib_log: IBLogGuard)
                 assert len(frame) == 4  # 2017-12-26..29 (Christmas closed)
                 order = broker.place_order(spy, OrderRequest("sync-1", OrderSide.BUY, Decimal(3)))
                 assert order.perm_id
-                assert broker.find_order("sync-1") is not None
+                found = broker.find_order("sync-1")
+                assert found is not None and found.perm_id == order.perm_id
             assert broker.connectivity is Connectivity.DISCONNECTED
         finally:
             owner.stop()
