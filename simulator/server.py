@@ -215,6 +215,13 @@ class SimServer(RequestHandlers):
         else:
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._relisten(), loop))
 
+    def accept_connections_from_thread(self, timeout_s: float = 30.0) -> None:
+        """:meth:`accept_connections` for a caller on another thread (``SimServer.in_thread``); returns once the
+        port accepts connections again."""
+        loop = self._loop
+        assert loop is not None and threading.get_ident() != self._loop_thread, "use `await accept_connections()`"
+        asyncio.run_coroutine_threadsafe(self._relisten(), loop).result(timeout_s)
+
     async def _relisten(self) -> None:
         if self._server is None and not self._stopped:
             await self._listen()
