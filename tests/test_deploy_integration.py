@@ -245,9 +245,6 @@ def test_a_process_worker_runs_scheduled_and_triggered_runs(
     spy_id = client.read_deployment_by_name("strategy-run/spy-sma-cross").id
     run = trigger_strategy("spy-sma-cross", datetime(2017, 12, 27, 21, 0, tzinfo=UTC))
     client.update_flow_run(run.id, job_variables=fixed_clock(session_now))  # before any worker can claim it
-    weekend = client.create_flow_run_from_deployment(
-        spy_id, parameters={"strategy": "spy-sma-cross"}, job_variables=fixed_clock(saturday)
-    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TRADER_"))}
     with SimServer.in_thread(SimConfig(data_dir=REPO / "data" / "samples", now=session_now)) as sim:
         env |= {
@@ -272,10 +269,15 @@ def test_a_process_worker_runs_scheduled_and_triggered_runs(
         try:
             # the next minute's scheduled run plus a fresh Python per run: allow up to eight minutes
             deadline = time.monotonic() + 480
-            state = weekend_state = scheduled = monitored = None
+            state = weekend_state = scheduled = monitored = weekend = None
             while time.monotonic() < deadline:
                 state = client.read_flow_run(run.id).state
-                weekend_state = client.read_flow_run(weekend.id).state
+                if weekend is None and state is not None and state.is_final():
+                    # only now: the deployment's concurrency limit (1, CANCEL_NEW) would cancel a second run
+                    weekend = client.create_flow_run_from_deployment(
+                        spy_id, parameters={"strategy": "spy-sma-cross"}, job_variables=fixed_clock(saturday)
+                    )
+                weekend_state = client.read_flow_run(weekend.id).state if weekend is not None else None
                 scheduled = scheduled or _completed_run(client, scheduled_id, auto_scheduled=True)
                 monitored = monitored or _completed_run(client, monitor.id, auto_scheduled=True)
                 finals = [s is not None and s.is_final() for s in (state, weekend_state)]
