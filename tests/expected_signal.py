@@ -31,7 +31,9 @@ def offline_signal(settings: Settings, definition: StrategyDefinition, sim_port:
     """The offline analyst's signal for ``definition`` at market time ``now`` on the bars the simulator serves."""
     assert settings.llm.api_key is None, "the expectation is the offline analyst's"
     runtime = Runtime(
-        settings, broker_factory=lambda: IBBroker("127.0.0.1", sim_port, EXPECTATION_CLIENT_ID), clock=lambda: now
+        settings,
+        broker_factory=lambda: IBBroker.from_settings(settings.ib, port=sim_port, client_id=EXPECTATION_CLIENT_ID),
+        clock=lambda: now,
     )
     try:
         broker = runtime.broker()
