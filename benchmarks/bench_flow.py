@@ -2,7 +2,9 @@
 
 Prints each step's own compute time (the service functions called directly, p50), the strategy flow's wall
 time per run, the trivial flow's wall time, and the ratio flow / (trivial flow + steps' compute).
-Goals (issue 5): chart PNG under 300 ms p50; ratio within 1.3.
+Goals (issue 5): chart PNG under 300 ms p50; ratio within 1.3. Also: 20 entries of ``tasks.market_gate.limited``
+without a Prefect API (no limit, no server) under 1 s, against ``contextlib.nullcontext`` as the baseline and the
+same 20 entries against the running server (a real strict rate limit) for comparison.
 
     uv run python benchmarks/bench_flow.py [--runs 10] [--postgres]
 
@@ -47,6 +49,8 @@ def main() -> None:
 
     from deployments.local_server import start_server, stop_server
 
+    no_api = limits_without_api(args.runs)
+
     work = Path(tempfile.mkdtemp(prefix="bench-flow-"))
     database_url = None
     cluster = None
@@ -62,11 +66,50 @@ def main() -> None:
 
         with temporary_settings({PREFECT_API_URL: info.api_url}):
             prepare_server()
+            with_api = timed(_enter_limit_20_times, args.runs)
             run_benchmark(args.runs, work, flow, task)
+        print_limits(no_api, with_api)
     finally:
         stop_server(work / "prefect")
         if cluster is not None:
             cluster.stop()
+
+
+def _enter_limit_20_times() -> None:
+    from tasks.market_gate import IB_HISTORICAL, limited
+
+    for _ in range(20):
+        with limited(IB_HISTORICAL):
+            pass
+
+
+def limits_without_api(runs: int) -> dict[str, list[float]]:
+    """20 entries of ``limited`` with no PREFECT_API_URL, and 20 of ``nullcontext`` (baseline), in ms per batch."""
+    import contextlib
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    def baseline() -> None:
+        for _ in range(20):
+            with contextlib.nullcontext():
+                pass
+
+    with temporary_settings({PREFECT_API_URL: None}):
+        _enter_limit_20_times()  # imports
+        return {"baseline": timed(baseline, runs), "limited": timed(_enter_limit_20_times, runs)}
+
+
+def print_limits(no_api: dict[str, list[float]], with_api: list[float]) -> None:
+    print(f"\n{'20 x limit entry':40s} {'p50 ms':>9s} {'max ms':>9s}")
+    for name, values in (
+        ("nullcontext (baseline)", no_api["baseline"]),
+        ("limited(), no Prefect API", no_api["limited"]),
+        ("limited(), server (strict rate limit)", with_api),
+    ):
+        print(f"{name:40s} {p50(values):9.3f} {max(values):9.3f}")
+    worst = max(no_api["limited"])
+    verdict = "met" if worst < 1000 else "MISSED"
+    print(f"limited() without an API, 20 entries: max {worst:.2f} ms (goal < 1000 ms: {verdict})")
 
 
 def prepare_server() -> None:

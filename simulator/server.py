@@ -192,17 +192,35 @@ class SimServer(RequestHandlers):
         for conn in list(self._connections):
             conn.abort()
 
-    def refuse_connections(self, seconds: float) -> None:
-        """Emulate the daily restart: drop every socket and stop listening for ``seconds``."""
+    def refuse_connections(self, seconds: float | None = None) -> None:
+        """Emulate the daily restart: drop every socket and stop listening for ``seconds`` (``None``: until
+        :meth:`accept_connections`, which tests use instead of a real-time window)."""
         self._call(self._refuse, seconds)
 
-    def _refuse(self, seconds: float) -> None:
+    def _refuse(self, seconds: float | None) -> None:
         self._drop_all()
         if self._server is not None:
             self._server.close()
             self._server = None
         assert self._loop is not None
-        self._loop.call_later(seconds, lambda: self._spawn(self._relisten()))
+        if seconds is not None:
+            self._loop.call_later(seconds, lambda: self._spawn(self._relisten()))
+
+    async def accept_connections(self) -> None:
+        """Listen again after :meth:`refuse_connections` (on the same port); returns once connections are accepted."""
+        loop = self._loop
+        assert loop is not None, "server not started"
+        if threading.get_ident() == self._loop_thread:
+            await self._relisten()
+        else:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._relisten(), loop))
+
+    def accept_connections_from_thread(self, timeout_s: float = 30.0) -> None:
+        """:meth:`accept_connections` for a caller on another thread (``SimServer.in_thread``); returns once the
+        port accepts connections again."""
+        loop = self._loop
+        assert loop is not None and threading.get_ident() != self._loop_thread, "use `await accept_connections()`"
+        asyncio.run_coroutine_threadsafe(self._relisten(), loop).result(timeout_s)
 
     async def _relisten(self) -> None:
         if self._server is None and not self._stopped:

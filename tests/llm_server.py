@@ -1,6 +1,7 @@
 """A loopback OpenAI-compatible chat-completions server for tests (stdlib only, one thread per request).
 
-Scriptable: queue responses with :meth:`LoopbackLLMServer.enqueue` (answers, HTTP errors, delays); every
+Scriptable: queue responses with :meth:`LoopbackLLMServer.enqueue` (answers, HTTP errors, delays, or responses
+held until a ``threading.Event`` is set or the client hangs up: a timeout without a real-time race); every
 request body is recorded in :attr:`LoopbackLLMServer.requests`. When the queue is empty the server answers
 HTTP 418 with "no scripted response left" (a non-retryable 4xx), so an unexpected extra request fails the
 test loudly instead of hanging. Only ``POST /v1/chat/completions`` exists; anything else is 404.
@@ -15,6 +16,8 @@ Usage::
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 from collections import deque
@@ -28,12 +31,15 @@ __all__ = ["LoopbackLLMServer", "RecordedRequest", "Scripted", "answer", "error"
 
 @dataclass(frozen=True)
 class Scripted:
-    """One scripted HTTP response. ``delay_s`` sleeps before answering (to provoke client timeouts)."""
+    """One scripted HTTP response. ``delay_s`` sleeps before answering; ``hold`` answers only once the event is set
+    and drops the response when the client hangs up first (a client timeout that no scheduling delay can turn into
+    an answer; :attr:`LoopbackLLMServer.abandoned` counts them)."""
 
     status: int = 200
     body: Any = None  # dict -> JSON; str/bytes sent as is
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    hold: threading.Event | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -123,9 +129,23 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._send(error(404, f"no route {self.path}"))
 
+    def _client_hung_up(self) -> bool:
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def _send(self, scripted: Scripted) -> None:
         if scripted.delay_s:
             time.sleep(scripted.delay_s)
+        if scripted.hold is not None:
+            while not scripted.hold.wait(0.02):
+                if self._client_hung_up():
+                    self.server.owner._abandon()
+                    return
         body = scripted.body
         data = (
             json.dumps(body).encode()
@@ -157,6 +177,7 @@ class LoopbackLLMServer:
     def __init__(self) -> None:
         self._queue: deque[Scripted] = deque()
         self._requests: list[RecordedRequest] = []
+        self._abandoned = 0
         self._lock = threading.Lock()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
@@ -176,6 +197,12 @@ class LoopbackLLMServer:
     def requests(self) -> list[RecordedRequest]:
         with self._lock:
             return list(self._requests)
+
+    @property
+    def abandoned(self) -> int:
+        """Held responses never sent because the client hung up first (it timed out)."""
+        with self._lock:
+            return self._abandoned
 
     @property
     def pending(self) -> int:
@@ -207,6 +234,10 @@ class LoopbackLLMServer:
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self._requests.append(request)
+
+    def _abandon(self) -> None:
+        with self._lock:
+            self._abandoned += 1
 
     def _next(self) -> Scripted:
         with self._lock:

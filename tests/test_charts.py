@@ -4,7 +4,6 @@ import asyncio
 import itertools
 import shutil
 import struct
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pandas as pd
 import pytest
 
 from models.strategy import IndicatorSpec
+from services import charts
 from services.bars.loader import load_bars
 from services.charts import build_figure, render_chart
 from services.errors import InputError
@@ -119,13 +119,13 @@ def test_png_and_html_are_rendered_and_saved(bars: pd.DataFrame, tmp_path: Path)
 def test_renderer_stays_warm(bars: pd.DataFrame) -> None:
     indicators = compute_indicators(bars, SPECS[:3])
     render_chart(bars, indicators, title="warm-up")
-    timings = []
-    for _ in range(5):
-        started = time.perf_counter()
-        render_chart(bars, indicators, title="SPY")
-        timings.append(time.perf_counter() - started)
-    # Cold start costs seconds; warm renders must not (generous bound: the box is shared with other test runs).
-    assert sorted(timings)[2] < 1.5, [round(t * 1000) for t in timings]
+    browser = charts._RENDERER._kaleido
+    assert browser is not None and charts._RENDERER.running
+    # Warm means the same browser renders every chart: no relaunch per PNG (the cold start costs seconds).
+    # The warm render time (goal < 1.5 s) is a figure of benchmarks/bench_analysis.py, not an assert here.
+    pngs = [render_chart(bars, indicators, title=f"SPY {i}").png for i in range(5)]
+    assert charts._RENDERER._kaleido is browser
+    assert all(png_size(p) == (900, 600) for p in pngs) and len(set(pngs)) == 5
 
 
 @pytest.mark.browser

@@ -178,8 +178,10 @@ def test_contract_cache_ttl_hits_misses_and_stats(session: Session) -> None:
     assert stats.oldest == T0
 
     _put_aapl(session, fetched_at=T0 + 8 * DAY)  # refresh replaces, never duplicates
-    assert contracts.get(session, 265598, ttl, now=T0 + 9 * DAY) is not None
-    assert contracts.stats(session).entries == 1
+    refreshed = contracts.get(session, 265598, ttl, now=T0 + 9 * DAY)
+    assert refreshed is not None and refreshed.fetched_at == T0 + 8 * DAY  # the refresh, inside its TTL: a hit
+    after = contracts.stats(session)
+    assert (after.entries, after.hits, after.misses) == (1, 3, 3)
     assert session.get(CacheStat, contracts.CACHE_NAME) is not None
 
 

@@ -23,16 +23,20 @@ from prefect.client.schemas.filters import (
     FlowRunFilterDeploymentId,
     FlowRunFilterIdempotencyKey,
 )
+from sqlalchemy import select
 
 from deployments.bootstrap import bootstrap
 from deployments.sync import MANAGED_TAG, desired_from_database, managed_deployments, sync_deployments
 from deployments.triggers import idempotency_key, trigger_strategy
+from models.tables import Signal
 from services import strategies as store
 from services.db import init_database, session_scope
 from services.prompt_library import seed_templates
 from services.repositories import strategies as repo
 from services.settings import Settings, load_settings
 from simulator import SimConfig, SimServer
+from tests.expected_signal import offline_signal
+from tests.fixed_clock_engine import job_variables as fixed_clock
 from tests.prefect_server import prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,6 +216,7 @@ def _completed_run(client: SyncPrefectClient, deployment_id: Any, *, auto_schedu
     return None
 
 
+@pytest.mark.timeout(900)  # four fresh-Python flow runs on a shared 2-core box: a generous deadline, not a goal
 def test_a_process_worker_runs_scheduled_and_triggered_runs(
     bootstrapped: None, api_url: str, settings: Settings, client: SyncPrefectClient, tmp_path: Path
 ) -> None:
@@ -232,8 +237,16 @@ def test_a_process_worker_runs_scheduled_and_triggered_runs(
     scheduled_id = client.read_deployment_by_name("strategy-run/spy-minute").id
     aapl_id = client.read_deployment_by_name("strategy-run/aapl-rsi-reversion").id
 
+    # The two runs this test asserts on decide at fixed market times (tests/fixed_clock_engine.py), not the wall
+    # clock: Wednesday 2017-12-27 16:05 New York (after the close: the daily strategy runs) and Saturday
+    # 2017-12-30 (market closed: a "Skipped" run).
+    session_now = datetime(2017, 12, 27, 21, 5, tzinfo=UTC)
+    saturday = datetime(2017, 12, 30, 17, 0, tzinfo=UTC)
+    spy_id = client.read_deployment_by_name("strategy-run/spy-sma-cross").id
+    run = trigger_strategy("spy-sma-cross", datetime(2017, 12, 27, 21, 0, tzinfo=UTC))
+    client.update_flow_run(run.id, job_variables=fixed_clock(session_now))  # before any worker can claim it
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TRADER_"))}
-    with SimServer.in_thread(SimConfig(data_dir=REPO / "data" / "samples")) as sim:
+    with SimServer.in_thread(SimConfig(data_dir=REPO / "data" / "samples", now=session_now)) as sim:
         env |= {
             "PREFECT_API_URL": api_url,
             "PREFECT_HOME": str(tmp_path / "worker-home"),
@@ -254,17 +267,26 @@ def test_a_process_worker_runs_scheduled_and_triggered_runs(
             start_new_session=True,
         )
         try:
-            run = trigger_strategy("spy-sma-cross", datetime(2017, 12, 27, 21, 0, tzinfo=UTC))
-            # the next minute's scheduled run plus a fresh Python per run: allow up to three minutes
-            deadline = time.monotonic() + 180
-            state = scheduled = monitored = None
+            # the next minute's scheduled run plus a fresh Python per run: allow up to eight minutes
+            deadline = time.monotonic() + 480
+            state = weekend_state = scheduled = monitored = weekend = None
             while time.monotonic() < deadline:
                 state = client.read_flow_run(run.id).state
+                if weekend is None and state is not None and state.is_final():
+                    # only now: the deployment's concurrency limit (1, CANCEL_NEW) would cancel a second run
+                    weekend = client.create_flow_run_from_deployment(
+                        spy_id, parameters={"strategy": "spy-sma-cross"}, job_variables=fixed_clock(saturday)
+                    )
+                weekend_state = client.read_flow_run(weekend.id).state if weekend is not None else None
                 scheduled = scheduled or _completed_run(client, scheduled_id, auto_scheduled=True)
                 monitored = monitored or _completed_run(client, monitor.id, auto_scheduled=True)
-                if state is not None and state.is_final() and scheduled and monitored:
+                finals = [s is not None and s.is_final() for s in (state, weekend_state)]
+                if all(finals) and scheduled and monitored:
                     break
                 time.sleep(2)
+            with session_scope(url) as session:
+                definition = store.get_definition(session, "spy-sma-cross")
+            expected = offline_signal(settings, definition, sim.port, session_now)  # same bars, without the flow
         finally:
             worker.terminate()
             try:
@@ -277,18 +299,16 @@ def test_a_process_worker_runs_scheduled_and_triggered_runs(
             sync_deployments(desired_from_database(url), work_pool=POOL, client=client)
     output = (tmp_path / "worker.log").read_text()[-4000:]
     assert state is not None and state.is_final(), f"triggered run not finished: {state}\n{output}"
-    # Wall-clock "now": a session day gives a signal; a weekend, holiday or IB's reset window a "Skipped" run.
-    assert state.is_completed(), f"{state}\n{output}"
+    assert state.is_completed() and state.name == "Completed", f"{state}\n{output}"
+    assert weekend_state is not None and weekend_state.is_completed(), f"{weekend_state}\n{output}"
+    assert (weekend_state.name, weekend_state.message) == ("Skipped", "skipped: market closed")
     assert scheduled is not None, f"no scheduled run of the every-minute strategy completed\n{output}"
     assert monitored is not None, f"no scheduled order-monitor run completed\n{output}"
     assert _runs(client, aapl_id) == [], "the deactivated strategy must get no run"
     print(f"worker: triggered {state.name} ({state.message}); scheduled {scheduled.name} {scheduled.state.name}; "
           f"order-monitor {monitored.name} {monitored.state.name}")  # fmt: skip
-    if state.name != "Skipped":
-        from sqlalchemy import select
-
-        from models.tables import Signal
-
-        with session_scope(settings.database_url()) as session:
-            signal = session.scalars(select(Signal).where(Signal.flow_run_id == str(run.id))).one()
-        assert signal.action.value in {"BUY", "SELL", "HOLD", "ABSTAIN"}
+    with session_scope(settings.database_url()) as session:
+        signal = session.scalars(select(Signal).where(Signal.flow_run_id == str(run.id))).one()
+        skipped_signals = session.scalars(select(Signal).where(Signal.flow_run_id == str(weekend.id))).all()
+    assert (signal.action, signal.reason) == (expected.action, expected.reason)
+    assert skipped_signals == []  # a skipped run decides nothing

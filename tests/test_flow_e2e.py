@@ -26,6 +26,7 @@ from services.prompt_library import seed_templates
 from services.runtime import Runtime, use_runtime
 from services.settings import load_settings
 from simulator import SimConfig, SimServer
+from tests.expected_signal import offline_signal
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ["contract", "bars", "indicators", "chart", "analysis", "signal"]
@@ -57,10 +58,25 @@ def _run_at(sim, when: datetime):
     return strategy_run("spy-sma-cross")
 
 
+def _expected(trader, when: datetime):
+    sim, runtime = trader
+    with session_scope(runtime.database_url) as session:
+        definition = store.get_definition(session, "spy-sma-cross")
+    return offline_signal(runtime.settings, definition, sim.port, when)
+
+
 @pytest.fixture(scope="module")
 def latest_run(prefect_api, trader):
     sim, _ = trader
     return _run_at(sim, datetime(2017, 12, 29, 21, 0, tzinfo=UTC))
+
+
+def test_the_run_decides_what_the_services_decide_on_the_same_bars(latest_run, trader):
+    # 2017-12-29 close: SPY in the 2017 uptrend (SMA 20 above SMA 50), so the offline analyst's rules give BUY;
+    # the expectation is computed independently of the flow (tests/expected_signal.py) and must agree exactly.
+    expected = _expected(trader, datetime(2017, 12, 29, 21, 0, tzinfo=UTC))
+    assert expected.action.value == "BUY", expected.reason
+    assert (latest_run.action, latest_run.reason) == (expected.action.value, expected.reason)
 
 
 async def _artifacts(run_id: str):
@@ -83,12 +99,12 @@ async def test_six_tasks_and_one_artifact_per_step(latest_run, trader):
     assert {"strategy:spy-sma-cross", "symbol:SPY"} <= set(run.tags)
     names = sorted(tr.name.rsplit("-", 1)[0] for tr in task_runs)
     steps = ["1 resolve symbol", "2 market data", "3 indicators", "4 chart", "5 llm analysis", "6 signal"]
-    trades = latest_run.action in {"BUY", "SELL"}
-    assert names == steps + (["7 order"] if trades else [])
+    assert latest_run.action == "BUY"  # pinned by test_the_run_decides_what_the_services_decide_on_the_same_bars
+    assert names == [*steps, "7 order"]
     assert all(tr.state is not None and tr.state.is_completed() for tr in task_runs)
 
     artifacts = await _artifacts(latest_run.flow_run_id)
-    expected = STEPS + (["order"] if trades else [])
+    expected = [*STEPS, "order"]
     assert sorted(a.key for a in artifacts) == sorted(f"spy-sma-cross-{step}" for step in expected)
     chart = next(a for a in artifacts if a.key == "spy-sma-cross-chart")
     assert "data:image/png;base64," in chart.data
@@ -112,7 +128,8 @@ async def test_broken_rows_are_excluded_and_listed(prefect_api, trader):
     assert "| rows excluded from the decision | 2 |" in bars.data
     for day in ("2015-03-05", "2015-03-30"):
         assert day in bars.data
-    assert result.action in {"BUY", "SELL", "HOLD", "ABSTAIN"}
+    expected = _expected(trader, datetime(2015, 4, 15, 20, 0, tzinfo=UTC))  # same bars, same exclusions
+    assert (result.action, result.reason) == (expected.action.value, expected.reason)
 
 
 @pytest.mark.browser

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -93,12 +92,10 @@ def test_missing_input_column_and_unsorted_bars_are_reported_together(spy: pd.Da
     assert "OBV needs column 'volume'" in text and "not sorted" in text
 
 
-def test_input_frame_is_not_modified_and_computation_is_fast(spy: pd.DataFrame) -> None:
+def test_input_frame_is_not_modified(spy: pd.DataFrame) -> None:
+    # Speed (goal < 50 ms per call) is measured by benchmarks/bench_analysis.py, not asserted here.
     before = spy.copy()
     specs = [spec("SMA", "a", timeperiod=20), spec("SMA", "b", timeperiod=50), spec("RSI"), spec("MACD")]
-    start = time.perf_counter()
-    for _ in range(20):
+    for _ in range(3):
         compute_indicators(spy, specs)
-    per_call = (time.perf_counter() - start) / 20
     pd.testing.assert_frame_equal(spy, before)
-    assert per_call < 0.05, f"{per_call * 1000:.1f} ms per call"

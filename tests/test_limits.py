@@ -60,14 +60,26 @@ class FakeChat:
         return '{"model": "fake-model"}'
 
 
-def test_without_a_prefect_api_no_limit_is_taken() -> None:
+def test_without_a_prefect_api_no_limit_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No server contacted, no ephemeral server started: both would go through these two, which now fail loudly.
+    # (The cost of a no-op limit is a figure of benchmarks/bench_flow.py.)
+    import prefect.concurrency.sync
+    from prefect.server.api.server import SubprocessASGIServer
+
+    touched: list[str] = []
+    monkeypatch.setattr(prefect.concurrency.sync, "rate_limit", lambda *a, **k: touched.append("rate_limit"))
+    monkeypatch.setattr(SubprocessASGIServer, "start", lambda *a, **k: touched.append("ephemeral server"))
+    entered = 0
     with temporary_settings({PREFECT_API_URL: None}):
         assert not prefect_api_configured()
-        started = time.monotonic()
         for _ in range(20):
             with limited(IB_HISTORICAL):
-                pass
-        assert time.monotonic() - started < 1.0  # no server contacted, no ephemeral server started
+                entered += 1
+    assert entered == 20 and touched == []
+    # The same patched call is reached as soon as an API is configured: the check above can fail.
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}), limited(IB_HISTORICAL):
+        pass
+    assert touched == ["rate_limit"]
 
 
 def test_the_offline_analyst_gets_no_llm_backend() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -206,19 +208,44 @@ def test_auth_error_is_not_retried_and_the_key_is_redacted(
     assert KEY not in store.calls[0].error and len(server.requests) == 1
 
 
+def _held(release: threading.Event) -> Scripted:
+    """A BUY answer the server sends only after ``release`` is set (or never, when the client hangs up first)."""
+    return Scripted(200, answer(BUY).body, hold=release)
+
+
+def _wait_abandoned(server: LoopbackLLMServer, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while server.abandoned < count:
+        assert time.monotonic() < deadline, f"{server.abandoned} of {count} held requests abandoned by the client"
+        time.sleep(0.01)
+
+
 def test_timeouts_until_retries_run_out(server: LoopbackLLMServer, request_: AnalysisRequest) -> None:
-    slow = Scripted(200, answer(BUY).body, delay_s=1.0)
-    server.enqueue(slow, slow)
-    outcome = run(request_, settings(server, timeout_s=0.25, max_retries=1), InMemoryLlmCallStore())
+    # The server never answers before the client gives up, however slow the box: the short timeout only sets
+    # how long the test takes, not its outcome.
+    release = threading.Event()
+    server.enqueue(_held(release), _held(release))
+    try:
+        outcome = run(request_, settings(server, timeout_s=0.25, max_retries=1), InMemoryLlmCallStore())
+        _wait_abandoned(server, 2)  # both attempts hung up on a request that was never answered
+    finally:
+        release.set()
     assert outcome.failure is not None and outcome.failure.kind is FailureKind.TIMEOUT
     assert "timeout after 0.25s" in outcome.failure.reason and len(server.requests) == 2
     assert outcome.attempts == 2
 
 
 def test_timeout_then_success_is_retried(server: LoopbackLLMServer, request_: AnalysisRequest) -> None:
-    server.enqueue(Scripted(200, answer(BUY).body, delay_s=1.0), answer(BUY))
-    outcome = run(request_, settings(server, timeout_s=0.25, max_retries=1), InMemoryLlmCallStore())
-    assert outcome.ok and outcome.attempts == 2
+    # The first request is held until the client times out; the retry must be answered within the timeout, so
+    # the timeout is generous (the held one costs that long, whatever the load).
+    release = threading.Event()
+    server.enqueue(_held(release), answer(BUY))
+    try:
+        outcome = run(request_, settings(server, timeout_s=3.0, max_retries=1), InMemoryLlmCallStore())
+        _wait_abandoned(server, 1)
+    finally:
+        release.set()
+    assert outcome.ok and outcome.attempts == 2 and len(server.requests) == 2
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
@@ -9,12 +11,18 @@ from models.strategy import PromptRef
 from services.bars.loader import load_bars
 from services.errors import InputError
 from services.indicators import compute_indicators
+from services.llm.analyst import analyze, build_request
 from services.llm.context import build_prompt_context, snapshot_from
 from services.llm.prompts import SYSTEM_PROMPT, check_template, load_template, render_prompt, sample_context
+from services.llm.store import InMemoryLlmCallStore
+from services.settings import load_settings
 from services.strategies import load_strategy_file
+from tests.llm_server import LoopbackLLMServer, answer
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ROOT / "examples" / "prompts"
+SPY_FILE = "yahoofinance-SPY-20080101-20180101.csv"
+NOW = dt.datetime(2017, 12, 29, 21, 10, tzinfo=dt.UTC)
 
 
 def test_render_and_hash_depend_on_the_context() -> None:
@@ -50,9 +58,7 @@ def test_missing_template_file_lists_the_available_ones(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("strategy", ["spy-sma-cross.yaml", "aapl-rsi-reversion.yaml"])
-def test_shipped_template_renders_real_data_without_secrets(strategy: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    secret = "sk-never-in-a-prompt-42"
-    monkeypatch.setenv("TRADER_LLM__API_KEY", secret)
+def test_shipped_template_renders_real_data(strategy: str) -> None:
     definition = load_strategy_file(ROOT / "examples" / "strategies" / strategy)
     data = (
         ROOT
@@ -71,7 +77,6 @@ def test_shipped_template_renders_real_data_without_secrets(strategy: str, monke
     assert prompt.text.count("\n| 20") == 10  # the last 10 bars table
     for column in indicators.column_names():
         assert f"- {column}: " in prompt.text
-    assert secret not in prompt.text and "api_key" not in prompt.text.lower()
     assert f"confidence >= {definition.rules.min_confidence}" in prompt.text
 
 
@@ -153,3 +158,27 @@ def test_trial_render_refuses_bounds_and_syntax_but_not_strategy_specific_variab
         check_template("{% if %}", name="broken")
     name, body = load_template(PROMPTS, PromptRef(template="daily-analyst", version=1))
     check_template(body, name=name)
+
+
+@pytest.mark.parametrize("strategy", ["spy-sma-cross.yaml", "aapl-rsi-reversion.yaml"])
+def test_the_api_key_reaches_the_auth_header_and_never_the_prompt(
+    strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key lives in the environment and in the settings the very call that renders the prompt gets; it must
+    go out as the bearer token (proof that it was there to leak) and nowhere in the prompt or the request body."""
+    secret = "sk-never-in-a-prompt-42"
+    monkeypatch.setenv("TRADER_LLM__API_KEY", secret)
+    definition = load_strategy_file(ROOT / "examples" / "strategies" / strategy)
+    data = ROOT / "data" / "samples" / ("AAPL.csv" if definition.symbol == "AAPL" else SPY_FILE)
+    indicators = compute_indicators(load_bars(data).frame.tail(250).reset_index(drop=True), definition.indicators)
+    name, body = load_template(PROMPTS, definition.prompt)
+    request = build_request(definition, indicators, body, template_name=name)
+    with LoopbackLLMServer() as server:
+        server.enqueue(answer({"action": "HOLD", "confidence": 0.5, "reasoning": "flat"}))
+        settings = load_settings({"TRADER_LLM__API_KEY": secret, "TRADER_LLM__BASE_URL": server.base_url})
+        assert settings.llm.api_key is not None and settings.llm.api_key.get_secret_value() == secret
+        outcome = analyze(request, settings=settings.llm, store=InMemoryLlmCallStore(), chart_png=None, now=NOW)
+        [sent] = server.requests
+    assert sent.headers["authorization"] == f"Bearer {secret}"
+    assert outcome.prompt.text and secret not in outcome.prompt.text and secret not in outcome.prompt.system
+    assert secret not in json.dumps(sent.body) and "api_key" not in json.dumps(sent.body).lower()

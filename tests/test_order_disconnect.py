@@ -85,11 +85,16 @@ def test_no_fill_lost_across_disconnects(db_url: str, sim: SimServer, broker: Sy
         assert placed.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED), placed
         ids.append(placed.order_id)
     connected = lambda: broker.connectivity is Connectivity.CONNECTED  # noqa: E731
+
+    def accept_again() -> None:
+        sim.accept_connections_from_thread()
+        eventually(connected)
+
     # (fault, recovery): the monitor runs once right after the fault (while the client is away) and once after
     # the recovery; the market moves (fills happen) before each run
     faults: list[tuple[Callable[[], None], Callable[[], None]]] = [
         (sim.drop_connections, lambda: eventually(connected)),
-        (lambda: sim.refuse_connections(1.5), lambda: eventually(connected)),
+        (sim.refuse_connections, accept_again),  # no real-time window: refused until the recovery accepts
         (sim.connectivity_lost, lambda: sim.connectivity_restored(data_lost=True)),
         (sim.connectivity_lost, lambda: sim.connectivity_restored(data_lost=False)),
         (sim.drop_connections, lambda: eventually(connected)),

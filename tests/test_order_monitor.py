@@ -117,9 +117,7 @@ def test_cleanup_archives_old_terminal_orders_only(db_url: str, memory: tuple[Me
         assert orders_repo.get(s, working.order_id).status is OrderStatus.SUBMITTED  # type: ignore[union-attr]
 
 
-def test_reconcile_adopts_external_orders_and_flags_differences(
-    db_url: str, memory: tuple[MemoryBroker, SyncBroker]
-) -> None:
+def test_reconcile_adopts_external_orders(db_url: str, memory: tuple[MemoryBroker, SyncBroker]) -> None:
     _, broker = memory
     broker.place_order(SPY, OrderRequest("manual-tws-order", OrderSide.BUY, D(3), OrderType.MARKET))
     report = reconcile(db_url, broker, NOW)
@@ -129,17 +127,35 @@ def test_reconcile_adopts_external_orders_and_flags_differences(
         row = orders_repo.get_by_key(s, "manual-tws-order")
         assert row is not None and row.external and row.status is OrderStatus.FILLED
         assert reconciliation_problem(s) is None
-    # a fill the DB cannot see (another account's position appears) -> flagged, and new orders are blocked
-    broker.place_order(SPY, OrderRequest("x2", OrderSide.BUY, D(1), OrderType.MARKET))
-    with session_scope(db_url) as s:
-        from services.orders.context import set_reconciliation
 
-        set_reconciliation(s, "positions differ: SPY quantity 3 vs broker 4")
-        assert reconciliation_problem(s) is not None
+
+def test_a_failed_reconcile_blocks_the_next_order_until_a_clean_one(
+    db_url: str, memory: tuple[MemoryBroker, SyncBroker]
+) -> None:
+    mb, broker = memory
+    assert reconcile(db_url, broker, NOW).ok  # nothing anywhere: clean
+    # The broker holds 4 SPY the DB has no fill for (a transfer, or a trade of another account): no order and no
+    # execution to adopt, so reconcile must fail on the position difference.
+    mb._update_position(SPY.conid, D(4), D("100.00"), D(0))
+    failed = reconcile(db_url, broker, NOW)
+    assert not failed.ok and failed.error is None
+    [difference] = failed.differences
+    assert difference.startswith("SPY: ")
+    with session_scope(db_url) as s:
+        assert reconciliation_problem(s) == difference
+
+    refused = submit_order(db_url, broker, SPY, limit("100.80"), CTX)  # the send path runs the full risk gate
+    assert refused.status is OrderStatus.RISK_REJECTED and not refused.sent
+    assert list(refused.reasons) == [f"reconciliation: {difference}"]  # the only failing check, with the reason
+    assert broker.open_orders() == []
+
+    mb._update_position(SPY.conid, D(-4), D("100.00"), D(0))  # the broker side agrees with the DB again
     clean = reconcile(db_url, broker, NOW)
-    assert clean.ok and clean.adopted_external == ["x2"]
+    assert clean.ok and clean.differences == []
     with session_scope(db_url) as s:
         assert reconciliation_problem(s) is None
+    allowed = submit_order(db_url, broker, SPY, limit("100.80", minute=46), CTX)
+    assert allowed.sent and allowed.status is OrderStatus.SUBMITTED, allowed.reasons
 
 
 def test_every_share_filled_while_ib_still_says_submitted_is_filled(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from sqlalchemy import select
 from models.tables import ReplayRun
 from services.db import make_engine, session_factory
 from services.replay.runs import find_sample
+from tests.test_charts import HAS_BROWSER, png_size
 from tests.trader_cli import Invoke
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +98,7 @@ def test_find_sample_matches_symbol_tokens() -> None:
 def test_replay_flow_publishes_metrics_trades_and_equity_chart(tmp_path: Path, prefect_api: object) -> None:
     from prefect.artifacts import Artifact
 
-    from flows.replay import replay_flow
+    from flows.replay import CHART_HEIGHT, CHART_WIDTH, replay_flow
     from services.runtime import Runtime, use_runtime
     from services.settings import load_settings
 
@@ -115,4 +118,10 @@ def test_replay_flow_publishes_metrics_trades_and_equity_chart(tmp_path: Path, p
     trade_rows = trades.data if isinstance(trades.data, list) else json.loads(str(trades.data))
     assert len(trade_rows) == len(out["trades"])
     assert equity is not None and equity.type == "markdown"
-    assert "data:image/png;base64," in str(equity.data) or "not rendered" in str(equity.data)
+    text = str(equity.data)
+    if HAS_BROWSER:  # known before the run: with Chromium the chart is there, as a PNG of the flow's size
+        uri = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)
+        assert uri is not None, text[:500]
+        assert png_size(base64.b64decode(uri.group(1))) == (CHART_WIDTH, CHART_HEIGHT)
+    else:  # no browser on this box: the artifact says why instead of failing the run
+        assert "_equity chart not rendered: " in text and "data:image/png" not in text

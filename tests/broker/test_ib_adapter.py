@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -12,6 +13,7 @@ import pytest
 from models.enums import BarSize, OrderSide
 from services.broker.ib_adapter import IBBroker
 from services.broker.loop_owner import LoopOwner, SyncBroker
+from services.broker.pacing import Backoff
 from services.broker.types import BarRequest, Connectivity, ContractSpec, OrderRequest
 from services.errors import BrokerConnectionError, PacingViolationError
 from services.settings import IBSettings
@@ -102,25 +104,34 @@ async def test_1100_pauses_orders_until_1102(sock: SocketHarness, ib_log: IBLogG
 
 
 async def test_dropped_socket_refuses_orders_then_reconnects_with_backoff(
-    sock: SocketHarness, ib_log: IBLogGuard
+    sock: SocketHarness, ib_log: IBLogGuard, caplog: pytest.LogCaptureFixture
 ) -> None:
     ib_log.allow(r"Peer closed connection", r"API connection failed", r"Make sure API port")
+    caplog.set_level(logging.WARNING, logger="services.broker.ib_adapter")
     assert sock.ib is not None
     ib = sock.ib
+    # enough attempts that the loop cannot give up while the test holds the port closed
+    ib.reconnect_backoff = Backoff(attempts=10_000, base_s=0.01, max_s=0.05)
     spy = await ib.qualify(ContractSpec("SPY"))
-    sock.sim.refuse_connections(0.3)
+    sock.sim.refuse_connections()  # until accept_connections(): no real-time window
     await eventually(_state(ib, Connectivity.DISCONNECTED, Connectivity.CONNECTING))
     with pytest.raises(BrokerConnectionError):
         await ib.place_order(spy, OrderRequest("down-1", OrderSide.BUY, Decimal(1)))
+
+    async def refused_twice() -> bool:
+        return sum("reconnect attempt" in r.getMessage() for r in caplog.records) >= 2
+
+    await eventually(refused_twice, 10.0)  # the backoff loop really met the closed port, and kept trying
+    assert ib.reconnects == 0 and ib.connectivity is not Connectivity.CONNECTED
+    await sock.sim.accept_connections()
     await ib.wait_connected(10.0)
     assert ib.reconnects == 1
-    assert sock.sim.stats.connections >= 2
+    assert sock.sim.stats.connections == 2  # the first session and the one reconnect, nothing in between
     assert (await ib.place_order(spy, OrderRequest("down-2", OrderSide.BUY, Decimal(1)))).perm_id
     assert await ib.find_order("down-1") is None
 
 
 async def test_connect_to_closed_port_raises_our_error() -> None:
-    from services.broker.pacing import Backoff
 
     broker = IBBroker.from_settings(
         IBSettings(port=1, connect_timeout_s=1), reconnect=Backoff(attempts=1, base_s=0.01, jitter=0)
@@ -160,7 +171,8 @@ def test_sync_broker_runs_the_port_on_its_own_loop(data_dir, ib_log: IBLogGuard)
                 assert len(frame) == 4  # 2017-12-26..29 (Christmas closed)
                 order = broker.place_order(spy, OrderRequest("sync-1", OrderSide.BUY, Decimal(3)))
                 assert order.perm_id
-                assert broker.find_order("sync-1") is not None
+                found = broker.find_order("sync-1")
+                assert found is not None and found.perm_id == order.perm_id
             assert broker.connectivity is Connectivity.DISCONNECTED
         finally:
             owner.stop()

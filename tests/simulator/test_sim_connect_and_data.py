@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -25,17 +24,20 @@ DATA = default_data_dir()
 SYNTHETIC = DATA / "synthetic"  # generated daily series, outside the default catalog
 
 
-async def test_connect_negotiates_178_and_syncs_fast(sim: SimServer, connect: Connect) -> None:
-    started = time.perf_counter()
-    ib = await connect(client_id=3)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 1.0, f"connectAsync took {elapsed:.2f}s (a sync request timed out?)"
-    assert ib.client.serverVersion() == 178
-    assert ib.managedAccounts() == ["DU1234567"]
-    assert ib.isConnected()
-    sync_ids = {int(f[0]) for c, f in sim.received if c == 3}
-    assert {71, 61, 5, 99, 6, 76, 7} <= sync_ids
-    assert sim.stats.connections == 1
+async def test_connect_negotiates_178_and_answers_every_sync_request(sim: SimServer) -> None:
+    # Every startup-sync request must be answered: an unanswered one times out and raiseSyncErrors turns that
+    # into a ConnectionError (the connect time itself is a figure of benchmarks/bench_broker.py).
+    ib = IB()
+    try:
+        await ib.connectAsync("127.0.0.1", sim.port, clientId=3, timeout=20, raiseSyncErrors=True)
+        assert ib.client.serverVersion() == 178
+        assert ib.managedAccounts() == ["DU1234567"]
+        assert ib.isConnected()
+        sync_ids = {int(f[0]) for c, f in sim.received if c == 3}
+        assert {71, 61, 5, 99, 6, 76, 7} <= sync_ids
+        assert sim.stats.connections == 1
+    finally:
+        ib.disconnect()
 
 
 async def test_server_version_176_is_negotiated(pacing_time: ManualTime, connect: Connect) -> None:
@@ -289,11 +291,14 @@ async def test_keep_up_to_date_streams_new_bars_on_advance(sim: SimServer, conne
     assert bars[-1].date == datetime.fromisoformat("2012-06-27T14:55:00+00:00")
     before = len(bars)
     sim.clock.advance(2, symbol="SPY")
-    await eventually(lambda: len(bars) == before + 2)
+    # Barrier: the simulator pushes bar updates synchronously on advance, so they precede this reply on the socket.
+    assert await ib.reqCurrentTimeAsync()
+    assert len(bars) == before + 2  # the barrier sees pushed bars (what makes the negative check below valid)
     assert [b.date.minute for b in bars[-2:]] == [0, 5] and bars[-1].close == 132.99
     ib.cancelHistoricalData(bars)
+    assert await ib.reqCurrentTimeAsync()  # the simulator has read the cancel (one connection, in order)
     sim.clock.advance(1, symbol="SPY")
-    await asyncio.sleep(0.05)
+    assert await ib.reqCurrentTimeAsync()
     assert len(bars) == before + 2
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 from ib_async import IB, LimitOrder, MarketOrder, RequestError, Stock
@@ -18,13 +19,19 @@ DATA = default_data_dir()
 async def test_duplicate_client_id_gets_326_and_is_closed(sim: SimServer, connect: Connect, ib_log) -> None:
     ib_log.allow(r"Error 326, reqId -1: Unable to connect as the client id is already in use")
     ib_log.allow(r"Peer closed connection\. clientId 5 already in use\?")
-    ib_log.allow(r"API connection failed: TimeoutError")
+    ib_log.allow(r"API connection failed: CancelledError")
     first = await connect(client_id=5)
     errors: list[int] = []
     second = IB()
     second.errorEvent += lambda _r, code, _m, _c: errors.append(code)
-    with pytest.raises(asyncio.TimeoutError):
-        await second.connectAsync("127.0.0.1", sim.port, clientId=5, timeout=0.5)
+    # ib_async waits for the API start until its timeout even after the peer closed: a generous timeout, and the
+    # test waits for the two facts (326 received, socket closed by the simulator) instead of racing a short one.
+    attempt = asyncio.create_task(second.connectAsync("127.0.0.1", sim.port, clientId=5, timeout=60))
+    await eventually(lambda: errors == [326] and second.client.conn.transport is None and sim.active_clients == [5])
+    assert not attempt.done()  # never became ready
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
     assert errors == [326]
     assert not second.isConnected()
     assert first.isConnected() and await first.reqCurrentTimeAsync()
@@ -54,7 +61,8 @@ async def test_send_error_reaches_one_client(sim: SimServer, connect: Connect, i
     b.errorEvent += lambda _r, code, _m, _c: seen["b"].append(code)
     sim.send_error(1300, "TWS socket port has been reset and this connection is being dropped.", client_id=2)
     await eventually(lambda: seen["b"] == [1300])
-    await asyncio.sleep(0.05)
+    # Barrier instead of a sleep: the simulator wrote any error for "a" before this reply on a's socket.
+    assert await a.reqCurrentTimeAsync()
     assert seen["a"] == []
 
 
@@ -76,13 +84,13 @@ async def test_refuse_connections_emulates_the_daily_restart(sim: SimServer, con
     ib_log.allow(r"API connection failed: ConnectionRefusedError")
     ib_log.allow(r"Make sure API port on TWS/IBG is open")
     ib = await connect(client_id=8)
-    sim.refuse_connections(0.3)
+    sim.refuse_connections()  # until accept_connections(): no real-time window to race
     await eventually(lambda: not ib.isConnected())
     with pytest.raises(ConnectionRefusedError):
-        await IB().connectAsync("127.0.0.1", sim.port, clientId=8, timeout=1)
-    await asyncio.sleep(0.4)
-    again = await connect(client_id=8)
-    assert again.isConnected()
+        await IB().connectAsync("127.0.0.1", sim.port, clientId=8, timeout=10)
+    await sim.accept_connections()
+    again = await connect(client_id=8, timeout_s=10)
+    assert again.isConnected() and sim.stats.connections == 2
 
 
 async def test_fail_request_by_type_and_by_id(sim: SimServer, connect: Connect, ib_log) -> None:
@@ -112,7 +120,8 @@ async def test_early_commission_report_is_dropped_by_ib_async(sim: SimServer, co
     sim.early_commission_report = True
     trade = ib.placeOrder(spy, MarketOrder("BUY", 10))
     await eventually(lambda: trade.isDone() and bool(trade.fills))
-    await asyncio.sleep(0.05)
+    # Barrier instead of a sleep: every report the simulator sent for this order precedes this reply.
+    assert await ib.reqCurrentTimeAsync()
     assert trade.fills[0].commissionReport.commission == 0.0  # ib_async 2.1 drops a report seen before its fill
     assert sim.state.executions[0].commission == 1
 
@@ -150,14 +159,19 @@ def test_in_thread_server_with_the_sync_api() -> None:
             ib.qualifyContracts(spy)
             sim.clock.set("2012-06-27T15:00:00Z")  # called from this thread: marshalled onto the server loop
             trade = ib.placeOrder(spy, LimitOrder("BUY", 100, 132.80))
-            ib.sleep(0.1)
+            _wait_sync(ib, lambda: trade.orderStatus.status != "PendingSubmit")
             assert trade.orderStatus.status == "Submitted"
             sim.clock.advance(3, symbol="SPY")
-            for _ in range(50):
-                if trade.orderStatus.status == "Filled":
-                    break
-                ib.sleep(0.02)
+            _wait_sync(ib, lambda: trade.orderStatus.status not in {"PendingSubmit", "Submitted"})
             assert trade.orderStatus.status == "Filled" and trade.orderStatus.avgFillPrice == 132.80
             assert sim.state.orders_by_ref("")[0].filled == 100
         finally:
             ib.disconnect()
+
+
+def _wait_sync(ib: IB, predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """The sync-API twin of ``eventually``: run ib_async's loop until ``predicate()`` or fail at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        ib.sleep(0.01)
