@@ -22,6 +22,21 @@ def prefect_server(
     info = start_server(home, port=free_port(), database_url=async_url, extra_env=extra_env)
     try:
         with temporary_settings({PREFECT_API_URL: info.api_url}):
+            _forget_concurrency_clients()
             yield info
     finally:
+        _forget_concurrency_clients()
         stop_server(home)
+
+
+def _forget_concurrency_clients() -> None:
+    """Stop Prefect's concurrency-slot services: each keeps the client of the server it first talked to (one per
+    limit name, for the life of the process), so after a switch of server a rate limit would still be taken on
+    the previous one. A process in production talks to one server; a test session switches."""
+    from prefect.concurrency.services import (
+        ConcurrencySlotAcquisitionService,
+        ConcurrencySlotAcquisitionWithLeaseService,
+    )
+
+    for service in (ConcurrencySlotAcquisitionService, ConcurrencySlotAcquisitionWithLeaseService):
+        service.drain_all(timeout=10, at_exit=False)
