@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-CLIENT_ID = 17
+from scripts.crash_test import CLIENT_ID, _wait_client_gone  # noqa: E402  (the one order-owning clientId)
+
 STRATEGIES = ("safe-a", "safe-b", "safe-c")
 START = dt.datetime(2017, 6, 5, 14, 0, tzinfo=dt.UTC)  # Monday 10:00 New York, inside the SPY daily samples
 SESSION_END = dt.time(19, 30)  # UTC: 15:30 New York, the last market time a step may use
@@ -301,14 +302,6 @@ class Trader:
         self.proc = None
 
 
-def _wait_client_gone(sim: Any, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while CLIENT_ID in sim.active_clients:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"clientId {CLIENT_ID} still connected after {timeout_s}s")
-        time.sleep(0.005)
-
-
 def one_run(index: int, seed: int, steps: int, db_url: str, tmp: Path, mp: Any, totals: Totals) -> None:
     from services.db import dispose_engines, session_scope, upgrade_schema
     from services.orders import kill_switch
@@ -357,7 +350,7 @@ def one_run(index: int, seed: int, steps: int, db_url: str, tmp: Path, mp: Any, 
                     time.sleep(rng.uniform(0.0, 0.05))
                     totals.actions["crash (SIGKILL)"] += 1
                     trader.kill()
-                    _wait_client_gone(sim)
+                    _wait_client_gone(sim, timeout_s=15.0)
                 else:
                     result = trader.answer()
                     if result is not None:
@@ -374,7 +367,7 @@ def one_run(index: int, seed: int, steps: int, db_url: str, tmp: Path, mp: Any, 
         trader.send("recover", {"now": state.now.isoformat()})
         trader.answer()
         trader.stop()
-        _wait_client_gone(sim)
+        _wait_client_gone(sim, timeout_s=15.0)
         check(sim, state, totals, index)
     dispose_engines()
     totals.run_s.append(time.perf_counter() - begun)
