@@ -19,6 +19,7 @@ def _assert_safe_and_exercised(totals: object) -> None:
     assert totals.sent > 0  # orders did reach the broker ...
     refused = sum(v for k, v in totals.outcomes.items() if k in ("signal: risk_rejected", "order ended risk_rejected"))
     assert refused > 0  # ... and the gate refused others: both sides of every invariant were exercised
+    assert totals.outcomes["recover: error"] == 0  # every run's fills were checked after a clean reconcile
     assert totals.actions["halt"] > 0 and totals.actions["crash (SIGKILL)"] > 0
 
 
