@@ -4,6 +4,7 @@
   when the exchange is closed that day. Dates outside the calendar's range (it covers 1990 to next year) fall
   back to weekdays 09:30-16:00 New York, so synthetic data far in the past or future still trades.
 * :func:`in_rth`: an instant is inside its New York date's regular session (open included, close excluded).
+* :func:`date_bar_end`: when a date-labelled bar is complete (16:00 New York).
 * :func:`order_session`: the session a DAY order placed at an instant works in: that date's session when placed
   before its close, else the next session.
 
@@ -47,6 +48,14 @@ def in_rth(ts: datetime) -> bool:
     """Return True when the aware instant ``ts`` is inside its New York date's regular session."""
     hours = session_hours(ts.astimezone(EASTERN).date())
     return hours is not None and hours[0] <= ts < hours[1]
+
+
+def date_bar_end(day: date) -> datetime:
+    """When a date-labelled (daily or longer) bar of ``day`` is complete: 16:00 New York that day, in UTC.
+
+    The regular close without early closes: the data's daily bar stands for the whole day either way.
+    """
+    return datetime.combine(day, RTH_CLOSE, EASTERN).astimezone(UTC)
 
 
 def bar_session(start: datetime, *, intraday: bool) -> date:
