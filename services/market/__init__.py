@@ -17,7 +17,14 @@ from __future__ import annotations
 from services.market.bars import TICK, Bar, to_price
 from services.market.book import Position
 from services.market.commission import fill_commission, ib_fixed_commission
-from services.market.matching import NO_SLIPPAGE, Slippage, bar_price, immediate_price, participation_budget
+from services.market.matching import (
+    NO_SLIPPAGE,
+    Slippage,
+    bar_price,
+    bracket_exit,
+    immediate_price,
+    participation_budget,
+)
 
 __all__ = [
     "NO_SLIPPAGE",
@@ -26,6 +33,7 @@ __all__ = [
     "Position",
     "Slippage",
     "bar_price",
+    "bracket_exit",
     "fill_commission",
     "ib_fixed_commission",
     "immediate_price",

@@ -13,6 +13,8 @@ A bar is seen once it is complete. Rules (``side`` BUY / SELL; a SELL mirrors a 
   fills at the open.
 * **Slippage** (:class:`Slippage`) worsens the fills that trade as market orders: MKT and triggered STP.
   LMT and STP LMT never fill worse than their limit, so they are not slipped.
+* **Brackets** (:func:`bracket_exit`): a position's stop (STP) and target (LMT) on one bar; the stop wins when
+  both are touched.
 * **Partial fills** (:func:`participation_budget`): with a participation rate at most
   ``floor(rate * volume)`` shares trade per bar, shared by all orders on that bar.
 
@@ -125,3 +127,27 @@ def bar_price(
     if not buy and bar.high >= limit:
         return max(bar.open, limit), triggered
     return None, triggered
+
+
+def bracket_exit(
+    side: OrderSide,
+    bar: Bar,
+    *,
+    stop: Decimal | None,
+    target: Decimal | None,
+    slippage: Slippage = NO_SLIPPAGE,
+) -> tuple[Decimal, str] | None:
+    """Return ``(price, "stop" | "target")`` when ``bar`` reaches a position's stop or target, else None.
+
+    ``side`` is the exit's side (SELL for a long). The stop is a STP and the target a LMT, one-cancels-all; when
+    both are touched in one bar the stop wins (the conservative reading of a bar whose intrabar path is unknown).
+    """
+    if stop is not None:
+        hit, _ = bar_price(OrderType.STOP, side, bar, limit=None, stop=stop, triggered=False, slippage=slippage)
+        if hit is not None:
+            return hit, "stop"
+    if target is not None:
+        hit, _ = bar_price(OrderType.LIMIT, side, bar, limit=target, stop=None, triggered=False)
+        if hit is not None:
+            return hit, "target"
+    return None
