@@ -34,7 +34,7 @@ import pandas as pd
 
 from models.enums import OrderSide, OrderType
 from services import market
-from services.market import Slippage, fill_commission, to_price
+from services.market import Slippage, fill_commission
 from simulator.catalog import BarSeries, is_intraday
 from simulator.state import SimExecution, SimOrder, SimOrderStatus, SimState
 
@@ -49,16 +49,10 @@ class Bar(market.Bar):
 def bar_at(series: BarSeries, index: int, con_id: int) -> Bar:
     row = series.frame.iloc[index]
     start = pd.Timestamp(row["timestamp"]).to_pydatetime()
-    return Bar(
-        start=start,
-        end=series.bar_end(index),
-        open=to_price(row["open"]),
-        high=to_price(row["high"]),
-        low=to_price(row["low"]),
-        close=to_price(row["close"]),
-        volume=Decimal(repr(float(row["volume"]))),
-        intraday=is_intraday(series.bar_size),
-        key=(con_id, series.bar_size.value, index),
+    ohlcv = (row["open"], row["high"], row["low"], row["close"], row["volume"])
+    intraday = is_intraday(series.bar_size)
+    return Bar.from_floats(
+        start, series.bar_end(index), ohlcv, intraday=intraday, key=(con_id, series.bar_size.value, index)
     )
 
 

@@ -158,3 +158,16 @@ def test_book_average_cost_includes_commissions_and_realizes_net() -> None:
 @pytest.mark.parametrize("mark", [None, D(10)])
 def test_flat_book_has_no_unrealized(mark: Decimal | None) -> None:
     assert Position().unrealized(mark) == 0
+
+
+def test_bar_from_floats_rounds_prices_and_keeps_the_volume() -> None:
+    b = Bar.from_floats(T, T, (100.1, 100.125, 99.994, 100.135, 1234.0), intraday=False)
+    assert (b.open, b.high, b.low, b.close, b.volume) == (
+        D("100.10"),
+        D("100.12"),
+        D("99.99"),
+        D("100.14"),
+        D("1234.0"),
+    )
+    adjusted = Bar.from_floats(T, T, (2.179012, 2.5, 2.0, 2.25, 10.0), quantum=D("0.0001"))
+    assert adjusted.open == D("2.1790") and adjusted.intraday

@@ -47,7 +47,6 @@ from services.market import (
     immediate_price,
     participation_budget,
     sessions,
-    to_price,
 )
 from services.market.sessions import EASTERN
 
@@ -94,16 +93,9 @@ class _Series:
 
     def bar(self, i: int) -> Bar:
         row = self.frame.iloc[i]
-        return Bar(
-            start=pd.Timestamp(row[TIMESTAMP]).to_pydatetime(),
-            end=self.ends[i].to_pydatetime(),
-            open=to_price(row["open"]),
-            high=to_price(row["high"]),
-            low=to_price(row["low"]),
-            close=to_price(row["close"]),
-            volume=Decimal(repr(float(row["volume"]))),
-            intraday=_intraday(self.size),
-        )
+        start = pd.Timestamp(row[TIMESTAMP]).to_pydatetime()
+        ohlcv = (row["open"], row["high"], row["low"], row["close"], row["volume"])
+        return Bar.from_floats(start, self.ends[i].to_pydatetime(), ohlcv, intraday=_intraday(self.size))
 
 
 class MarketClock:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Final
+from typing import Any, Final, Self
 
 from services.market import sessions
 
@@ -33,6 +33,22 @@ class Bar:
     close: Decimal
     volume: Decimal
     intraday: bool = True
+
+    @classmethod
+    def from_floats(
+        cls,
+        start: datetime,
+        end: datetime,
+        ohlcv: tuple[float, float, float, float, float],
+        *,
+        intraday: bool = True,
+        quantum: Decimal = TICK,
+        **extra: Any,
+    ) -> Self:
+        """A bar from float open/high/low/close/volume: prices rounded to ``quantum``, volume via its repr."""
+        open_, high, low, close, volume = ohlcv
+        o, h, lo, c = (to_price(p, quantum) for p in (open_, high, low, close))
+        return cls(start, end, o, h, lo, c, Decimal(repr(float(volume))), intraday, **extra)
 
     @property
     def session(self) -> date:

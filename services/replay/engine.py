@@ -330,7 +330,7 @@ class _Book:
 
 
 def _bar(when: dt.datetime, open_: float, high: float, low: float, close: float) -> Bar:
-    return Bar(when, when, price(open_), price(high), price(low), price(close), Decimal(0))
+    return Bar.from_floats(when, when, (open_, high, low, close, 0.0), quantum=PRICE_Q)
 
 
 def _commission(quantity: Decimal, fill_price: Decimal) -> Decimal:
