@@ -1,8 +1,9 @@
 """Positions from fills: average cost, realized P&L on reductions, commissions, unrealized from a mark price.
 
-Fills are applied in execution order; superseded corrections are skipped (``fills.effective``). Realized P&L is
-booked on the closing part of a fill, net of that fill's commission; opening commissions raise the average cost
-(IB's convention, so :func:`compare` can check against the broker's ``avgCost``).
+Fills are applied in execution order; superseded corrections are skipped (``fills.effective``). Each position is
+booked by the market model's book (:class:`services.market.Position`): realized P&L on the closing part of a
+fill, net of that fill's commission; opening commissions raise the average cost (IB's convention, so
+:func:`compare` can check against the broker's ``avgCost``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from models.enums import OrderSide
 from services.broker.types import BrokerPosition
+from services.market import Position
 from services.repositories import fills as fills_repo
 from services.repositories import positions as positions_repo
 
@@ -43,13 +45,11 @@ class FillLike(Protocol):
 
 
 @dataclass
-class PositionState:
+class PositionState(Position):
+    """One conid's position from our fills (each ``exec_id`` booked once)."""
+
     conid: int
     symbol: str
-    quantity: Decimal = Decimal(0)
-    avg_cost: Decimal = Decimal(0)
-    realized_pnl: Decimal = Decimal(0)
-    commissions: Decimal = Decimal(0)
     exec_ids: set[str] = field(default_factory=set, repr=False)
 
     def apply(self, fill: FillLike) -> Decimal:
@@ -57,30 +57,9 @@ class PositionState:
         if fill.exec_id in self.exec_ids:
             return Decimal(0)
         self.exec_ids.add(fill.exec_id)
-        commission = fill.commission or Decimal(0)
-        self.commissions += commission
         signed = fill.quantity if fill.side is OrderSide.BUY else -fill.quantity
-        old = self.quantity
-        if old == 0 or (old > 0) == (signed > 0):
-            total = self.avg_cost * abs(old) + fill.quantity * fill.price + commission
-            self.quantity = old + signed
-            self.avg_cost = total / abs(self.quantity)
-            return Decimal(0)
-        closing = min(abs(signed), abs(old))
-        direction = Decimal(1) if old > 0 else Decimal(-1)
-        realized = (fill.price - self.avg_cost) * closing * direction - commission
-        self.realized_pnl += realized
-        self.quantity = old + signed
-        if self.quantity == 0:
-            self.avg_cost = Decimal(0)
-        elif (self.quantity > 0) != (old > 0):
-            self.avg_cost = fill.price  # flipped: the rest opens a new position at this price
-        return realized
-
-    def unrealized(self, mark: Decimal | None) -> Decimal:
-        if mark is None or self.quantity == 0:
-            return Decimal(0)
-        return (mark - self.avg_cost) * self.quantity
+        realized = self.fill(signed, fill.price, fill.commission or Decimal(0))
+        return Decimal(0) if realized is None else realized
 
 
 def build_positions(fills: Iterable[FillLike]) -> dict[int, PositionState]:

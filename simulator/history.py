@@ -14,7 +14,8 @@ Rules (IB's where IB has one; documented in docs/simulator.md):
 * Window: ``S`` seconds back from the end; ``D`` on intraday bars = the last n weekdays up to the end's New York
   date (IB counts sessions; holidays are not skipped here), on daily and longer bars = n calendar days;
   ``W`` 7n days; ``M`` n months; ``Y`` n years.
-* ``useRTH=1`` keeps intraday source bars starting 09:30-16:00 New York on weekdays.
+* ``useRTH=1`` keeps intraday source bars starting in regular trading hours (:func:`services.market.sessions.in_rth`:
+  NYSE sessions 09:30-16:00 New York, holidays and early closes included).
 * Dates: daily and longer bars as ``YYYYmmdd`` (ib_async -> ``datetime.date``); intraday bars with formatDate 1
   as ``YYYYmmdd HH:MM:SS US/Eastern`` and with formatDate 2 as epoch seconds (both -> aware datetimes).
 """
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from models.enums import BarSize
+from services.market import sessions
 from simulator.catalog import EASTERN, EXCHANGE_TZ, BarSeries, Instrument, bar_seconds, is_intraday
 from simulator.wire import fmt
 
@@ -152,9 +154,8 @@ def check_limits(count: int, unit: str, bar_size: BarSize) -> None:
 
 
 def _rth_mask(frame: pd.DataFrame) -> np.ndarray:
-    local = pd.DatetimeIndex(frame["timestamp"]).tz_convert(EXCHANGE_TZ)
-    minutes = local.hour * 60 + local.minute
-    return np.asarray((minutes >= 570) & (minutes < 960) & (local.dayofweek < 5))
+    starts = pd.DatetimeIndex(frame["timestamp"]).to_pydatetime()
+    return np.fromiter((sessions.in_rth(t) for t in starts), dtype=bool, count=len(starts))
 
 
 def _session_dates(frame: pd.DataFrame) -> np.ndarray:

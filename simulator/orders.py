@@ -14,10 +14,12 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Protocol
 
+from services.market import ib_fixed_commission
+from services.market.sessions import order_session
 from simulator import messages as m
 from simulator.catalog import Catalog, Instrument
 from simulator.clock import MarketClock
-from simulator.matching import Bar, Matcher, bar_at, book_fill, order_session, total_commission
+from simulator.matching import Bar, Matcher, bar_at, book_fill
 from simulator.state import PlacedOrder, SimExecution, SimOrder, SimOrderStatus, SimState
 from simulator.wire import UNSET_DOUBLE
 
@@ -231,7 +233,7 @@ class OrderDesk:
             maint_before=values["MaintMarginReq"],
             equity_before=values["EquityWithLoanValue"],
             change=(value * MARGIN_RATE).quantize(Decimal("0.01")),
-            commission=total_commission(order.quantity, value),
+            commission=ib_fixed_commission(order.quantity, value),
         )
         self.outbox.to_client(order.client_id, lambda v: m.open_order(v, order, inst, estimate))
 

@@ -10,6 +10,8 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from services.market import Position
+
 
 class SimOrderStatus(StrEnum):
     """TWS order status strings the simulator uses."""
@@ -89,12 +91,11 @@ class SimExecution:
 
 
 @dataclass
-class SimPosition:
+class SimPosition(Position):
+    """A position of ``account`` in ``con_id``; booked by :class:`services.market.Position` (IB's avgCost)."""
+
     account: str
     con_id: int
-    quantity: Decimal = Decimal(0)
-    avg_cost: Decimal = Decimal(0)  # per share, commissions included (as IB reports for stocks)
-    realized_pnl: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -162,22 +163,5 @@ class SimState:
         self, account: str, con_id: int, signed_qty: Decimal, price: Decimal, commission: Decimal
     ) -> Decimal | None:
         """Book a fill into position and cash; return realized P&L (net of commission) if it closed shares."""
-        pos = self.position(account, con_id)
         self.cash[account] = self.cash.get(account, Decimal(0)) - signed_qty * price - commission
-        realized: Decimal | None = None
-        old = pos.quantity
-        if old == 0 or (old > 0) == (signed_qty > 0):
-            total_cost = pos.avg_cost * abs(old) + abs(signed_qty) * price + commission
-            pos.quantity = old + signed_qty
-            pos.avg_cost = total_cost / abs(pos.quantity)
-            return None
-        closing = min(abs(signed_qty), abs(old))
-        direction = Decimal(1) if old > 0 else Decimal(-1)
-        realized = (price - pos.avg_cost) * closing * direction - commission
-        pos.realized_pnl += realized
-        pos.quantity = old + signed_qty
-        if pos.quantity == 0:
-            pos.avg_cost = Decimal(0)
-        elif (pos.quantity > 0) != (old > 0):  # flipped: the rest opens at the fill price
-            pos.avg_cost = price
-        return realized
+        return self.position(account, con_id).fill(signed_qty, price, commission)

@@ -1,7 +1,9 @@
-"""Replay fill model by hand, and the engine's limit / short / flagged-bar paths on real bars."""
+"""Replay fill rules by hand (services.market with the replay's bps slippage and 4-place prices), and the engine's
+limit / short / flagged-bar paths on real bars."""
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 from pathlib import Path
 
@@ -11,8 +13,8 @@ import pytest
 from models.enums import OrderSide, OrderType, SignalAction, TimeInForce
 from services.bars.loader import load_bars
 from services.llm.store import InMemoryLlmCallStore
-from services.replay.engine import replay
-from services.replay.fills import FillModel, PendingOrder, price
+from services.market import Bar, Slippage, bar_price, bracket_exit, ib_fixed_commission
+from services.replay.engine import PRICE_Q, PendingOrder, price, replay
 from services.settings import load_settings
 from services.strategies import load_strategy_file, parse_strategy
 
@@ -20,10 +22,35 @@ ROOT = Path(__file__).resolve().parents[1]
 SPY = ROOT / "data" / "samples" / "yahoofinance-SPY-20080101-20180101.csv"
 DAILY = ROOT / "data" / "samples" / "synthetic" / "SYNTH-1995-2014.csv"  # generated: services.bars.synthetic
 D = Decimal
+NOW = dt.datetime(2024, 1, 2, tzinfo=dt.UTC)
 
 
 def order(side: OrderSide, kind: OrderType, limit: str | None = None) -> PendingOrder:
     return PendingOrder(side, D(100), kind, TimeInForce.DAY, D(limit) if limit else None, 0, D(0), None, None, "test")
+
+
+class FillModel:
+    """The replay's calls into services.market (as the engine makes them), with the old test's signatures."""
+
+    def __init__(self, slippage_bps: Decimal) -> None:
+        self.slippage = Slippage(bps=slippage_bps, quantum=PRICE_Q)
+
+    def order_fill(self, o: PendingOrder, open_: Decimal, high: Decimal, low: Decimal) -> Decimal | None:
+        bar = Bar(NOW, NOW, open_, high, low, open_, D(0))
+        return bar_price(o.order_type, o.side, bar, limit=o.limit, stop=None, triggered=False, slippage=self.slippage)[
+            0
+        ]
+
+    def exit_fill(
+        self, long: bool, stop: Decimal | None, target: Decimal | None, open_: Decimal, high: Decimal, low: Decimal
+    ) -> tuple[Decimal, str] | None:
+        side = OrderSide.SELL if long else OrderSide.BUY
+        bar = Bar(NOW, NOW, open_, high, low, open_, D(0))
+        return bracket_exit(side, bar, stop=stop, target=target, slippage=self.slippage)
+
+    @staticmethod
+    def commission(quantity: Decimal, fill_price: Decimal) -> Decimal:
+        return ib_fixed_commission(quantity, quantity * fill_price)
 
 
 def test_market_orders_fill_at_the_open_with_slippage() -> None:

@@ -1,7 +1,7 @@
 """In-memory broker: the broker port without a socket, for dry runs and fast tests.
 
 It holds a catalog of contracts and canonical bar frames (several bar sizes per symbol allowed) and follows the
-TWS simulator's market model (:mod:`services.broker.fills`): the market clock (``broker.clock``) is a point in
+TWS simulator's market model (:mod:`services.market`): the market clock (``broker.clock``) is a point in
 the data; a bar is seen once complete; ``clock.set`` moves without matching, ``clock.advance`` /
 ``clock.advance_to`` fill working orders on every bar completed on the way; DAY orders expire at the first bar
 of a later session. State (orders, executions, positions, cash) survives ``close()``/``connect()``, so
@@ -13,10 +13,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Final
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -26,14 +25,6 @@ from models.enums import BarSize, OrderSide, SecType, TimeInForce
 from services.bars.resample import resample_bars
 from services.bars.sizes import infer_bar_size
 from services.broker import _bars
-from services.broker.fills import (
-    BarPrices,
-    bar_price,
-    ib_fixed_commission,
-    immediate_price,
-    participation_budget,
-    to_price,
-)
 from services.broker.ib_errors import map_order_status
 from services.broker.types import (
     AccountValues,
@@ -48,9 +39,17 @@ from services.broker.types import (
     Quote,
 )
 from services.errors import BrokerConnectionError, ContractNotFoundError, DataError, OrderRejectedError
+from services.market import (
+    Bar,
+    Position,
+    bar_price,
+    fill_commission,
+    immediate_price,
+    participation_budget,
+    sessions,
+)
+from services.market.sessions import EASTERN
 
-EASTERN: Final = ZoneInfo("America/New_York")
-_SESSION_CLOSE: Final = time(16, 0)
 _DONE_IB: Final = frozenset({"Filled", "Cancelled", "Inactive"})
 
 
@@ -87,27 +86,16 @@ class _Series:
         if _intraday(self.size):
             self.ends = starts + pd.Timedelta(_bars.bar_timedelta(self.size))
         else:  # a date-labelled bar completes at that session's close (16:00 New York)
-            self.ends = pd.DatetimeIndex(
-                [datetime.combine(d, _SESSION_CLOSE, EASTERN).astimezone(UTC) for d in starts.date]
-            ).as_unit("ns")
+            self.ends = pd.DatetimeIndex([sessions.date_bar_end(d) for d in starts.date]).as_unit("ns")
 
     def completed(self, now: datetime) -> int:
         return int(self.ends.searchsorted(pd.Timestamp(now), side="right"))
 
-    def bar(self, i: int) -> BarPrices:
+    def bar(self, i: int) -> Bar:
         row = self.frame.iloc[i]
-        return BarPrices(
-            start=pd.Timestamp(row[TIMESTAMP]).to_pydatetime(),
-            end=self.ends[i].to_pydatetime(),
-            open=to_price(row["open"]),
-            high=to_price(row["high"]),
-            low=to_price(row["low"]),
-            close=to_price(row["close"]),
-            volume=Decimal(repr(float(row["volume"]))),
-        )
-
-    def session(self, bar: BarPrices) -> date:
-        return bar.start.astimezone(EASTERN).date() if _intraday(self.size) else bar.start.date()
+        start = pd.Timestamp(row[TIMESTAMP]).to_pydatetime()
+        ohlcv = (row["open"], row["high"], row["low"], row["close"], row["volume"])
+        return Bar.from_floats(start, self.ends[i].to_pydatetime(), ohlcv, intraday=_intraday(self.size))
 
 
 class MarketClock:
@@ -176,12 +164,7 @@ class _Order:
 
     @property
     def session(self) -> date:
-        # the session a DAY order belongs to: today's before 16:00 New York, else the next weekday
-        local = self.placed_at.astimezone(EASTERN)
-        day = local.date() + timedelta(days=1 if local.time() >= _SESSION_CLOSE else 0)
-        while day.weekday() >= 5:
-            day += timedelta(days=1)
-        return day
+        return sessions.order_session(self.placed_at)
 
     def view(self) -> BrokerOrder:
         r = self.request
@@ -209,12 +192,6 @@ class _Order:
         )
 
 
-@dataclass
-class _Position:
-    quantity: Decimal = Decimal(0)
-    avg_cost: Decimal = Decimal(0)
-
-
 class MemoryBroker:
     """The broker port in memory. See the module docstring for the market model."""
 
@@ -238,7 +215,7 @@ class MemoryBroker:
         self._series: dict[str, dict[BarSize, _Series]] = {}
         self._orders: dict[str, _Order] = {}
         self._executions: list[Execution] = []
-        self._positions: dict[int, _Position] = {}
+        self._positions: dict[int, Position] = {}
         self._used: dict[tuple[int, BarSize, int], Decimal] = {}
         self._order_ids = itertools.count(1)
         self._perm_ids = itertools.count(1_000_000_001)
@@ -470,10 +447,10 @@ class MemoryBroker:
             hi = series.completed(after)
             for i in range(lo, hi):
                 bar = series.bar(i)
-                if order.request.tif is TimeInForce.DAY and series.session(bar) > order.session:
+                if order.request.tif is TimeInForce.DAY and bar.session > order.session:
                     order.ib_status = "Cancelled"
                     break
-                if _intraday(series.size) and not _in_rth(bar.start):
+                if not bar.in_rth:
                     continue
                 r = order.request
                 price, order.triggered = bar_price(
@@ -484,7 +461,7 @@ class MemoryBroker:
                 if order.done:
                     break
 
-    def _fill(self, order: _Order, series: _Series, index: int, bar: BarPrices, price: Decimal, when: datetime) -> None:
+    def _fill(self, order: _Order, series: _Series, index: int, bar: Bar, price: Decimal, when: datetime) -> None:
         qty = order.remaining
         budget = participation_budget(bar.volume, self.participation)
         if budget is not None:
@@ -495,7 +472,7 @@ class MemoryBroker:
             self._book_fill(order, qty, price, when)
 
     def _book_fill(self, order: _Order, qty: Decimal, price: Decimal, when: datetime) -> None:
-        commission = ib_fixed_commission(order.filled + qty, order.value + qty * price) - order.commission
+        commission = fill_commission(order.filled, order.value, qty, price)
         order.filled += qty
         order.value += qty * price
         order.commission += commission
@@ -522,29 +499,7 @@ class MemoryBroker:
         )
 
     def _update_position(self, conid: int, signed: Decimal, price: Decimal, commission: Decimal) -> Decimal | None:
-        # IB's avgCost includes commissions; realized P&L (net of commission) is booked on the closing part.
-        pos = self._positions.setdefault(conid, _Position())
-        old = pos.quantity
-        if old == 0 or (old > 0) == (signed > 0):
-            total = pos.avg_cost * abs(old) + abs(signed) * price + commission
-            pos.quantity = old + signed
-            pos.avg_cost = total / abs(pos.quantity)
-            return None
-        closing = min(abs(signed), abs(old))
-        direction = Decimal(1) if old > 0 else Decimal(-1)
-        realized = (price - pos.avg_cost) * closing * direction - commission
-        pos.quantity = old + signed
-        if pos.quantity == 0:
-            pos.avg_cost = Decimal(0)
-        elif (pos.quantity > 0) != (old > 0):
-            pos.avg_cost = price
-        return realized
-
-
-def _in_rth(start: datetime) -> bool:
-    local = start.astimezone(EASTERN)
-    minutes = local.hour * 60 + local.minute
-    return local.weekday() < 5 and 570 <= minutes < 960
+        return self._positions.setdefault(conid, Position()).fill(signed, price, commission)
 
 
 def _window(series: _Series, request: BarRequest, end: datetime) -> pd.DataFrame:
@@ -552,7 +507,7 @@ def _window(series: _Series, request: BarRequest, end: datetime) -> pd.DataFrame
     offset = _bars.parse_duration(request.duration)
     frame = series.frame.iloc[: series.completed(end)]
     if request.use_rth and _intraday(series.size):
-        frame = frame[[_in_rth(t) for t in pd.DatetimeIndex(frame[TIMESTAMP]).to_pydatetime()]]
+        frame = frame[[sessions.in_rth(t) for t in pd.DatetimeIndex(frame[TIMESTAMP]).to_pydatetime()]]
     if frame.empty:
         return frame
     count, unit = int(request.duration.split()[0]), request.duration.split()[1]

@@ -5,7 +5,7 @@ bars up to and including that bar only, and runs the strategy's steps: validatio
 to ``end``; the rules are per row or look back, never forward), indicators, the chart only for the LLM analyst,
 the analysis, :func:`services.signals.generate_signal`, sizing (:func:`services.orders.sizing.size_order`) and
 the risk checks that make sense offline (``max_notional_per_order``, ``max_position``, ``short_selling`` of
-:func:`services.orders.risk.evaluate`). Orders fill on later bars by :mod:`services.replay.fills`.
+:func:`services.orders.risk.evaluate`). Orders fill on later bars by the market model (:mod:`services.market`).
 
 **No look-ahead, computed once.** TA-Lib indicators are causal: the value at bar ``t`` depends only on bars
 ``<= t`` (with the same first bar). So the indicators are computed ONCE over the bars up to ``end`` and each
@@ -30,6 +30,24 @@ and opens a long in one order; a SELL when long closes it and opens a short only
 BUY while long (or SELL while short) places nothing. Closing parts are never refused (they reduce risk).
 Equity is ``cash + position * close`` at each bar's close. Money that is booked (fills, commissions, cash) is
 ``Decimal``.
+
+**Fills** (the rules of :mod:`services.market.matching`, re-implemented independently in the tests):
+
+* A decision is made on the CLOSE of bar ``i``; its order can fill from bar ``i + 1`` on.
+* **Market** orders fill at the next bar's open, worsened by ``slippage_bps`` (a BUY pays
+  ``open * (1 + bps / 10_000)``, a SELL receives ``open * (1 - bps / 10_000)``).
+* **Limit** orders fill when a bar crosses the limit: a BUY when ``low <= limit`` at ``min(open, limit)``, a SELL
+  when ``high >= limit`` at ``max(open, limit)``, without slippage. A DAY limit lives for the next bar only; a
+  GTC limit until it fills or the next decision replaces it.
+* **Stops and targets** of an open position are checked on every bar after the entry fill, the entry bar
+  included (a market entry fills at the open, the rest of the bar comes after it), as a stop / limit bracket
+  (:func:`services.market.matching.bracket_exit`): a long exits at ``min(open, stop)`` when ``low <= stop``
+  (slipped like a market order), else at ``max(open, target)`` when ``high >= target``; a short mirrors; when
+  both are touched the stop wins.
+* Pending orders are processed before stops/targets on each bar.
+* **Commissions** follow IB's fixed schedule (:func:`services.market.commission.ib_fixed_commission`), per order.
+* Prices are ``Decimal`` with 4 places (``PRICE_Q``: adjusted historical prices are not on the exchange's tick
+  grid).
 
 **Prices.** With ``adjust=True`` (default) and an ``adj_close`` column, open/high/low/close are scaled by
 ``adj_close / close`` (dividend- and split-adjusted prices, so returns include dividends and splits are not
@@ -61,17 +79,19 @@ from services.llm.outcome import AnalysisOutcome
 from services.llm.pricing import estimate_cost
 from services.llm.prompts import RenderedPrompt, load_template
 from services.llm.store import LlmCallStore
+from services.market import Bar, Slippage, bar_price, bracket_exit, ib_fixed_commission, to_price
 from services.orders.risk import ProposedOrder, RiskContext, evaluate
 from services.orders.sizing import SizingError, average_true_range, size_order
 from services.replay.cutoffs import possibly_contaminated
-from services.replay.fills import FillModel, PendingOrder, price
 from services.replay.metrics import Metrics, compute_metrics
 from services.settings import Settings
 from services.signals import Signal, generate_signal
 
 __all__ = [
+    "PRICE_Q",
     "Decision",
     "FillRecord",
+    "PendingOrder",
     "ReplayResult",
     "Trade",
     "adjust_prices",
@@ -88,6 +108,28 @@ OFFLINE_RISK_CHECKS: Final = ("max_notional_per_order", "max_position", "short_s
 EST_COMPLETION_TOKENS: Final = 400
 EST_IMAGE_TOKENS: Final = 1_500
 _PLACEHOLDER_PROMPT: Final = RenderedPrompt(text="(offline replay: no prompt rendered)", sha256="0" * 64)
+PRICE_Q: Final = Decimal("0.0001")
+
+
+def price(value: float) -> Decimal:
+    """A float bar price as a 4-place ``Decimal``."""
+    return to_price(value, PRICE_Q)
+
+
+@dataclass(frozen=True)
+class PendingOrder:
+    """An order decided on bar ``decided_at`` (index), waiting for a later bar."""
+
+    side: OrderSide
+    quantity: Decimal
+    order_type: OrderType
+    tif: TimeInForce
+    limit: Decimal | None
+    decided_at: int
+    closing: Decimal  # the part of ``quantity`` that closes the current position
+    stop: Decimal | None  # stop / target for the position the opening part creates
+    target: Decimal | None
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -287,6 +329,14 @@ class _Book:
             self.stop, self.target = stop, target
 
 
+def _bar(when: dt.datetime, open_: float, high: float, low: float, close: float) -> Bar:
+    return Bar.from_floats(when, when, (open_, high, low, close, 0.0), quantum=PRICE_Q)
+
+
+def _commission(quantity: Decimal, fill_price: Decimal) -> Decimal:
+    return ib_fixed_commission(quantity, quantity * fill_price)
+
+
 _MARGIN: Final = 0.001  # far more than the 0.00005 a 4-place rounding can move a price
 
 
@@ -433,7 +483,7 @@ def replay(
         )
         _check_budget(requests, model=model, settings=settings, store=store, now=wall())
 
-    fill_model = FillModel(slippage_bps)
+    slippage = Slippage(bps=slippage_bps, quantum=PRICE_Q)
     book = _Book(cash=initial_cash)
     pending: PendingOrder | None = None
     decisions: list[Decision] = []
@@ -446,15 +496,22 @@ def replay(
     for j in range(first, n):
         when = py_times[j]
         if pending is not None and j > pending.decided_at:
-            op, hp, lp = price(o[j]), price(h[j]), price(lo_[j])
-            fill_price = fill_model.order_fill(pending, op, hp, lp)
+            fill_price, _ = bar_price(
+                pending.order_type,
+                pending.side,
+                _bar(when, o[j], h[j], lo_[j], c[j]),
+                limit=pending.limit,
+                stop=None,
+                triggered=False,
+                slippage=slippage,
+            )
             if fill_price is not None:
                 book.fill(
                     when,
                     pending.side,
                     pending.quantity,
                     fill_price,
-                    fill_model.commission(pending.quantity, fill_price),
+                    _commission(pending.quantity, fill_price),
                     pending.reason,
                     closing=pending.closing,
                     stop=pending.stop,
@@ -464,14 +521,13 @@ def replay(
             elif pending.tif is TimeInForce.DAY:
                 pending = None
         if book.position != 0 and (book.stop is not None or book.target is not None) and _may_touch(book, h[j], lo_[j]):
-            hit = fill_model.exit_fill(
-                book.position > 0, book.stop, book.target, price(o[j]), price(h[j]), price(lo_[j])
-            )
+            side = OrderSide.SELL if book.position > 0 else OrderSide.BUY
+            bar = _bar(when, o[j], h[j], lo_[j], c[j])
+            hit = bracket_exit(side, bar, stop=book.stop, target=book.target, slippage=slippage)
             if hit is not None:
                 exit_price, why = hit
                 qty = abs(book.position)
-                side = OrderSide.SELL if book.position > 0 else OrderSide.BUY
-                book.fill(when, side, qty, exit_price, fill_model.commission(qty, exit_price), why, closing=qty)
+                book.fill(when, side, qty, exit_price, _commission(qty, exit_price), why, closing=qty)
                 if pending is not None and pending.closing > 0:
                     pending = None  # its position is gone
         if book.position:

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from models.enums import BarSize, OrderSide, OrderStatus, OrderType, SecType, TimeInForce
-from services.broker.fills import BarPrices, bar_price, ib_fixed_commission, immediate_price, participation_budget
 from services.broker.memory import MemoryBroker
 from services.broker.types import BarRequest, Connectivity, ContractInfo, ContractSpec, OrderRequest
 from services.errors import BrokerConnectionError, OrderRejectedError
+from services.market import Bar, bar_price, ib_fixed_commission, immediate_price, participation_budget
 
 
 def _daily(rows: list[tuple[str, float, float, float, float, float]]) -> pd.DataFrame:
@@ -60,7 +60,7 @@ def test_commission_minimum_per_share_and_cap() -> None:
 
 
 def test_fill_rules() -> None:
-    bar = BarPrices(CLOSE_0102, CLOSE_0102, Decimal(100), Decimal(102), Decimal(97), Decimal(101), Decimal(10))
+    bar = Bar(CLOSE_0102, CLOSE_0102, Decimal(100), Decimal(102), Decimal(97), Decimal(101), Decimal(10))
     lmt = {"limit": Decimal("98.00"), "stop": None, "triggered": False}
     assert bar_price(OrderType.MARKET, OrderSide.BUY, bar, limit=None, stop=None, triggered=False)[0] == 100
     assert bar_price(OrderType.LIMIT, OrderSide.BUY, bar, **lmt)[0] == Decimal("98.00")  # type: ignore[arg-type]
