@@ -53,6 +53,9 @@ class SimOrder:
     completed_at: datetime | None = None
     completed_status: str = ""
     why_held: str = ""
+    oca_type: int = 0  # placeOrder's ocaType: 1 cancel the group on a fill, 2/3 (and 0, unset) reduce it
+    placed_quantity: Decimal | None = None  # a bracket child's size as placed (it covers at most that)
+    parent_perm_id: int = 0
 
     @property
     def remaining(self) -> Decimal:
