@@ -163,7 +163,15 @@ class OrderDesk:
         """
         self.state.placed.append(
             PlacedOrder(
-                client_id, req.order_id, req.order_ref, req.action, str(req.quantity), self.clock.now, time.time()
+                client_id,
+                req.order_id,
+                req.order_ref,
+                req.action,
+                str(req.quantity),
+                self.clock.now,
+                time.time(),
+                req.transmit,
+                req.parent_id,
             )
         )
         existing = self.state.order_by_client(client_id, req.order_id)

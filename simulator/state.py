@@ -111,6 +111,8 @@ class PlacedOrder:
     quantity: str
     market_time: datetime  # the simulator's market clock at arrival
     wall_time: float  # time.time() at arrival
+    transmit: bool = True
+    parent_id: int = 0
 
 
 @dataclass

@@ -156,6 +156,7 @@ def broker_order(trade: Any, fills: Sequence[Any] = ()) -> BrokerOrder:
         last_error_code=code,
         last_error_text=text,
         parent_order_id=int(o.parentId) or None,
+        parent_perm_id=int(o.parentPermId or 0) or None,
         oca_group=o.ocaGroup or "",
     )
 

@@ -255,7 +255,8 @@ class BrokerOrder:
     account: str | None = None
     last_error_code: int | None = None
     last_error_text: str | None = None
-    parent_order_id: int | None = None  # IB orderId of a bracket child's parent
+    parent_order_id: int | None = None  # IB orderId of a bracket child's parent (open orders)
+    parent_perm_id: int | None = None  # and its permId (completed orders carry only this one)
     oca_group: str = ""
 
     @property

@@ -536,6 +536,10 @@ def apply_broker_order(session: Session, order: Order, broker_order: BrokerOrder
         if value is not None and getattr(order, attr) != value:
             setattr(order, attr, value)
             changed = True
+    if order.parent_id is not None and broker_order.quantity > 0 and broker_order.quantity != order.quantity:
+        # a bracket child covers what its entry filled: the broker resizes it (partial entry fill, OCA reduction)
+        order.quantity = broker_order.quantity
+        changed = True
     if broker_order.filled != order.filled_quantity and broker_order.filled >= order.filled_quantity:
         order.filled_quantity = broker_order.filled
         changed = True
