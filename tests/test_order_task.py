@@ -279,3 +279,32 @@ def test_real_executions_never_link_to_a_dry_run_order_by_perm_id(
         assert stored_fill is not None and stored_fill.order_id is None
         assert orders_repo.get_by_perm_id(s, perm_id) is None
         assert orders_repo.get_by_perm_id(s, perm_id, include_dry_run=True) is not None
+
+
+def test_entry_is_a_bracket_and_a_sell_on_the_long_closes_it_and_its_protection(
+    runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker
+) -> None:
+    small = fixed_quantity(definition, 10)
+    buy = stored(SignalAction.BUY, days=28)
+    buy = StoredSignal(buy.id, dataclasses.replace(buy.signal, target=D("140.004")))
+    entry = run(small, broker, buy)
+    assert entry.status is OrderStatus.FILLED
+    assert sorted((o.order_ref, o.quantity, o.limit_price, o.stop_price) for o in broker.open_orders()) == [
+        (f"{entry.key}:SL", 10, None, D(125)),
+        (f"{entry.key}:TP", 10, D("140.01"), None),  # a SELL exit rounded up to the tick
+    ]
+    # a SELL signal on the long position: the whole position is sold (not the sizing rule's 10 by chance: the
+    # sizing is changed to 3), and what protected it is cancelled
+    close = run(fixed_quantity(definition, 3), broker, stored(SignalAction.SELL, entry="128.5", stop="135"))
+    assert close.status is OrderStatus.FILLED and close.sent
+    with session_scope(runtime.database_url) as s:
+        row = orders_repo.get(s, close.order_id)
+        assert row is not None and (row.quantity, row.parent_id) == (10, None)
+        assert orders_repo.children(s, close.order_id) == []  # a close carries no bracket
+        assert [(c.idempotency_key, c.status) for c in orders_repo.children(s, entry.order_id)] == [
+            (f"{entry.key}:TP", OrderStatus.CANCELLED),
+            (f"{entry.key}:SL", OrderStatus.CANCELLED),
+        ]
+        [position] = rebuild(s).values()
+        assert position.quantity == 0
+    assert broker.open_orders() == []  # the close's OCA group cancelled them at the broker too
