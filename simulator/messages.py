@@ -215,7 +215,7 @@ def open_order(server_version: int, order: SimOrder, inst: Instrument, what_if: 
         False,  # sweepToFill
         False,  # allOrNone
         "",  # minQty
-        3,  # ocaType
+        order.oca_type or 3,  # ocaType (3 when the client left it unset)
         False,  # eTradeOnly
         False,  # firmQuoteOnly
         "",  # nbboPriceCap
@@ -337,7 +337,7 @@ def completed_order(server_version: int, order: SimOrder, inst: Instrument) -> F
         False,  # sweepToFill
         False,  # allOrNone
         "",  # minQty
-        3,  # ocaType
+        order.oca_type or 3,  # ocaType (3 when the client left it unset)
         0,  # triggerMethod
         "",  # volatility
         0,  # volatilityType
@@ -381,7 +381,7 @@ def completed_order(server_version: int, order: SimOrder, inst: Instrument) -> F
         "",  # shareholder
         False,  # imbalanceOnly
         False,  # routeMarketableToBbo
-        "",  # parentPermId
+        order.parent_perm_id or "",  # parentPermId
         ib_time(order.completed_at, inst.time_zone_id) if order.completed_at else "",
         order.completed_status,
     ]

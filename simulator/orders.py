@@ -59,6 +59,8 @@ class PlaceRequest:
     oca_group: str
     outside_rth: bool
     what_if: bool
+    transmit: bool = True
+    oca_type: int = 0
 
 
 def _skip_place_tail(fields: list[str], version: int) -> bool:
@@ -115,7 +117,16 @@ def parse_place(fields: list[str], version: int) -> PlaceRequest:
         oca_group=fields[22],
         outside_rth=fields[33] == "1",
         what_if=what_if,
+        transmit=fields[27] != "0",
+        oca_type=_int(fields, 46 + (1 if version < 177 else 0)),
     )
+
+
+def _int(fields: list[str], index: int) -> int:
+    try:
+        return int(fields[index] or 0)
+    except (IndexError, ValueError):
+        return 0
 
 
 def _decimal(text: str) -> Decimal | None:
@@ -139,32 +150,66 @@ class OrderDesk:
         self.outbox = outbox
         self.early_commission_report = False
         self.reject_reasons: list[str] = []
+        # per clientId: orders placed with transmit=False, kept by "TWS" (not acknowledged, not worked) until an
+        # order of the same bracket arrives with transmit=True and sends them all
+        self.staged: dict[int, list[PlaceRequest]] = {}
 
     # ---- placement ---------------------------------------------------------------------------------------
 
     def place(self, client_id: int, req: PlaceRequest) -> bool:
-        """Handle a placeOrder; return True if a new order was accepted."""
+        """Handle a placeOrder; return True if a new order was accepted.
+
+        ``transmit=False`` (TWS API bracket_order.html): the order stays with "TWS", unacknowledged and not
+        worked, until an order of its bracket (its parent or a sibling) arrives with ``transmit=True``; then the
+        parent and every staged child go out together, parent first, and only then is anything matched.
+        """
         self.state.placed.append(
             PlacedOrder(
-                client_id, req.order_id, req.order_ref, req.action, str(req.quantity), self.clock.now, time.time()
+                client_id,
+                req.order_id,
+                req.order_ref,
+                req.action,
+                str(req.quantity),
+                self.clock.now,
+                time.time(),
+                req.transmit,
+                req.parent_id,
             )
         )
         existing = self.state.order_by_client(client_id, req.order_id)
         if existing is not None and not existing.is_done:
             self._modify(existing, req)
             return False
+        staged = self.staged.setdefault(client_id, [])
         if existing is not None or req.order_id < self.state.next_order_id.get(client_id, 1):
             self._error(client_id, req.order_id, 103, "Duplicate order id")
             return False
         self.state.note_order_id(client_id, req.order_id)
+        if not req.transmit and not req.what_if:
+            staged.append(req)
+            return False
+        root = req.parent_id or req.order_id
+        batch = [r for r in staged if r.order_id == root or r.parent_id == root]
+        self.staged[client_id] = [r for r in staged if r not in batch]
+        accepted = [o for r in [*batch, req] if (o := self._accept(client_id, r)) is not None]
+        for order in accepted:
+            self._ack(order, self.catalog.by_con_id[order.con_id])
+        for order in accepted:
+            self._match_now(order, self.catalog.by_con_id[order.con_id])
+        return bool(accepted)
+
+    def _accept(self, client_id: int, req: PlaceRequest) -> SimOrder | None:
         reason = self._rejection(req)
         inst = self._instrument(req)
         if reason is None and inst is None:
             reason = "Invalid contract id" if req.con_id else "No security definition has been found for the request"
+        parent = self.state.order_by_client(client_id, req.parent_id) if req.parent_id else None
+        if reason is None and req.parent_id and (parent is None or (parent.is_done and parent.filled == 0)):
+            reason = f"Parent order {req.parent_id} is not working"
         if reason is not None or inst is None:
             self.state.rejected.append((client_id, req.order_id, reason or ""))
             self._error(client_id, req.order_id, 201, f"Order rejected - reason:{reason}")
-            return False
+            return None
         order = SimOrder(
             client_id=client_id,
             order_id=req.order_id,
@@ -182,16 +227,19 @@ class OrderDesk:
             parent_id=req.parent_id,
             oca_group=req.oca_group,
             placed_at=self.clock.now,
+            oca_type=req.oca_type,
+            placed_quantity=Decimal(req.quantity),
+            parent_perm_id=parent.perm_id if parent is not None else 0,
         )
         held = order.order_type.startswith("STP") or self._held(order)
         order.status = SimOrderStatus.PRE_SUBMITTED if held else SimOrderStatus.SUBMITTED
         if req.what_if:
             self._what_if(order, inst)
-            return False
+            return None
         self.state.orders[order.perm_id] = order
-        self._ack(order, inst)
-        self._match_now(order, inst)
-        return True
+        if parent is not None and parent.filled > 0:
+            self._cover(parent)  # attached to a (partly) filled parent: it covers what the parent holds
+        return order
 
     def _rejection(self, req: PlaceRequest) -> str | None:
         if self.reject_reasons:
@@ -280,59 +328,92 @@ class OrderDesk:
             )
             return
         self._cancel(order, "Cancelled by Trader")
-        for child in self.state.open_orders(client_id):
-            if child.parent_id == order.order_id:
-                self._cancel(child, "Cancelled by Trader (parent cancelled)")
 
     def global_cancel(self) -> None:
         for order in self.state.open_orders():
-            self._cancel(order, "Cancelled by Trader")
+            if not order.is_done:  # a parent's cancel may have taken it already
+                self._cancel(order, "Cancelled by Trader")
 
     def _cancel(self, order: SimOrder, why: str, *, with_error: bool = True) -> None:
+        """Cancel ``order``; an unfilled parent takes its children with it. The children of a partly filled
+        parent stay working for the filled quantity: the position they protect exists."""
         order.status = SimOrderStatus.CANCELLED
         order.completed_at = self.clock.now
         order.completed_status = why
         self.outbox.to_client(order.client_id, lambda _v: m.order_status(order))
         if with_error:
             self._error(order.client_id, order.order_id, 202, "Order Canceled - reason:")
+        if order.filled == 0:
+            for child in self._children(order):
+                if not child.is_done:
+                    self._cancel(child, f"{why} (parent cancelled)", with_error=with_error)
 
     # ---- matching ----------------------------------------------------------------------------------------
 
     def _held(self, order: SimOrder) -> bool:
-        """A child order (parentId) waits until its parent is filled."""
+        """A child order (parentId) waits until its parent has filled something."""
         if not order.parent_id:
             return False
         parent = self.state.order_by_client(order.client_id, order.parent_id)
-        return parent is not None and parent.status != SimOrderStatus.FILLED
+        return parent is not None and parent.filled == 0
 
-    def _peers(self, order: SimOrder) -> list[SimOrder]:
-        """Open orders one-cancels-all with ``order``: bracket siblings and members of its ocaGroup."""
-        peers = []
-        for other in self.state.open_orders(order.client_id):
-            if other is order:
-                continue
-            siblings = order.parent_id and other.parent_id == order.parent_id
-            same_oca = order.oca_group and other.oca_group == order.oca_group
-            if siblings or same_oca:
-                peers.append(other)
-        return peers
+    def _children(self, parent: SimOrder) -> list[SimOrder]:
+        return [
+            o for o in self.state.orders.values() if o.client_id == parent.client_id and o.parent_id == parent.order_id
+        ]
+
+    def _oca_peers(self, order: SimOrder) -> list[SimOrder]:
+        """Open orders of ``order``'s ocaGroup other than its bracket siblings (those follow :meth:`_cover`)."""
+        return [
+            other
+            for other in self.state.open_orders(order.client_id)
+            if other is not order
+            and order.oca_group
+            and other.oca_group == order.oca_group
+            and not (order.parent_id and other.parent_id == order.parent_id)
+        ]
 
     def _after_fill(self, order: SimOrder, qty: Decimal) -> None:
-        """Release children of a filled parent; reduce, then cancel, one-cancels-all peers."""
-        for peer in self._peers(order):
-            peer_inst = self.catalog.by_con_id[peer.con_id]
-            if order.remaining == 0 or peer.quantity - qty <= peer.filled:
+        """One-cancels-all: ocaType 1 cancels the group on any fill; otherwise (2, 3, unset) the others are
+        reduced by the filled quantity and cancelled once nothing is left. Bracket children cover what their
+        parent has filled (:meth:`_cover`)."""
+        for peer in self._oca_peers(order):
+            if order.oca_type == 1 or order.remaining == 0 or peer.quantity - qty <= peer.filled:
                 self._cancel(peer, "Cancelled (OCA)", with_error=False)
             else:
                 peer.quantity -= qty
-                self._ack(peer, peer_inst)
-        if order.remaining != 0:
-            return
-        for child in self.state.open_orders(order.client_id):
-            stop = child.order_type.startswith("STP")
-            if child.parent_id == order.order_id and child.status == SimOrderStatus.PRE_SUBMITTED and not stop:
+                self._ack(peer, self.catalog.by_con_id[peer.con_id])
+        parent = self.state.order_by_client(order.client_id, order.parent_id) if order.parent_id else None
+        if parent is not None:
+            if order.oca_type == 1:
+                for sibling in self._children(parent):
+                    if sibling is not order and not sibling.is_done:
+                        self._cancel(sibling, "Cancelled (OCA)", with_error=False)
+            self._cover(parent)
+        if self._children(order):
+            self._cover(order)
+
+    def _cover(self, parent: SimOrder) -> None:
+        """Size the parent's open children to what the bracket still holds (the parent's fills minus the
+        children's fills, at most each child's placed size) and release them: a partial parent fill is protected
+        for the filled quantity only; once nothing is held the children are cancelled."""
+        children = self._children(parent)
+        held = parent.filled - sum((c.filled for c in children), Decimal(0))
+        for child in children:
+            if child.is_done:
+                continue
+            if held <= 0:
+                self._cancel(child, "Cancelled (OCA)", with_error=False)
+                continue
+            quantity = min(child.placed_quantity or child.quantity, child.filled + held)
+            changed = quantity != child.quantity
+            child.quantity = quantity
+            stop = child.order_type.startswith("STP") and not child.triggered
+            if child.status == SimOrderStatus.PRE_SUBMITTED and not stop:
                 child.status = SimOrderStatus.SUBMITTED
-                self._send_status(child)
+                changed = True
+            if changed:
+                self._ack(child, self.catalog.by_con_id[child.con_id])
 
     def _match_now(self, order: SimOrder, inst: Instrument) -> None:
         last = inst.last_bar(self.clock.now)

@@ -55,6 +55,9 @@ class SimOrder:
     completed_at: datetime | None = None
     completed_status: str = ""
     why_held: str = ""
+    oca_type: int = 0  # placeOrder's ocaType: 1 cancel the group on a fill, 2/3 (and 0, unset) reduce it
+    placed_quantity: Decimal | None = None  # a bracket child's size as placed (it covers at most that)
+    parent_perm_id: int = 0
 
     @property
     def remaining(self) -> Decimal:
@@ -109,6 +112,8 @@ class PlacedOrder:
     quantity: str
     market_time: datetime  # the simulator's market clock at arrival
     wall_time: float  # time.time() at arrival
+    transmit: bool = True
+    parent_id: int = 0
 
 
 @dataclass

@@ -1,5 +1,10 @@
 """Step 7 (BUY/SELL only): size -> risk gate -> idempotent submit; one artifact ``<strategy>-order``.
 
+An entry is a bracket: the signal's target and stop go to the broker as a take-profit LMT and a protective STP
+attached to it (``services.orders.submit``). A signal against the strategy's open position (SELL on a long, BUY
+on a short) closes it instead: the whole position, in the protective orders' OCA group; once the close has
+filled, what still protects the position is cancelled.
+
 Dry run (``settings.trading.dry_run``): the order goes to a :class:`MemoryBroker` seeded with this run's bars
 (no socket); its fills are recorded at once (ids made unique per order) so positions follow. Otherwise to the
 runtime's broker (TWS / the simulator), whose fills the order monitor records.
@@ -22,11 +27,13 @@ from models.strategy import StrategyDefinition
 from services.broker.loop_owner import SyncBroker
 from services.broker.memory import MemoryBroker
 from services.broker.types import ContractInfo
+from services.db import session_scope
 from services.orders.context import fetch_account
-from services.orders.monitor import record_dry_run_fills
+from services.orders.monitor import cancel_protective, record_dry_run_fills
 from services.orders.risk import CheckResult
 from services.orders.sizing import SizingError, average_true_range, round_price, size_order
 from services.orders.submit import OrderBroker, OrderIntent, SendContext, SubmitResult, signal_expiry, submit_order
+from services.repositories import positions as positions_repo
 from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, publish_table
 from tasks.market_data import MarketData
@@ -78,7 +85,13 @@ def order_for_signal(
     account = fetch_account(broker)
     refusal: CheckResult | None = None
     quantity = Decimal(0)
+    with session_scope(runtime.database_url) as session:
+        position = sum((p.quantity for p in positions_repo.by_symbol(session, definition.symbol)), Decimal(0))
+    closing = position != 0 and (position > 0) != (side is OrderSide.BUY)
+    exit_side = OrderSide.SELL if side is OrderSide.BUY else OrderSide.BUY
     try:
+        if closing:
+            raise _Closing
         sized = size_order(
             risk.sizing,
             side=side,
@@ -91,8 +104,14 @@ def order_for_signal(
             max_quantity=risk.max_position,
         )
         quantity = sized.quantity
+    except _Closing:
+        quantity = abs(position)
     except SizingError as exc:
         refusal = CheckResult("sizing", False, str(exc))
+
+    def exit_price(value: Decimal | None) -> Decimal | None:
+        return None if closing or value is None else round_price(value, contract.min_tick, exit_side)
+
     intent = OrderIntent(
         strategy_name=definition.name,
         symbol=definition.symbol,
@@ -107,6 +126,8 @@ def order_for_signal(
         flow_run_id=flow_run_id,
         expires_at=signal_expiry(definition, signal.bar_time),
         reference_price=entry,
+        take_profit=exit_price(signal.target),
+        stop_loss=exit_price(signal.stop),
     )
     ctx = SendContext(
         trading=runtime.settings.trading, now=now, dry_run=dry_run, marks={definition.symbol.upper(): last_close}
@@ -116,7 +137,19 @@ def order_for_signal(
         # the in-memory broker is gone after this step: its fills are recorded now, so positions (and the next
         # decision's position limit) see them at once
         record_dry_run_fills(runtime.database_url, result.order_id, result.key, broker.executions())
+    if closing and result.status is OrderStatus.FILLED:
+        cancel_protective(
+            runtime.database_url,
+            None if dry_run else broker,
+            definition.symbol,
+            definition.name,
+            f"position closed by {result.key}",
+        )
     return result
+
+
+class _Closing(Exception):
+    """The signal closes the open position: its size is the position's, not the sizing rule's."""
 
 
 def _rows(result: SubmitResult, dry_run: bool) -> list[dict[str, Any]]:

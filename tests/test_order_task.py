@@ -133,7 +133,9 @@ def test_position_limit_refuses_with_named_checks(
     assert result.status is OrderStatus.RISK_REJECTED
     failed = {r.split(":")[0] for r in result.reasons}
     assert failed == {"max_position"}
-    assert len(broker.completed_orders()) == 1 and not broker.open_orders()
+    assert [o.order_ref for o in broker.completed_orders()] == [first.key]
+    # what still works at the broker is the first entry's protective stop (the signal carried no target)
+    assert [(o.order_ref, o.quantity, o.stop_price) for o in broker.open_orders()] == [(f"{first.key}:SL", 150, 125)]
 
 
 def test_fixed_quantity_buy_then_rerun_is_idempotent(
@@ -145,7 +147,8 @@ def test_fixed_quantity_buy_then_rerun_is_idempotent(
     assert first.status is OrderStatus.FILLED and first.sent  # limit 129.50 above the last close 129
     second = run(small, broker, stored(SignalAction.BUY))
     assert second.reused and second.order_id == first.order_id
-    assert len(broker.completed_orders()) == 1 and not broker.open_orders()
+    assert [o.order_ref for o in broker.completed_orders()] == [first.key]
+    assert [(o.order_ref, o.quantity) for o in broker.open_orders()] == [(f"{first.key}:SL", 10)]  # sent once
 
 
 def test_kill_switch_and_closed_market_refuse(
@@ -236,7 +239,8 @@ def test_working_dry_run_order_is_not_looked_up_at_the_real_broker(
     try:
         wall = dt.datetime.now(dt.UTC)  # submitted_at is wall-clock time
         report = sync_orders(runtime.database_url, real, wall, {"spy-sma-cross": 60})
-        assert report.skipped_dry_run == 1 and report.updated == 0 and report.cancelled_for_timeout == []
+        # the working entry and both entries' stops (protective children wait for their price, no timeout)
+        assert report.skipped_dry_run == 3 and report.updated == 0 and report.cancelled_for_timeout == []
         checked = reconcile(runtime.database_url, real, NOW)
         assert checked.ok, checked  # the dry-run position (10) is not a difference with the broker's 0
         assert checked.adopted_external == [] and checked.reset_to_created == []
@@ -252,6 +256,11 @@ def test_working_dry_run_order_is_not_looked_up_at_the_real_broker(
     with session_scope(runtime.database_url) as s:
         row = orders_repo.get(s, working.order_id)
         assert row is not None and row.status is OrderStatus.CANCELLED
+        # the unfilled entry took its stop with it; the filled entry's stop still protects its 10 shares
+        assert [(c.idempotency_key, c.status) for c in orders_repo.children(s, working.order_id)] == [
+            (f"{working.key}:SL", OrderStatus.CANCELLED)
+        ]
+        assert [c.status for c in orders_repo.children(s, filled.order_id)] == [OrderStatus.SUBMITTED]
 
 
 def test_real_executions_never_link_to_a_dry_run_order_by_perm_id(
@@ -270,3 +279,32 @@ def test_real_executions_never_link_to_a_dry_run_order_by_perm_id(
         assert stored_fill is not None and stored_fill.order_id is None
         assert orders_repo.get_by_perm_id(s, perm_id) is None
         assert orders_repo.get_by_perm_id(s, perm_id, include_dry_run=True) is not None
+
+
+def test_entry_is_a_bracket_and_a_sell_on_the_long_closes_it_and_its_protection(
+    runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker
+) -> None:
+    small = fixed_quantity(definition, 10)
+    buy = stored(SignalAction.BUY, days=28)
+    buy = StoredSignal(buy.id, dataclasses.replace(buy.signal, target=D("140.004")))
+    entry = run(small, broker, buy)
+    assert entry.status is OrderStatus.FILLED
+    assert sorted((o.order_ref, o.quantity, o.limit_price, o.stop_price) for o in broker.open_orders()) == [
+        (f"{entry.key}:SL", 10, None, D(125)),
+        (f"{entry.key}:TP", 10, D("140.01"), None),  # a SELL exit rounded up to the tick
+    ]
+    # a SELL signal on the long position: the whole position is sold (not the sizing rule's 10 by chance: the
+    # sizing is changed to 3), and what protected it is cancelled
+    close = run(fixed_quantity(definition, 3), broker, stored(SignalAction.SELL, entry="128.5", stop="135"))
+    assert close.status is OrderStatus.FILLED and close.sent
+    with session_scope(runtime.database_url) as s:
+        row = orders_repo.get(s, close.order_id)
+        assert row is not None and (row.quantity, row.parent_id) == (10, None)
+        assert orders_repo.children(s, close.order_id) == []  # a close carries no bracket
+        assert [(c.idempotency_key, c.status) for c in orders_repo.children(s, entry.order_id)] == [
+            (f"{entry.key}:TP", OrderStatus.CANCELLED),
+            (f"{entry.key}:SL", OrderStatus.CANCELLED),
+        ]
+        [position] = rebuild(s).values()
+        assert position.quantity == 0
+    assert broker.open_orders() == []  # the close's OCA group cancelled them at the broker too

@@ -155,6 +155,9 @@ def broker_order(trade: Any, fills: Sequence[Any] = ()) -> BrokerOrder:
         account=o.account or None,
         last_error_code=code,
         last_error_text=text,
+        parent_order_id=int(o.parentId) or None,
+        parent_perm_id=int(o.parentPermId or 0) or None,
+        oca_group=o.ocaGroup or "",
     )
 
 

@@ -59,6 +59,7 @@ from services.broker.pacing import (
 from services.broker.types import (
     AccountValues,
     BarRequest,
+    Bracket,
     BrokerOrder,
     BrokerPosition,
     Connectivity,
@@ -487,29 +488,76 @@ class IBBroker:
         except ConnectionError as exc:
             raise BrokerConnectionError(f"not placing {request.order_ref}: {exc}") from exc
 
+        await self._settle([trade])
+        return conv.broker_order(trade, ib.fills())
+
+    async def place_bracket(self, contract: ContractInfo, bracket: Bracket) -> list[BrokerOrder]:
+        """The entry and its children as TWS expects a bracket (bracket_order.html): children carry the entry's
+        orderId as ``parentId`` and one ``ocaGroup`` (ocaType 2: the others are reduced by each fill, with
+        overfill protection); ``transmit`` is False on all but the last, so TWS sends nothing before it has the
+        whole bracket. An entry already known to IB is not sent again; a child it lacks is attached to it."""
+        ib = self._require_ib()
+        entry = bracket.entry
+        if self._state is not Connectivity.CONNECTED or not ib.isConnected():
+            raise BrokerConnectionError(f"not placing {entry.order_ref}: broker {self._state}")
+        ib_contract = _info_contract(contract)
+        parent = self._find_trade(entry.order_ref, None)
+        missing = [c for c in bracket.children if self._find_trade(c.order_ref, None) is None]
+        sent: list[Any] = []
+        try:
+            if parent is None:
+                await self.msg_limiter.acquire()
+                parent = ib.placeOrder(ib_contract, _ib_order(entry, transmit=not missing))
+                sent.append(parent)
+            else:
+                log.info("order_ref %s already known to IB; not sending it again", entry.order_ref)
+            for i, child in enumerate(missing):
+                order = _ib_order(replace(child, oca_group=bracket.oca_group), transmit=i == len(missing) - 1)
+                order.parentId = parent.order.orderId
+                await self.msg_limiter.acquire()
+                sent.append(ib.placeOrder(ib_contract, order))
+        except ConnectionError as exc:
+            raise BrokerConnectionError(f"not placing {entry.order_ref}: {exc}") from exc
+        await self._settle(sent)
+        trades = [parent, *(self._find_trade(c.order_ref, None) for c in bracket.children)]
+        fills = ib.fills()
+        return [conv.broker_order(t, fills) for t in trades if t is not None]
+
+    async def _settle(self, trades: list[Any]) -> None:
+        """Wait until IB acknowledged every trade (permId) or ended it; raise on a lost connection or a refusal
+        (the first trade, the entry of a bracket, decides)."""
+        if not trades:
+            return
+        ib = self._require_ib()
+        ref = trades[0].order.orderRef
+
         def acked() -> bool:
-            st = trade.orderStatus.status
-            return st in _DONE or (bool(trade.order.permId) and st in _WORKING) or not ib.isConnected()
+            if not ib.isConnected():
+                return True
+            return all(
+                t.orderStatus.status in _DONE or (bool(t.order.permId) and t.orderStatus.status in _WORKING)
+                for t in trades
+            )
 
         try:
             await self._wait(acked, self.order_ack_timeout_s)
         except TimeoutError:
             raise BrokerConnectionError(
-                f"order {request.order_ref} not acknowledged within {self.order_ack_timeout_s:.1f}s; reconcile"
+                f"order {ref} not acknowledged within {self.order_ack_timeout_s:.1f}s; reconcile"
             ) from None
-        if not ib.isConnected() and trade.orderStatus.status not in _DONE:
-            raise BrokerConnectionError(f"connection lost before {request.order_ref} was acknowledged; reconcile")
+        trade = trades[0]
+        if not ib.isConnected() and any(t.orderStatus.status not in _DONE for t in trades):
+            raise BrokerConnectionError(f"connection lost before {ref} was acknowledged; reconcile")
         if trade.orderStatus.status in ("Cancelled", "ApiCancelled", "Inactive"):
             with contextlib.suppress(TimeoutError):
                 await self._wait(lambda: conv.broker_order(trade).last_error_code is not None, _REJECT_GRACE_S)
             order = conv.broker_order(trade, ib.fills())
             code = order.last_error_code
             raise OrderRejectedError(
-                f"IB rejected {request.order_ref}: {code} {order.last_error_text or trade.orderStatus.status}",
+                f"IB rejected {ref}: {code} {order.last_error_text or trade.orderStatus.status}",
                 code=code,
-                order_ref=request.order_ref,
+                order_ref=ref,
             )
-        return conv.broker_order(trade, ib.fills())
 
     async def cancel_order(self, order_ref: str) -> BrokerOrder:
         ib = await self._ready()
@@ -658,15 +706,22 @@ def _info_contract(info: ContractInfo) -> Contract:
     )
 
 
-def _ib_order(request: OrderRequest) -> Order:
+# ocaType 2: "remaining orders are proportionately reduced in size with block" (overfill protection)
+OCA_REDUCE_WITH_BLOCK: Final = 2
+
+
+def _ib_order(request: OrderRequest, *, transmit: bool = True) -> Order:
     order = Order(
         action=request.side.value,
         totalQuantity=float(request.quantity),
         orderType=request.order_type.value,
         tif=request.tif.value,
         orderRef=request.order_ref,
-        transmit=True,
+        transmit=transmit,
     )
+    if request.oca_group:
+        order.ocaGroup = request.oca_group
+        order.ocaType = OCA_REDUCE_WITH_BLOCK
     if request.limit_price is not None:
         order.lmtPrice = request.limit_price
     if request.stop_price is not None:

@@ -20,6 +20,7 @@ from services.broker.port import BrokerPort
 from services.broker.types import (
     AccountValues,
     BarRequest,
+    Bracket,
     BrokerOrder,
     BrokerPosition,
     Connectivity,
@@ -183,6 +184,9 @@ class SyncBroker:
 
     def place_order(self, contract: ContractInfo, request: OrderRequest) -> BrokerOrder:
         return self._run(self.broker.place_order(contract, request))
+
+    def place_bracket(self, contract: ContractInfo, bracket: Bracket) -> list[BrokerOrder]:
+        return self._run(self.broker.place_bracket(contract, bracket))
 
     def cancel_order(self, order_ref: str) -> BrokerOrder:
         return self._run(self.broker.cancel_order(order_ref))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Final
@@ -29,6 +29,7 @@ from services.broker.ib_errors import map_order_status
 from services.broker.types import (
     AccountValues,
     BarRequest,
+    Bracket,
     BrokerOrder,
     BrokerPosition,
     Connectivity,
@@ -153,6 +154,9 @@ class _Order:
     triggered: bool = False
     error_code: int | None = None
     error_text: str | None = None
+    parent_ref: str | None = None  # a bracket child: works once its parent has filled, from released_at on
+    released_at: datetime | None = None
+    placed_quantity: Decimal = Decimal(0)
 
     @property
     def remaining(self) -> Decimal:
@@ -329,7 +333,22 @@ class MemoryBroker:
             )
             if price is not None:
                 self._fill(order, series, i, bar, price, self.clock.now)
+                self._after_bracket_fill(order, order.filled, self.clock.now)
         return order.view()
+
+    async def place_bracket(self, contract: ContractInfo, bracket: Bracket) -> list[BrokerOrder]:
+        """The entry (as :meth:`place_order`), then its children held until it fills (see :meth:`_cover`)."""
+        await self.place_order(contract, bracket.entry)
+        parent = self._orders[bracket.entry.order_ref]
+        for child in bracket.children:
+            if child.order_ref not in self._orders and not (parent.done and parent.filled == 0):
+                request = replace(child, oca_group=bracket.oca_group)
+                self._orders[child.order_ref] = _Order(
+                    request, contract, next(self._order_ids), next(self._perm_ids), self.client_id, self.clock.now,
+                    ib_status="PreSubmitted", parent_ref=parent.request.order_ref, placed_quantity=child.quantity,
+                )  # fmt: skip
+        self._cover(parent, self.clock.now)
+        return [self._orders[r.order_ref].view() for r in bracket.orders if r.order_ref in self._orders]
 
     async def cancel_order(self, order_ref: str) -> BrokerOrder:
         self._require_socket()
@@ -341,6 +360,10 @@ class MemoryBroker:
                 f"IB error 161: order {order_ref} is {order.ib_status}", code=161, order_ref=order_ref
             )
         order.ib_status, order.error_code, order.error_text = "Cancelled", 202, "Order Canceled - reason:"
+        if order.filled == 0:  # an unfilled parent takes its children with it
+            for child in self._children(order):
+                if not child.done:
+                    child.ib_status = "Cancelled"
         return order.view()
 
     async def open_orders(self) -> list[BrokerOrder]:
@@ -441,7 +464,7 @@ class MemoryBroker:
     def _match(self, before: datetime, after: datetime) -> None:
         for order in [o for o in self._orders.values() if not o.done]:
             series = self._clock_series(order.contract.symbol, after)
-            if series is None:
+            if series is None or order.done or self._held(order):
                 continue
             lo = int(series.ends.searchsorted(pd.Timestamp(before), side="right"))
             hi = series.completed(after)
@@ -449,17 +472,64 @@ class MemoryBroker:
                 bar = series.bar(i)
                 if order.request.tif is TimeInForce.DAY and bar.session > order.session:
                     order.ib_status = "Cancelled"
+                    self._after_bracket_fill(order, Decimal(0), bar.end)
                     break
                 if not bar.in_rth:
                     continue
+                if order.released_at is not None and bar.end <= order.released_at:
+                    continue  # a released child trades from the bar after its parent's fill
                 r = order.request
                 price, order.triggered = bar_price(
                     r.order_type, r.side, bar, limit=r.limit_price, stop=r.stop_price, triggered=order.triggered
                 )
                 if price is not None:
+                    filled = order.filled
                     self._fill(order, series, i, bar, price, bar.end)
+                    self._after_bracket_fill(order, order.filled - filled, bar.end)
                 if order.done:
                     break
+
+    # ---- brackets and OCA groups (as the simulator: children cover what the parent filled) ----
+
+    def _children(self, parent: _Order) -> list[_Order]:
+        return [o for o in self._orders.values() if o.parent_ref == parent.request.order_ref]
+
+    def _held(self, order: _Order) -> bool:
+        return order.parent_ref is not None and self._orders[order.parent_ref].filled == 0
+
+    def _after_bracket_fill(self, order: _Order, qty: Decimal, when: datetime) -> None:
+        """OCA peers (not bracket siblings) are reduced by ``qty`` and cancelled when nothing is left; bracket
+        children are resized to what their bracket still holds; an expired unfilled parent takes its children."""
+        group = order.request.oca_group
+        for peer in self._orders.values():
+            sibling = order.parent_ref is not None and peer.parent_ref == order.parent_ref
+            if qty <= 0 or peer is order or peer.done or sibling or not group or peer.request.oca_group != group:
+                continue
+            left = peer.request.quantity - qty
+            if order.remaining == 0 or left <= peer.filled:
+                peer.ib_status = "Cancelled"
+            else:
+                peer.request = replace(peer.request, quantity=left)
+        if order.parent_ref is not None:
+            self._cover(self._orders[order.parent_ref], when)
+        if self._children(order):
+            self._cover(order, when)
+
+    def _cover(self, parent: _Order, when: datetime) -> None:
+        children = self._children(parent)
+        held = parent.filled - sum((c.filled for c in children), Decimal(0))
+        for child in children:
+            if child.done:
+                continue
+            if held <= 0:
+                if parent.filled > 0 or parent.done:
+                    child.ib_status = "Cancelled"
+                continue
+            quantity = min(child.placed_quantity, child.filled + held)
+            child.request = replace(child.request, quantity=quantity)
+            if child.released_at is None:
+                child.released_at = when
+                child.ib_status = "PreSubmitted" if child.request.stop_price is not None else "Submitted"
 
     def _fill(self, order: _Order, series: _Series, index: int, bar: Bar, price: Decimal, when: datetime) -> None:
         qty = order.remaining

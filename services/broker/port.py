@@ -14,6 +14,7 @@ import pandas as pd
 from services.broker.types import (
     AccountValues,
     BarRequest,
+    Bracket,
     BrokerOrder,
     BrokerPosition,
     Connectivity,
@@ -63,6 +64,14 @@ class BrokerPort(Protocol):
 
         Raises ``BrokerConnectionError`` when not connected (nothing is queued) and ``OrderRejectedError`` with
         IB's code when the order is refused.
+        """
+        ...
+
+    async def place_bracket(self, contract: ContractInfo, bracket: Bracket) -> list[BrokerOrder]:
+        """Place an entry with its protective children as one bracket; return every part's state, entry first.
+
+        Same errors as :meth:`place_order` (``OrderRejectedError`` when the entry is refused). Parts whose orderRef
+        the broker already knows are not sent again.
         """
         ...
 

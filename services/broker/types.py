@@ -162,6 +162,7 @@ class OrderRequest:
     stop_price: Decimal | None = None
     tif: TimeInForce = TimeInForce.DAY
     account: str | None = None
+    oca_group: str | None = None  # one-cancels-all group (the broker reduces the others by each fill)
 
     def __post_init__(self) -> None:
         if not self.order_ref:
@@ -172,6 +173,62 @@ class OrderRequest:
             raise ValueError(f"{self.order_type} order needs limit_price")
         if self.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and self.stop_price is None:
             raise ValueError(f"{self.order_type} order needs stop_price")
+
+
+class BracketRole(StrEnum):
+    """A bracket order's part; a child's orderRef is ``<entry orderRef>:<role>``."""
+
+    ENTRY = "entry"
+    TAKE_PROFIT = "TP"
+    STOP_LOSS = "SL"
+
+
+def child_ref(entry_ref: str, role: BracketRole) -> str:
+    """The orderRef (and our idempotency key) of a bracket child."""
+    return f"{entry_ref}:{role.value}"
+
+
+def bracket_role(order_ref: str) -> BracketRole:
+    """Which part of a bracket ``order_ref`` names (``entry`` for any plain order)."""
+    for role in (BracketRole.TAKE_PROFIT, BracketRole.STOP_LOSS):
+        if order_ref.endswith(f":{role.value}"):
+            return role
+    return BracketRole.ENTRY
+
+
+@dataclass(frozen=True)
+class Bracket:
+    """An entry with its protective exits (IB bracket_order.html): a take-profit LMT and/or a protective STP, both
+    attached to the entry (parentId) and in one OCA group named after the entry's orderRef. The broker works the
+    children only once the entry has filled, for the filled quantity."""
+
+    entry: OrderRequest
+    take_profit: OrderRequest | None = None
+    stop_loss: OrderRequest | None = None
+
+    def __post_init__(self) -> None:
+        if not self.children:
+            raise ValueError("a bracket needs a take-profit or a stop-loss")
+        for role, child in ((BracketRole.TAKE_PROFIT, self.take_profit), (BracketRole.STOP_LOSS, self.stop_loss)):
+            if child is None:
+                continue
+            if child.side is self.entry.side:
+                raise ValueError(f"the {role.value} child must be on the opposite side of the entry")
+            if child.order_ref != child_ref(self.entry.order_ref, role):
+                raise ValueError(f"the {role.value} child's order_ref must be {child_ref(self.entry.order_ref, role)}")
+
+    @property
+    def children(self) -> list[OrderRequest]:
+        return [c for c in (self.take_profit, self.stop_loss) if c is not None]
+
+    @property
+    def orders(self) -> list[OrderRequest]:
+        """Entry first, then the children in the order they are transmitted (the last one transmits all)."""
+        return [self.entry, *self.children]
+
+    @property
+    def oca_group(self) -> str:
+        return self.entry.order_ref
 
 
 @dataclass(frozen=True)
@@ -198,6 +255,9 @@ class BrokerOrder:
     account: str | None = None
     last_error_code: int | None = None
     last_error_text: str | None = None
+    parent_order_id: int | None = None  # IB orderId of a bracket child's parent (open orders)
+    parent_perm_id: int | None = None  # and its permId (completed orders carry only this one)
+    oca_group: str = ""
 
     @property
     def is_done(self) -> bool:

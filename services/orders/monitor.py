@@ -124,6 +124,7 @@ def sync_orders(
                 report.updated += 1
             stale = (
                 limit_min is not None
+                and row.parent_id is None  # protective exits wait for their price, not a timeout
                 and row.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)
                 and row.order_type is OrderType.LIMIT
                 and row.tif is TimeInForce.DAY
@@ -147,6 +148,7 @@ def _dry_run_stale(row: Order, now: dt.datetime, limit_min: int | None) -> bool:
     started = row.submitted_at or row.created_at
     return (
         limit_min is not None
+        and row.parent_id is None
         and row.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)
         and now - started >= dt.timedelta(minutes=limit_min)
     )
@@ -176,10 +178,44 @@ def cancel(db_url: str, broker: OrderBroker | None, order_id: int, reason: str) 
         key = row.idempotency_key
         if orders_repo.is_dry_run(row):
             orders_repo.set_status(session, row, OrderStatus.CANCELLED, f"{reason} (dry run: no broker call)")
+            if row.filled_quantity == 0:  # as at the broker: an unfilled entry takes its children with it
+                for child in orders_repo.children(session, row.id):
+                    if child.status in CANCELLABLE:
+                        orders_repo.move_to(session, child, OrderStatus.CANCELLED, f"entry cancelled: {reason}")
             return row.status
         if broker is None:
             raise BrokerConnectionError(f"no broker session to cancel {key}")
     return _cancel_at_broker(db_url, broker, order_id, key, reason)
+
+
+def sync_children(db_url: str, broker: OrderBroker, order_id: int, detail: str) -> None:
+    """Adopt the broker's state of a bracket entry's children (after the entry's cancel, a close, a reconnect):
+    the broker cancels them with an unfilled entry and resizes them with a partly filled one."""
+    with session_scope(db_url) as session:
+        keys = [(c.id, c.idempotency_key, c.ib_perm_id) for c in orders_repo.children(session, order_id)]
+    for child_id, key, perm_id in keys:
+        found = broker.find_order(key, perm_id)
+        if found is None:
+            continue
+        with session_scope(db_url) as session:
+            row = orders_repo.get(session, child_id)
+            assert row is not None
+            if row.status in ACTIVE and not orders_repo.is_dry_run(row):
+                apply_broker_order(session, row, found, detail)
+
+
+def cancel_protective(
+    db_url: str, broker: OrderBroker | None, symbol: str, strategy_name: str | None, reason: str
+) -> list[CancelOutcome]:
+    """Cancel the working protective orders (bracket children) of ``symbol`` / ``strategy_name``: the position
+    they protected was closed. One the broker already cancelled (OCA with the close) is just recorded."""
+    with session_scope(db_url) as session:
+        rows = [(o.id, o.idempotency_key, o.status) for o in orders_repo.protective(session, symbol, strategy_name)]
+    outcomes = []
+    for order_id, key, before in rows:
+        after = cancel(db_url, broker, order_id, reason)
+        outcomes.append(CancelOutcome(order_id, key, before, after))
+    return outcomes
 
 
 def end_unsent(db_url: str, order_id: int, reason: str) -> OrderStatus:
@@ -190,6 +226,9 @@ def end_unsent(db_url: str, order_id: int, reason: str) -> OrderStatus:
         assert row is not None
         if row.status is OrderStatus.CREATED:
             orders_repo.set_status(session, row, OrderStatus.CANCELLED, f"{reason} (never sent)")
+            for child in orders_repo.children(session, row.id):
+                if child.status is OrderStatus.CREATED:
+                    orders_repo.set_status(session, child, OrderStatus.CANCELLED, f"{reason} (entry never sent)")
         return row.status
 
 
@@ -371,7 +410,9 @@ def _cancel_at_broker(db_url: str, broker: OrderBroker, order_id: int, key: str,
         assert row is not None
         if answer is not None:
             apply_broker_order(session, row, answer, f"cancel: {reason}")
-        return row.status
+        status = row.status
+    sync_children(db_url, broker, order_id, f"entry cancel: {reason}")
+    return status
 
 
 @dataclass

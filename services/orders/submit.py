@@ -28,12 +28,16 @@ from models.tables import Order
 from services import calendar
 from services.broker.types import (
     AccountValues,
+    Bracket,
+    BracketRole,
     BrokerOrder,
     BrokerPosition,
     Connectivity,
     ContractInfo,
     Execution,
     OrderRequest,
+    bracket_role,
+    child_ref,
 )
 from services.db import session_scope
 from services.errors import BrokerConnectionError, OrderRejectedError, TraderError
@@ -56,6 +60,7 @@ class OrderBroker(Protocol):
     @property
     def connectivity(self) -> Connectivity: ...
     def place_order(self, contract: ContractInfo, request: OrderRequest) -> BrokerOrder: ...
+    def place_bracket(self, contract: ContractInfo, bracket: Bracket) -> list[BrokerOrder]: ...
     def cancel_order(self, order_ref: str) -> BrokerOrder: ...
     def find_order(self, order_ref: str, perm_id: int | None = None) -> BrokerOrder | None: ...
     def open_orders(self) -> list[BrokerOrder]: ...
@@ -91,6 +96,8 @@ class OrderIntent:
     flow_run_id: str | None = None
     expires_at: dt.datetime | None = None  # the signal's validity (no send at or after it); None: never sent
     reference_price: Decimal | None = None  # what the gate judges a market order at
+    take_profit: Decimal | None = None  # a bracket child LMT at this price (sent with the entry)
+    stop_loss: Decimal | None = None  # a bracket child STP at this price
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -217,6 +224,7 @@ def submit_order(
                 row.error = f"{refusal.name}: {refusal.detail}"
                 orders_repo.set_status(session, row, OrderStatus.RISK_REJECTED, row.error)
                 return _result(row, sent=False, reused=False)
+            _create_children(session, row, intent, ctx)
             order_id = row.id
     except IntegrityError:
         # another run inserted the same key between our read and our insert: that order wins
@@ -226,6 +234,44 @@ def submit_order(
                 raise  # not a duplicate key: another constraint (e.g. an unknown signal id)
             return _result(row_or_none, sent=False, reused=True)
     return send(db_url, broker, contract, order_id, ctx)
+
+
+# Protective exits outlive the entry's day: they stay until one fills or the position is closed.
+CHILD_TIF: Final = TimeInForce.GTC
+
+
+def _create_children(session: Session, parent: Order, intent: OrderIntent, ctx: SendContext) -> None:
+    """The bracket children of ``parent`` (same transaction): ``<key>:TP`` LMT and/or ``<key>:SL`` STP on the
+    other side, for the entry's quantity, GTC."""
+    exit_side = OrderSide.SELL if intent.side is OrderSide.BUY else OrderSide.BUY
+    for role, order_type, price in (
+        (BracketRole.TAKE_PROFIT, OrderType.LIMIT, intent.take_profit),
+        (BracketRole.STOP_LOSS, OrderType.STOP, intent.stop_loss),
+    ):
+        if price is None:
+            continue
+        orders_repo.create(
+            session,
+            key=child_ref(parent.idempotency_key, role),
+            symbol=intent.symbol,
+            side=exit_side,
+            quantity=intent.quantity,
+            order_type=order_type,
+            tif=CHILD_TIF,
+            limit_price=price if order_type is OrderType.LIMIT else None,
+            stop_price=price if order_type is OrderType.STOP else None,
+            conid=intent.conid,
+            strategy_name=intent.strategy_name,
+            strategy_id=intent.strategy_id,
+            signal_id=intent.signal_id,
+            flow_run_id=intent.flow_run_id,
+            risk_decision={"dry_run": ctx.dry_run, "bracket": role.value, "entry": parent.idempotency_key},
+            expires_at=intent.expires_at,
+            reference_price=price,
+            created_at=ctx.now,
+            parent_id=parent.id,
+            detail=f"{role.value} of {parent.idempotency_key}",
+        )
 
 
 def _strategy_for(session: Session, order: Order) -> tuple[StrategyDefinition | None, str | None]:
@@ -294,7 +340,8 @@ def send(db_url: str, broker: OrderBroker, contract: ContractInfo, order_id: int
         with session_scope(db_url) as session:
             row = orders_repo.get(session, order_id)
             assert row is not None
-            if row.status is not OrderStatus.CREATED:
+            if row.status is not OrderStatus.CREATED or row.parent_id is not None:
+                # a bracket child is only ever sent with its entry (one gate decision for the bracket)
                 return _result(row, sent=False, reused=True)
             if broker.connectivity is not Connectivity.CONNECTED:
                 # certainly not sent, and nothing to judge the account by: it stays for the retry flow
@@ -318,24 +365,57 @@ def send(db_url: str, broker: OrderBroker, contract: ContractInfo, order_id: int
                 "notes": notes,
                 "history": history,
             }
+            children = [c for c in orders_repo.children(session, row.id) if c.status is OrderStatus.CREATED]
             if not decision.approved:
                 row.error = "; ".join(decision.reasons)
                 target = OrderStatus.EXPIRED if decision.expired else OrderStatus.RISK_REJECTED
                 orders_repo.set_status(session, row, target, f"gate at send (attempt {attempt}): {row.error}")
+                for child in children:
+                    orders_repo.set_status(session, child, target, f"entry {row.idempotency_key}: {row.error}")
                 return _result(row, sent=False, reused=False)
             row.submit_attempts = attempt
             orders_repo.set_status(session, row, OrderStatus.SUBMITTING, f"attempt {attempt}: gate passed")
-            request = OrderRequest(
-                order_ref=row.idempotency_key,
-                side=row.side,
-                quantity=row.quantity,
-                order_type=row.order_type,
-                limit_price=row.limit_price,
-                stop_price=row.stop_price,
-                tif=row.tif,
-            )
+            request = _request(row, oca_group=None if children else _closing_group(session, row))
+            for child in children:
+                child.submit_attempts = attempt
+                orders_repo.set_status(session, child, OrderStatus.SUBMITTING, f"with {row.idempotency_key}")
+            ids = {row.idempotency_key: row.id} | {c.idempotency_key: c.id for c in children}
+            bracket = _bracket(request, children)
         # committed: from here on a crash leaves "submitting", which reconciliation resolves
+        if bracket is not None:
+            return _place_bracket(db_url, broker, contract, ids, bracket)
         return _place(db_url, broker, contract, order_id, request)
+
+
+def _request(row: Order, *, oca_group: str | None = None) -> OrderRequest:
+    return OrderRequest(
+        order_ref=row.idempotency_key,
+        side=row.side,
+        quantity=row.quantity,
+        order_type=row.order_type,
+        limit_price=row.limit_price,
+        stop_price=row.stop_price,
+        tif=row.tif,
+        oca_group=oca_group,
+    )
+
+
+def _bracket(entry: OrderRequest, children: list[Order]) -> Bracket | None:
+    if not children:
+        return None
+    by_role = {bracket_role(c.idempotency_key): _request(c) for c in children}
+    return Bracket(entry, by_role.get(BracketRole.TAKE_PROFIT), by_role.get(BracketRole.STOP_LOSS))
+
+
+def _closing_group(session: Session, row: Order) -> str | None:
+    """An order against the strategy's working protective orders closes the position they protect: it joins
+    their OCA group, so at the broker whichever fills first reduces (and at full size cancels) the others, and
+    the position stays protected until the close executes."""
+    for child in reversed(orders_repo.protective(session, row.symbol, row.strategy_name)):
+        entry = orders_repo.get(session, child.parent_id) if child.parent_id is not None else None
+        if child.side is row.side and child.status is not OrderStatus.CREATED and entry is not None:
+            return entry.idempotency_key
+    return None
 
 
 def _place(
@@ -375,6 +455,63 @@ def _place(
         return _result(row, sent=True, reused=False)
 
 
+def _place_bracket(
+    db_url: str, broker: OrderBroker, contract: ContractInfo, ids: Mapping[str, int], bracket: Bracket
+) -> SubmitResult:
+    """Send a bracket and record every part; the result is the entry's."""
+    entry_ref = bracket.entry.order_ref
+    entry_id = ids[entry_ref]
+    answers: list[BrokerOrder] = []
+    try:
+        if broker.connectivity is not Connectivity.CONNECTED:
+            raise _NotSent(f"broker {broker.connectivity.value}: not sent")
+        answers = broker.place_bracket(contract, bracket)
+    except _NotSent as exc:
+        for order_id in ids.values():
+            _back_to_created(db_url, order_id, str(exc))
+        return _reread(db_url, entry_id)
+    except OrderRejectedError as exc:
+        with session_scope(db_url) as session:
+            for key, order_id in ids.items():
+                row = orders_repo.get(session, order_id)
+                assert row is not None
+                row.error_code, row.error = exc.code, str(exc) if key == entry_ref else f"entry rejected: {exc}"
+                orders_repo.set_status(session, row, OrderStatus.REJECTED, f"IB {exc.code}: {exc}")
+            entry = orders_repo.get(session, entry_id)
+            assert entry is not None
+            return _result(entry, sent=True, reused=False)
+    except BrokerConnectionError as exc:
+        # may or may not have reached IB: ask the broker; the parts it does not know stay "submitting"
+        try:
+            answers = [bo for r in bracket.orders if (bo := broker.find_order(r.order_ref)) is not None]
+        except TraderError:
+            with session_scope(db_url) as session:
+                for order_id in ids.values():
+                    row = orders_repo.get(session, order_id)
+                    assert row is not None
+                    row.last_submit_error = f"{type(exc).__name__}: {exc}"
+            return _reread(db_url, entry_id, sent=True)
+        if not any(a.order_ref == entry_ref for a in answers):
+            for order_id in ids.values():
+                _back_to_created(db_url, order_id, f"{type(exc).__name__}: {exc} (not found at the broker)")
+            return _reread(db_url, entry_id)
+    with session_scope(db_url) as session:
+        for answer in answers:
+            row = orders_repo.get(session, ids[answer.order_ref]) if answer.order_ref in ids else None
+            if row is not None:
+                apply_broker_order(session, row, answer, "placed")
+        entry = orders_repo.get(session, entry_id)
+        assert entry is not None
+        return _result(entry, sent=True, reused=False)
+
+
+def _reread(db_url: str, order_id: int, *, sent: bool = False) -> SubmitResult:
+    with session_scope(db_url) as session:
+        row = orders_repo.get(session, order_id)
+        assert row is not None
+        return _result(row, sent=sent, reused=False)
+
+
 class _NotSent(Exception):
     pass
 
@@ -399,6 +536,10 @@ def apply_broker_order(session: Session, order: Order, broker_order: BrokerOrder
         if value is not None and getattr(order, attr) != value:
             setattr(order, attr, value)
             changed = True
+    if order.parent_id is not None and broker_order.quantity > 0 and broker_order.quantity != order.quantity:
+        # a bracket child covers what its entry filled: the broker resizes it (partial entry fill, OCA reduction)
+        order.quantity = broker_order.quantity
+        changed = True
     if broker_order.filled != order.filled_quantity and broker_order.filled >= order.filled_quantity:
         order.filled_quantity = broker_order.filled
         changed = True

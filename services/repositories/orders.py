@@ -67,6 +67,7 @@ def create(
     expires_at: dt.datetime | None = None,
     reference_price: Decimal | None = None,
     created_at: dt.datetime | None = None,
+    parent_id: int | None = None,
 ) -> Order:
     """Insert an order row (status ``created`` unless adopting an external order) and its first event.
 
@@ -107,6 +108,7 @@ def create(
         submit_attempts=0,
         expires_at=expires_at,
         reference_price=reference_price,
+        parent_id=parent_id,
     )
     if created_at is not None:
         row.created_at = created_at
@@ -203,9 +205,27 @@ def active(session: Session) -> list[Order]:
 OUTSTANDING: frozenset[OrderStatus] = ACTIVE | {OrderStatus.CREATED}
 
 
+def children(session: Session, parent_id: int) -> list[Order]:
+    """A bracket entry's protective orders (take-profit, stop-loss), in id order."""
+    return list(session.scalars(select(Order).where(Order.parent_id == parent_id).order_by(Order.id)))
+
+
+def protective(session: Session, symbol: str, strategy_name: str | None) -> list[Order]:
+    """Working or still sendable bracket children of ``symbol`` (and of ``strategy_name`` when given): what
+    protects an open position at the broker."""
+    query = select(Order).where(
+        Order.symbol == symbol.upper(), Order.parent_id.is_not(None), Order.status.in_(sorted(OUTSTANDING))
+    )
+    if strategy_name is not None:
+        query = query.where(Order.strategy_name == strategy_name)
+    return list(session.scalars(query.order_by(Order.id)))
+
+
+# The limits count entries: a bracket's children only ever reduce the position their entry opened.
 def count_open(session: Session, *, exclude_id: int | None = None) -> int:
-    """Orders working at the broker or still sendable (``created``), except ``exclude_id``."""
-    query = select(func.count(Order.id)).where(Order.status.in_(sorted(OUTSTANDING)))
+    """Orders working at the broker or still sendable (``created``), except ``exclude_id``; bracket children
+    are not counted (one bracket is one order)."""
+    query = select(func.count(Order.id)).where(Order.status.in_(sorted(OUTSTANDING)), Order.parent_id.is_(None))
     if exclude_id is not None:
         query = query.where(Order.id != exclude_id)
     return int(session.scalar(query) or 0)
@@ -217,6 +237,7 @@ def count_since(session: Session, strategy_name: str, since: dt.datetime, *, exc
         Order.strategy_name == strategy_name,
         Order.created_at >= since,
         Order.status != OrderStatus.RISK_REJECTED,
+        Order.parent_id.is_(None),
     )
     if exclude_id is not None:
         query = query.where(Order.id != exclude_id)
@@ -224,10 +245,11 @@ def count_since(session: Session, strategy_name: str, since: dt.datetime, *, exc
 
 
 def pending_quantity(session: Session, symbol: str, *, exclude_id: int | None = None) -> Decimal:
-    """Signed remaining quantity of the symbol's working and still-sendable orders (BUY positive)."""
+    """Signed remaining quantity of the symbol's working and still-sendable orders (BUY positive); bracket
+    children are left out (they only close what their entry filled)."""
     total = Decimal(0)
     query = select(Order.side, Order.quantity, Order.filled_quantity).where(
-        Order.symbol == symbol.upper(), Order.status.in_(sorted(OUTSTANDING))
+        Order.symbol == symbol.upper(), Order.status.in_(sorted(OUTSTANDING)), Order.parent_id.is_(None)
     )  # three columns, not whole rows: no risk-decision JSON to decode per active order
     if exclude_id is not None:
         query = query.where(Order.id != exclude_id)
@@ -254,6 +276,7 @@ def retryable(session: Session, max_attempts: int) -> list[Order]:
         Order.status == OrderStatus.CREATED,
         Order.last_submit_error.is_not(None),
         Order.submit_attempts < max_attempts,
+        Order.parent_id.is_(None),  # a bracket child is sent with its entry
     )
     return [o for o in session.scalars(query.order_by(Order.id)) if not is_dry_run(o)]
 

@@ -276,3 +276,19 @@ async def test_bracket_children_wait_for_the_parent_and_cancel_each_other(sim: S
     assert take_profit.orderStatus.avgFillPrice == 133.10
     assert sim.state.positions[("DU1234567", 756733)].quantity == 0
     await eventually(lambda: ib.positions() == [])  # ib_async drops flat positions
+
+
+async def test_untransmitted_orders_wait_for_the_transmitting_child(sim: SimServer, connect: Connect) -> None:
+    ib = await connect(client_id=26)
+    spy = await _spy(ib)
+    sim.clock.set("2012-06-27T15:00:00Z")
+    parent, take_profit, stop_loss = ib.bracketOrder("BUY", 300, 132.90, takeProfitPrice=133.50, stopLossPrice=132.75)
+    held = [ib.placeOrder(spy, o) for o in (parent, take_profit)]  # transmit=False on both
+    await ib.reqCurrentTimeAsync()  # a round trip: both placeOrders have been handled
+    assert not sim.state.orders and [t.orderStatus.status for t in held] == ["PendingSubmit"] * 2
+    assert [(p.transmit, p.parent_id) for p in sim.state.placed] == [(False, 0), (False, parent.orderId)]
+    last = ib.placeOrder(spy, stop_loss)  # transmit=True: TWS sends the whole bracket
+    await eventually(lambda: all(t.order.permId for t in [*held, last]))
+    assert [t.orderStatus.status for t in [*held, last]] == ["Submitted", "PreSubmitted", "PreSubmitted"]
+    assert held[0].order.permId < held[1].order.permId < last.order.permId  # accepted together, parent first
+    assert {o.parent_perm_id for o in sim.state.orders.values() if o.parent_id} == {held[0].order.permId}

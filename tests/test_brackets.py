@@ -1,0 +1,321 @@
+"""Brackets as real broker orders: our send path -> IBBroker -> the real ib_async client -> the simulator.
+
+An entry with a target and a stop goes out as one IB bracket (parent LMT, take-profit LMT, protective STP; the
+children with ``parentId``, one OCA group, ``transmit`` False on all but the last). Market data: the 5-minute SPY
+bars of 2012-06-27; the clock starts at 15:00 UTC (11:00 New York), the last completed bar closed at 133.00.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal as D
+
+import pytest
+
+from models.enums import OrderSide, OrderStatus, OrderType, SecType
+from services.broker.ib_adapter import IBBroker
+from services.broker.loop_owner import SyncBroker
+from services.broker.pacing import Backoff
+from services.broker.types import Bracket, ContractInfo, ContractSpec, OrderRequest
+from services.db import session_scope
+from services.orders import kill_switch
+from services.orders.monitor import cancel_all, cancel_by_id, cancel_protective, reconcile, sync_orders
+from services.orders.submit import OrderIntent, SubmitResult, submit_order
+from services.repositories import fills as fills_repo
+from services.repositories import orders as orders_repo
+from services.settings import IBSettings
+from simulator import SimConfig, SimOrderStatus, SimServer
+from tests.orders_support import send_ctx, store_strategy, strategy
+
+START = dt.datetime(2012, 6, 27, 15, 0, tzinfo=dt.UTC)
+ACCOUNT = "DU1234567"
+SPY_CONID = 756733
+S = OrderStatus
+
+
+def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def participation() -> float | None:
+    return None
+
+
+@pytest.fixture
+def sim(participation: float | None) -> Iterator[SimServer]:
+    config = SimConfig(port=0, partial_fill_participation=participation, now=START)
+    with SimServer.in_thread(config) as server:
+        yield server
+
+
+def _ib_broker(sim: SimServer) -> SyncBroker:
+    return SyncBroker(
+        lambda: IBBroker.from_settings(
+            IBSettings(port=sim.port, client_id=17, connect_timeout_s=5, request_timeout_s=3),
+            order_ack_timeout_s=5,
+            reconnect=Backoff(attempts=60, base_s=0.05, max_s=0.2),
+        )
+    )
+
+
+@pytest.fixture
+def broker(sim: SimServer) -> Iterator[SyncBroker]:
+    sync = _ib_broker(sim)
+    sync.connect()
+    yield sync
+    sync.close()
+
+
+@pytest.fixture
+def spy(broker: SyncBroker) -> ContractInfo:
+    return broker.qualify(ContractSpec("SPY", SecType.STK))
+
+
+def _bracket(
+    db_url: str,
+    broker: SyncBroker,
+    spy: ContractInfo,
+    *,
+    qty: int = 100,
+    entry: str = "132.90",
+    target: str | None = "133.10",
+    stop: str | None = "132.70",
+    name: str = "brk",
+) -> SubmitResult:
+    store_strategy(db_url, strategy(name))
+    intent = OrderIntent(
+        name, "SPY", OrderSide.BUY, D(qty), START, limit_price=D(entry), conid=spy.conid,
+        expires_at=START + dt.timedelta(hours=6), reference_price=D(entry),
+        take_profit=D(target) if target else None, stop_loss=D(stop) if stop else None,
+    )  # fmt: skip
+    return submit_order(db_url, broker, spy, intent, send_ctx(START, dry_run=False))
+
+
+def _rows(db_url: str, key: str) -> dict[str, tuple[OrderStatus, D, D]]:
+    """(status, quantity, filled) of the entry ``key`` and its children, by key suffix ("" for the entry)."""
+    with session_scope(db_url) as s:
+        entry = orders_repo.get_by_key(s, key)
+        assert entry is not None
+        out = {"": (entry.status, entry.quantity, entry.filled_quantity)}
+        for child in orders_repo.children(s, entry.id):
+            out[child.idempotency_key.removeprefix(key)] = (child.status, child.quantity, child.filled_quantity)
+        return out
+
+
+def _synced(db_url: str, broker: SyncBroker, key: str, want: dict[str, tuple[OrderStatus, D, D]]) -> None:
+    def check() -> bool:
+        sync_orders(db_url, broker, dt.datetime.now(dt.UTC))
+        return _rows(db_url, key) == want
+
+    try:
+        eventually(check)
+    except AssertionError:
+        assert _rows(db_url, key) == want  # show the difference
+        raise
+
+
+def _reconnected(broker: SyncBroker) -> None:
+    """Wait until the adapter noticed the drop and healed it (ib_async reports the drop asynchronously)."""
+
+    def healed() -> bool:
+        status = broker.status()
+        return status is not None and status.reconnects >= 1 and status.state.value == "connected"
+
+    eventually(healed)
+
+
+def _at_sim(sim: SimServer, ref: str):  # type: ignore[no-untyped-def]
+    [order] = sim.state.orders_by_ref(ref)
+    return order
+
+
+def test_bracket_goes_out_as_tws_expects_then_the_target_fills_and_the_stop_is_cancelled(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
+) -> None:
+    placed = _bracket(db_url, broker, spy)
+    key = placed.key
+    assert placed.sent and placed.status is S.SUBMITTED
+    # the frames as TWS expects a bracket: parent, then children with parentId, transmit only on the last
+    frames = [(p.order_ref, p.transmit, p.parent_id, p.action, p.quantity) for p in sim.state.placed]
+    parent, tp, sl = (_at_sim(sim, r) for r in (key, f"{key}:TP", f"{key}:SL"))
+    assert frames == [
+        (key, False, 0, "BUY", "100.0"),
+        (f"{key}:TP", False, parent.order_id, "SELL", "100.0"),
+        (f"{key}:SL", True, parent.order_id, "SELL", "100.0"),
+    ]
+    assert (tp.order_type, tp.lmt_price, tp.tif) == ("LMT", D("133.10"), "GTC")
+    assert (sl.order_type, sl.aux_price, sl.tif) == ("STP", D("132.70"), "GTC")
+    assert tp.oca_group == sl.oca_group == key and tp.oca_type == sl.oca_type == 2
+    assert tp.status is sl.status is SimOrderStatus.PRE_SUBMITTED  # held until the parent fills
+    assert _rows(db_url, key) == {"": (S.SUBMITTED, 100, 0), ":TP": (S.SUBMITTED, 100, 0), ":SL": (S.SUBMITTED, 100, 0)}
+    with session_scope(db_url) as s:  # one gate decision, on the entry
+        entry = orders_repo.get_by_key(s, key)
+        assert entry is not None and entry.risk_decision is not None and entry.risk_decision["approved"] is True
+        assert all("checks" not in c.risk_decision for c in orders_repo.children(s, entry.id))  # type: ignore[operator]
+
+    sim.clock.advance(3, symbol="SPY")  # 15:10 bar: low 132.78 fills the parent at 132.90
+    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.SUBMITTED, 100, 0), ":SL": (S.SUBMITTED, 100, 0)})
+    assert tp.status is SimOrderStatus.SUBMITTED and sl.status is SimOrderStatus.PRE_SUBMITTED  # stop: untriggered
+    sim.clock.advance(6, symbol="SPY")  # 15:35 bar: high 133.12 reaches the take-profit
+    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.FILLED, 100, 100), ":SL": (S.CANCELLED, 100, 0)})
+    assert (tp.avg_fill_price, sl.status) == (D("133.10"), SimOrderStatus.CANCELLED)
+    assert sim.state.positions[(ACCOUNT, SPY_CONID)].quantity == 0
+    with session_scope(db_url) as s:
+        assert sorted((f.side, f.quantity, f.price) for f in fills_repo.effective(s)) == [
+            (OrderSide.BUY, 100, D("132.90")),
+            (OrderSide.SELL, 100, D("133.10")),
+        ]
+    assert reconcile(db_url, broker, dt.datetime.now(dt.UTC)).ok
+
+
+def test_the_stop_fills_and_the_target_is_cancelled(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
+) -> None:
+    key = _bracket(db_url, broker, spy, target="133.50", stop="132.75").key
+    sim.clock.advance(6, symbol="SPY")  # parent fills on 15:10; 15:25 bar: low 132.71 triggers the stop at 132.75
+    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.CANCELLED, 100, 0), ":SL": (S.FILLED, 100, 100)})
+    assert _at_sim(sim, f"{key}:SL").avg_fill_price == D("132.75")
+    assert _at_sim(sim, f"{key}:TP").completed_status == "Cancelled (OCA)"
+    assert sim.state.positions[(ACCOUNT, SPY_CONID)].quantity == 0
+
+
+def test_cancelling_the_unfilled_parent_cancels_its_children(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
+) -> None:
+    placed = _bracket(db_url, broker, spy, entry="132.00", target="133.00", stop="131.50")
+    outcome = cancel_by_id(db_url, lambda: broker, placed.order_id, "test: cancel the entry")
+    assert outcome.after is S.CANCELLED
+    assert _rows(db_url, placed.key) == {
+        "": (S.CANCELLED, 100, 0),
+        ":TP": (S.CANCELLED, 100, 0),
+        ":SL": (S.CANCELLED, 100, 0),
+    }
+    assert [o.status for o in sim.state.orders.values()] == [SimOrderStatus.CANCELLED] * 3
+    sim.clock.advance(12, symbol="SPY")  # nothing left to fill
+    assert sim.state.executions == [] and not sim.state.open_orders()
+
+
+@pytest.mark.parametrize("participation", [0.01])
+def test_a_partial_parent_fill_protects_only_the_filled_quantity(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
+) -> None:
+    key = _bracket(db_url, broker, spy, qty=300, target="133.50", stop="132.75").key
+    sim.clock.advance(3, symbol="SPY")  # 15:10 bar, volume 17215: 1% -> 172 of 300 filled at 132.90
+    _synced(db_url, broker, key, {"": (S.PARTIALLY_FILLED, 300, 172), ":TP": (S.SUBMITTED, 172, 0),
+                                  ":SL": (S.SUBMITTED, 172, 0)})  # fmt: skip
+    sl = _at_sim(sim, f"{key}:SL")
+    assert (sl.quantity, sl.status) == (172, SimOrderStatus.PRE_SUBMITTED)
+    # the rest of the entry is cancelled: the 172 shares held stay protected
+    with session_scope(db_url) as s:
+        entry_id = orders_repo.get_by_key(s, key).id  # type: ignore[union-attr]
+    assert cancel_by_id(db_url, lambda: broker, entry_id, "test: enough").after is S.CANCELLED
+    _synced(db_url, broker, key, {"": (S.CANCELLED, 300, 172), ":TP": (S.SUBMITTED, 172, 0),
+                                  ":SL": (S.SUBMITTED, 172, 0)})  # fmt: skip
+    sim.clock.advance(3, symbol="SPY")  # 15:25 bar: low 132.71 triggers the stop; 1% of 14375 -> 143 of 172
+    _synced(db_url, broker, key, {"": (S.CANCELLED, 300, 172), ":TP": (S.SUBMITTED, 29, 0),
+                                  ":SL": (S.PARTIALLY_FILLED, 172, 143)})  # fmt: skip
+    assert sim.state.positions[(ACCOUNT, SPY_CONID)].quantity == 172 - 143
+
+
+def test_after_a_disconnect_the_bracket_is_matched_again_by_order_ref(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
+) -> None:
+    key = _bracket(db_url, broker, spy).key
+    sim.clock.advance(3, symbol="SPY")  # the parent fills
+    parent_perm = _at_sim(sim, key).perm_id
+    sim.drop_connections()
+    sim.clock.advance(6, symbol="SPY")  # while the client is away the take-profit fills, the stop is cancelled
+    _reconnected(broker)
+    found = {r: broker.find_order(r) for r in (key, f"{key}:TP", f"{key}:SL")}
+    # completed orders (message 101) carry the parent's permId, not its orderId
+    assert {r: (o.status, o.filled, o.parent_perm_id, o.oca_group) for r, o in found.items() if o} == {
+        key: (S.FILLED, 100, None, ""),
+        f"{key}:TP": (S.FILLED, 100, parent_perm, key),
+        f"{key}:SL": (S.CANCELLED, 0, parent_perm, key),
+    }
+    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.FILLED, 100, 100), ":SL": (S.CANCELLED, 100, 0)})
+    report = reconcile(db_url, broker, dt.datetime.now(dt.UTC))
+    assert report.ok and report.adopted_external == [], report
+    assert len(sim.state.placed) == 3  # nothing re-sent
+
+
+def test_a_working_bracket_survives_a_reconnect_and_keeps_protecting(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
+) -> None:
+    key = _bracket(db_url, broker, spy, target="133.50", stop="132.75").key
+    sim.clock.advance(3, symbol="SPY")  # the parent fills; both children work
+    sim.drop_connections()
+    _reconnected(broker)
+    again = broker.find_order(f"{key}:SL")
+    assert again is not None  # an open order (message 5) carries the parent's orderId
+    assert (again.status, again.quantity, again.oca_group) == (S.SUBMITTED, 100, key)
+    assert again.parent_order_id == _at_sim(sim, key).order_id
+    sim.clock.advance(3, symbol="SPY")  # 15:25: the stop fills after the reconnect; ib_async knows the trade
+    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.CANCELLED, 100, 0), ":SL": (S.FILLED, 100, 100)})
+
+
+def test_a_duplicate_send_of_the_same_bracket_places_nothing_twice(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
+) -> None:
+    first = _bracket(db_url, broker, spy)
+    second = _bracket(db_url, broker, spy)
+    assert second.reused and not second.sent and second.order_id == first.order_id
+    key = first.key
+    # the adapter on its own: every part known to IB by orderRef is not sent again
+    bracket = Bracket(
+        OrderRequest(key, OrderSide.BUY, D(100), OrderType.LIMIT, limit_price=D("132.90")),
+        OrderRequest(f"{key}:TP", OrderSide.SELL, D(100), OrderType.LIMIT, limit_price=D("133.10")),
+        OrderRequest(f"{key}:SL", OrderSide.SELL, D(100), OrderType.STOP, stop_price=D("132.70")),
+    )
+    states = broker.place_bracket(spy, bracket)
+    assert [s.order_ref for s in states] == [key, f"{key}:TP", f"{key}:SL"]
+    assert len(sim.state.placed) == 3 and len(sim.state.orders) == 3
+    with session_scope(db_url) as s:
+        assert len(orders_repo.list_orders(s, limit=None)) == 3
+
+
+def test_a_close_of_the_long_position_cancels_its_protective_orders(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
+) -> None:
+    key = _bracket(db_url, broker, spy, target="133.50", stop="132.50").key
+    sim.clock.advance(3, symbol="SPY")
+    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.SUBMITTED, 100, 0), ":SL": (S.SUBMITTED, 100, 0)})
+    close = OrderIntent("brk", "SPY", OrderSide.SELL, D(100), START + dt.timedelta(minutes=15),
+                        order_type=OrderType.MARKET, conid=spy.conid, expires_at=START + dt.timedelta(hours=6),
+                        reference_price=D("132.79"))  # fmt: skip
+    closed = submit_order(db_url, broker, spy, close, send_ctx(START, dry_run=False))
+    assert closed.sent and closed.status in (S.SUBMITTED, S.FILLED), closed
+    _synced(db_url, broker, closed.key, {"": (S.FILLED, 100, 100)})  # at the last close, 132.79
+    assert _at_sim(sim, closed.key).oca_group == key  # the close joined the protective orders' OCA group
+    # its fill cancelled them at the broker (OCA), which the monitor recorded
+    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.CANCELLED, 100, 0), ":SL": (S.CANCELLED, 100, 0)})
+    assert [_at_sim(sim, f"{key}:{r}").completed_status for r in ("TP", "SL")] == ["Cancelled (OCA)"] * 2
+    assert cancel_protective(db_url, broker, "SPY", "brk", f"position closed by {closed.key}") == []
+    assert sim.state.positions[(ACCOUNT, SPY_CONID)].quantity == 0
+    sim.clock.advance(12, symbol="SPY")  # nothing fires later
+    assert len(sim.state.executions) == 2
+
+
+def test_halt_with_cancel_all_cancels_parents_and_children(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
+) -> None:
+    filled = _bracket(db_url, broker, spy, name="brk-a", target="133.50", stop="132.50").key
+    sim.clock.advance(3, symbol="SPY")  # the first entry fills: its children work
+    working = _bracket(db_url, broker, spy, name="brk-b", entry="132.00", target="133.00", stop="131.50").key
+    _synced(db_url, broker, filled, {"": (S.FILLED, 100, 100), ":TP": (S.SUBMITTED, 100, 0),
+                                     ":SL": (S.SUBMITTED, 100, 0)})  # fmt: skip
+    kill_switch.engage(db_url, "test halt", changed_by="test")
+    report = cancel_all(db_url, lambda: broker, "halt: test halt")
+    assert report.errors == [] and report.still_working == [] and report.broker_only == []
+    assert _rows(db_url, filled) == {"": (S.FILLED, 100, 100), ":TP": (S.CANCELLED, 100, 0),
+                                     ":SL": (S.CANCELLED, 100, 0)}  # fmt: skip
+    assert _rows(db_url, working) == {"": (S.CANCELLED, 100, 0), ":TP": (S.CANCELLED, 100, 0),
+                                      ":SL": (S.CANCELLED, 100, 0)}  # fmt: skip
+    assert not sim.state.open_orders()
