@@ -15,10 +15,13 @@ wall time and market time of arrival). Invariants per order that arrived:
 * ``kill_switch``: it did not arrive while the kill switch was engaged (the switch's history in the DB);
 * ``inactive_strategy``: it did not arrive while its strategy was inactive or deleted (the parent's log, taken
   inside the exclusive send lock);
-* ``expired``: it did not arrive at or after its signal's expiry (market time);
-* ``no_gate_decision``: its order row holds an approved gate decision taken at the market time it arrived;
+* ``expired``: it did not arrive at or after its signal's expiry (market time; a bracket child: its entry's);
+* ``no_gate_decision``: its order row (for a bracket's take-profit or stop: its entry's row, as they go out
+  together) holds an approved gate decision taken at the market time it arrived;
 * ``duplicate``: no orderRef arrived twice;
 * ``fill_lost``: every execution the simulator made for our orders is in our fills table after recovery.
+* ``state_lost``: after recovery every order of ours at the broker has the broker's state in our DB (filled,
+  cancelled, or working: submitted / partially filled, with the broker's filled quantity).
 
 Prints the runs, the actions done, the orders sent and refused, and the violations per invariant; exits 1 on
 any violation. ``python scripts/safety_test.py --runs 200 --seed 1 [--postgres]``.
@@ -52,7 +55,9 @@ STRATEGIES = ("safe-a", "safe-b", "safe-c")
 START = dt.datetime(2017, 6, 5, 14, 0, tzinfo=dt.UTC)  # Monday 10:00 New York, inside the SPY daily samples
 SESSION_END = dt.time(19, 30)  # UTC: 15:30 New York, the last market time a step may use
 PRELOAD = ["services.broker.ib_adapter", "services.orders.monitor", "tasks.orders", "services.strategies"]
-INVARIANTS = ("kill_switch", "inactive_strategy", "expired", "no_gate_decision", "duplicate", "fill_lost")
+INVARIANTS = (
+    "kill_switch", "inactive_strategy", "expired", "no_gate_decision", "duplicate", "fill_lost", "state_lost"
+)  # fmt: skip
 CHILD_ACTIONS = ("signal", "retry", "monitor", "reconcile", "cancel_all")
 CHILD_TIMEOUT_S = 30.0  # an action not answered by then counts as a hung trader (killed)
 
@@ -136,7 +141,12 @@ def trader_main(conn: Any, params: dict[str, Any]) -> None:
                         row = signals.record(session, strategy_name=definition.name, symbol="SPY",
                                              bar_time=bar_time, action=side, analyst=AnalystKind.OFFLINE,
                                              reason="safety test")  # fmt: skip
-                        signal_ = Signal(side, "safety", AnalystKind.OFFLINE, bar_time, entry=entry)
+                        # as every real BUY/SELL signal: a stop and a target, so the entry goes out as a bracket
+                        sign = Decimal(1) if side is SignalAction.BUY else Decimal(-1)
+                        stop, target = (entry * (1 - sign * Decimal(p)) for p in ("0.02", "-0.03"))
+                        signal_ = Signal(side, "safety", AnalystKind.OFFLINE, bar_time, entry=entry,
+                                         stop=stop.quantize(Decimal("0.01")),
+                                         target=target.quantize(Decimal("0.01")))  # fmt: skip
                         stored = StoredSignal(row.id, signal_)
                     placed = order_for_signal(definition, contract, MarketData(frame, checked), stored,
                                               broker=broker, dry_run=False, now=now)  # fmt: skip
@@ -461,6 +471,8 @@ def check(sim: Any, state: RunState, totals: Totals, index: int) -> None:
             if any(a <= p.wall_time < b for a, b in inactive.get(strategy, [])):
                 violate("inactive_strategy", f"{p.order_ref} arrived while {strategy} was inactive or deleted")
             row = orders_repo.get_by_key(session, p.order_ref)
+            if row is not None and row.parent_id is not None:  # a bracket child goes out with its entry
+                row = orders_repo.get(session, row.parent_id)
             decision = (row.risk_decision or {}) if row is not None else {}
             if row is None or not decision.get("approved") or decision.get("at") != p.market_time.isoformat():
                 violate("no_gate_decision", f"{p.order_ref}: {decision.get('approved')} at {decision.get('at')}")
@@ -472,6 +484,18 @@ def check(sim: Any, state: RunState, totals: Totals, index: int) -> None:
             order = sim.state.orders.get(ex.perm_id)
             if order is not None and order.order_ref in refs and ex.exec_id not in known:
                 violate("fill_lost", f"{ex.exec_id} of {order.order_ref}")
+        expected = {"Filled": {"filled"}, "Cancelled": {"cancelled"}, "Inactive": {"inactive", "rejected"}}
+        working = {"submitted", "partially_filled"}
+        for order in sim.state.orders.values():
+            if order.client_id != CLIENT_ID or order.order_ref not in refs:
+                continue
+            row = orders_repo.get_by_key(session, order.order_ref)
+            at_broker = order.status.value
+            ours = row.status.value if row is not None else "missing"
+            if ours not in expected.get(at_broker, working) or (
+                row is not None and row.filled_quantity != order.filled
+            ):
+                violate("state_lost", f"{order.order_ref}: {at_broker} {order.filled} at the broker, {ours} here")
         for row in orders_repo.list_orders(session, limit=None):
             totals.outcomes[f"order ended {row.status.value}"] += 1
 

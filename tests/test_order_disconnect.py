@@ -23,7 +23,7 @@ from services.broker.pacing import Backoff
 from services.broker.types import Connectivity, ContractSpec
 from services.db import session_scope
 from services.errors import TraderError
-from services.orders.monitor import reconcile, sync_orders
+from services.orders.monitor import cancel, reconcile, sync_orders
 from services.orders.submit import OrderIntent, submit_order
 from services.positions import compare, rebuild
 from services.repositories import fills as fills_repo
@@ -140,3 +140,30 @@ def test_no_fill_lost_across_disconnects(db_url: str, sim: SimServer, broker: Sy
     [position] = [p for p in sim.state.positions.values() if p.quantity]
     assert ours[spy.conid].quantity == position.quantity == D(900 - 300 + 600)
     assert reconcile(db_url, broker, dt.datetime.now(dt.UTC)).ok
+
+
+def test_a_cancel_that_never_reached_the_broker_is_sent_again(db_url: str, sim: SimServer, broker: SyncBroker) -> None:
+    """A halt's cancel while IB is away leaves the order cancel_pending here and working there; the monitor's next
+    round after the reconnect sends the cancel again, so the DB and the broker agree that it is cancelled."""
+    spy = broker.qualify(ContractSpec("SPY", SecType.STK))
+    store_strategy(db_url, strategy("disc-cancel", max_position=D(10_000)))
+    intent = OrderIntent("disc-cancel", "SPY", OrderSide.BUY, D(100), START, order_type=OrderType.LIMIT,
+                         limit_price=D(50), conid=spy.conid, expires_at=START + dt.timedelta(hours=1))  # fmt: skip
+    placed = submit_order(db_url, broker, spy, intent, send_ctx(START, dry_run=False))
+    assert placed.status is OrderStatus.SUBMITTED, placed
+    sim.refuse_connections()
+    sim.drop_connections()
+    eventually(lambda: broker.connectivity is not Connectivity.CONNECTED)
+    with pytest.raises(TraderError):
+        cancel(db_url, broker, placed.order_id, "halt --cancel-all")
+    with session_scope(db_url) as s:
+        assert orders_repo.get(s, placed.order_id).status is OrderStatus.CANCEL_PENDING  # type: ignore[union-attr]
+    [at_broker] = sim.state.orders_by_ref(placed.key)
+    assert at_broker.status.value == "Submitted"  # still working at the broker
+    sim.accept_connections_from_thread()
+    eventually(lambda: broker.connectivity is Connectivity.CONNECTED)
+    report = sync_orders(db_url, broker, START)
+    assert report.cancels_resent == [placed.key]
+    assert at_broker.status.value == "Cancelled"
+    with session_scope(db_url) as s:
+        assert orders_repo.get(s, placed.order_id).status is OrderStatus.CANCELLED  # type: ignore[union-attr]

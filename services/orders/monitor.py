@@ -39,6 +39,7 @@ class SyncReport:
     updated: int = 0
     new_fills: int = 0
     cancelled_for_timeout: list[str] = field(default_factory=list)
+    cancels_resent: list[str] = field(default_factory=list)  # cancel_pending orders the broker still works
     skipped_dry_run: int = 0  # working dry-run orders: never at the real broker, so not looked up there
 
 
@@ -106,6 +107,7 @@ def sync_orders(
     by_perm = {o.perm_id: o for o in by_ref.values() if o.perm_id}
     submitting: list[int] = []
     to_cancel: list[tuple[int, str, str]] = []  # (order id, key, reason)
+    recancel: list[tuple[int, str, str]] = []  # cancel_pending here, still working at the broker
     # one unit of work for every order the broker reports on (1,000 active orders: one query, one commit)
     with session_scope(db_url) as session:
         for row in orders_repo.active(session):
@@ -122,6 +124,13 @@ def sync_orders(
             seen = by_ref.get(row.idempotency_key) or (by_perm.get(row.ib_perm_id) if row.ib_perm_id else None)
             if seen is not None and apply_broker_order(session, row, seen, "sync"):
                 report.updated += 1
+            if (
+                row.status is OrderStatus.CANCEL_PENDING
+                and seen is not None
+                and seen.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)
+            ):
+                # our cancel never reached the broker (it was down): the order still works there, so ask again
+                recancel.append((row.id, row.idempotency_key, "cancel sent again: the first request never reached it"))
             stale = (
                 limit_min is not None
                 and row.parent_id is None  # protective exits wait for their price, not a timeout
@@ -140,6 +149,9 @@ def sync_orders(
     for order_id, key, reason in to_cancel:
         cancel(db_url, broker, order_id, reason)
         report.cancelled_for_timeout.append(key)
+    for order_id, key, reason in recancel:
+        _cancel_at_broker(db_url, broker, order_id, key, reason)
+        report.cancels_resent.append(key)
     report.new_fills = record_executions(db_url, broker.executions())
     return report
 
