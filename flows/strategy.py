@@ -6,6 +6,10 @@ closed or inside IB's reset window: no signal, no order.
 
 Any step that cannot produce its output (unknown contract, no or invalid data, a template error) ends
 the run with an ABSTAIN signal that carries the reason; nothing after it runs and nothing is ordered.
+
+When the strategy's ``approval`` rule holds the order, the run pauses after step 7 for a decision (Prefect UI
+form or ``trader approve``/``reject``); approved it sends (step 8 re-runs the risk gate), rejected or timed out
+it ends Completed "not approved: <reason>" with nothing placed (``tasks/approval.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from uuid import UUID
 import pandas as pd
 from prefect import flow, get_client
 from prefect.runtime import flow_run
+from prefect.states import Completed
 
 from models.enums import BarSize, SignalAction
 from models.strategy import BAR_SECONDS, StrategyDefinition
@@ -25,6 +30,7 @@ from services.errors import InputError, SkipError
 from services.runtime import get_runtime
 from services.strategies import find_definition
 from tasks.analysis import analyse
+from tasks.approval import approval_description, settle_approval, wait_for_approval
 from tasks.chart import draw_chart
 from tasks.indicators import calculate_indicators
 from tasks.market_data import fetch_market_data
@@ -99,10 +105,14 @@ def strategy_run(strategy: str) -> StrategyRunResult:
     finally:  # one API call: name (with the bar time once known) and tags, whatever happened above
         _label_run(definition, _bar_label(definition, data.last_bar_time) if data is not None else None)
     stored: StoredSignal = decide(definition, data, outcome, failure)
-    order = None
+    order = decision = None
     if stored.signal.action in (SignalAction.BUY, SignalAction.SELL) and contract is not None and data is not None:
         order = place_order(definition, contract, data, stored)
-    return StrategyRunResult(
+        if order.awaiting_approval:  # the strategy's approval rule: this run pauses until a person decides
+            description = approval_description(definition, stored, order, chart, outcome)
+            decision = wait_for_approval(definition, order, description)
+            order = settle_approval(definition, contract, data, order, decision)
+    result = StrategyRunResult(
         strategy=strategy,
         flow_run_id=flow_run.get_id(),
         signal_id=stored.id,
@@ -114,3 +124,6 @@ def strategy_run(strategy: str) -> StrategyRunResult:
         prompt=run_dir / "prompt.md" if outcome else None,
         order=order,
     )
+    if decision is not None and not decision.approved:  # rejected or timed out: nothing was placed
+        return Completed(message=f"not approved: {decision.reason or decision.state}", data=result)  # type: ignore[return-value]
+    return result

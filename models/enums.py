@@ -124,3 +124,12 @@ class SizingMethod(StrEnum):
     FIXED_NOTIONAL = "fixed_notional"
     PERCENT_EQUITY = "percent_equity"
     RISK_BASED = "risk_based"
+
+
+class ApprovalRule(StrEnum):
+    """When a strategy's order waits for a person before it is sent (``approval.rule`` in the strategy document)."""
+
+    NEVER = "never"
+    ALWAYS = "always"
+    LIVE_ONLY = "live_only"  # only orders that would reach the live account (trading.mode live, not a dry run)
+    ABOVE_NOTIONAL = "above_notional"  # orders whose notional exceeds approval.notional_threshold

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.bars import FIXED_BAR_SECONDS, SECONDS_PER_DAY
-from models.enums import BarSize, OrderType, SecType, SizingMethod, TimeInForce, WhatToShow
+from models.enums import ApprovalRule, BarSize, OrderType, SecType, SizingMethod, TimeInForce, WhatToShow
 
 NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{1,62}$"
 
@@ -221,6 +221,30 @@ class SignalRules(_Doc):
     max_data_age_bars: int = Field(default=3, ge=1, description="ABSTAIN when the newest bar is older than this.")
 
 
+class Approval(_Doc):
+    """Whether an order of the strategy waits for a person (Prefect UI form or ``trader approve``) before it is sent.
+
+    While it waits the strategy run is Paused; approve sends it (the risk gate runs again at that moment), reject
+    or no answer within ``timeout_minutes`` ends the order unsent and the run Completed "not approved: ...".
+    """
+
+    rule: ApprovalRule = ApprovalRule.NEVER
+    notional_threshold: Decimal | None = Field(
+        default=None, gt=0, description="above_notional: orders above this notional (quantity x price) wait."
+    )
+    timeout_minutes: float = Field(
+        default=15, gt=0, le=7 * 24 * 60, description="No decision within this: the order is not sent."
+    )
+
+    @model_validator(mode="after")
+    def _threshold_with_its_rule(self) -> Approval:
+        if self.rule is ApprovalRule.ABOVE_NOTIONAL and self.notional_threshold is None:
+            raise ValueError("approval rule above_notional needs 'notional_threshold'")
+        if self.rule is not ApprovalRule.ABOVE_NOTIONAL and self.notional_threshold is not None:
+            raise ValueError(f"'notional_threshold' only applies to the above_notional rule, not {self.rule.value}")
+        return self
+
+
 class StrategyDefinition(_Doc):
     """A complete, validated strategy document."""
 
@@ -241,6 +265,7 @@ class StrategyDefinition(_Doc):
     schedule: Schedule
     risk: Risk
     rules: SignalRules = Field(default_factory=SignalRules)
+    approval: Approval = Field(default_factory=Approval)
     active: bool = True
 
     @field_validator("lookback")

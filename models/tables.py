@@ -398,6 +398,10 @@ class Order(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     # the price a market order is judged at by the risk gate (a limit order uses its limit price)
     reference_price: Mapped[Decimal | None] = mapped_column(Price())
+    # a person's go-ahead (strategy ``approval`` rule): {"state": "pending"|"approved"|"rejected"|"timed_out",
+    # "rule", "deadline", "by", "at", "reason", "flow_run_id"}; None: the order needed none. A pending order is
+    # never sent (services.orders.approval).
+    approval: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc())
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
     submitted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

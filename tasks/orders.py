@@ -28,6 +28,7 @@ from services.broker.loop_owner import SyncBroker
 from services.broker.memory import MemoryBroker
 from services.broker.types import ContractInfo
 from services.db import session_scope
+from services.orders.approval import approval_rows, hold_for, is_pending
 from services.orders.context import fetch_account
 from services.orders.monitor import cancel_protective, record_dry_run_fills
 from services.orders.risk import CheckResult
@@ -50,6 +51,7 @@ class OrderStepResult:
     reused: bool
     reasons: tuple[str, ...]
     dry_run: bool
+    awaiting_approval: bool = False  # created, not sent: the run pauses for a decision (tasks/approval.py)
 
 
 def _dry_run_broker(contract: ContractInfo, data: MarketData, now: dt.datetime) -> SyncBroker:
@@ -132,7 +134,8 @@ def order_for_signal(
     ctx = SendContext(
         trading=runtime.settings.trading, now=now, dry_run=dry_run, marks={definition.symbol.upper(): last_close}
     )
-    result = submit_order(runtime.database_url, broker, contract, intent, ctx, refusal=refusal)
+    hold = hold_for(definition, intent, ctx) if refusal is None else None  # the strategy's approval rule
+    result = submit_order(runtime.database_url, broker, contract, intent, ctx, refusal=refusal, hold=hold)
     if dry_run and result.sent and result.status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
         # the in-memory broker is gone after this step: its fills are recorded now, so positions (and the next
         # decision's position limit) see them at once
@@ -163,7 +166,7 @@ def _rows(result: SubmitResult, dry_run: bool) -> list[dict[str, Any]]:
         )
     if result.error:
         rows.append({"check": "error", "result": str(result.error_code or ""), "detail": result.error})
-    return rows
+    return rows + approval_rows(result.approval)
 
 
 # A timeout here never leaves an order ambiguous: submit_order stores the order as `submitting` (with its
@@ -205,5 +208,12 @@ def place_order(
         f"{definition.name}: order {result.status.value}" + (" (refused)" if refused else ""),
     )
     return OrderStepResult(
-        result.order_id, result.key, result.status.value, result.sent, result.reused, result.reasons, dry_run
+        result.order_id,
+        result.key,
+        result.status.value,
+        result.sent,
+        result.reused,
+        result.reasons,
+        dry_run,
+        awaiting_approval=result.status is OrderStatus.CREATED and is_pending(result.approval),
     )

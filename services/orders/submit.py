@@ -136,6 +136,7 @@ class SubmitResult:
     error: str | None = None
     error_code: int | None = None
     risk_decision: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None  # the order's approval document (services.orders.approval)
 
 
 def _result(order: Order, *, sent: bool, reused: bool) -> SubmitResult:
@@ -152,6 +153,7 @@ def _result(order: Order, *, sent: bool, reused: bool) -> SubmitResult:
         error=order.error or order.last_submit_error,
         error_code=order.error_code,
         risk_decision=order.risk_decision,
+        approval=order.approval,
     )
 
 
@@ -177,11 +179,14 @@ def submit_order(
     ctx: SendContext,
     *,
     refusal: CheckResult | None = None,
+    hold: dict[str, Any] | None = None,
 ) -> SubmitResult:
     """Create the order for ``intent`` (once per key) and send it through :func:`send` (which runs the gate).
 
     ``refusal``: a check that already failed before any order could be formed (sizing): the row records it as
     ``risk_rejected`` and nothing is sent.
+    ``hold``: the order waits for a person (its ``approval`` document, ``services.orders.approval``): created
+    with it, judged once by the gate, and not sent.
     """
     key = intent.key
     with session_scope(db_url) as session:
@@ -225,6 +230,9 @@ def submit_order(
                 orders_repo.set_status(session, row, OrderStatus.RISK_REJECTED, row.error)
                 return _result(row, sent=False, reused=False)
             _create_children(session, row, intent, ctx)
+            if hold is not None:
+                row.approval = hold
+                orders_repo.note(session, row, f"awaiting approval: {hold.get('why', '')}".rstrip(": "))
             order_id = row.id
     except IntegrityError:
         # another run inserted the same key between our read and our insert: that order wins
@@ -233,7 +241,7 @@ def submit_order(
             if row_or_none is None:
                 raise  # not a duplicate key: another constraint (e.g. an unknown signal id)
             return _result(row_or_none, sent=False, reused=True)
-    return send(db_url, broker, contract, order_id, ctx)
+    return send(db_url, broker, contract, order_id, ctx, hold_for_approval=hold is not None)
 
 
 # Protective exits outlive the entry's day: they stay until one fills or the position is closed.
@@ -327,7 +335,15 @@ def _broker_facts(
     return account, broker_marks(broker, wanted) if wanted else {}
 
 
-def send(db_url: str, broker: OrderBroker, contract: ContractInfo, order_id: int, ctx: SendContext) -> SubmitResult:
+def send(
+    db_url: str,
+    broker: OrderBroker,
+    contract: ContractInfo,
+    order_id: int,
+    ctx: SendContext,
+    *,
+    hold_for_approval: bool = False,
+) -> SubmitResult:
     """THE send path: every order reaches a broker only through here (first submission, retry, anything later).
 
     Under the shared send lock (so a halt or deactivation waits until this send has reached the broker, and no
@@ -335,6 +351,9 @@ def send(db_url: str, broker: OrderBroker, contract: ContractInfo, order_id: int
     risk gate runs with fresh context at this moment (:func:`_gate`), and the decision is stored on the order.
     A refusal ends the order (``expired`` when the signal is no longer valid, else ``risk_rejected``). Approved:
     ``submitting`` is committed, then the broker is called, then its answer is recorded.
+
+    An order awaiting approval (``approval.state`` pending) is never sent: with ``hold_for_approval`` the gate
+    judges it (a refusal ends it as above) and a pass leaves it ``created``, waiting; without, it is left as is.
     """
     with send_lock(db_url):
         with session_scope(db_url) as session:
@@ -343,6 +362,8 @@ def send(db_url: str, broker: OrderBroker, contract: ContractInfo, order_id: int
             if row.status is not OrderStatus.CREATED or row.parent_id is not None:
                 # a bracket child is only ever sent with its entry (one gate decision for the bracket)
                 return _result(row, sent=False, reused=True)
+            if orders_repo.awaiting_approval(row) and not hold_for_approval:
+                return _result(row, sent=False, reused=True)  # a person decides first (services.orders.approval)
             if broker.connectivity is not Connectivity.CONNECTED:
                 # certainly not sent, and nothing to judge the account by: it stays for the retry flow
                 row.submit_attempts += 1
@@ -352,7 +373,7 @@ def send(db_url: str, broker: OrderBroker, contract: ContractInfo, order_id: int
         with session_scope(db_url) as session:
             row = orders_repo.get_for_update(session, order_id)
             assert row is not None
-            if row.status is not OrderStatus.CREATED:
+            if row.status is not OrderStatus.CREATED or (orders_repo.awaiting_approval(row) and not hold_for_approval):
                 return _result(row, sent=False, reused=True)
             decision, notes = _gate(session, row, facts, ctx)
             attempt = row.submit_attempts + 1
@@ -372,6 +393,9 @@ def send(db_url: str, broker: OrderBroker, contract: ContractInfo, order_id: int
                 orders_repo.set_status(session, row, target, f"gate at send (attempt {attempt}): {row.error}")
                 for child in children:
                     orders_repo.set_status(session, child, target, f"entry {row.idempotency_key}: {row.error}")
+                return _result(row, sent=False, reused=False)
+            if hold_for_approval:
+                orders_repo.note(session, row, "gate passed: awaiting approval, not sent")
                 return _result(row, sent=False, reused=False)
             row.submit_attempts = attempt
             orders_repo.set_status(session, row, OrderStatus.SUBMITTING, f"attempt {attempt}: gate passed")

@@ -142,6 +142,26 @@ def set_status(session: Session, order: Order, target: OrderStatus, detail: str 
     return True
 
 
+def note(session: Session, order: Order, detail: str) -> None:
+    """Write an event that changes no status (e.g. an approval decision): part of the order's audit trail."""
+    session.add(
+        OrderEvent(order_id=order.id, at=utc_now(), from_status=order.status, to_status=order.status, detail=detail)
+    )
+    session.flush()
+
+
+def awaiting_approval(order: Order) -> bool:
+    """The order waits for a person's decision (``services.orders.approval``): no send path may send it."""
+    return order.status is OrderStatus.CREATED and (order.approval or {}).get("state") == "pending"
+
+
+def pending_approvals(session: Session) -> list[Order]:
+    """Unsent orders waiting for a decision, oldest first."""
+    query = select(Order).where(Order.status == OrderStatus.CREATED, Order.parent_id.is_(None)).order_by(Order.id)
+    rows = session.scalars(query)
+    return [o for o in rows if awaiting_approval(o)]
+
+
 def path_to(current: OrderStatus, target: OrderStatus) -> list[OrderStatus] | None:
     """Shortest legal path from ``current`` to ``target`` (excluding ``current``); None when unreachable.
 
