@@ -13,7 +13,21 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup, TyperOption
 
-from cli import broker, common, data, demo, deploy, orders, prompts, replay, sim, strategies, symbols, worker
+from cli import (
+    approvals,
+    broker,
+    common,
+    data,
+    demo,
+    deploy,
+    orders,
+    prompts,
+    replay,
+    sim,
+    strategies,
+    symbols,
+    worker,
+)
 from cli.common import cli_errors, console, settings
 
 
@@ -49,6 +63,7 @@ for name, group in {
     "orders": orders.app,
     "prompts": prompts.app,
     "broker": broker.app,
+    "approvals": approvals.app,
 }.items():
     app.add_typer(group, name=name, cls=TraderGroup)
 app.command("positions")(orders.positions)
@@ -58,6 +73,8 @@ app.command("resume")(orders.resume)
 app.command("demo")(demo.demo)
 deploy.register(app)  # bootstrap, deploy, trigger
 app.command("worker")(worker.worker)
+app.command("approve")(approvals.approve)
+app.command("reject")(approvals.reject)
 app.command("replay")(replay.replay_command)
 
 server_app = typer.Typer(help="A local Prefect server under the data directory.", no_args_is_help=True)

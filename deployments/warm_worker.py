@@ -21,6 +21,13 @@ that changed while no worker ran (fills, orders placed by hand) is compared with
 flag that makes the risk gate refuse new orders until a clean run (the deployment also runs every 15 minutes).
 Without that deployment (``prefect deploy --all`` not run yet) the flow runs in-process without one.
 
+Paused runs (a strategy's order awaiting approval, ``tasks/approval.py``) hold no slot: ``pause_flow_run`` blocks
+its thread until the decision or the approval timeout, and the worker counts only runs that are not paused against
+``concurrency`` (it asks the server which of its runs are Paused when its slots are full). Up to ``max_paused``
+more threads exist for them; beyond that the worker waits. A resumed run takes a slot again (for a moment there can
+be more than ``concurrency`` runs working). A crash of the worker loses its paused runs' waits: their orders stay
+unsent (held orders are never sent without a decision) and end at their signal's expiry.
+
 Limits of this worker (use the process worker where they matter): no per-run infrastructure or
 ``job_variables``, no cancellation of a running flow from the UI (a cancel request is recorded, the run
 finishes), and a crash of the process takes every run in it down (Prefect's zombie detection marks them
@@ -70,6 +77,7 @@ class WorkerStats:
     completed: int = 0
     failed: int = 0
     skipped_claims: int = 0  # runs another worker claimed first, or the server cancelled (CANCEL_NEW)
+    paused_seen: int = 0  # most runs seen paused (waiting for input) at once, holding no slot
     lateness_s: list[float] = field(default_factory=list)  # claim time - scheduled time, per claimed run
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -137,6 +145,7 @@ class WarmWorker:
         name: str | None = None,
         work_queues: list[str] | None = None,
         reconcile_at_start: bool = False,
+        max_paused: int = 64,
     ) -> None:
         if concurrency < 1:
             raise InputError("--concurrency", f"must be at least 1, got {concurrency}")
@@ -148,6 +157,7 @@ class WarmWorker:
         self.name = name or f"warm-{socket.gethostname()}-{id(self):x}"
         self.work_queues = work_queues
         self.reconcile_at_start = reconcile_at_start
+        self.max_paused = max_paused
         self.startup_reconcile: str | None = None  # the start-up reconcile's final state, e.g. "Completed"
         self.stats = WorkerStats()
         self._flows: dict[tuple[str, str], Flow[..., Any]] = {}
@@ -162,7 +172,10 @@ class WarmWorker:
     def run(self, *, max_seconds: float | None = None, until: Callable[[WorkerStats], bool] | None = None) -> None:
         """Poll and run until :meth:`stop`, ``max_seconds`` or ``until(stats)``; then wait for runs in flight."""
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
-        with get_client(sync_client=True) as client, ThreadPoolExecutor(self.concurrency, "warm-run") as pool:
+        with (
+            get_client(sync_client=True) as client,
+            ThreadPoolExecutor(self.concurrency + self.max_paused, "warm-run") as pool,
+        ):
             self._check_pool(client)
             if self.reconcile_at_start:
                 self.startup_reconcile = self._reconcile_once(client)
@@ -172,7 +185,9 @@ class WarmWorker:
                     self._heartbeat(client)
                     last_beat = time.monotonic()
                 self._reap()
-                free = self.concurrency - len(self._running)
+                free = min(
+                    self.concurrency - self._working(client), self.concurrency + self.max_paused - len(self._running)
+                )
                 if free > 0:
                     self._poll_once(client, pool, free)
                 if until is not None and until(self.stats):
@@ -225,6 +240,31 @@ class WarmWorker:
         for run_id, future in list(self._running.items()):
             if future.done():
                 del self._running[run_id]
+
+    def _working(self, client: SyncPrefectClient) -> int:
+        """Runs in flight that hold a slot: all but the Paused ones (waiting for input in their thread)."""
+        if len(self._running) < self.concurrency:
+            return len(self._running)  # free slots anyway: no need to ask the server
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterId,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+
+        try:
+            paused = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    id=FlowRunFilterId(any_=list(self._running)),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+                )
+            )
+        except Exception as exc:  # the server is away: count every run (claim nothing more)
+            log.warning("could not read paused runs: %s", exc)
+            return len(self._running)
+        self.stats.paused_seen = max(self.stats.paused_seen, len(paused))
+        return len(self._running) - len(paused)
 
     def _poll_once(self, client: SyncPrefectClient, pool: ThreadPoolExecutor, free: int) -> None:
         for response in self._due_runs(client, limit=free):  # the server's order: queue priority, then time
