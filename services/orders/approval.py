@@ -230,7 +230,7 @@ def pending_views(db_url: str) -> list[ApprovalView]:
 
 
 def _table(rows: list[tuple[str, Any]]) -> str:
-    lines = ["| | |", "|---|---|"]
+    lines = ["| field | value |", "|---|---|"]
     lines += [f"| {k} | {'' if v is None else str(v).replace('|', '/')} |" for k, v in rows]
     return "\n".join(lines)
 
@@ -247,7 +247,7 @@ def describe(
     the analyst's reasoning, and the deadline."""
     sizing = definition.risk.sizing
     parts = [
-        f"## Approve {order.side} {order.quantity} {order.symbol}? ({definition.name}, order {order.order_id})",
+        f"## Approve {order.side} {order.quantity.normalize():f} {order.symbol}? ({definition.name}, order {order.order_id})",
         f"Why it waits: {order.approval.get('why', '')}. Decide by **{order.approval.get('deadline', '')}** "
         f"(else it is not sent). CLI: `trader approve {order.order_id}` or "
         f"`trader reject {order.order_id} --reason ...`",
