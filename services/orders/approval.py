@@ -246,8 +246,9 @@ def describe(
     """The markdown a person reads in the Prefect UI's resume form: chart, signal, sizing, bracket, risk checks,
     the analyst's reasoning, and the deadline."""
     sizing = definition.risk.sizing
+    what = f"{order.side} {order.quantity.normalize():f} {order.symbol}"
     parts = [
-        f"## Approve {order.side} {order.quantity.normalize():f} {order.symbol}? ({definition.name}, order {order.order_id})",
+        f"## Approve {what}? ({definition.name}, order {order.order_id})",
         f"Why it waits: {order.approval.get('why', '')}. Decide by **{order.approval.get('deadline', '')}** "
         f"(else it is not sent). CLI: `trader approve {order.order_id}` or "
         f"`trader reject {order.order_id} --reason ...`",
