@@ -3,9 +3,9 @@
 At every decision point (a bar between ``start`` and ``end``, every ``decide_every`` bars) the engine sees the
 bars up to and including that bar only, and runs the strategy's steps: validation flags (computed on the bars up
 to ``end``; the rules are per row or look back, never forward), indicators, the chart only for the LLM analyst,
-the analysis, :func:`services.signals.generate_signal`, sizing (:func:`services.orders.sizing.size_order`) and
-the risk checks that make sense offline (``max_notional_per_order``, ``max_position``, ``short_selling`` of
-:func:`services.orders.risk.evaluate`). Orders fill on later bars by the market model (:mod:`services.market`).
+the analysis, :func:`services.signals.generate_signal` and the order plan
+(:func:`services.orders.planning.plan_order`: position rule, sizing and the risk checks that need no account).
+Orders fill on later bars by the market model (:mod:`services.market`).
 
 **No look-ahead, computed once.** TA-Lib indicators are causal: the value at bar ``t`` depends only on bars
 ``<= t`` (with the same first bar). So the indicators are computed ONCE over the bars up to ``end`` and each
@@ -25,11 +25,12 @@ results. Before the first call the engine counts the calls that are NOT cached, 
 refuses (``InputError``) when it exceeds what is left of today's budget. Decisions dated before the model's
 training cutoff (:mod:`services.replay.cutoffs`) are marked ``possibly_contaminated``.
 
-**Positions.** One position at a time (no pyramiding): a BUY when flat opens a long, when short closes the short
-and opens a long in one order; a SELL when long closes it and opens a short only with ``risk.allow_short``. A
-BUY while long (or SELL while short) places nothing. Closing parts are never refused (they reduce risk).
-Equity is ``cash + position * close`` at each bar's close. Money that is booked (fills, commissions, cash) is
-``Decimal``.
+**Positions and orders** follow THE order decision, :func:`services.orders.planning.plan_order` (the one live
+and dry-run call too): one position at a time, no pyramiding; a BUY when flat opens a long, a SELL when flat opens
+a short only with ``risk.allow_short``; a BUY while long (SELL while short) places nothing; a signal against the
+position closes it whole and opens nothing (the other side opens on a later signal, from flat). Limits, stops and
+targets are rounded to ``min_tick`` (default ``PRICE_Q``). Equity is ``cash + position * close`` at each bar's
+close. Money that is booked (fills, commissions, cash) is ``Decimal``.
 
 **Fills** (the rules of :mod:`services.market.matching`, re-implemented independently in the tests):
 
@@ -80,8 +81,7 @@ from services.llm.pricing import estimate_cost
 from services.llm.prompts import RenderedPrompt, load_template
 from services.llm.store import LlmCallStore
 from services.market import Bar, Slippage, bar_price, bracket_exit, ib_fixed_commission, to_price
-from services.orders.risk import ProposedOrder, RiskContext, evaluate
-from services.orders.sizing import SizingError, average_true_range, size_order
+from services.orders.planning import plan_order, sizing_atr
 from services.replay.cutoffs import possibly_contaminated
 from services.replay.metrics import Metrics, compute_metrics
 from services.settings import Settings
@@ -103,7 +103,6 @@ AnalystChoice = Literal["offline", "llm"]
 Progress = Callable[[int, int], None]
 
 SIZE_INCREMENT: Final = Decimal(1)
-OFFLINE_RISK_CHECKS: Final = ("max_notional_per_order", "max_position", "short_selling")
 # Estimated completion tokens of one analysis (JSON answer) for the budget pre-check.
 EST_COMPLETION_TOKENS: Final = 400
 EST_IMAGE_TOKENS: Final = 1_500
@@ -412,6 +411,7 @@ def replay(
     backend: ChatBackend | None = None,
     charts: bool = True,
     clock: Callable[[], dt.datetime] | None = None,
+    min_tick: Decimal = PRICE_Q,
 ) -> ReplayResult:
     """Replay ``definition`` over ``bars`` (a canonical frame) between ``start`` and ``end`` (inclusive dates).
 
@@ -575,10 +575,30 @@ def replay(
             contaminated += int(tainted)
             order_note: str | None = None
             if signal.action in (SignalAction.BUY, SignalAction.SELL):
-                equity_now = book.cash + book.position * price(c[j])
-                new_order, order_note = _order_for(signal, definition, book.position, equity_now, frame, j, lg)
-                if new_order is not None:
-                    pending = new_order
+                plan = plan_order(
+                    signal,
+                    risk,
+                    symbol=definition.symbol,
+                    position=book.position,
+                    equity=book.cash + book.position * price(c[j]),
+                    atr=lambda j=j: sizing_atr(frame.iloc[: j + 1], risk.sizing.atr_period),
+                    size_increment=SIZE_INCREMENT,
+                    min_tick=min_tick,
+                )
+                order_note = plan.note
+                if plan.placed:
+                    pending = PendingOrder(
+                        side=plan.side,
+                        quantity=plan.quantity,
+                        order_type=plan.order_type,
+                        tif=plan.tif,
+                        limit=plan.limit,
+                        decided_at=j,
+                        closing=plan.closing,
+                        stop=plan.stop,
+                        target=plan.target,
+                        reason=f"signal {signal.action.value}",
+                    )
             out = analysed.outcome
             decisions.append(
                 Decision(
@@ -657,103 +677,6 @@ def replay(
         contaminated=contaminated,
         warnings=warnings,
     )
-
-
-def _order_for(
-    signal: Signal,
-    definition: StrategyDefinition,
-    position: Decimal,
-    equity: Decimal,
-    frame: pd.DataFrame,
-    j: int,
-    last_good: int,
-) -> tuple[PendingOrder | None, str]:
-    """Size and risk-check the order a BUY/SELL signal asks for; ``(None, why)`` when nothing is placed."""
-    risk = definition.risk
-    buy = signal.action is SignalAction.BUY
-    side = OrderSide.BUY if buy else OrderSide.SELL
-    sign = 1 if buy else -1
-    if position * sign > 0:
-        return None, f"already {'long' if buy else 'short'} {abs(position)}: no pyramiding"
-    closing = abs(position) if position * sign < 0 else Decimal(0)
-    opening = Decimal(0)
-    note = ""
-    assert signal.entry is not None  # BUY/SELL signals always carry entry, stop and target
-    if buy or risk.allow_short:
-        try:
-            atr = None
-            if signal.stop is None:
-                good = frame.iloc[: j + 1]
-                atr = average_true_range(good.loc[~good[FLAGGED]], risk.sizing.atr_period)
-            sized = size_order(
-                risk.sizing,
-                side=side,
-                entry=signal.entry,
-                size_increment=SIZE_INCREMENT,
-                equity=equity,
-                stop=signal.stop,
-                atr=atr,
-                max_notional=risk.max_notional_per_order,
-                max_quantity=risk.max_position,
-            )
-            opening = sized.quantity
-        except SizingError as exc:
-            note = f"not opened: {exc}"
-        if opening > 0:
-            proposed = ProposedOrder(definition.symbol, side, opening, signal.entry)
-            decision = evaluate(risk, proposed, _OFFLINE_CONTEXT)
-            failed = [
-                f"{c.name}: {c.detail}" for c in decision.checks if c.name in OFFLINE_RISK_CHECKS and not c.passed
-            ]
-            if failed:
-                note = "not opened: risk " + "; ".join(failed)
-                opening = Decimal(0)
-    elif closing == 0:
-        return None, "SELL while flat and shorting not allowed: nothing to do"
-    quantity = closing + opening
-    if quantity == 0:
-        return None, note or "nothing to order"
-    limit = signal.entry if risk.order_type is OrderType.LIMIT else None
-    what = f"{side.value} {quantity} {risk.order_type.value}" + (f" @ {limit}" if limit is not None else "")
-    detail = ", ".join(p for p in (f"close {closing}" if closing else "", f"open {opening}" if opening else "") if p)
-    order = PendingOrder(
-        side=side,
-        quantity=quantity,
-        order_type=risk.order_type,
-        tif=risk.tif,
-        limit=limit,
-        decided_at=j,
-        closing=closing,
-        stop=signal.stop if opening else None,
-        target=signal.target if opening else None,
-        reason=f"signal {signal.action.value}",
-    )
-    return order, f"{what} ({detail})" + (f"; {note}" if note else "")
-
-
-def _offline_context() -> RiskContext:
-    from services.settings import TradingSettings
-
-    # Only the checks in OFFLINE_RISK_CHECKS are read; the others need a live account, clock or broker.
-    return RiskContext(
-        trading=TradingSettings(),
-        broker_is_simulated=True,
-        account_code=None,
-        kill_switch_engaged=False,
-        kill_switch_reason=None,
-        daily_loss_tripped=False,
-        reconciliation_problem=None,
-        market_open=True,
-        position=Decimal(0),  # the opening part is judged as a fresh position (the closing part flattens first)
-        pending_quantity=Decimal(0),
-        open_orders=0,
-        orders_today=0,
-        daily_pnl=Decimal(0),
-        buying_power=None,
-    )
-
-
-_OFFLINE_CONTEXT: Final = _offline_context()
 
 
 def _build_llm_requests(
