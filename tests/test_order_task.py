@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from models.enums import AnalystKind, BadRowPolicy, BarSize, OrderStatus, OrderType, SignalAction, SizingMethod
+from models.enums import AnalystKind, BadRowPolicy, BarSize, OrderStatus, OrderType, RunMode, SignalAction, SizingMethod
 from models.strategy import StrategyDefinition
 from services.bars.validation import ValidationResult
 from services.broker.loop_owner import SyncBroker
@@ -118,6 +118,7 @@ def test_buy_is_sized_by_risk_capped_and_rounded(
         assert row.quantity == D(192)
         assert row.limit_price == D("129.53")  # BUY limit rounded down to the tick
         assert row.order_type is OrderType.LIMIT
+        assert row.run_mode is RunMode.DRY_RUN and orders_repo.is_dry_run(row)
     assert result.status is OrderStatus.FILLED and result.sent  # limit 129.53 above the last close 129
 
 

@@ -62,13 +62,14 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any, Final, Literal
 
 import numpy as np
 import pandas as pd
 
 from models.bars import TIMESTAMP
-from models.enums import AnalystKind, OrderSide, OrderType, SignalAction, TimeInForce
+from models.enums import AnalystKind, OrderSide, OrderType, RunMode, SignalAction, TimeInForce
 from models.strategy import BAR_SECONDS, StrategyDefinition, duration_seconds
 from services.bars.validation import validate_bars
 from services.errors import InputError, Problem
@@ -581,7 +582,7 @@ def replay(
                     symbol=definition.symbol,
                     position=book.position,
                     equity=book.cash + book.position * price(c[j]),
-                    atr=lambda j=j: sizing_atr(frame.iloc[: j + 1], risk.sizing.atr_period),
+                    atr=partial(_atr_upto, frame, j, risk.sizing.atr_period),
                     size_increment=SIZE_INCREMENT,
                     min_tick=min_tick,
                 )
@@ -647,6 +648,7 @@ def replay(
         risk_free=risk_free,
     )
     params = {
+        "run_mode": RunMode.REPLAY.value,
         "strategy": definition.name,
         "symbol": definition.symbol,
         "start": start_ts.date().isoformat(),
@@ -677,6 +679,10 @@ def replay(
         contaminated=contaminated,
         warnings=warnings,
     )
+
+
+def _atr_upto(frame: pd.DataFrame, j: int, period: int) -> Decimal | None:
+    return sizing_atr(frame.iloc[: j + 1], period)
 
 
 def _build_llm_requests(
