@@ -9,6 +9,15 @@ from __future__ import annotations
 from enum import StrEnum
 
 
+class ExitKind(StrEnum):
+    """Why a position ended: its protective stop, its take-profit target, an opposite signal, or its time limit."""
+
+    STOP = "stop"
+    TARGET = "target"
+    SIGNAL = "signal"
+    TIME = "time"
+
+
 class RunMode(StrEnum):
     """Where an order (or a run) trades: the run's in-memory broker, a paper or live account, or a replay.
 

@@ -69,7 +69,7 @@ import numpy as np
 import pandas as pd
 
 from models.bars import TIMESTAMP
-from models.enums import AnalystKind, OrderSide, OrderType, RunMode, SignalAction, TimeInForce
+from models.enums import AnalystKind, ExitKind, OrderSide, OrderType, RunMode, SignalAction, TimeInForce
 from models.strategy import BAR_SECONDS, StrategyDefinition, duration_seconds
 from services.bars.validation import validate_bars
 from services.errors import InputError, Problem
@@ -96,6 +96,7 @@ __all__ = [
     "ReplayResult",
     "Trade",
     "adjust_prices",
+    "exit_kind",
     "prepare_bars",
     "replay",
 ]
@@ -173,6 +174,22 @@ class Trade:
     pnl: Decimal | None
     exit_reason: str | None
 
+    @property
+    def exit_kind(self) -> ExitKind | None:
+        """``stop`` / ``target`` (the bracket), ``signal`` (an opposite signal closed it), ``time``; None: open."""
+        return exit_kind(self.exit_reason)
+
+
+_EXIT_KINDS: Final = frozenset(k.value for k in ExitKind)
+
+
+def exit_kind(reason: str | None) -> ExitKind | None:
+    """The kind of exit a fill reason stands for (``"stop"``, ``"target"``, ``"signal SELL"``, ``"time ..."``)."""
+    if reason is None:
+        return None
+    head = reason.split(" ", 1)[0]
+    return ExitKind(head) if head in _EXIT_KINDS else None
+
 
 @dataclass
 class ReplayResult:
@@ -190,9 +207,18 @@ class ReplayResult:
     contaminated: int = 0
     warnings: list[str] = field(default_factory=list)
 
+    def exit_counts(self) -> dict[str, int]:
+        """Closed trades by exit kind: every kind of :class:`ExitKind`, zero included."""
+        counts = {kind.value: 0 for kind in ExitKind}
+        for t in self.trades:
+            kind = t.exit_kind
+            if kind is not None:
+                counts[kind.value] += 1
+        return counts
+
     def trades_json(self) -> list[dict[str, Any]]:
         rows = list(self.trades) + ([self.open_trade] if self.open_trade else [])
-        return [_jsonable(asdict(t)) for t in rows]
+        return [_jsonable(asdict(t) | {"exit_kind": t.exit_kind}) for t in rows]
 
     def to_json(self, *, equity_points: bool = True) -> dict[str, Any]:
         counts: dict[str, int] = {}
@@ -207,6 +233,7 @@ class ReplayResult:
             "llm_requests": self.llm_requests,
             "llm_cached": self.llm_cached,
             "possibly_contaminated": self.contaminated,
+            "exits": self.exit_counts(),
             "trades": self.trades_json(),
             "warnings": self.warnings,
         }
