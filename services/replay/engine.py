@@ -93,6 +93,7 @@ __all__ = [
     "Decision",
     "FillRecord",
     "PendingOrder",
+    "PlacedOrder",
     "ReplayResult",
     "Trade",
     "adjust_prices",
@@ -151,6 +152,19 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class PlacedOrder:
+    """An order a decision placed (on the close of ``bar_time``'s bar): the entry and its bracket's prices."""
+
+    bar_time: dt.datetime
+    side: OrderSide
+    quantity: Decimal
+    order_type: OrderType
+    limit: Decimal | None
+    stop: Decimal | None
+    target: Decimal | None
+
+
+@dataclass(frozen=True)
 class FillRecord:
     bar_time: dt.datetime
     side: OrderSide
@@ -202,6 +216,7 @@ class ReplayResult:
     equity: pd.Series  # float, indexed by bar time (UTC), marked to close
     positions: np.ndarray[Any, np.dtype[np.float64]]
     metrics: Metrics
+    orders: list[PlacedOrder] = field(default_factory=list)
     llm_requests: int = 0  # uncached model calls made
     llm_cached: int = 0
     contaminated: int = 0
@@ -515,6 +530,7 @@ def replay(
     book = _Book(cash=initial_cash)
     pending: PendingOrder | None = None
     decisions: list[Decision] = []
+    placed: list[PlacedOrder] = []
     equity = np.empty(n - first, dtype=np.float64)
     positions = np.empty(n - first, dtype=np.float64)
     llm_requests = llm_cached = contaminated = 0
@@ -615,6 +631,9 @@ def replay(
                 )
                 order_note = plan.note
                 if plan.placed:
+                    placed.append(
+                        PlacedOrder(when, plan.side, plan.quantity, plan.order_type, plan.limit, plan.stop, plan.target)
+                    )
                     pending = PendingOrder(
                         side=plan.side,
                         quantity=plan.quantity,
@@ -701,6 +720,7 @@ def replay(
         equity=pd.Series(equity, index=times[first:], name="equity"),
         positions=positions,
         metrics=metrics,
+        orders=placed,
         llm_requests=llm_requests,
         llm_cached=llm_cached,
         contaminated=contaminated,
