@@ -213,7 +213,6 @@ def run_paper(definition: StrategyDefinition, bars: Path, window: list[pd.Timest
     from services.llm.analyst import analyze, build_request
     from services.llm.prompts import load_template
     from services.llm.store import InMemoryLlmCallStore
-    from services.market.sessions import session_hours
     from services.prompt_library import SHIPPED_DIR
     from services.repositories import signals as signals_repo
     from services.runtime import Runtime, use_runtime
@@ -263,8 +262,6 @@ def run_paper(definition: StrategyDefinition, bars: Path, window: list[pd.Timest
                 sim.clock.advance_to(end)  # bar i completes: resting orders match against it
                 clock["now"] = end
                 _settle(sim, broker, db_url, end)
-                if i == len(bar_end) - 1:
-                    break
                 pace.advance(20.0)
                 frame = broker.historical_bars(contract, request)
                 checked = validate_bars(frame, bar_size=definition.bar_size, policy=settings.trading.bad_row_policy)
@@ -299,17 +296,27 @@ def run_paper(definition: StrategyDefinition, bars: Path, window: list[pd.Timest
                         target=signal.target,
                     )
                     stored = StoredSignal(row.id, signal)
-                hours = session_hours(_day(bar_end[i + 1]))
-                assert hours is not None
-                opening = hours[0]
+                opening = _next_open(_day(end))
                 sim.clock.advance_to(opening)  # the next session opens: no bar completes on the way
                 clock["now"] = opening
                 _account_current(sim, broker)
                 order_for_signal(definition, contract, data, stored, broker=broker, dry_run=False, now=opening)
-            _settle(sim, broker, db_url, bar_end[-1])
+            _settle(sim, broker, db_url, clock["now"])
             return _paper_outcome(db_url, sim, broker)
         finally:
             broker.close()
+
+
+def _next_open(day: dt.date) -> dt.datetime:
+    """The open of the first session after ``day`` (in the window or after it: an order decided on the last bar
+    is placed too, as the replay places it, and stays unfilled)."""
+    from services.market.sessions import session_hours
+
+    while True:
+        day += dt.timedelta(days=1)
+        hours = session_hours(day)
+        if hours is not None:
+            return hours[0]
 
 
 def _bar_ends(window: list[pd.Timestamp]) -> list[dt.datetime]:

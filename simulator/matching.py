@@ -8,7 +8,8 @@ once it is complete):
   - LMT fills at that close if marketable (buy: close <= limit; sell: close >= limit).
   - STP / STP LMT trigger if the close is already through the stop (buy: close >= stop; sell: close <= stop); a
     triggered STP fills like MKT, a triggered STP LMT like LMT.
-* **On advance**, for every newly completed bar in order:
+* **On advance**, for every newly completed bar in order (within a bar: what fills at the open first, then
+  stops, then limits; bracket children released by a fill on the bar then work for the rest of it):
   - MKT (still open) fills at the bar's open (+ slippage).
   - LMT buy fills if low <= limit at min(open, limit); sell if high >= limit at max(open, limit).
   - STP buy triggers if high >= stop and fills at max(open, stop) (+ slippage); sell mirrors it.

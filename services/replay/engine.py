@@ -45,7 +45,10 @@ close. Money that is booked (fills, commissions, cash) is ``Decimal``.
   (:func:`services.market.matching.bracket_exit`): a long exits at ``min(open, stop)`` when ``low <= stop``
   (slipped like a market order), else at ``max(open, target)`` when ``high >= target``; a short mirrors; when
   both are touched the stop wins.
-* Pending orders are processed before stops/targets on each bar.
+* **Order within a bar** (the bar's time order, as the simulator matches): a pending market order fills at the
+  open first; then the position's stop / target; then a pending limit (a limit that closes the position is
+  dropped if the stop or target closed it first); a position a limit opened is then checked against the rest of
+  its entry bar.
 * **Commissions** follow IB's fixed schedule (:func:`services.market.commission.ib_fixed_commission`), per order.
 * Prices are ``Decimal`` with 4 places (``PRICE_Q``: adjusted historical prices are not on the exchange's tick
   grid).
@@ -394,6 +397,49 @@ def _may_touch(book: _Book, high: float, low: float) -> bool:
     return False
 
 
+def _work_pending(
+    book: _Book, pending: PendingOrder, when: dt.datetime, o: float, h: float, lo: float, c: float, slippage: Slippage
+) -> PendingOrder | None:
+    """Fill ``pending`` on this bar if it trades; return what is still pending (None: filled, or a DAY expired)."""
+    fill_price, _ = bar_price(
+        pending.order_type,
+        pending.side,
+        _bar(when, o, h, lo, c),
+        limit=pending.limit,
+        stop=None,
+        triggered=False,
+        slippage=slippage,
+    )
+    if fill_price is not None:
+        book.fill(
+            when,
+            pending.side,
+            pending.quantity,
+            fill_price,
+            _commission(pending.quantity, fill_price),
+            pending.reason,
+            closing=pending.closing,
+            stop=pending.stop,
+            target=pending.target,
+        )
+        return None
+    return None if pending.tif is TimeInForce.DAY else pending
+
+
+def _exit_on_bar(book: _Book, when: dt.datetime, o: float, h: float, lo: float, c: float, slippage: Slippage) -> bool:
+    """Exit the position at its stop or target if this bar reaches one (the stop wins); True when it exited."""
+    if book.position == 0 or (book.stop is None and book.target is None) or not _may_touch(book, h, lo):
+        return False
+    side = OrderSide.SELL if book.position > 0 else OrderSide.BUY
+    hit = bracket_exit(side, _bar(when, o, h, lo, c), stop=book.stop, target=book.target, slippage=slippage)
+    if hit is None:
+        return False
+    exit_price, why = hit
+    qty = abs(book.position)
+    book.fill(when, side, qty, exit_price, _commission(qty, exit_price), why, closing=qty)
+    return True
+
+
 @dataclass(frozen=True)
 class _Analysed:
     outcome: AnalysisOutcome | None
@@ -539,41 +585,16 @@ def replay(
     risk = definition.risk
     for j in range(first, n):
         when = py_times[j]
-        if pending is not None and j > pending.decided_at:
-            fill_price, _ = bar_price(
-                pending.order_type,
-                pending.side,
-                _bar(when, o[j], h[j], lo_[j], c[j]),
-                limit=pending.limit,
-                stop=None,
-                triggered=False,
-                slippage=slippage,
-            )
-            if fill_price is not None:
-                book.fill(
-                    when,
-                    pending.side,
-                    pending.quantity,
-                    fill_price,
-                    _commission(pending.quantity, fill_price),
-                    pending.reason,
-                    closing=pending.closing,
-                    stop=pending.stop,
-                    target=pending.target,
-                )
-                pending = None
-            elif pending.tif is TimeInForce.DAY:
-                pending = None
-        if book.position != 0 and (book.stop is not None or book.target is not None) and _may_touch(book, h[j], lo_[j]):
-            side = OrderSide.SELL if book.position > 0 else OrderSide.BUY
-            bar = _bar(when, o[j], h[j], lo_[j], c[j])
-            hit = bracket_exit(side, bar, stop=book.stop, target=book.target, slippage=slippage)
-            if hit is not None:
-                exit_price, why = hit
-                qty = abs(book.position)
-                book.fill(when, side, qty, exit_price, _commission(qty, exit_price), why, closing=qty)
-                if pending is not None and pending.closing > 0:
-                    pending = None  # its position is gone
+        working = pending is not None and j > pending.decided_at
+        if working and pending is not None and pending.order_type is OrderType.MARKET:
+            pending = _work_pending(book, pending, when, o[j], h[j], lo_[j], c[j], slippage)  # at the open
+            working = False
+        if _exit_on_bar(book, when, o[j], h[j], lo_[j], c[j], slippage) and pending is not None and pending.closing:
+            pending = None  # its position is gone
+        if working and pending is not None:
+            pending = _work_pending(book, pending, when, o[j], h[j], lo_[j], c[j], slippage)  # a limit, intrabar
+            if book.entry_time == when:
+                _exit_on_bar(book, when, o[j], h[j], lo_[j], c[j], slippage)  # the rest of its entry bar
         if book.position:
             equity[j - first] = float(book.cash + book.position * price(c[j]))
         else:
