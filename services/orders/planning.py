@@ -129,7 +129,7 @@ def plan_order(
     what = f"{side.value} {{qty}} {risk.order_type.value}" + (f" @ {limit}" if limit is not None else "")
     if position != 0:
         closing = abs(position)
-        return plan(closing, Decimal(0), what.format(qty=closing) + f" (close {closing})")
+        return plan(closing, Decimal(0), what.format(qty=_qty(closing)) + f" (close {_qty(closing)})")
     if not buy and not risk.allow_short:
         return nothing("short_selling", "SELL while flat and shorting not allowed: nothing to do")
     try:
@@ -152,7 +152,8 @@ def plan_order(
     if failed:
         detail = "; ".join(f"{c.name}: {c.detail}" for c in failed)
         return nothing(failed[0].name, f"not opened: risk {detail}")
-    return plan(Decimal(0), sized.quantity, what.format(qty=sized.quantity) + f" (open {sized.quantity})")
+    opening = _qty(sized.quantity)
+    return plan(Decimal(0), sized.quantity, what.format(qty=opening) + f" (open {opening})")
 
 
 def _qty(value: Decimal) -> Decimal:
