@@ -36,7 +36,7 @@ from services.orders.context import fetch_account
 from services.orders.monitor import cancel_protective, record_dry_run_fills
 from services.orders.planning import plan_order, sizing_atr
 from services.orders.submit import OrderBroker, OrderIntent, SendContext, SubmitResult, signal_expiry, submit_order
-from services.repositories import positions as positions_repo
+from services.positions import strategy_position
 from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, publish_table
 from tasks.market_data import MarketData
@@ -86,7 +86,7 @@ def order_for_signal(
         signal = dataclasses.replace(signal, entry=last_close)
     account = fetch_account(broker)
     with session_scope(runtime.database_url) as session:
-        position = sum((p.quantity for p in positions_repo.by_symbol(session, definition.symbol)), Decimal(0))
+        position = strategy_position(session, definition.name, definition.symbol)
     plan = plan_order(
         signal,
         risk,

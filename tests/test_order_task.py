@@ -80,7 +80,13 @@ def broker() -> Iterator[SyncBroker]:
     sync.close()
 
 
-def stored(action: SignalAction, entry: str = "129.5", stop: str | None = "125", days: int = 29) -> StoredSignal:
+def stored(
+    action: SignalAction,
+    entry: str = "129.5",
+    stop: str | None = "125",
+    days: int = 29,
+    strategy: str = "spy-sma-cross",
+) -> StoredSignal:
     bar_time = START + dt.timedelta(days=days)
     signal = Signal(action, "test", AnalystKind.OFFLINE, bar_time, 0.7, D(entry), D(stop) if stop else None, None)
     from services.runtime import get_runtime
@@ -88,7 +94,7 @@ def stored(action: SignalAction, entry: str = "129.5", stop: str | None = "125",
     with session_scope(get_runtime().database_url) as s:
         row = signals.record(
             s,
-            strategy_name="spy-sma-cross",
+            strategy_name=strategy,
             symbol="SPY",
             bar_time=bar_time,
             action=action,
@@ -138,6 +144,22 @@ def test_a_buy_while_long_is_refused_no_pyramiding(
     assert [o.order_ref for o in broker.completed_orders()] == [first.key]
     # what still works at the broker is the first entry's protective stop (the signal carried no target)
     assert [(o.order_ref, o.quantity, o.stop_price) for o in broker.open_orders()] == [(f"{first.key}:SL", 50, 125)]
+
+
+def test_the_position_rule_counts_the_strategy_s_own_fills(
+    runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker
+) -> None:
+    small = fixed_quantity(definition, 10)
+    assert run(small, broker, stored(SignalAction.BUY, days=28)).status is OrderStatus.FILLED
+    other = small.model_copy(update={"name": "spy-other"})
+    # the account is long 10 SPY, but not this strategy: its BUY opens its own position
+    second = run(other, broker, stored(SignalAction.BUY, strategy="spy-other"))
+    assert second.status is OrderStatus.FILLED and second.sent
+    # and a SELL of the first strategy closes its 10, not the account's 20
+    close = run(small, broker, stored(SignalAction.SELL, entry="128.5", stop="135", days=29))
+    with session_scope(runtime.database_url) as s:
+        row = orders_repo.get(s, close.order_id)
+        assert row is not None and row.quantity == 10 and close.status is OrderStatus.FILLED
 
 
 def test_fixed_quantity_buy_then_rerun_is_idempotent(
