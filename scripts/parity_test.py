@@ -24,14 +24,16 @@ difference of each list, if any; exit status 1 on any difference.
   ``--warmup`` earlier bars, OHLC rounded to the cent (the simulator trades on the 0.01 tick; the replay's 4-place
   prices then round to the same values), no price adjustment (the simulator serves raw prices), written to one
   file both sides read.
-* Strategy: ``examples/strategies/spy-sma-cross.yaml`` with two changes: market orders (``order_type: MKT``:
-  a limit at the decision's close would fill at once at that close in the simulator, which is not the next
-  bar) and ``lookback: 10 Y`` (the paper trader asks for every bar of the file, so its Wilder-smoothed RSI/ATR
-  start on the same first bar as the replay's).
-* Fills: decision on bar ``i``'s close, market order filled at bar ``i + 1``'s open (the replay's rule; the
-  simulator with ``mkt_fill="next_open"``); slippage 0 on both (the replay counts bps, the simulator an amount
-  per share); commissions IB fixed on both; protective stop and target work from the entry bar on, the stop
-  winning a bar that touches both.
+* Strategy: ``examples/strategies/spy-sma-cross.yaml`` (DAY limit orders at the decision's close, risk-based
+  sizing, the analyst's ATR stop and target as a bracket) with one change: ``lookback: 10 Y`` (the paper trader
+  asks for every bar of the file, so its Wilder-smoothed RSI/ATR start on the same first bar as the replay's).
+  ``--order-type MKT`` runs it with market orders.
+* Fills: decision on bar ``i``'s close, sent at the next session's open, worked on bar ``i + 1``: a market order
+  at its open, a limit when the bar reaches it at ``min(open, limit)`` (a BUY), a DAY limit ending with that
+  session (the replay's rules; the simulator with ``placement_fill=False``, so nothing fills against the day-old
+  close at placement, and ``mkt_fill="next_open"``); slippage 0 on both (the replay counts bps, the simulator an
+  amount per share); commissions IB fixed on both; protective stop and target work from the entry bar on, the
+  stop winning a bar that touches both.
 * Cash: 100,000 on both (``SimConfig.initial_cash``, ``replay(initial_cash=...)``); tick 0.01 (``min_tick``).
 
 ``uv run python scripts/parity_test.py [--from 2016-01-04] [--bars 120] [--warmup 300]``.
@@ -131,11 +133,12 @@ def _day(when: dt.datetime | pd.Timestamp) -> dt.date:
 # Inputs
 
 
-def parity_strategy() -> StrategyDefinition:
+def parity_strategy(order_type: OrderType | None = None) -> StrategyDefinition:
+    """The shipped strategy with ``lookback: 10 Y`` (and ``order_type`` when given; as shipped: LMT DAY)."""
     from services.strategies import load_strategy_file
 
     base = load_strategy_file(STRATEGY)
-    risk = base.risk.model_copy(update={"order_type": OrderType.MARKET})
+    risk = base.risk if order_type is None else base.risk.model_copy(update={"order_type": order_type})
     return base.model_copy(update={"name": "parity", "lookback": "10 Y", "risk": risk})
 
 
@@ -238,6 +241,7 @@ def run_paper(definition: StrategyDefinition, bars: Path, window: list[pd.Timest
         accounts=(ACCOUNT,),
         initial_cash=CASH,
         mkt_fill="next_open",
+        placement_fill=False,
         slippage=Decimal(0),
         now=bar_end[0] - dt.timedelta(days=1),  # before the window: the first advance completes its first bar
         pacing_time=pace.now,
@@ -402,8 +406,8 @@ def _paper_outcome(db_url: str, sim: Any, broker: Any) -> Outcome:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def run(start: dt.date, bars: int, warmup: int) -> Parity:
-    definition = parity_strategy()
+def run(start: dt.date, bars: int, warmup: int, order_type: OrderType | None = None) -> Parity:
+    definition = parity_strategy(order_type)
     with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
         work = Path(tmp)
         data_dir = work / "bars"
@@ -419,8 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="start", default="2016-01-04", help="first bar of the window")
     parser.add_argument("--bars", type=int, default=120, help="daily bars in the window")
     parser.add_argument("--warmup", type=int, default=300, help="bars before the window (indicator warm-up)")
+    parser.add_argument("--order-type", choices=["LMT", "MKT"], help="override the strategy's (LMT as shipped)")
     args = parser.parse_args(argv)
-    parity = run(dt.date.fromisoformat(args.start), args.bars, args.warmup)
+    order_type = OrderType(args.order_type) if args.order_type else None
+    parity = run(dt.date.fromisoformat(args.start), args.bars, args.warmup, order_type)
+    kind = (order_type or parity_strategy().risk.order_type).value
+    print(f"{STRATEGY.name} ({kind}), {args.bars} bars from {args.start}")
     print(parity.report())
     return 0 if not parity.differences() else 1
 

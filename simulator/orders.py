@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Protocol
 
 from services.market import ib_fixed_commission
-from services.market.sessions import order_session
+from services.market.sessions import order_session, session_hours
 from simulator import messages as m
 from simulator.catalog import Catalog, Instrument
 from simulator.clock import MarketClock
@@ -455,6 +455,17 @@ class OrderDesk:
                 # children released by a fill on this bar work for the rest of it (a market entry fills at the
                 # open, the bar's range comes after it), as the replay checks a position's exits on its entry bar
                 self._match_bar(inst, bar, [o for o in held if not self._held(o)])
+        self._expire_day_orders(after)
+
+    def _expire_day_orders(self, now: datetime) -> None:
+        """A DAY order (regular hours) ends at its session's close, as at IB: once the clock reaches the close,
+        after that session's last bar was matched, it is cancelled (a partly filled one keeps its fills)."""
+        for order in sorted(self.state.open_orders(), key=lambda o: o.perm_id):
+            if order.is_done or order.tif != "DAY" or order.outside_rth:
+                continue
+            hours = session_hours(order_session(order.placed_at))
+            if hours is not None and hours[1] <= now:
+                self._cancel(order, "Cancelled (DAY order expired)", with_error=False)
 
     def _match_bar(self, inst: Instrument, bar: Bar, orders: list[SimOrder]) -> None:
         """Match ``orders`` against one completed bar in the bar's time order: what fills at the open first (MKT,

@@ -4,9 +4,10 @@ Live, dry-run and replay all call :func:`plan_order`; they differ only in where 
 fills come from. The rules (``README.md``, "Orders"):
 
 * **One position per strategy, no pyramiding** (the position the caller passes is the strategy's own: live, the
-  fills of its orders, :func:`services.positions.strategy_position`; replay, its book). A BUY when flat opens a long; a SELL when flat opens a short only
-  with ``risk.allow_short`` (otherwise nothing is placed). A BUY while long (a SELL while short) places nothing:
-  the position was sized when it was opened, adding to it would be a second, unsized bet.
+  fills of its orders, :func:`services.positions.strategy_position`; replay, its book). A BUY when flat opens a
+  long; a SELL when flat opens a short only with ``risk.allow_short`` (otherwise nothing is placed). A BUY while
+  long (a SELL while short) places nothing: the position was sized when it was opened, adding to it would be a
+  second, unsized bet.
 * **A signal against the position closes it, whole, and does nothing more.** A SELL on a long sells the long's
   quantity (never the sizing rule's), a BUY on a short buys it back; the close carries no bracket (the position's
   protective orders are cancelled once it fills). The opposite side is opened only by a later signal, from flat.
