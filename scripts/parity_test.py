@@ -36,7 +36,7 @@ difference of each list, if any; exit status 1 on any difference.
   stop winning a bar that touches both.
 * Cash: 100,000 on both (``SimConfig.initial_cash``, ``replay(initial_cash=...)``); tick 0.01 (``min_tick``).
 
-``uv run python scripts/parity_test.py [--from 2016-01-04] [--bars 120] [--warmup 300]``.
+``uv run python scripts/parity_test.py [--from 2017-01-03] [--bars 120] [--warmup 300]``.
 """
 
 from __future__ import annotations
@@ -420,7 +420,7 @@ def run(start: dt.date, bars: int, warmup: int, order_type: OrderType | None = N
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--from", dest="start", default="2016-01-04", help="first bar of the window")
+    parser.add_argument("--from", dest="start", default="2017-01-03", help="first bar of the window")
     parser.add_argument("--bars", type=int, default=120, help="daily bars in the window")
     parser.add_argument("--warmup", type=int, default=300, help="bars before the window (indicator warm-up)")
     parser.add_argument("--order-type", choices=["LMT", "MKT"], help="override the strategy's (LMT as shipped)")
