@@ -119,6 +119,7 @@ def replay_command(
         ("max drawdown", _pct(m.max_drawdown)),
         ("max drawdown duration (bars)", str(m.max_drawdown_duration)),
         ("trades (closed)", str(m.trades)),
+        ("exits stop / target / signal / time", " / ".join(str(n) for n in result.exit_counts().values())),
         ("win rate", _pct(m.win_rate)),
         ("exposure", _pct(m.exposure)),
         ("commissions", f"{m.commissions:.2f}"),

@@ -54,7 +54,7 @@ def publish_state() -> None:
         active: list[dict[str, Any]] = [
             {"id": o.id, "key": o.idempotency_key, "status": o.status.value, "side": o.side.value,
              "qty": str(o.quantity), "filled": str(o.filled_quantity), "limit": str(o.limit_price or ""),
-             "dry run": "yes" if orders_repo.is_dry_run(o) else ""}
+             "mode": o.run_mode.value if o.run_mode is not None else ""}
             for o in orders_repo.active(session)
         ]  # fmt: skip
         states = rebuild(session)

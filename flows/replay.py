@@ -1,7 +1,8 @@
 """The ``replay`` flow: ``trader replay`` as a Prefect flow, publishing metrics, trades and the equity chart.
 
 Artifacts: ``replay-<strategy>-metrics`` (table), ``replay-<strategy>-trades`` (table), ``replay-<strategy>-equity``
-(markdown with a small PNG of the equity curve as a data URI). The run is stored in ``replay_runs``.
+(markdown with a small PNG of the equity curve as a data URI, its exits marked by kind: stop, target, signal,
+time). The run is stored in ``replay_runs``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
+import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from models.enums import ExitKind
 from services.charts import ChartRenderError, render_png
 from services.db import init_database, session_scope
 from services.errors import InputError
@@ -29,29 +32,65 @@ CHART_HEIGHT: Final = 280
 MAX_POINTS: Final = 800
 
 
+# How each exit kind is marked on the equity curve (Plotly marker symbol and colour).
+EXIT_MARKERS: Final = {
+    ExitKind.STOP: ("triangle-down", "#d62728"),
+    ExitKind.TARGET: ("triangle-up", "#2ca02c"),
+    ExitKind.SIGNAL: ("circle", "#ff7f0e"),
+    ExitKind.TIME: ("square", "#7f7f7f"),
+}
+
+
+def _exit_traces(result: ReplayResult) -> list[dict[str, Any]]:
+    """One marker trace per exit kind that occurred, at the exit bar's equity (every exit, never thinned)."""
+    equity = result.equity
+    traces = []
+    for kind, (symbol, colour) in EXIT_MARKERS.items():
+        times = [t.exit_time for t in result.trades if t.exit_kind is kind and t.exit_time is not None]
+        if not times:
+            continue
+        at = equity.reindex(pd.DatetimeIndex(times), method="ffill")
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": f"{kind.value} exit ({len(times)})",
+                "x": [t.strftime("%Y-%m-%d") for t in at.index],
+                "y": [round(float(v), 2) for v in at.to_numpy()],
+                "marker": {"symbol": symbol, "color": colour, "size": 7},
+            }
+        )
+    return traces
+
+
 def equity_figure(result: ReplayResult) -> dict[str, Any]:
-    """A Plotly figure dict of the equity curve (at most :data:`MAX_POINTS` points, the last one kept)."""
+    """A Plotly figure dict of the equity curve (at most :data:`MAX_POINTS` points, the last one kept), with a
+    marker per closed trade at its exit, by exit kind (stop, target, signal, time; :data:`EXIT_MARKERS`)."""
     equity = result.equity
     step = max(1, len(equity) // MAX_POINTS)
     picked = equity.iloc[::step]
     if len(equity) and picked.index[-1] != equity.index[-1]:
         picked = equity.iloc[[*range(0, len(equity), step), len(equity) - 1]]
+    exits = _exit_traces(result)
     return {
         "data": [
             {
                 "type": "scatter",
                 "mode": "lines",
+                "name": "equity",
                 "x": [t.strftime("%Y-%m-%d") for t in picked.index],
                 "y": [round(float(v), 2) for v in picked.to_numpy()],
                 "line": {"color": "#1f77b4", "width": 1.5},
-            }
+            },
+            *exits,
         ],
         "layout": {
             "title": {"text": f"{result.strategy} equity", "font": {"size": 13}},
             "margin": {"l": 60, "r": 15, "t": 35, "b": 35},
             "xaxis": {"type": "date"},
             "yaxis": {"tickformat": ",.0f"},
-            "showlegend": False,
+            "showlegend": bool(exits),
+            "legend": {"orientation": "h", "y": -0.15},
         },
     }
 
@@ -110,6 +149,7 @@ def publish_task(result: ReplayResult, run_id: int) -> None:
     rows += [{"metric": k, "value": v} for k, v in m.items()]
     rows += [
         {"metric": "decisions", "value": len(result.decisions)},
+        *({"metric": f"{kind} exits", "value": n} for kind, n in result.exit_counts().items()),
         {"metric": "llm requests / cached", "value": f"{result.llm_requests} / {result.llm_cached}"},
         {"metric": "possibly contaminated", "value": result.contaminated},
     ]

@@ -9,6 +9,27 @@ from __future__ import annotations
 from enum import StrEnum
 
 
+class ExitKind(StrEnum):
+    """Why a position ended: its protective stop, its take-profit target, an opposite signal, or its time limit."""
+
+    STOP = "stop"
+    TARGET = "target"
+    SIGNAL = "signal"
+    TIME = "time"
+
+
+class RunMode(StrEnum):
+    """Where an order (or a run) trades: the run's in-memory broker, a paper or live account, or a replay.
+
+    Stored on every order (``orders.run_mode``); ``dry_run`` orders never reach a socket.
+    """
+
+    DRY_RUN = "dry_run"
+    PAPER = "paper"
+    LIVE = "live"
+    REPLAY = "replay"
+
+
 class TradingMode(StrEnum):
     """Which IB account kind the system talks to. ``live`` must be switched on explicitly."""
 

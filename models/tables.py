@@ -46,7 +46,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from models.enums import AnalystKind, BarSize, OrderSide, OrderStatus, OrderType, SignalAction, TimeInForce
+from models.enums import AnalystKind, BarSize, OrderSide, OrderStatus, OrderType, RunMode, SignalAction, TimeInForce
 
 NAMING_CONVENTION: Final[dict[str, str]] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -393,6 +393,9 @@ class Order(Base):
     submit_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_submit_error: Mapped[str | None] = mapped_column(Text)
     external: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # dry_run / paper / live (models.enums.RunMode); NULL: sent to a socket broker before run modes were recorded
+    # (migration 0003), or adopted from the broker
+    run_mode: Mapped[RunMode | None] = mapped_column(StrEnumColumn(RunMode, 16))
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
     # the signal's validity: no send (first or retry) at or after this instant; the order then ends ``expired``
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

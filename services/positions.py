@@ -72,6 +72,13 @@ def build_positions(fills: Iterable[FillLike]) -> dict[int, PositionState]:
     return out
 
 
+def strategy_position(session: Session, strategy_name: str, symbol: str) -> Decimal:
+    """The signed quantity a strategy holds in ``symbol``: the effective fills of its own orders (the account's
+    position is per contract and may hold other strategies' shares)."""
+    fills = fills_repo.effective(session, symbol=symbol, strategy_name=strategy_name)
+    return sum((f.quantity if f.side is OrderSide.BUY else -f.quantity for f in fills), Decimal(0))
+
+
 def rebuild(session: Session) -> dict[int, PositionState]:
     """Rebuild the ``positions`` table from the effective fills; return the states."""
     states = build_positions(fills_repo.effective(session))

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from models.enums import BadRowPolicy, TradingMode
+from models.enums import BadRowPolicy, RunMode, TradingMode
 from services.errors import ConfigurationError, InputError, Problem
 
 ENV_PREFIX = "TRADER_"
@@ -79,6 +79,14 @@ class TradingSettings(_Section):
     bad_row_policy: BadRowPolicy = Field(default=BadRowPolicy.FLAG)
     archive_after_days: int = Field(default=90, ge=1)
     retry_max_attempts: int = Field(default=3, ge=0)
+
+    def run_mode(self, *, in_memory: bool) -> RunMode:
+        """The run mode of an order sent with these settings: ``dry_run`` to the run's in-memory broker, else
+        ``live`` with ``mode=live`` (two switches), else ``paper`` (TWS / Gateway paper account or the simulator;
+        the send-time gate refuses a live account in paper mode and a paper account in live mode)."""
+        if in_memory:
+            return RunMode.DRY_RUN
+        return RunMode.LIVE if self.mode is TradingMode.LIVE else RunMode.PAPER
 
     @model_validator(mode="after")
     def _live_needs_switch(self) -> TradingSettings:

@@ -27,6 +27,9 @@ class SimConfig:
 
     ``partial_fill_participation``: max share of a bar's volume one bar can fill (None = no limit).
     ``mkt_fill``: ``"close"`` (MKT fills at once at the current bar's close) or ``"next_open"`` (on advance).
+    ``placement_fill``: False = no order fills at placement against the last completed bar (MKT, LMT and triggered
+    stops all wait for the next bar to complete): a trader that decides on a bar's close and sends at the next
+    session's open, as the replay fills (a daily bar's close is a day old at the next open).
     ``slippage``: price added against the trader on MKT and triggered STP fills.
     ``now``: initial market clock (default: the end of the latest daily bar).
     ``pacing_time``: time source for historical pacing (default ``time.monotonic``).
@@ -40,6 +43,7 @@ class SimConfig:
     initial_cash: Decimal = Decimal("1000000")
     partial_fill_participation: float | None = None
     mkt_fill: str = "close"
+    placement_fill: bool = True
     slippage: Decimal = Decimal(0)
     spread_ticks: int = 1
     now: datetime | None = None

@@ -5,17 +5,20 @@ once it is complete):
 
 * **At placement** the "current bar" is the last completed bar.
   - MKT fills at its close (plus ``slippage`` against the trader) unless ``mkt_fill="next_open"``.
+  - With ``placement_fill=False`` nothing fills or triggers at placement: every order waits for the next bar.
   - LMT fills at that close if marketable (buy: close <= limit; sell: close >= limit).
   - STP / STP LMT trigger if the close is already through the stop (buy: close >= stop; sell: close <= stop); a
     triggered STP fills like MKT, a triggered STP LMT like LMT.
-* **On advance**, for every newly completed bar in order:
+* **On advance**, for every newly completed bar in order (within a bar: what fills at the open first, then
+  stops, then limits; bracket children released by a fill on the bar then work for the rest of it):
   - MKT (still open) fills at the bar's open (+ slippage).
   - LMT buy fills if low <= limit at min(open, limit); sell if high >= limit at max(open, limit).
   - STP buy triggers if high >= stop and fills at max(open, stop) (+ slippage); sell mirrors it.
   - STP LMT triggers like STP; then fills at max(open, stop) if that is within the limit, else rests as LMT.
   - Intraday bars outside regular trading hours (:mod:`services.market.sessions`: NYSE sessions, holidays and
     early closes included) are skipped unless the order has ``outsideRth``.
-  - DAY orders expire (Cancelled) at the first bar of a later session than the one they were placed for.
+  - DAY orders expire (Cancelled) at the close of the session they were placed for (after its last bar), and at
+    the latest at the first bar of a later session.
 * **Partial fills**: with ``participation`` set, at most ``floor(participation * bar volume)`` shares trade per bar
   (shared by all orders on that bar); the rest waits for later bars. ``None`` = no volume limit.
 * Prices are rounded to the 0.01 tick.
@@ -59,7 +62,9 @@ def bar_at(series: BarSeries, index: int, con_id: int) -> Bar:
 class Matcher:
     """Decides fills; the server books them and sends the messages."""
 
-    def __init__(self, participation: float | None, slippage: Decimal, mkt_fill: str) -> None:
+    def __init__(
+        self, participation: float | None, slippage: Decimal, mkt_fill: str, *, placement_fill: bool = True
+    ) -> None:
         if participation is not None and not 0 < participation <= 1:
             raise ValueError("partial_fill_participation must be in (0, 1] or None")
         if mkt_fill not in ("close", "next_open"):
@@ -67,6 +72,7 @@ class Matcher:
         self.participation = None if participation is None else Decimal(repr(float(participation)))
         self.slippage = Slippage(per_share=slippage)
         self.mkt_fill = mkt_fill
+        self.placement_fill = placement_fill
         self._used: dict[tuple[int, str, int], Decimal] = {}
 
     def available(self, bar: Bar) -> Decimal | None:
@@ -85,6 +91,8 @@ class Matcher:
 
     def immediate_price(self, order: SimOrder, bar: Bar) -> Decimal | None:
         """Fill price at placement against the current bar, or None if the order rests."""
+        if not self.placement_fill:
+            return None
         kind = OrderType(order.order_type)
         price, order.triggered = market.immediate_price(
             kind,

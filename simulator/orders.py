@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Protocol
 
 from services.market import ib_fixed_commission
-from services.market.sessions import order_session
+from services.market.sessions import order_session, session_hours
 from simulator import messages as m
 from simulator.catalog import Catalog, Instrument
 from simulator.clock import MarketClock
@@ -137,6 +137,14 @@ def _decimal(text: str) -> Decimal | None:
     except InvalidOperation:
         return None
     return value if value.is_finite() else None
+
+
+def _phase(order: SimOrder) -> int:
+    """When in a bar an order can trade: 0 at the open (MKT, a stop already triggered), 1 a stop, 2 a limit."""
+    kind = order.order_type
+    if kind == "MKT" or (kind == "STP" and order.triggered):
+        return 0
+    return 1 if kind.startswith("STP") and not order.triggered else 2
 
 
 class OrderDesk:
@@ -442,20 +450,41 @@ class OrderDesk:
                 continue
             for index in indices:
                 bar = bar_at(series, index, con_id)
-                held = {o.perm_id for o in orders if self._held(o)}  # released children trade from the next bar
-                for order in orders:
-                    if order.is_done or order.perm_id in held:
-                        continue
-                    if order.tif == "DAY" and bar.session > order_session(order.placed_at):
-                        self._cancel(order, "Cancelled (DAY order expired)", with_error=False)
-                        continue
-                    if not (bar.in_rth or order.outside_rth):
-                        continue
-                    was_triggered = order.triggered
-                    price = self.matcher.bar_price(order, bar)
-                    self._after_trigger(order, inst, was_triggered)
-                    if price is not None:
-                        self._fill(order, inst, bar, price, when=bar.end)
+                held = [o for o in orders if self._held(o)]
+                self._match_bar(inst, bar, [o for o in orders if o not in held])
+                # children released by a fill on this bar work for the rest of it (a market entry fills at the
+                # open, the bar's range comes after it), as the replay checks a position's exits on its entry bar
+                self._match_bar(inst, bar, [o for o in held if not self._held(o)])
+        self._expire_day_orders(after)
+
+    def _expire_day_orders(self, now: datetime) -> None:
+        """A DAY order (regular hours) ends at its session's close, as at IB: once the clock reaches the close,
+        after that session's last bar was matched, it is cancelled (a partly filled one keeps its fills)."""
+        for order in sorted(self.state.open_orders(), key=lambda o: o.perm_id):
+            if order.is_done or order.tif != "DAY" or order.outside_rth:
+                continue
+            hours = session_hours(order_session(order.placed_at))
+            if hours is not None and hours[1] <= now:
+                self._cancel(order, "Cancelled (DAY order expired)", with_error=False)
+
+    def _match_bar(self, inst: Instrument, bar: Bar, orders: list[SimOrder]) -> None:
+        """Match ``orders`` against one completed bar in the bar's time order: what fills at the open first (MKT,
+        a stop triggered earlier), then stops, then limits; so a bracket's stop wins a bar that touches both its
+        stop and its target (:func:`services.market.matching.bracket_exit`), and a market close at the open goes
+        before a stop the bar reaches later."""
+        for order in sorted(orders, key=lambda o: (_phase(o), o.perm_id)):
+            if order.is_done or self._held(order):
+                continue
+            if order.tif == "DAY" and bar.session > order_session(order.placed_at):
+                self._cancel(order, "Cancelled (DAY order expired)", with_error=False)
+                continue
+            if not (bar.in_rth or order.outside_rth):
+                continue
+            was_triggered = order.triggered
+            price = self.matcher.bar_price(order, bar)
+            self._after_trigger(order, inst, was_triggered)
+            if price is not None:
+                self._fill(order, inst, bar, price, when=bar.end)
 
     def _after_trigger(self, order: SimOrder, inst: Instrument, was_triggered: bool) -> None:
         if order.triggered and not was_triggered and order.status == SimOrderStatus.PRE_SUBMITTED:

@@ -74,7 +74,12 @@ class SimServer(RequestHandlers):
             self.state,
             self.catalog,
             self.clock,
-            Matcher(self.config.partial_fill_participation, self.config.slippage, self.config.mkt_fill),
+            Matcher(
+                self.config.partial_fill_participation,
+                self.config.slippage,
+                self.config.mkt_fill,
+                placement_fill=self.config.placement_fill,
+            ),
             self,
         )
         self.clock.bind(self._on_advance, self._call)

@@ -1,8 +1,11 @@
-"""Step 7 (BUY/SELL only): size -> risk gate -> idempotent submit; one artifact ``<strategy>-order``.
+"""Step 7 (BUY/SELL only): plan -> risk gate -> idempotent submit; one artifact ``<strategy>-order``.
 
-An entry is a bracket: the signal's target and stop go to the broker as a take-profit LMT and a protective STP
-attached to it (``services.orders.submit``). A signal against the strategy's open position (SELL on a long, BUY
-on a short) closes it instead: the whole position, in the protective orders' OCA group; once the close has
+What the signal asks for is decided by :func:`services.orders.planning.plan_order`, the decision replay makes
+too (one position per strategy, no pyramiding; a BUY while long, or a SELL while flat without shorting, is
+stored as a refusal and nothing is sent). An entry is a bracket: the signal's target and stop go to the broker
+as a take-profit LMT and a protective STP attached to it (``services.orders.submit``). A signal against the
+strategy's open position (SELL on a long, BUY on a short) closes it instead: the whole position, in the
+protective orders' OCA group; once the close has
 filled, what still protects the position is cancelled.
 
 Dry run (``settings.trading.dry_run``): the order goes to a :class:`MemoryBroker` seeded with this run's bars
@@ -12,6 +15,7 @@ runtime's broker (TWS / the simulator), whose fills the order monitor records.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from models.bars import TIMESTAMP
-from models.enums import OrderSide, OrderStatus, OrderType, SignalAction
+from models.enums import OrderStatus, SignalAction
 from models.strategy import StrategyDefinition
 from services.broker.loop_owner import SyncBroker
 from services.broker.memory import MemoryBroker
@@ -31,10 +35,9 @@ from services.db import session_scope
 from services.orders.approval import approval_rows, hold_for, is_pending
 from services.orders.context import fetch_account
 from services.orders.monitor import cancel_protective, record_dry_run_fills
-from services.orders.risk import CheckResult
-from services.orders.sizing import SizingError, average_true_range, round_price, size_order
+from services.orders.planning import plan_order, sizing_atr
 from services.orders.submit import OrderBroker, OrderIntent, SendContext, SubmitResult, signal_expiry, submit_order
-from services.repositories import positions as positions_repo
+from services.positions import strategy_position
 from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, publish_table
 from tasks.market_data import MarketData
@@ -74,68 +77,51 @@ def order_for_signal(
     now: dt.datetime,
     flow_run_id: str | None = None,
 ) -> SubmitResult:
-    """Size, gate and submit the order of one BUY/SELL signal (no Prefect needed; the task wraps it)."""
+    """Plan, gate and submit the order of one BUY/SELL signal (no Prefect needed; the task wraps it)."""
     runtime = get_runtime()
     signal = stored.signal
     if signal.action not in (SignalAction.BUY, SignalAction.SELL):
         raise ValueError(f"no order for a {signal.action.value} signal")
-    side = OrderSide(signal.action.value)
     risk = definition.risk
     last_close = Decimal(repr(float(data.frame["close"].iloc[-1])))
-    entry = signal.entry if signal.entry is not None else last_close
-    limit = round_price(entry, contract.min_tick, side) if risk.order_type is OrderType.LIMIT else None
+    if signal.entry is None:
+        signal = dataclasses.replace(signal, entry=last_close)
     account = fetch_account(broker)
-    refusal: CheckResult | None = None
-    quantity = Decimal(0)
     with session_scope(runtime.database_url) as session:
-        position = sum((p.quantity for p in positions_repo.by_symbol(session, definition.symbol)), Decimal(0))
-    closing = position != 0 and (position > 0) != (side is OrderSide.BUY)
-    exit_side = OrderSide.SELL if side is OrderSide.BUY else OrderSide.BUY
-    try:
-        if closing:
-            raise _Closing
-        sized = size_order(
-            risk.sizing,
-            side=side,
-            entry=entry,
-            size_increment=contract.size_increment,
-            equity=account.net_liquidation if account is not None else None,
-            stop=signal.stop,
-            atr=average_true_range(data.frame, risk.sizing.atr_period),
-            max_notional=risk.max_notional_per_order,
-            max_quantity=risk.max_position,
-        )
-        quantity = sized.quantity
-    except _Closing:
-        quantity = abs(position)
-    except SizingError as exc:
-        refusal = CheckResult("sizing", False, str(exc))
-
-    def exit_price(value: Decimal | None) -> Decimal | None:
-        return None if closing or value is None else round_price(value, contract.min_tick, exit_side)
-
+        position = strategy_position(session, definition.name, definition.symbol)
+    plan = plan_order(
+        signal,
+        risk,
+        symbol=definition.symbol,
+        position=position,
+        equity=account.net_liquidation if account is not None else None,
+        atr=lambda: sizing_atr(data.frame, risk.sizing.atr_period),
+        size_increment=contract.size_increment,
+        min_tick=contract.min_tick,
+    )
+    closing = plan.closing > 0
     intent = OrderIntent(
         strategy_name=definition.name,
         symbol=definition.symbol,
-        side=side,
-        quantity=quantity,
+        side=plan.side,
+        quantity=plan.quantity,
         bar_time=signal.bar_time,
-        order_type=risk.order_type,
-        limit_price=limit,
-        tif=risk.tif,
+        order_type=plan.order_type,
+        limit_price=plan.limit,
+        tif=plan.tif,
         conid=contract.conid,
         signal_id=stored.id,
         flow_run_id=flow_run_id,
         expires_at=signal_expiry(definition, signal.bar_time),
-        reference_price=entry,
-        take_profit=exit_price(signal.target),
-        stop_loss=exit_price(signal.stop),
+        reference_price=plan.reference,
+        take_profit=plan.target,
+        stop_loss=plan.stop,
     )
     ctx = SendContext(
         trading=runtime.settings.trading, now=now, dry_run=dry_run, marks={definition.symbol.upper(): last_close}
     )
-    hold = hold_for(definition, intent, ctx) if refusal is None else None  # the strategy's approval rule
-    result = submit_order(runtime.database_url, broker, contract, intent, ctx, refusal=refusal, hold=hold)
+    hold = hold_for(definition, intent, ctx) if plan.refusal is None else None  # the strategy's approval rule
+    result = submit_order(runtime.database_url, broker, contract, intent, ctx, refusal=plan.refusal, hold=hold)
     if dry_run and result.sent and result.status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
         # the in-memory broker is gone after this step: its fills are recorded now, so positions (and the next
         # decision's position limit) see them at once
@@ -149,10 +135,6 @@ def order_for_signal(
             f"position closed by {result.key}",
         )
     return result
-
-
-class _Closing(Exception):
-    """The signal closes the open position: its size is the position's, not the sizing rule's."""
 
 
 def _rows(result: SubmitResult, dry_run: bool) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from models.enums import OrderSide, OrderStatus, OrderType, SecType
+from models.enums import OrderSide, OrderStatus, OrderType, RunMode, SecType
 from services.broker.ib_adapter import IBBroker
 from services.broker.loop_owner import SyncBroker
 from services.broker.pacing import Backoff
@@ -158,6 +158,8 @@ def test_bracket_goes_out_as_tws_expects_then_the_target_fills_and_the_stop_is_c
     with session_scope(db_url) as s:  # one gate decision, on the entry
         entry = orders_repo.get_by_key(s, key)
         assert entry is not None and entry.risk_decision is not None and entry.risk_decision["approved"] is True
+        assert entry.run_mode is RunMode.PAPER and not orders_repo.is_dry_run(entry)  # a socket, paper mode
+        assert {c.run_mode for c in orders_repo.children(s, entry.id)} == {RunMode.PAPER}
         assert all("checks" not in c.risk_decision for c in orders_repo.children(s, entry.id))  # type: ignore[operator]
 
     sim.clock.advance(3, symbol="SPY")  # 15:10 bar: low 132.78 fills the parent at 132.90

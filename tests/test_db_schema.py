@@ -11,7 +11,7 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models.enums import OrderSide, OrderStatus, OrderType
+from models.enums import OrderSide, OrderStatus, OrderType, RunMode
 from models.tables import Base, Fill, Order, PnlSnapshot, Signal, Strategy, TradingState
 from services.db import (
     current_revision,
@@ -70,6 +70,38 @@ def test_upgrade_from_empty_creates_every_table_and_is_idempotent(empty_db_url: 
 
 def test_migrations_match_the_models(db_url: str) -> None:
     assert schema_differences(db_url) == []
+
+
+def test_run_mode_migration_moves_the_dry_run_key_into_the_column(empty_db_url: str) -> None:
+    from alembic import command
+
+    from services.db import alembic_config
+
+    engine = make_engine(empty_db_url)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0002")
+    with engine.begin() as conn:
+        for key, doc in (("a", '{"dry_run": true, "approved": true}'), ("b", '{"dry_run": false}'), ("c", None)):
+            conn.execute(
+                text(
+                    "INSERT INTO orders (idempotency_key, symbol, side, quantity, order_type, tif, status, "
+                    "filled_quantity, submit_attempts, external, risk_decision, created_at, updated_at) VALUES "
+                    "(:k, 'SPY', 'BUY', 1, 'LMT', 'DAY', 'created', 0, 0, false, :d, :t, :t)"
+                ),
+                {"k": key, "d": doc, "t": T0},
+            )
+    upgrade_schema(empty_db_url)
+    with session_scope(empty_db_url) as session:
+        rows = {o.idempotency_key: (o.run_mode, o.risk_decision) for o in session.scalars(select(Order))}
+    assert rows == {"a": (RunMode.DRY_RUN, {"approved": True}), "b": (None, {}), "c": (None, None)}
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0002")
+        docs = dict(conn.execute(text("SELECT idempotency_key, risk_decision FROM orders")).all())
+    assert {k: v if isinstance(v, dict) else __import__("json").loads(v) for k, v in docs.items()} == {
+        "a": {"approved": True, "dry_run": True},
+        "b": {"dry_run": False},
+        "c": {"dry_run": False},
+    }
 
 
 def test_schema_check_detects_drift(db_url: str) -> None:

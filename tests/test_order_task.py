@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from models.enums import AnalystKind, BadRowPolicy, BarSize, OrderStatus, OrderType, SignalAction, SizingMethod
+from models.enums import AnalystKind, BadRowPolicy, BarSize, OrderStatus, OrderType, RunMode, SignalAction, SizingMethod
 from models.strategy import StrategyDefinition
 from services.bars.validation import ValidationResult
 from services.broker.loop_owner import SyncBroker
@@ -80,7 +80,13 @@ def broker() -> Iterator[SyncBroker]:
     sync.close()
 
 
-def stored(action: SignalAction, entry: str = "129.5", stop: str | None = "125", days: int = 29) -> StoredSignal:
+def stored(
+    action: SignalAction,
+    entry: str = "129.5",
+    stop: str | None = "125",
+    days: int = 29,
+    strategy: str = "spy-sma-cross",
+) -> StoredSignal:
     bar_time = START + dt.timedelta(days=days)
     signal = Signal(action, "test", AnalystKind.OFFLINE, bar_time, 0.7, D(entry), D(stop) if stop else None, None)
     from services.runtime import get_runtime
@@ -88,7 +94,7 @@ def stored(action: SignalAction, entry: str = "129.5", stop: str | None = "125",
     with session_scope(get_runtime().database_url) as s:
         row = signals.record(
             s,
-            strategy_name="spy-sma-cross",
+            strategy_name=strategy,
             symbol="SPY",
             bar_time=bar_time,
             action=action,
@@ -118,24 +124,42 @@ def test_buy_is_sized_by_risk_capped_and_rounded(
         assert row.quantity == D(192)
         assert row.limit_price == D("129.53")  # BUY limit rounded down to the tick
         assert row.order_type is OrderType.LIMIT
+        assert row.run_mode is RunMode.DRY_RUN and orders_repo.is_dry_run(row)
     assert result.status is OrderStatus.FILLED and result.sent  # limit 129.53 above the last close 129
 
 
-def test_position_limit_refuses_with_named_checks(
+def test_a_buy_while_long_is_refused_no_pyramiding(
     runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker
 ) -> None:
-    sizing = definition.risk.sizing.model_copy(update={"method": SizingMethod.FIXED_QUANTITY, "quantity": D(150)})
+    # One position per strategy (services.orders.planning): a second BUY on the long is not sized at all, even
+    # when the position limit would allow it (until the unified rule, it was sized and max_position capped it)
+    sizing = definition.risk.sizing.model_copy(update={"method": SizingMethod.FIXED_QUANTITY, "quantity": D(50)})
     fixed = definition.model_copy(update={"risk": definition.risk.model_copy(update={"sizing": sizing})})
     first = run(fixed, broker, stored(SignalAction.BUY, days=28))
     assert first.status is OrderStatus.FILLED
     # the dry-run fill was recorded by the order step itself: no monitor run needed before the next decision
-    result = run(fixed, broker, stored(SignalAction.BUY))  # 150 held + 150 more > max position 200
-    assert result.status is OrderStatus.RISK_REJECTED
-    failed = {r.split(":")[0] for r in result.reasons}
-    assert failed == {"max_position"}
+    result = run(fixed, broker, stored(SignalAction.BUY))  # 50 held + 50 more would be within max position 200
+    assert result.status is OrderStatus.RISK_REJECTED and not result.sent
+    assert result.reasons == ("pyramiding: already long 50: no pyramiding",)
     assert [o.order_ref for o in broker.completed_orders()] == [first.key]
     # what still works at the broker is the first entry's protective stop (the signal carried no target)
-    assert [(o.order_ref, o.quantity, o.stop_price) for o in broker.open_orders()] == [(f"{first.key}:SL", 150, 125)]
+    assert [(o.order_ref, o.quantity, o.stop_price) for o in broker.open_orders()] == [(f"{first.key}:SL", 50, 125)]
+
+
+def test_the_position_rule_counts_the_strategy_s_own_fills(
+    runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker
+) -> None:
+    small = fixed_quantity(definition, 10)
+    assert run(small, broker, stored(SignalAction.BUY, days=28)).status is OrderStatus.FILLED
+    other = small.model_copy(update={"name": "spy-other"})
+    # the account is long 10 SPY, but not this strategy: its BUY opens its own position
+    second = run(other, broker, stored(SignalAction.BUY, strategy="spy-other"))
+    assert second.status is OrderStatus.FILLED and second.sent
+    # and a SELL of the first strategy closes its 10, not the account's 20
+    close = run(small, broker, stored(SignalAction.SELL, entry="128.5", stop="135", days=29))
+    with session_scope(runtime.database_url) as s:
+        row = orders_repo.get(s, close.order_id)
+        assert row is not None and row.quantity == 10 and close.status is OrderStatus.FILLED
 
 
 def test_fixed_quantity_buy_then_rerun_is_idempotent(
@@ -214,7 +238,7 @@ def test_dry_run_fills_update_positions_at_once_across_runs(runtime: Runtime, de
     first_broker, second_broker = fresh_broker(), fresh_broker()
     try:
         first = run(small, first_broker, stored(SignalAction.BUY, days=27))
-        second = run(small, second_broker, stored(SignalAction.BUY, days=28))
+        second = run(small, second_broker, stored(SignalAction.SELL, entry="128.5", stop="135", days=28))
         assert first.status is OrderStatus.FILLED and second.status is OrderStatus.FILLED
         assert first_broker.executions()[0].exec_id == second_broker.executions()[0].exec_id
     finally:
@@ -225,15 +249,16 @@ def test_dry_run_fills_update_positions_at_once_across_runs(runtime: Runtime, de
         assert sorted(f.order_id for f in fills) == [first.order_id, second.order_id]  # type: ignore[type-var]
         assert all(f.ib_perm_id is None and f.exec_id.startswith("dry.") for f in fills)
         [position] = rebuild(s).values()
-        assert position.quantity == D(20) and position.symbol == "SPY"
+        assert position.quantity == D(0) and position.symbol == "SPY"  # the second run saw the first's long
 
 
 def test_working_dry_run_order_is_not_looked_up_at_the_real_broker(
     runtime: Runtime, definition: StrategyDefinition, broker: SyncBroker
 ) -> None:
     small = fixed_quantity(definition, 10)
-    filled = run(small, broker, stored(SignalAction.BUY, days=27))
-    working = run(small, broker, stored(SignalAction.BUY, entry="100", stop="95"))  # limit 100 far below 129
+    # flat while the first is working (the plan counts filled positions; the gate adds working orders)
+    working = run(small, broker, stored(SignalAction.BUY, entry="100", stop="95", days=27))  # limit 100 << 129
+    filled = run(small, broker, stored(SignalAction.BUY))
     assert filled.status is OrderStatus.FILLED and working.status is OrderStatus.SUBMITTED
     real = fresh_broker()  # the "real" broker never saw either order and holds no position
     try:

@@ -275,3 +275,24 @@ def test_no_look_ahead(definition: StrategyDefinition, daily: pd.DataFrame, sett
             assert [_key(d) for d in other.decisions[k + 1 :]] != [_key(d) for d in base.decisions[k + 1 :]]
     actions = {d.action for d in base.decisions}
     assert {SignalAction.BUY, SignalAction.SELL} <= actions
+
+
+def test_exits_are_counted_by_kind_and_marked_on_the_equity_chart(full_run: ReplayResult) -> None:
+    from flows.replay import equity_figure
+
+    counts = full_run.exit_counts()
+    assert list(counts) == ["stop", "target", "signal", "time"]
+    by_reason: dict[str, int] = {}
+    for t in full_run.trades:
+        kind = "signal" if (t.exit_reason or "").startswith("signal") else str(t.exit_reason)
+        by_reason[kind] = by_reason.get(kind, 0) + 1
+    assert {k: v for k, v in counts.items() if v} == by_reason and sum(counts.values()) == len(full_run.trades)
+    assert counts["stop"] > 0 and counts["target"] > 0 and counts["signal"] > 0
+    assert full_run.to_json(equity_points=False)["exits"] == counts
+    figure = equity_figure(full_run)
+    markers = {trace["name"].split(" ")[0]: trace for trace in figure["data"][1:]}
+    assert {k: len(m["x"]) for k, m in markers.items()} == {k: v for k, v in counts.items() if v}
+    first_stop = next(t for t in full_run.trades if t.exit_reason == "stop")
+    assert first_stop.exit_time is not None
+    assert markers["stop"]["x"][0] == first_stop.exit_time.strftime("%Y-%m-%d")
+    assert markers["stop"]["y"][0] == round(float(full_run.equity[first_stop.exit_time]), 2)

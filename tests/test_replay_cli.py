@@ -61,6 +61,7 @@ def test_replay_prints_a_table(trader: Invoke) -> None:
     result = trader("replay", "--file", str(STRATEGY), "--data", str(DAILY), *WINDOW)
     assert result.exit_code == 0, result.output
     assert "total return" in result.output and "Sharpe" in result.output and "trades" in result.output
+    assert "exits stop / target / signal / time" in result.output
 
 
 @pytest.mark.parametrize(

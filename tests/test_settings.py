@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from models.enums import TradingMode
+from models.enums import RunMode, TradingMode
 from services.errors import ConfigurationError, InputError
 from services.settings import load_settings, require_live_consistency
 
@@ -45,6 +45,13 @@ def test_live_needs_explicit_switch():
     settings = load_settings({"TRADER_TRADING__MODE": "live", "TRADER_TRADING__LIVE_ENABLED": "true"})
     assert settings.trading.mode is TradingMode.LIVE
     assert settings.llm.daily_budget_usd == Decimal("5.00")
+    assert settings.trading.run_mode(in_memory=False) is RunMode.LIVE
+
+
+def test_run_mode_follows_the_broker_and_the_mode():
+    trading = load_settings({}).trading
+    assert trading.run_mode(in_memory=True) is RunMode.DRY_RUN
+    assert trading.run_mode(in_memory=False) is RunMode.PAPER  # the simulator or a paper account
 
 
 def test_environment_is_restored_after_explicit_environ(monkeypatch):

@@ -22,7 +22,7 @@ from typing import Any, Final, Protocol
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models.enums import OrderSide, OrderStatus, OrderType, SignalAction, TimeInForce
+from models.enums import OrderSide, OrderStatus, OrderType, RunMode, SignalAction, TimeInForce
 from models.strategy import BAR_SECONDS, StrategyDefinition
 from models.tables import Order
 from services import calendar
@@ -170,6 +170,10 @@ class SendContext:
     dry_run: bool  # the broker is the run's in-memory broker (never a socket)
     marks: Mapping[str, Decimal] = field(default_factory=dict)
 
+    @property
+    def run_mode(self) -> RunMode:
+        return self.trading.run_mode(in_memory=self.dry_run)
+
 
 def submit_order(
     db_url: str,
@@ -202,7 +206,7 @@ def submit_order(
             return _result(row, sent=False, reused=True)
     try:
         with session_scope(db_url) as session:
-            doc: dict[str, Any] = {"dry_run": ctx.dry_run}
+            doc: dict[str, Any] = {}
             if refusal is not None:
                 doc |= RiskDecision((refusal,)).to_json() | {"at": ctx.now.isoformat()}
             row = orders_repo.create(
@@ -220,6 +224,7 @@ def submit_order(
                 signal_id=intent.signal_id,
                 flow_run_id=intent.flow_run_id,
                 risk_decision=doc,
+                run_mode=ctx.run_mode,
                 allow_zero_quantity=refusal is not None,
                 expires_at=intent.expires_at,
                 reference_price=intent.reference_price,
@@ -273,7 +278,8 @@ def _create_children(session: Session, parent: Order, intent: OrderIntent, ctx: 
             strategy_id=intent.strategy_id,
             signal_id=intent.signal_id,
             flow_run_id=intent.flow_run_id,
-            risk_decision={"dry_run": ctx.dry_run, "bracket": role.value, "entry": parent.idempotency_key},
+            risk_decision={"bracket": role.value, "entry": parent.idempotency_key},
+            run_mode=ctx.run_mode,
             expires_at=intent.expires_at,
             reference_price=price,
             created_at=ctx.now,
@@ -380,7 +386,6 @@ def send(
             previous = dict(row.risk_decision or {})
             history = [*previous.pop("history", []), previous] if previous.get("checks") else []
             row.risk_decision = decision.to_json() | {
-                "dry_run": bool(previous.get("dry_run", ctx.dry_run)),
                 "at": ctx.now.isoformat(),
                 "attempt": attempt,
                 "notes": notes,

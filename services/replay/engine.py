@@ -3,9 +3,9 @@
 At every decision point (a bar between ``start`` and ``end``, every ``decide_every`` bars) the engine sees the
 bars up to and including that bar only, and runs the strategy's steps: validation flags (computed on the bars up
 to ``end``; the rules are per row or look back, never forward), indicators, the chart only for the LLM analyst,
-the analysis, :func:`services.signals.generate_signal`, sizing (:func:`services.orders.sizing.size_order`) and
-the risk checks that make sense offline (``max_notional_per_order``, ``max_position``, ``short_selling`` of
-:func:`services.orders.risk.evaluate`). Orders fill on later bars by the market model (:mod:`services.market`).
+the analysis, :func:`services.signals.generate_signal` and the order plan
+(:func:`services.orders.planning.plan_order`: position rule, sizing and the risk checks that need no account).
+Orders fill on later bars by the market model (:mod:`services.market`).
 
 **No look-ahead, computed once.** TA-Lib indicators are causal: the value at bar ``t`` depends only on bars
 ``<= t`` (with the same first bar). So the indicators are computed ONCE over the bars up to ``end`` and each
@@ -25,11 +25,12 @@ results. Before the first call the engine counts the calls that are NOT cached, 
 refuses (``InputError``) when it exceeds what is left of today's budget. Decisions dated before the model's
 training cutoff (:mod:`services.replay.cutoffs`) are marked ``possibly_contaminated``.
 
-**Positions.** One position at a time (no pyramiding): a BUY when flat opens a long, when short closes the short
-and opens a long in one order; a SELL when long closes it and opens a short only with ``risk.allow_short``. A
-BUY while long (or SELL while short) places nothing. Closing parts are never refused (they reduce risk).
-Equity is ``cash + position * close`` at each bar's close. Money that is booked (fills, commissions, cash) is
-``Decimal``.
+**Positions and orders** follow THE order decision, :func:`services.orders.planning.plan_order` (the one live
+and dry-run call too): one position at a time, no pyramiding; a BUY when flat opens a long, a SELL when flat opens
+a short only with ``risk.allow_short``; a BUY while long (SELL while short) places nothing; a signal against the
+position closes it whole and opens nothing (the other side opens on a later signal, from flat). Limits, stops and
+targets are rounded to ``min_tick`` (default ``PRICE_Q``). Equity is ``cash + position * close`` at each bar's
+close. Money that is booked (fills, commissions, cash) is ``Decimal``.
 
 **Fills** (the rules of :mod:`services.market.matching`, re-implemented independently in the tests):
 
@@ -44,7 +45,10 @@ Equity is ``cash + position * close`` at each bar's close. Money that is booked 
   (:func:`services.market.matching.bracket_exit`): a long exits at ``min(open, stop)`` when ``low <= stop``
   (slipped like a market order), else at ``max(open, target)`` when ``high >= target``; a short mirrors; when
   both are touched the stop wins.
-* Pending orders are processed before stops/targets on each bar.
+* **Order within a bar** (the bar's time order, as the simulator matches): a pending market order fills at the
+  open first; then the position's stop / target; then a pending limit (a limit that closes the position is
+  dropped if the stop or target closed it first); a position a limit opened is then checked against the rest of
+  its entry bar.
 * **Commissions** follow IB's fixed schedule (:func:`services.market.commission.ib_fixed_commission`), per order.
 * Prices are ``Decimal`` with 4 places (``PRICE_Q``: adjusted historical prices are not on the exchange's tick
   grid).
@@ -61,13 +65,14 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any, Final, Literal
 
 import numpy as np
 import pandas as pd
 
 from models.bars import TIMESTAMP
-from models.enums import AnalystKind, OrderSide, OrderType, SignalAction, TimeInForce
+from models.enums import AnalystKind, ExitKind, OrderSide, OrderType, RunMode, SignalAction, TimeInForce
 from models.strategy import BAR_SECONDS, StrategyDefinition, duration_seconds
 from services.bars.validation import validate_bars
 from services.errors import InputError, Problem
@@ -80,8 +85,7 @@ from services.llm.pricing import estimate_cost
 from services.llm.prompts import RenderedPrompt, load_template
 from services.llm.store import LlmCallStore
 from services.market import Bar, Slippage, bar_price, bracket_exit, ib_fixed_commission, to_price
-from services.orders.risk import ProposedOrder, RiskContext, evaluate
-from services.orders.sizing import SizingError, average_true_range, size_order
+from services.orders.planning import plan_order, sizing_atr
 from services.replay.cutoffs import possibly_contaminated
 from services.replay.metrics import Metrics, compute_metrics
 from services.settings import Settings
@@ -92,9 +96,11 @@ __all__ = [
     "Decision",
     "FillRecord",
     "PendingOrder",
+    "PlacedOrder",
     "ReplayResult",
     "Trade",
     "adjust_prices",
+    "exit_kind",
     "prepare_bars",
     "replay",
 ]
@@ -103,7 +109,6 @@ AnalystChoice = Literal["offline", "llm"]
 Progress = Callable[[int, int], None]
 
 SIZE_INCREMENT: Final = Decimal(1)
-OFFLINE_RISK_CHECKS: Final = ("max_notional_per_order", "max_position", "short_selling")
 # Estimated completion tokens of one analysis (JSON answer) for the budget pre-check.
 EST_COMPLETION_TOKENS: Final = 400
 EST_IMAGE_TOKENS: Final = 1_500
@@ -150,6 +155,19 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class PlacedOrder:
+    """An order a decision placed (on the close of ``bar_time``'s bar): the entry and its bracket's prices."""
+
+    bar_time: dt.datetime
+    side: OrderSide
+    quantity: Decimal
+    order_type: OrderType
+    limit: Decimal | None
+    stop: Decimal | None
+    target: Decimal | None
+
+
+@dataclass(frozen=True)
 class FillRecord:
     bar_time: dt.datetime
     side: OrderSide
@@ -173,6 +191,22 @@ class Trade:
     pnl: Decimal | None
     exit_reason: str | None
 
+    @property
+    def exit_kind(self) -> ExitKind | None:
+        """``stop`` / ``target`` (the bracket), ``signal`` (an opposite signal closed it), ``time``; None: open."""
+        return exit_kind(self.exit_reason)
+
+
+_EXIT_KINDS: Final = frozenset(k.value for k in ExitKind)
+
+
+def exit_kind(reason: str | None) -> ExitKind | None:
+    """The kind of exit a fill reason stands for (``"stop"``, ``"target"``, ``"signal SELL"``, ``"time ..."``)."""
+    if reason is None:
+        return None
+    head = reason.split(" ", 1)[0]
+    return ExitKind(head) if head in _EXIT_KINDS else None
+
 
 @dataclass
 class ReplayResult:
@@ -185,14 +219,24 @@ class ReplayResult:
     equity: pd.Series  # float, indexed by bar time (UTC), marked to close
     positions: np.ndarray[Any, np.dtype[np.float64]]
     metrics: Metrics
+    orders: list[PlacedOrder] = field(default_factory=list)
     llm_requests: int = 0  # uncached model calls made
     llm_cached: int = 0
     contaminated: int = 0
     warnings: list[str] = field(default_factory=list)
 
+    def exit_counts(self) -> dict[str, int]:
+        """Closed trades by exit kind: every kind of :class:`ExitKind`, zero included."""
+        counts = {kind.value: 0 for kind in ExitKind}
+        for t in self.trades:
+            kind = t.exit_kind
+            if kind is not None:
+                counts[kind.value] += 1
+        return counts
+
     def trades_json(self) -> list[dict[str, Any]]:
         rows = list(self.trades) + ([self.open_trade] if self.open_trade else [])
-        return [_jsonable(asdict(t)) for t in rows]
+        return [_jsonable(asdict(t) | {"exit_kind": t.exit_kind}) for t in rows]
 
     def to_json(self, *, equity_points: bool = True) -> dict[str, Any]:
         counts: dict[str, int] = {}
@@ -207,6 +251,7 @@ class ReplayResult:
             "llm_requests": self.llm_requests,
             "llm_cached": self.llm_cached,
             "possibly_contaminated": self.contaminated,
+            "exits": self.exit_counts(),
             "trades": self.trades_json(),
             "warnings": self.warnings,
         }
@@ -352,6 +397,49 @@ def _may_touch(book: _Book, high: float, low: float) -> bool:
     return False
 
 
+def _work_pending(
+    book: _Book, pending: PendingOrder, when: dt.datetime, o: float, h: float, lo: float, c: float, slippage: Slippage
+) -> PendingOrder | None:
+    """Fill ``pending`` on this bar if it trades; return what is still pending (None: filled, or a DAY expired)."""
+    fill_price, _ = bar_price(
+        pending.order_type,
+        pending.side,
+        _bar(when, o, h, lo, c),
+        limit=pending.limit,
+        stop=None,
+        triggered=False,
+        slippage=slippage,
+    )
+    if fill_price is not None:
+        book.fill(
+            when,
+            pending.side,
+            pending.quantity,
+            fill_price,
+            _commission(pending.quantity, fill_price),
+            pending.reason,
+            closing=pending.closing,
+            stop=pending.stop,
+            target=pending.target,
+        )
+        return None
+    return None if pending.tif is TimeInForce.DAY else pending
+
+
+def _exit_on_bar(book: _Book, when: dt.datetime, o: float, h: float, lo: float, c: float, slippage: Slippage) -> bool:
+    """Exit the position at its stop or target if this bar reaches one (the stop wins); True when it exited."""
+    if book.position == 0 or (book.stop is None and book.target is None) or not _may_touch(book, h, lo):
+        return False
+    side = OrderSide.SELL if book.position > 0 else OrderSide.BUY
+    hit = bracket_exit(side, _bar(when, o, h, lo, c), stop=book.stop, target=book.target, slippage=slippage)
+    if hit is None:
+        return False
+    exit_price, why = hit
+    qty = abs(book.position)
+    book.fill(when, side, qty, exit_price, _commission(qty, exit_price), why, closing=qty)
+    return True
+
+
 @dataclass(frozen=True)
 class _Analysed:
     outcome: AnalysisOutcome | None
@@ -412,6 +500,7 @@ def replay(
     backend: ChatBackend | None = None,
     charts: bool = True,
     clock: Callable[[], dt.datetime] | None = None,
+    min_tick: Decimal = PRICE_Q,
 ) -> ReplayResult:
     """Replay ``definition`` over ``bars`` (a canonical frame) between ``start`` and ``end`` (inclusive dates).
 
@@ -487,6 +576,7 @@ def replay(
     book = _Book(cash=initial_cash)
     pending: PendingOrder | None = None
     decisions: list[Decision] = []
+    placed: list[PlacedOrder] = []
     equity = np.empty(n - first, dtype=np.float64)
     positions = np.empty(n - first, dtype=np.float64)
     llm_requests = llm_cached = contaminated = 0
@@ -495,41 +585,16 @@ def replay(
     risk = definition.risk
     for j in range(first, n):
         when = py_times[j]
-        if pending is not None and j > pending.decided_at:
-            fill_price, _ = bar_price(
-                pending.order_type,
-                pending.side,
-                _bar(when, o[j], h[j], lo_[j], c[j]),
-                limit=pending.limit,
-                stop=None,
-                triggered=False,
-                slippage=slippage,
-            )
-            if fill_price is not None:
-                book.fill(
-                    when,
-                    pending.side,
-                    pending.quantity,
-                    fill_price,
-                    _commission(pending.quantity, fill_price),
-                    pending.reason,
-                    closing=pending.closing,
-                    stop=pending.stop,
-                    target=pending.target,
-                )
-                pending = None
-            elif pending.tif is TimeInForce.DAY:
-                pending = None
-        if book.position != 0 and (book.stop is not None or book.target is not None) and _may_touch(book, h[j], lo_[j]):
-            side = OrderSide.SELL if book.position > 0 else OrderSide.BUY
-            bar = _bar(when, o[j], h[j], lo_[j], c[j])
-            hit = bracket_exit(side, bar, stop=book.stop, target=book.target, slippage=slippage)
-            if hit is not None:
-                exit_price, why = hit
-                qty = abs(book.position)
-                book.fill(when, side, qty, exit_price, _commission(qty, exit_price), why, closing=qty)
-                if pending is not None and pending.closing > 0:
-                    pending = None  # its position is gone
+        working = pending is not None and j > pending.decided_at
+        if working and pending is not None and pending.order_type is OrderType.MARKET:
+            pending = _work_pending(book, pending, when, o[j], h[j], lo_[j], c[j], slippage)  # at the open
+            working = False
+        if _exit_on_bar(book, when, o[j], h[j], lo_[j], c[j], slippage) and pending is not None and pending.closing:
+            pending = None  # its position is gone
+        if working and pending is not None:
+            pending = _work_pending(book, pending, when, o[j], h[j], lo_[j], c[j], slippage)  # a limit, intrabar
+            if book.entry_time == when:
+                _exit_on_bar(book, when, o[j], h[j], lo_[j], c[j], slippage)  # the rest of its entry bar
         if book.position:
             equity[j - first] = float(book.cash + book.position * price(c[j]))
         else:
@@ -575,10 +640,33 @@ def replay(
             contaminated += int(tainted)
             order_note: str | None = None
             if signal.action in (SignalAction.BUY, SignalAction.SELL):
-                equity_now = book.cash + book.position * price(c[j])
-                new_order, order_note = _order_for(signal, definition, book.position, equity_now, frame, j, lg)
-                if new_order is not None:
-                    pending = new_order
+                plan = plan_order(
+                    signal,
+                    risk,
+                    symbol=definition.symbol,
+                    position=book.position,
+                    equity=book.cash + book.position * price(c[j]),
+                    atr=partial(_atr_upto, frame, j, risk.sizing.atr_period),
+                    size_increment=SIZE_INCREMENT,
+                    min_tick=min_tick,
+                )
+                order_note = plan.note
+                if plan.placed:
+                    placed.append(
+                        PlacedOrder(when, plan.side, plan.quantity, plan.order_type, plan.limit, plan.stop, plan.target)
+                    )
+                    pending = PendingOrder(
+                        side=plan.side,
+                        quantity=plan.quantity,
+                        order_type=plan.order_type,
+                        tif=plan.tif,
+                        limit=plan.limit,
+                        decided_at=j,
+                        closing=plan.closing,
+                        stop=plan.stop,
+                        target=plan.target,
+                        reason=f"signal {signal.action.value}",
+                    )
             out = analysed.outcome
             decisions.append(
                 Decision(
@@ -627,6 +715,7 @@ def replay(
         risk_free=risk_free,
     )
     params = {
+        "run_mode": RunMode.REPLAY.value,
         "strategy": definition.name,
         "symbol": definition.symbol,
         "start": start_ts.date().isoformat(),
@@ -652,6 +741,7 @@ def replay(
         equity=pd.Series(equity, index=times[first:], name="equity"),
         positions=positions,
         metrics=metrics,
+        orders=placed,
         llm_requests=llm_requests,
         llm_cached=llm_cached,
         contaminated=contaminated,
@@ -659,101 +749,8 @@ def replay(
     )
 
 
-def _order_for(
-    signal: Signal,
-    definition: StrategyDefinition,
-    position: Decimal,
-    equity: Decimal,
-    frame: pd.DataFrame,
-    j: int,
-    last_good: int,
-) -> tuple[PendingOrder | None, str]:
-    """Size and risk-check the order a BUY/SELL signal asks for; ``(None, why)`` when nothing is placed."""
-    risk = definition.risk
-    buy = signal.action is SignalAction.BUY
-    side = OrderSide.BUY if buy else OrderSide.SELL
-    sign = 1 if buy else -1
-    if position * sign > 0:
-        return None, f"already {'long' if buy else 'short'} {abs(position)}: no pyramiding"
-    closing = abs(position) if position * sign < 0 else Decimal(0)
-    opening = Decimal(0)
-    note = ""
-    assert signal.entry is not None  # BUY/SELL signals always carry entry, stop and target
-    if buy or risk.allow_short:
-        try:
-            atr = None
-            if signal.stop is None:
-                good = frame.iloc[: j + 1]
-                atr = average_true_range(good.loc[~good[FLAGGED]], risk.sizing.atr_period)
-            sized = size_order(
-                risk.sizing,
-                side=side,
-                entry=signal.entry,
-                size_increment=SIZE_INCREMENT,
-                equity=equity,
-                stop=signal.stop,
-                atr=atr,
-                max_notional=risk.max_notional_per_order,
-                max_quantity=risk.max_position,
-            )
-            opening = sized.quantity
-        except SizingError as exc:
-            note = f"not opened: {exc}"
-        if opening > 0:
-            proposed = ProposedOrder(definition.symbol, side, opening, signal.entry)
-            decision = evaluate(risk, proposed, _OFFLINE_CONTEXT)
-            failed = [
-                f"{c.name}: {c.detail}" for c in decision.checks if c.name in OFFLINE_RISK_CHECKS and not c.passed
-            ]
-            if failed:
-                note = "not opened: risk " + "; ".join(failed)
-                opening = Decimal(0)
-    elif closing == 0:
-        return None, "SELL while flat and shorting not allowed: nothing to do"
-    quantity = closing + opening
-    if quantity == 0:
-        return None, note or "nothing to order"
-    limit = signal.entry if risk.order_type is OrderType.LIMIT else None
-    what = f"{side.value} {quantity} {risk.order_type.value}" + (f" @ {limit}" if limit is not None else "")
-    detail = ", ".join(p for p in (f"close {closing}" if closing else "", f"open {opening}" if opening else "") if p)
-    order = PendingOrder(
-        side=side,
-        quantity=quantity,
-        order_type=risk.order_type,
-        tif=risk.tif,
-        limit=limit,
-        decided_at=j,
-        closing=closing,
-        stop=signal.stop if opening else None,
-        target=signal.target if opening else None,
-        reason=f"signal {signal.action.value}",
-    )
-    return order, f"{what} ({detail})" + (f"; {note}" if note else "")
-
-
-def _offline_context() -> RiskContext:
-    from services.settings import TradingSettings
-
-    # Only the checks in OFFLINE_RISK_CHECKS are read; the others need a live account, clock or broker.
-    return RiskContext(
-        trading=TradingSettings(),
-        broker_is_simulated=True,
-        account_code=None,
-        kill_switch_engaged=False,
-        kill_switch_reason=None,
-        daily_loss_tripped=False,
-        reconciliation_problem=None,
-        market_open=True,
-        position=Decimal(0),  # the opening part is judged as a fresh position (the closing part flattens first)
-        pending_quantity=Decimal(0),
-        open_orders=0,
-        orders_today=0,
-        daily_pnl=Decimal(0),
-        buying_power=None,
-    )
-
-
-_OFFLINE_CONTEXT: Final = _offline_context()
+def _atr_upto(frame: pd.DataFrame, j: int, period: int) -> Decimal | None:
+    return sizing_atr(frame.iloc[: j + 1], period)
 
 
 def _build_llm_requests(

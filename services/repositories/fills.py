@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.enums import OrderSide
-from models.tables import Fill
+from models.tables import Fill, Order
 
 
 @dataclass(frozen=True)
@@ -93,10 +93,17 @@ def record(
 
 
 def effective(
-    session: Session, *, symbol: str | None = None, order_id: int | None = None, since: dt.datetime | None = None
+    session: Session,
+    *,
+    symbol: str | None = None,
+    order_id: int | None = None,
+    since: dt.datetime | None = None,
+    strategy_name: str | None = None,
 ) -> list[Fill]:
-    """Fills that count (not superseded by a correction), oldest first."""
+    """Fills that count (not superseded by a correction), oldest first; ``strategy_name``: of its orders only."""
     query = select(Fill).where(Fill.superseded_by.is_(None))
+    if strategy_name is not None:
+        query = query.join(Order, Fill.order_id == Order.id).where(Order.strategy_name == strategy_name)
     if symbol is not None:
         query = query.where(Fill.symbol == symbol.upper())
     if order_id is not None:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models.enums import OrderSide, OrderStatus, OrderType, TimeInForce
+from models.enums import OrderSide, OrderStatus, OrderType, RunMode, TimeInForce
 from models.order_states import ACTIVE, ORDER_TRANSITIONS, TERMINAL, transition
 from models.tables import Order, OrderEvent, utc_now
 from services.errors import Problem
@@ -39,8 +39,8 @@ def get_by_perm_id(session: Session, perm_id: int, *, include_dry_run: bool = Fa
 
 
 def is_dry_run(order: Order) -> bool:
-    """Whether the order went to the run's in-memory broker (tagged ``dry_run`` in its risk decision)."""
-    return bool((order.risk_decision or {}).get("dry_run"))
+    """Whether the order went to the run's in-memory broker (its ``run_mode``)."""
+    return order.run_mode is RunMode.DRY_RUN
 
 
 def create(
@@ -60,6 +60,7 @@ def create(
     signal_id: int | None = None,
     flow_run_id: str | None = None,
     risk_decision: dict[str, Any] | None = None,
+    run_mode: RunMode | None = None,
     external: bool = False,
     status: OrderStatus = OrderStatus.CREATED,
     detail: str | None = None,
@@ -102,6 +103,7 @@ def create(
         signal_id=signal_id,
         flow_run_id=flow_run_id,
         risk_decision=risk_decision,
+        run_mode=run_mode,
         external=external,
         status=status,
         filled_quantity=Decimal(0),

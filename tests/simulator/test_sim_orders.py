@@ -122,10 +122,11 @@ async def test_day_orders_expire_and_gtc_orders_stay(sim: SimServer, connect: Co
     day = ib.placeOrder(spy, LimitOrder("BUY", 10, 1.00, tif="DAY"))
     gtc = ib.placeOrder(spy, LimitOrder("BUY", 10, 1.00, tif="GTC"))
     await eventually(lambda: gtc.orderStatus.status == "Submitted")
-    sim.clock.advance(1, symbol="SPY")
-    assert len(sim.state.open_orders()) == 2  # Tuesday: both still working
-    sim.clock.advance(1, symbol="SPY")
+    sim.clock.advance_to("2015-06-02T18:00:00Z")
+    assert len(sim.state.open_orders()) == 2  # Tuesday 14:00 New York: both still working
+    sim.clock.advance(1, symbol="SPY")  # Tuesday's bar completes at the close: the DAY order ends with it
     await eventually(lambda: day.orderStatus.status == "Cancelled")
+    assert [o.order_ref for o in sim.state.open_orders()] == [gtc.order.orderRef]
     assert gtc.orderStatus.status == "Submitted"
 
 

@@ -1,0 +1,187 @@
+"""THE order decision: what one BUY/SELL signal asks the broker for, given the strategy's position (pure).
+
+Live, dry-run and replay all call :func:`plan_order`; they differ only in where the bars, the equity and the
+fills come from. The rules (``README.md``, "Orders"):
+
+* **One position per strategy, no pyramiding** (the position the caller passes is the strategy's own: live, the
+  fills of its orders, :func:`services.positions.strategy_position`; replay, its book). A BUY when flat opens a
+  long; a SELL when flat opens a short only with ``risk.allow_short`` (otherwise nothing is placed). A BUY while
+  long (a SELL while short) places nothing: the position was sized when it was opened, adding to it would be a
+  second, unsized bet.
+* **A signal against the position closes it, whole, and does nothing more.** A SELL on a long sells the long's
+  quantity (never the sizing rule's), a BUY on a short buys it back; the close carries no bracket (the position's
+  protective orders are cancelled once it fills). The opposite side is opened only by a later signal, from flat.
+* **Opening** is sized by :func:`services.orders.sizing.size_order` (capped by ``max_notional_per_order`` and
+  ``max_position``) and judged by the risk checks that need nothing but the order and the strategy
+  (:data:`ORDER_CHECKS`). The entry carries the signal's stop and target as a bracket. The send-time gate
+  (:func:`services.orders.submit.send`) still runs every check before a live order reaches a broker.
+* **Prices**: a LMT's limit is the signal's entry rounded to ``min_tick`` in the direction that never pays more
+  (BUY down, SELL up); the bracket's stop and target are rounded the same way for the exit's side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final
+
+import pandas as pd
+
+from models.enums import OrderSide, OrderType, SignalAction, TimeInForce
+from models.strategy import Risk
+from services.orders.risk import CheckResult, ProposedOrder, RiskContext, evaluate
+from services.orders.sizing import SizingError, average_true_range, round_price, size_order
+from services.settings import TradingSettings
+from services.signals import Signal
+
+__all__ = ["ORDER_CHECKS", "OrderPlan", "plan_order", "sizing_atr"]
+
+# The checks of services.orders.risk.evaluate that need no account, clock or broker.
+ORDER_CHECKS: Final = ("max_notional_per_order", "max_position", "short_selling")
+FLAGGED: Final = "flagged"
+
+
+@dataclass(frozen=True)
+class OrderPlan:
+    """What a signal asks for. ``quantity == 0``: nothing is placed, ``refusal`` (and ``note``) say why."""
+
+    side: OrderSide
+    closing: Decimal  # the part that closes the current position
+    opening: Decimal  # the part that opens a new one
+    order_type: OrderType
+    tif: TimeInForce
+    limit: Decimal | None  # LMT price (tick-rounded), None for MKT
+    reference: Decimal  # the signal's entry: what a MKT order is judged at
+    stop: Decimal | None  # the opening part's protective stop (tick-rounded for the exit side)
+    target: Decimal | None  # its take-profit
+    note: str  # what was planned, or why nothing was
+    refusal: CheckResult | None = None
+
+    @property
+    def quantity(self) -> Decimal:
+        return self.closing + self.opening
+
+    @property
+    def placed(self) -> bool:
+        return self.quantity > 0
+
+    @property
+    def exit_side(self) -> OrderSide:
+        return OrderSide.SELL if self.side is OrderSide.BUY else OrderSide.BUY
+
+
+def sizing_atr(frame: pd.DataFrame, period: int) -> Decimal | None:
+    """The ATR risk-based sizing falls back to: over the frame's usable (non-flagged) bars."""
+    usable = frame.loc[~frame[FLAGGED].astype(bool)] if FLAGGED in frame.columns else frame
+    return average_true_range(usable, period)
+
+
+def plan_order(
+    signal: Signal,
+    risk: Risk,
+    *,
+    symbol: str,
+    position: Decimal,
+    equity: Decimal | None,
+    atr: Callable[[], Decimal | None],
+    size_increment: Decimal,
+    min_tick: Decimal,
+) -> OrderPlan:
+    """Plan the order of a BUY/SELL ``signal`` for a strategy holding ``position`` (signed shares).
+
+    ``equity`` is what percent / risk-based sizing sizes against (the account's net liquidation, or the replay's
+    cash plus marked position); ``atr`` is called only when risk-based sizing needs the ATR stop (the signal has
+    no stop). Never raises for a refusal: the plan then has quantity 0 and a ``refusal``.
+    """
+    if signal.action not in (SignalAction.BUY, SignalAction.SELL):
+        raise ValueError(f"no order for a {signal.action.value} signal")
+    if signal.entry is None:
+        raise ValueError("a BUY/SELL signal carries an entry")
+    buy = signal.action is SignalAction.BUY
+    side = OrderSide.BUY if buy else OrderSide.SELL
+    exit_side = OrderSide.SELL if buy else OrderSide.BUY
+    entry = signal.entry
+    limit = round_price(entry, min_tick, side) if risk.order_type is OrderType.LIMIT else None
+
+    def plan(closing: Decimal, opening: Decimal, note: str, refusal: CheckResult | None = None) -> OrderPlan:
+        def exit_price(value: Decimal | None) -> Decimal | None:
+            return None if opening == 0 or value is None else round_price(value, min_tick, exit_side)
+
+        return OrderPlan(
+            side,
+            closing,
+            opening,
+            risk.order_type,
+            risk.tif,
+            limit,
+            entry,
+            exit_price(signal.stop),
+            exit_price(signal.target),
+            note,
+            refusal,
+        )
+
+    def nothing(check: str, why: str) -> OrderPlan:
+        return plan(Decimal(0), Decimal(0), why, CheckResult(check, False, why))
+
+    sign = 1 if buy else -1
+    if position * sign > 0:
+        return nothing("pyramiding", f"already {'long' if buy else 'short'} {_qty(abs(position))}: no pyramiding")
+    what = f"{side.value} {{qty}} {risk.order_type.value}" + (f" @ {limit}" if limit is not None else "")
+    if position != 0:
+        closing = abs(position)
+        return plan(closing, Decimal(0), what.format(qty=_qty(closing)) + f" (close {_qty(closing)})")
+    if not buy and not risk.allow_short:
+        return nothing("short_selling", "SELL while flat and shorting not allowed: nothing to do")
+    try:
+        sized = size_order(
+            risk.sizing,
+            side=side,
+            entry=entry,
+            size_increment=size_increment,
+            equity=equity,
+            stop=signal.stop,
+            atr=atr() if signal.stop is None else None,
+            max_notional=risk.max_notional_per_order,
+            max_quantity=risk.max_position,
+        )
+    except SizingError as exc:
+        return nothing("sizing", f"not opened: {exc}")
+    proposed = ProposedOrder(symbol, side, sized.quantity, limit if limit is not None else entry)
+    decision = evaluate(risk, proposed, _ORDER_ONLY)
+    failed = [c for c in decision.checks if c.name in ORDER_CHECKS and not c.passed]
+    if failed:
+        detail = "; ".join(f"{c.name}: {c.detail}" for c in failed)
+        return nothing(failed[0].name, f"not opened: risk {detail}")
+    opening = _qty(sized.quantity)
+    return plan(Decimal(0), sized.quantity, what.format(qty=opening) + f" (open {opening})")
+
+
+def _qty(value: Decimal) -> Decimal:
+    """``10.000000`` (a numeric column) as ``10``; fractional quantities keep their digits."""
+    return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize()
+
+
+def _order_only_context() -> RiskContext:
+    # Only the checks in ORDER_CHECKS are read; the others need a live account, clock or broker (the send-time
+    # gate runs them). The opening part is judged as a fresh position: a plan opens only from flat.
+    return RiskContext(
+        trading=TradingSettings(),
+        broker_is_simulated=True,
+        account_code=None,
+        kill_switch_engaged=False,
+        kill_switch_reason=None,
+        daily_loss_tripped=False,
+        reconciliation_problem=None,
+        market_open=True,
+        position=Decimal(0),
+        pending_quantity=Decimal(0),
+        open_orders=0,
+        orders_today=0,
+        daily_pnl=Decimal(0),
+        buying_power=None,
+    )
+
+
+_ORDER_ONLY: Final = _order_only_context()
