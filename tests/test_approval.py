@@ -23,19 +23,13 @@ from services.orders.submit import OrderIntent, SendContext, SubmitResult, send,
 from services.repositories import orders as orders_repo
 from services.settings import TradingSettings
 from services.strategies import set_active_now
-from tests.orders_support import send_ctx, store_strategy, strategy
-from tests.test_order_submit import SPY, bars
-from tests.test_send_gate import CTX, NOW, at_broker, order, row
+from tests.orders_support import NOW, SPY, memory_broker, send_ctx, store_strategy, strategy
+from tests.test_send_gate import CTX, at_broker, order, row
 
 
 @pytest.fixture
 def world() -> Iterator[tuple[MemoryBroker, SyncBroker]]:
-    mb = MemoryBroker([SPY], {"SPY": bars()})
-    mb.clock.set(NOW)
-    sync = SyncBroker(lambda: mb)
-    sync.connect()
-    yield mb, sync
-    sync.close()
+    yield from memory_broker()
 
 
 def with_rule(rule: ApprovalRule, threshold: str | None = None, minutes: float = 15) -> StrategyDefinition:

@@ -8,8 +8,7 @@ bars of 2012-06-27; the clock starts at 15:00 UTC (11:00 New York), the last com
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal as D
 
 import pytest
@@ -28,19 +27,12 @@ from services.repositories import orders as orders_repo
 from services.settings import IBSettings
 from simulator import SimConfig, SimOrderStatus, SimServer
 from tests.orders_support import send_ctx, store_strategy, strategy
+from tests.waiting import eventually
 
 START = dt.datetime(2012, 6, 27, 15, 0, tzinfo=dt.UTC)
 ACCOUNT = "DU1234567"
 SPY_CONID = 756733
 S = OrderStatus
-
-
-def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s}s")
-        time.sleep(0.02)
 
 
 @pytest.fixture

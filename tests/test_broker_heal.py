@@ -11,8 +11,7 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -26,18 +25,11 @@ from services.errors import BrokerConnectionError
 from services.runtime import Runtime
 from services.settings import IBSettings, load_settings
 from simulator import SimConfig, SimServer
+from tests.waiting import eventually
 
 OLD_ATTEMPTS = 8  # the reconnect loop gave up after 8 attempts (about 90 s with the old production backoff)
 FAST = Backoff(attempts=OLD_ATTEMPTS, base_s=0.01, max_s=0.05, jitter=0.2)  # old horizon here: under 0.4 s
 OUTAGE_S = 1.5
-
-
-def eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s}s")
-        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -26,8 +26,7 @@ from services.repositories import orders as orders_repo
 from services.repositories import trading_state
 from services.runtime import Runtime, use_runtime
 from services.settings import load_settings
-from tests.orders_support import send_ctx, store_strategy, strategy
-from tests.test_order_submit import BAR0, SPY, bars
+from tests.orders_support import BAR0, SPY, bars, send_ctx, store_strategy, strategy
 
 NOW = BAR0 + dt.timedelta(minutes=50)
 

@@ -9,7 +9,6 @@ broker's.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal as D
 
@@ -31,16 +30,9 @@ from services.repositories import orders as orders_repo
 from services.settings import IBSettings
 from simulator import SimConfig, SimServer
 from tests.orders_support import send_ctx, store_strategy, strategy
+from tests.waiting import eventually
 
 START = dt.datetime(2012, 6, 27, 14, 0, tzinfo=dt.UTC)  # 10:00 New York, inside the 5-min SPY series
-
-
-def eventually(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s}s")
-        time.sleep(0.02)
 
 
 @pytest.fixture

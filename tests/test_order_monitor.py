@@ -19,10 +19,8 @@ from services.orders.context import reconciliation_problem
 from services.orders.monitor import cleanup, reconcile, retry_orders, sync_orders
 from services.orders.submit import OrderIntent, submit_order
 from services.repositories import orders as orders_repo
-from tests.orders_support import send_ctx, store_strategy
-from tests.test_order_submit import BAR0, SPY, bars
+from tests.orders_support import BAR0, NOW, SPY, memory_broker, send_ctx, store_strategy
 
-NOW = BAR0 + dt.timedelta(minutes=50)
 CTX = send_ctx(NOW, dry_run=False)  # the MemoryBroker stands in for a real broker here (not a dry run)
 
 
@@ -33,12 +31,7 @@ def _owner(db_url: str) -> None:
 
 @pytest.fixture
 def memory() -> Iterator[tuple[MemoryBroker, SyncBroker]]:
-    mb = MemoryBroker([SPY], {"SPY": bars()})
-    mb.clock.set(NOW)
-    sync = SyncBroker(lambda: mb)
-    sync.connect()
-    yield mb, sync
-    sync.close()
+    yield from memory_broker()
 
 
 def limit(price: str, minute: int = 45, side: OrderSide = OrderSide.BUY) -> OrderIntent:

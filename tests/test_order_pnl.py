@@ -23,8 +23,7 @@ from services.repositories import fills as fills_repo
 from services.repositories import pnl as pnl_repo
 from services.runtime import Runtime, use_runtime
 from services.settings import load_settings
-from tests.orders_support import send_ctx, store_strategy
-from tests.test_order_submit import BAR0, SPY, bars
+from tests.orders_support import BAR0, SPY, bars, send_ctx, store_strategy
 
 NOW = BAR0 + dt.timedelta(minutes=50)
 

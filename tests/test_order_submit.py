@@ -7,14 +7,13 @@ from collections.abc import Iterator
 from decimal import Decimal as D
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from models.enums import OrderSide, OrderStatus, OrderType, SizingMethod
 from models.strategy import Risk, Sizing
 from services.broker.ib_adapter import IBBroker
 from services.broker.loop_owner import SyncBroker
-from services.broker.memory import MemoryBroker, stock
+from services.broker.memory import MemoryBroker
 from services.broker.types import ContractSpec
 from services.db import session_scope
 from services.orders.submit import OrderIntent, idempotency_key, reconcile_submitting, send, submit_order
@@ -22,10 +21,8 @@ from services.repositories import orders as orders_repo
 from services.repositories import trading_state
 from services.settings import IBSettings, TradingSettings
 from simulator import SimConfig, SimServer
-from tests.orders_support import send_ctx, store_strategy, strategy
+from tests.orders_support import BAR0, NOW, SPY, memory_broker, send_ctx, store_strategy, strategy
 
-BAR0 = dt.datetime(2024, 6, 3, 13, 30, tzinfo=dt.UTC)  # Monday 09:30 New York
-SPY = stock("SPY", 756733)
 RISK = Risk(
     max_position=D(1000),
     max_notional_per_order=D(100_000),
@@ -34,29 +31,9 @@ RISK = Risk(
 )
 
 
-def bars(n: int = 30, start: dt.datetime = BAR0, price: float = 100.0) -> pd.DataFrame:
-    times = [start + dt.timedelta(minutes=5 * i) for i in range(n)]
-    closes = [price + 0.1 * i for i in range(n)]
-    return pd.DataFrame(
-        {
-            "timestamp": pd.DatetimeIndex(times),
-            "open": closes,
-            "high": [c + 0.5 for c in closes],
-            "low": [c - 0.5 for c in closes],
-            "close": closes,
-            "volume": [10_000.0] * n,
-        }
-    )
-
-
 @pytest.fixture
 def memory() -> Iterator[tuple[MemoryBroker, SyncBroker]]:
-    mb = MemoryBroker([SPY], {"SPY": bars()})
-    mb.clock.set(BAR0 + dt.timedelta(minutes=50))
-    sync = SyncBroker(lambda: mb)
-    sync.connect()
-    yield mb, sync
-    sync.close()
+    yield from memory_broker()
 
 
 def intent(
@@ -81,7 +58,6 @@ def intent(
     )
 
 
-NOW = BAR0 + dt.timedelta(minutes=50)
 CTX = send_ctx(NOW, marks={"SPY": D("101")})
 
 

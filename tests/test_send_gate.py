@@ -39,22 +39,15 @@ from services.repositories import strategies as strategies_repo
 from services.repositories import trading_state
 from services.settings import TradingSettings
 from services.symbols import store as store_contract
-from tests.orders_support import send_ctx, store_strategy, strategy
-from tests.test_order_submit import BAR0, SPY, bars
+from tests.orders_support import BAR0, NOW, SPY, bars, memory_broker, send_ctx, store_strategy, strategy
 
-NOW = BAR0 + dt.timedelta(minutes=50)  # Monday 2024-06-03 10:20 New York
 CTX = send_ctx(NOW, dry_run=False)  # the MemoryBroker stands in for a real broker
 AAPL = stock("AAPL", 265598, primary_exchange="NASDAQ")
 
 
 @pytest.fixture
 def world() -> Iterator[tuple[MemoryBroker, SyncBroker]]:
-    mb = MemoryBroker([SPY, AAPL], {"SPY": bars(), "AAPL": bars(price=190.0)})
-    mb.clock.set(NOW)
-    sync = SyncBroker(lambda: mb)
-    sync.connect()
-    yield mb, sync
-    sync.close()
+    yield from memory_broker(also=[(AAPL, bars(price=190.0))])
 
 
 def order(
