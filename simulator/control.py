@@ -19,13 +19,12 @@ result carries the clock before and after, the fills and the order endings of th
 A line that is not a JSON object ends the connection after its error reply: an HTTP request sent here by a web
 page (a cross-protocol attack on a loopback port) fails on its request line and never reaches a body.
 
-This module imports only the standard library at import time: the ``trader sim`` client commands use
-:func:`request` without loading pandas.
+This module imports only light standard-library modules at import time (not even asyncio): the ``trader sim``
+client commands use :func:`request` without loading pandas or an event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import logging
@@ -35,6 +34,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
+
     from simulator.server import SimServer
     from simulator.state import SimExecution, SimOrder
 
@@ -84,6 +85,8 @@ class ClockControl:
         self.port = 0
 
     async def start(self, sock: socket.socket) -> None:
+        import asyncio  # here, not at the top: the client side (`trader sim step`) needs none of it
+
         self._server = await asyncio.start_server(self._serve, sock=sock, limit=MAX_LINE)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -113,7 +116,7 @@ class ClockControl:
                     break
                 writer.write(self.handle_line(request))
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except ConnectionError:
             pass
         finally:
             writer.close()
