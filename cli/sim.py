@@ -57,7 +57,6 @@ def start(
     import socket
 
     from simulator.config import SimConfig  # light: no pandas
-    from simulator.control import bind_control  # light: stdlib only
 
     config = SimConfig(
         data_dir=data, port=port, server_version=server_version, partial_fill_participation=participation
@@ -68,6 +67,8 @@ def start(
         raise fail(f"error: cannot listen on {config.host}:{port}: {exc.strerror or exc}") from None
     control: socket.socket | None = None
     if not no_control:
+        from simulator.control import bind_control  # light (stdlib only), and after the API port listens
+
         if control_port is None:
             control_port = port + 1 if 0 < port < 65535 else 0
         try:
@@ -109,6 +110,7 @@ async def _serve(sim: SimServer, listener: socket.socket, control: socket.socket
             host, cport = control.getsockname()[:2]
             await sim.serve_control(control)
             hint = "" if cport == DEFAULT_CONTROL_PORT else f" --control-port {cport}"
+            hint += "" if host == "127.0.0.1" else f" --control-host {host}"
             console.print(f"clock control on {host}:{cport} (trader sim status{hint})", markup=False)
         console.print(f"data: {sim.config.resolved_data_dir()}")
         console.print(f"market clock: {sim.clock.now.isoformat()}; accounts: {', '.join(sim.state.accounts)}")
