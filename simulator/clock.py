@@ -81,7 +81,9 @@ class MarketClock:
     def _set(self, target: datetime) -> None:
         self._now = target
 
-    def _advance_bars(self, n_bars: int, symbol: str | None) -> datetime:
+    def next_bar_end(self, n_bars: int = 1, *, symbol: str | None = None) -> datetime | None:
+        """The end of the ``n_bars``-th next bar (what ``advance(n_bars, symbol=symbol)`` moves to), or None when
+        the data ends first. An unknown symbol, or one without bars, is a ValueError."""
         now_ns = int(pd.Timestamp(self._now).as_unit("ns").value)
         if symbol is not None:
             inst = self._catalog.by_symbol.get(symbol.upper())
@@ -95,8 +97,14 @@ class MarketClock:
             ends = self._catalog.all_ends()
         idx = int(np.searchsorted(ends, now_ns, side="right")) + n_bars - 1
         if idx >= len(ends):
+            return None
+        result: datetime = pd.Timestamp(int(ends[idx]), unit="ns", tz="UTC").to_pydatetime()
+        return result
+
+    def _advance_bars(self, n_bars: int, symbol: str | None) -> datetime:
+        target = self.next_bar_end(n_bars, symbol=symbol)
+        if target is None:
             raise ValueError(f"no more bars after {self._now.isoformat()}")
-        target = pd.Timestamp(int(ends[idx]), unit="ns", tz="UTC").to_pydatetime()
         return self._advance_to(target)
 
     def _advance_to(self, target: datetime) -> datetime:

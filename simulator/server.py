@@ -22,6 +22,7 @@ from simulator.catalog import Catalog, bar_files, load_catalog
 from simulator.clock import MarketClock
 from simulator.config import MIN_SERVER_VERSION, SimConfig
 from simulator.connection import Connection, SimStats
+from simulator.control import ClockControl, bind_control
 from simulator.faults import FailRule, Faults, request_id
 from simulator.handlers import RequestHandlers
 from simulator.matching import Matcher
@@ -90,6 +91,7 @@ class SimServer(RequestHandlers):
         self._port = self.config.port
         self._stopped = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self.control: ClockControl | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
@@ -123,8 +125,21 @@ class SimServer(RequestHandlers):
             self._server = await asyncio.start_server(self._serve, self.config.host, self._port, reuse_address=True)
         self._port = self._server.sockets[0].getsockname()[1]
 
+    async def serve_control(self, sock: socket.socket | None = None, *, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Serve the clock control endpoint (:mod:`simulator.control`) on ``sock``, a listening loopback socket, or
+        on loopback ``host:port`` (0 = any free port); return its port. Call on the server loop, after :meth:`start`."""
+        if self.control is not None:
+            raise RuntimeError("the control endpoint is already served")
+        control = ClockControl(self)
+        await control.start(sock if sock is not None else bind_control(host, port))
+        self.control = control
+        return control.port
+
     async def stop(self) -> None:
         self._stopped = True
+        if self.control is not None:
+            await self.control.stop()
+            self.control = None
         if self._server is not None:
             self._server.close()
             self._server = None

@@ -7,6 +7,7 @@ runs. The figures (help time against ``import typer, rich``) are in benchmarks/b
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,17 @@ def test_a_command_imports_what_it_needs() -> None:
     assert isinstance(loaded, list)
     assert "pandas" in loaded
     assert not {"prefect", "ib_async", "openai", "plotly"} & set(loaded)
+
+
+def test_sim_clock_commands_load_no_data_stack() -> None:
+    # ``trader sim status/step/advance-to`` talk JSON to a running simulator: the standard library is enough.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the block ends
+    for argv in (["sim", "status"], ["sim", "step", "3"], ["sim", "advance-to", "2012-06-27T20:00:00Z"]):
+        result = probe([*argv, "--control-port", str(port)], (*HEAVY, "asyncio"))
+        assert result["code"] == 1, result["output"]
+        assert result["loaded"] == [], argv
 
 
 def test_simulator_package_is_light_until_its_server_is_used() -> None:
