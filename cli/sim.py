@@ -15,8 +15,6 @@ import typer
 
 from cli.common import EXIT_INPUT, cli_errors, console, fail
 
-DEFAULT_CONTROL_PORT = 7498  # simulator.control.DEFAULT_CONTROL_PORT (not imported: `trader sim --help` stays light)
-
 if TYPE_CHECKING:
     import socket
 
@@ -103,6 +101,8 @@ def start(
 async def _serve(sim: SimServer, listener: socket.socket, control: socket.socket | None) -> None:
     import asyncio
 
+    from simulator.control import DEFAULT_CONTROL_PORT
+
     await sim.start(listener)
     try:
         console.print(f"TWS simulator listening on 127.0.0.1:{sim.port} (server version {sim.config.server_version})")
@@ -125,11 +125,11 @@ async def _serve(sim: SimServer, listener: socket.socket, control: socket.socket
 # ---- the clock, from another shell --------------------------------------------------------------------------
 
 ControlPort = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--control-port",
-        envvar="TRADER_SIM_CONTROL_PORT",
-        help="The simulator's clock control port (printed by `trader sim start`).",
+        envvar="TRADER_SIM__CONTROL_PORT",
+        help="The simulator's clock control port (printed by `trader sim start`; default: the simulator's default).",
         min=1,
         max=65535,
     ),
@@ -142,12 +142,12 @@ Symbol = Annotated[
 ]
 
 
-def _ask(payload: dict[str, object], port: int, host: str, timeout: float) -> dict[str, object]:
+def _ask(payload: dict[str, object], port: int | None, host: str, timeout: float) -> dict[str, object]:
     """One control request; a refusal or no simulator is one line on stderr and exit 2 (bad input) or 1."""
-    from simulator.control import ControlUnavailable, request  # stdlib only
+    from simulator.control import DEFAULT_CONTROL_PORT, ControlUnavailable, request  # stdlib only
 
     try:
-        reply = request(payload, port, host=host, timeout_s=timeout)
+        reply = request(payload, port or DEFAULT_CONTROL_PORT, host=host, timeout_s=timeout)
     except ValueError as exc:  # a non-loopback --control-host
         raise fail(f"error: --control-host: {exc}", EXIT_INPUT) from None
     except ControlUnavailable as exc:
@@ -226,7 +226,7 @@ def _print_step(result: dict[str, object]) -> None:
 @cli_errors
 def status(
     symbol: Annotated[str | None, typer.Option(help="Show the next bar of this symbol's series.")] = None,
-    control_port: ControlPort = DEFAULT_CONTROL_PORT,
+    control_port: ControlPort = None,
     control_host: ControlHost = "127.0.0.1",
     timeout: Timeout = 30.0,
     as_json: AsJson = False,
@@ -250,7 +250,7 @@ def step(
     until_fill: Annotated[
         bool, typer.Option("--until-fill", help="Step one bar at a time, at most BARS, and stop after a fill.")
     ] = False,
-    control_port: ControlPort = DEFAULT_CONTROL_PORT,
+    control_port: ControlPort = None,
     control_host: ControlHost = "127.0.0.1",
     timeout: Timeout = 30.0,
     as_json: AsJson = False,
@@ -271,7 +271,7 @@ def step(
 @cli_errors
 def advance_to(
     ts: Annotated[str, typer.Argument(help="ISO timestamp with a zone, e.g. 2012-06-27T20:00:00Z; not before now.")],
-    control_port: ControlPort = DEFAULT_CONTROL_PORT,
+    control_port: ControlPort = None,
     control_host: ControlHost = "127.0.0.1",
     timeout: Timeout = 30.0,
     as_json: AsJson = False,

@@ -104,8 +104,19 @@ class PrefectSettings(_Section):
 _ENV_SOURCES_OFF: ContextVar[bool] = ContextVar("trader_env_sources_off", default=False)
 
 
+class SimSettings(_Section):
+    control_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="The simulator's clock control port that `trader sim status/step/advance-to` use; default: "
+        "the simulator's own (`trader sim start` serves it on --port + 1). Those commands read it from the "
+        "environment themselves, so their start stays light.",
+    )
+
+
 class Settings(BaseSettings):
-    """Root settings. Sections: database, ib, llm, trading, prefect."""
+    """Root settings. Sections: database, ib, llm, trading, prefect, sim."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -121,6 +132,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     trading: TradingSettings = Field(default_factory=TradingSettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
+    sim: SimSettings = Field(default_factory=SimSettings)
 
     @classmethod
     def settings_customise_sources(

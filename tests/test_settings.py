@@ -82,3 +82,12 @@ def test_overrides_merge_into_sections_from_variables():
     settings = load_settings({"TRADER_DATABASE__ECHO": "true"}, database={"url": "sqlite:///x.db"})
     assert settings.database.echo is True
     assert settings.database.url == "sqlite:///x.db"
+
+
+def test_the_sim_control_port_variable_is_a_setting_not_an_unknown_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`trader sim status/step` read TRADER_SIM__CONTROL_PORT; every other command must accept it too."""
+    monkeypatch.setenv("TRADER_SIM__CONTROL_PORT", "7600")
+    assert load_settings().sim.control_port == 7600
+    monkeypatch.setenv("TRADER_SIM__CONTROL_PORT", "70000")
+    with pytest.raises(InputError, match=r"sim\.control_port"):
+        load_settings()

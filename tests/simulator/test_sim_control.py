@@ -24,7 +24,6 @@ import pytest
 from ib_async import IB, LimitOrder, Stock, Trade
 from typer.testing import CliRunner, Result
 
-from cli import sim as cli_sim
 from cli.sim import app
 from simulator import SimServer
 from simulator import control as sim_control
@@ -227,8 +226,10 @@ def test_bad_input_exits_2_before_any_simulator_is_asked(args: list[str], messag
     assert "Traceback" not in result.output
 
 
-def test_the_cli_default_is_the_protocol_default() -> None:
-    assert cli_sim.DEFAULT_CONTROL_PORT == sim_control.DEFAULT_CONTROL_PORT == 7497 + 1
+def test_the_control_default_is_next_to_the_default_api_port() -> None:
+    from services.settings import IBSettings
+
+    assert sim_control.DEFAULT_CONTROL_PORT == IBSettings().port + 1 == 7498
 
 
 async def test_protocol_replies_line_by_line_and_hangs_up_on_garbage(sim: SimServer) -> None:
