@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -34,6 +35,7 @@ from services.broker.types import ContractInfo
 from services.db import session_scope
 from services.orders.approval import approval_rows, hold_for, is_pending
 from services.orders.context import fetch_account
+from services.orders.dry_run import work_protection
 from services.orders.monitor import cancel_protective, record_dry_run_fills
 from services.orders.planning import plan_order, sizing_atr
 from services.orders.submit import OrderBroker, OrderIntent, SendContext, SubmitResult, signal_expiry, submit_order
@@ -43,6 +45,8 @@ from tasks.artifacts import artifact_key, publish_table
 from tasks.market_data import MarketData
 from tasks.signal import StoredSignal
 from tasks.timeouts import ORDER_TIMEOUT_S
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,14 @@ class OrderStepResult:
     awaiting_approval: bool = False  # created, not sent: the run pauses for a decision (tasks/approval.py)
 
 
+def _memory(contract: ContractInfo, data: MarketData) -> MemoryBroker:
+    return MemoryBroker(
+        [contract], {contract.symbol: data.frame[[TIMESTAMP, "open", "high", "low", "close", "volume"]]}
+    )
+
+
 def _dry_run_broker(contract: ContractInfo, data: MarketData, now: dt.datetime) -> SyncBroker:
-    frame = data.frame[[TIMESTAMP, "open", "high", "low", "close", "volume"]]
-    memory = MemoryBroker([contract], {contract.symbol: frame})
+    memory = _memory(contract, data)
     memory.clock.set(now)
     broker = SyncBroker(lambda: memory)
     broker.connect()
@@ -77,7 +86,10 @@ def order_for_signal(
     now: dt.datetime,
     flow_run_id: str | None = None,
 ) -> SubmitResult:
-    """Plan, gate and submit the order of one BUY/SELL signal (no Prefect needed; the task wraps it)."""
+    """Plan, gate and submit the order of one BUY/SELL signal (no Prefect needed; the task wraps it).
+
+    Dry run: first the strategy's protective orders left working by earlier runs are worked against this run's
+    bars (``services.orders.dry_run``), so the plan sees the position a stop or target may have closed."""
     runtime = get_runtime()
     signal = stored.signal
     if signal.action not in (SignalAction.BUY, SignalAction.SELL):
@@ -86,6 +98,10 @@ def order_for_signal(
     last_close = Decimal(repr(float(data.frame["close"].iloc[-1])))
     if signal.entry is None:
         signal = dataclasses.replace(signal, entry=last_close)
+    if dry_run:
+        for moved in work_protection(runtime.database_url, _memory(contract, data), contract, definition.name, now):
+            log.info("dry run: %s %s -> %s on the bars since its entry filled", moved.key, moved.before.value,
+                     moved.after.value)  # fmt: skip
     account = fetch_account(broker)
     with session_scope(runtime.database_url) as session:
         position = strategy_position(session, definition.name, definition.symbol)

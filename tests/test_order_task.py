@@ -333,3 +333,61 @@ def test_entry_is_a_bracket_and_a_sell_on_the_long_closes_it_and_its_protection(
         [position] = rebuild(s).values()
         assert position.quantity == 0
     assert broker.open_orders() == []  # the close's OCA group cancelled them at the broker too
+
+
+def test_a_dry_run_stop_left_working_fills_on_a_later_run_and_cancels_the_target(
+    runtime: Runtime, definition: StrategyDefinition
+) -> None:
+    """Each dry run has its own in-memory broker, gone after the run: the next run works the protection the
+    earlier one left (from the entry's fill on), so a stop hit in between closes the position, as in the replay."""
+    small = fixed_quantity(definition, 10)
+    store_strategy(runtime.database_url, small)
+
+    def fresh(frame: pd.DataFrame, now: dt.datetime) -> SyncBroker:  # what the order step builds for each run
+        memory = MemoryBroker([SPY], {"SPY": frame})
+        memory.clock.set(now)
+        sync = SyncBroker(lambda: memory)
+        sync.connect()
+        return sync
+
+    first = fresh(daily(), NOW)
+    buy = stored(SignalAction.BUY, days=28)
+    buy = StoredSignal(buy.id, dataclasses.replace(buy.signal, target=D("140")))
+    entry = order_for_signal(small, SPY, market_data(daily()), buy, broker=first, dry_run=True, now=NOW)
+    first.close()
+    assert entry.status is OrderStatus.FILLED
+    later = pd.concat(
+        [
+            daily(),
+            pd.DataFrame(
+                {  # Mon 06-03: stop 125 and target 140 untouched; Tue 06-04: opens 128, trades down to 120
+                    "timestamp": pd.DatetimeIndex(
+                        [dt.datetime(2024, 6, 3, tzinfo=dt.UTC), dt.datetime(2024, 6, 4, tzinfo=dt.UTC)]
+                    ),
+                    "open": [129.0, 128.0],
+                    "high": [131.0, 129.0],
+                    "low": [127.0, 120.0],
+                    "close": [130.0, 121.0],
+                    "volume": [1e6, 1e6],
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+    then = dt.datetime(2024, 6, 5, 15, 0, tzinfo=dt.UTC)
+    second = fresh(later, then)
+    again = stored(SignalAction.BUY, entry="121.5", stop="118", days=34)
+    rebuy = order_for_signal(small, SPY, market_data(later), again, broker=second, dry_run=True, now=then)
+    second.close()
+    with session_scope(runtime.database_url) as s:
+        tp, sl = orders_repo.children(s, entry.order_id)
+        assert (tp.idempotency_key, tp.status) == (f"{entry.key}:TP", OrderStatus.CANCELLED)
+        assert (sl.idempotency_key, sl.status, sl.filled_quantity) == (f"{entry.key}:SL", OrderStatus.FILLED, 10)
+        [exit_fill] = fills_repo.for_orders(s, [sl.id])
+        assert (exit_fill.price, exit_fill.quantity) == (D(125), D(10))  # min(open 128, stop 125)
+        assert exit_fill.executed_at == dt.datetime(2024, 6, 4, 20, 0, tzinfo=dt.UTC)  # the bar's close, 16:00 NY
+    # the stop closed the position, so the new BUY is an entry again (not refused as pyramiding on a long)
+    assert rebuy.status is OrderStatus.FILLED, rebuy.reasons
+    with session_scope(runtime.database_url) as s:
+        [position] = rebuild(s).values()
+        assert position.quantity == 10
