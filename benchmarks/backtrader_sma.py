@@ -50,6 +50,10 @@ class Conventions:
       bracket with the position; a live stop left behind still fills, at the same open or later, and goes short).
     * ``tick``: bars at 4 decimal places (the replay's ``PRICE_Q``, half-even), the signal's close at 4 places,
       size ``floor(10,000 / close)`` and the levels (half-up) in ``Decimal`` on it. Off: raw float prices.
+    * ``skip_invalid``: no decision on a bar whose prices break the row rules of ``services.bars.validation``
+      (a price <= 0, high below open / close / low, low above open / close): the replay flags such a bar and its
+      signal ABSTAINs; backtrader has no validation and trades on it. (The calendar and split rules have no
+      equivalent here; the synthetic series has no flagged bar.)
     * ``commission``: ``"ib"``, IB's fixed schedule with the 1 % cap rounded to 0.0001 (the replay's
       ``ib_fixed_commission``); ``"float"``, the same schedule unrounded in floats.
     """
@@ -59,6 +63,7 @@ class Conventions:
     stop_first: bool = True
     cancel_on_close: bool = True
     tick: bool = True
+    skip_invalid: bool = True
     commission: Literal["ib", "float"] = "ib"
 
     def but(self, **changes: Any) -> Conventions:
@@ -66,7 +71,7 @@ class Conventions:
 
 
 REPLAY: Final = Conventions()
-BACKTRADER: Final = Conventions(warmup=False, exits="next_open", tick=False, commission="float")
+BACKTRADER: Final = Conventions(warmup=False, exits="next_open", tick=False, skip_invalid=False, commission="float")
 
 
 @dataclass(frozen=True)
@@ -180,8 +185,12 @@ class SmaCross(bt.Strategy):  # type: ignore[misc]
         target = (entry * (1 + TARGET_PCT / 100)).quantize(Q, rounding=ROUND_HALF_UP)
         return int(NOTIONAL / entry), float(stop), float(target)
 
+    def _valid(self) -> bool:
+        o, h, lo, c = self.data.open[0], self.data.high[0], self.data.low[0], self.data.close[0]
+        return min(o, h, lo, c) > 0 and h >= max(o, c, lo) and lo <= min(o, c)
+
     def next(self) -> None:
-        if len(self) < FAST:
+        if len(self) < FAST or (self.conv.skip_invalid and not self._valid()):
             return
         raw = self.data.raw[0]
         close = round(raw, 4) if self.conv.tick else raw
