@@ -244,15 +244,19 @@ class SmaCross(bt.Strategy):  # type: ignore[misc]
 
 
 def feed_frame(frame: pd.DataFrame, conv: Conventions = REPLAY) -> pd.DataFrame:
-    """``frame`` (canonical, already price-adjusted) as the feed's frame: naive dates, 4-place prices if ``tick``."""
-    out = frame.set_index(pd.DatetimeIndex(frame["timestamp"]).tz_localize(None))[
-        ["open", "high", "low", "close", "volume"]
-    ].astype(np.float64)
-    out["raw"] = out["close"]
+    """``frame`` (canonical, already price-adjusted) as the feed's frame: naive dates, 4-place prices if ``tick``.
+
+    Built as one float block (``PandasData`` reads it cell by cell with ``iloc``, several times slower across
+    blocks)."""
+    columns: dict[str, list[float]] = {
+        col: frame[col].to_numpy(np.float64).tolist() for col in ("open", "high", "low", "close", "volume")
+    }
+    columns["raw"] = columns["close"]
     if conv.tick:
         for col in ("open", "high", "low", "close"):
-            out[col] = [_price(v) for v in out[col].tolist()]
-    return out
+            columns[col] = [_price(v) for v in columns[col]]
+    index = pd.DatetimeIndex(frame["timestamp"]).tz_localize(None)
+    return pd.DataFrame(np.array(list(columns.values())).T, index=index, columns=list(columns))
 
 
 def _round_trips(fills: list[tuple[dt.date, int, float, float, str]]) -> tuple[list[ClosedTrade], int]:
