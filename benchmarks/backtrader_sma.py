@@ -187,7 +187,7 @@ class SmaCross(bt.Strategy):  # type: ignore[misc]
 
     def _valid(self) -> bool:
         o, h, lo, c = self.data.open[0], self.data.high[0], self.data.low[0], self.data.close[0]
-        return min(o, h, lo, c) > 0 and h >= max(o, c, lo) and lo <= min(o, c)
+        return bool(min(o, h, lo, c) > 0 and h >= max(o, c, lo) and lo <= min(o, c))
 
     def next(self) -> None:
         if len(self) < FAST or (self.conv.skip_invalid and not self._valid()):
