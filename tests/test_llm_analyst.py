@@ -338,3 +338,41 @@ def test_cache_and_budget_live_in_the_database(
     assert blocked.failure is not None and blocked.failure.kind is FailureKind.BUDGET
     assert "spent 0.00021" in blocked.failure.reason and len(server.requests) == 1
     assert (first.call_id, again.call_id, blocked.call_id) == (1, 2, 3)
+
+
+def _completion(choice: dict[str, Any]) -> Scripted:
+    body = {"id": "c", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini", "choices": [choice]}
+    return Scripted(200, body)
+
+
+@pytest.mark.parametrize(
+    ("scripted", "fragment"),
+    [
+        (
+            _completion({"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": BUY}}),
+            "not text",
+        ),
+        (
+            _completion({"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": 42}}),
+            "not text",
+        ),
+        (_completion({"index": 0, "finish_reason": "stop"}), "no message"),
+        (Scripted(200, "<html><body>Bad gateway</body></html>"), "not a chat completion"),
+    ],
+    ids=["content-is-an-object", "content-is-a-number", "choice-without-message", "html-with-200"],
+)
+def test_reply_shapes_outside_the_api_abstain_instead_of_failing(
+    server: LoopbackLLMServer,
+    request_: AnalysisRequest,
+    definition: StrategyDefinition,
+    scripted: Scripted,
+    fragment: str,
+) -> None:
+    """Four shapes an OpenAI-compatible server can send that the SDK passes through unchecked: each ends in an
+    ABSTAIN whose reason says what was wrong (they used to raise AttributeError / JSONDecodeError: a Failed run)."""
+    server.enqueue(scripted)
+    outcome = run(request_, settings(server, max_retries=0), InMemoryLlmCallStore())
+    assert outcome.failure is not None and fragment in outcome.failure.reason, outcome.failure
+    sig = generate_signal(outcome, definition, last_bar_time=request_.snapshot.last_bar_time, now=NOW,
+                          flagged_latest=False)  # fmt: skip
+    assert sig.action is SignalAction.ABSTAIN and outcome.failure.kind.value in sig.reason

@@ -34,7 +34,7 @@ from services.llm.offline import OFFLINE_MODEL, offline_analysis
 from services.llm.outcome import AnalysisFailure, AnalysisOutcome
 from services.llm.pricing import estimate_cost
 from services.llm.prompts import RenderedPrompt, render_prompt
-from services.llm.reply import LlmReply, LlmRequestError, LlmTimeoutError
+from services.llm.reply import LlmReply, LlmRequestError, LlmTimeoutError, LlmUnusableReplyError
 from services.llm.schema import Analysis, AnalysisParseError, FailureKind, parse_analysis
 from services.llm.store import LlmCallRecord, LlmCallStore
 from services.settings import LLMSettings
@@ -227,6 +227,8 @@ def analyze(
             kind = FailureKind.TIMEOUT
         elif isinstance(exc, LlmTransientError):
             kind = FailureKind.TRANSIENT
+        elif isinstance(exc, LlmUnusableReplyError):
+            kind = FailureKind.OFF_SCHEMA
         else:
             kind = FailureKind.HTTP_ERROR
         failure = AnalysisFailure(kind, str(exc))

@@ -30,7 +30,13 @@ import openai
 from pydantic import SecretStr
 
 from services.llm.prompts import RenderedPrompt
-from services.llm.reply import LlmReply, LlmRequestError, LlmRetriesExhaustedError, LlmTimeoutError
+from services.llm.reply import (
+    LlmReply,
+    LlmRequestError,
+    LlmRetriesExhaustedError,
+    LlmTimeoutError,
+    LlmUnusableReplyError,
+)
 from services.llm.schema import response_format
 
 __all__ = [
@@ -176,8 +182,12 @@ class OpenAIAnalyst:
                 failures.append(f"attempt {attempt}: HTTP {status}")
                 last = exc
             except openai.APIError as exc:  # e.g. a 200 whose body is not a chat completion
-                raise LlmRequestError(
+                raise LlmUnusableReplyError(
                     f"unusable response from the model endpoint: {type(exc).__name__}", attempts=attempt
+                ) from None
+            except ValueError:  # the SDK decodes a 200's body as JSON unchecked (an HTML error page, say)
+                raise LlmUnusableReplyError(
+                    "the model endpoint's HTTP 200 body is not a chat completion (not JSON)", attempts=attempt
                 ) from None
             else:
                 return self._reply(response, started, attempt)
@@ -192,11 +202,17 @@ class OpenAIAnalyst:
         latency_ms = round((time.perf_counter() - started) * 1000)
         choices = getattr(response, "choices", None) or []
         if not choices:
-            raise LlmRequestError("the model endpoint returned no choices", attempts=attempts)
-        message = choices[0].message
+            raise LlmUnusableReplyError("the model endpoint returned no choices", attempts=attempts)
+        message = getattr(choices[0], "message", None)
+        if message is None:
+            raise LlmUnusableReplyError("the model endpoint returned a choice with no message", attempts=attempts)
+        content = message.content
+        if content is not None and not isinstance(content, str):
+            what = "a JSON object" if isinstance(content, dict) else f"a {type(content).__name__}"
+            raise LlmUnusableReplyError(f"the message content is not text but {what}", attempts=attempts)
         usage = getattr(response, "usage", None)
         return LlmReply(
-            text=message.content,
+            text=content,
             refusal=getattr(message, "refusal", None),
             model=str(getattr(response, "model", None) or self.model),
             prompt_tokens=getattr(usage, "prompt_tokens", None),

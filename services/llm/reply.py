@@ -18,6 +18,11 @@ class LlmRequestError(SkipError):
         self.attempts = attempts
 
 
+class LlmUnusableReplyError(LlmRequestError):
+    """An HTTP 200 that is not a usable chat completion: a body that is not JSON, no choices, a choice without a
+    message, message content that is not text."""
+
+
 class LlmRetriesExhaustedError(LlmTransientError):
     """Every attempt failed transiently (429, 5xx, connection errors, timeouts); ``attempts`` were made."""
 
