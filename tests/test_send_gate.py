@@ -20,9 +20,9 @@ from models.enums import OrderSide, OrderStatus, OrderType, SecType
 from models.tables import Order
 from services.broker.loop_owner import SyncBroker
 from services.broker.memory import MemoryBroker, stock
-from services.broker.types import ContractInfo, OrderRequest
+from services.broker.types import ContractInfo, OrderRequest, Quote
 from services.db import session_scope
-from services.errors import InputError, StopError
+from services.errors import BrokerConnectionError, InputError, StopError
 from services.orders import kill_switch
 from services.orders.monitor import (
     OrderInstrument,
@@ -176,6 +176,47 @@ def test_the_daily_loss_counts_every_open_position(db_url: str, world: tuple[Mem
     spy = submit_order(db_url, broker, SPY, order(45), marked)
     assert spy.status is OrderStatus.RISK_REJECTED
     assert {r.split(":")[0] for r in spy.reasons} == {"kill_switch", "max_daily_loss"}  # and the breaker tripped
+
+
+class _QuotedBroker:
+    """Delegates to a SyncBroker; ``snapshot`` answers the given last prices (None: the broker cannot quote)."""
+
+    def __init__(self, inner: SyncBroker, last: dict[str, D] | None) -> None:
+        self.inner = inner
+        self.last = last
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    @property
+    def connectivity(self) -> Any:
+        return self.inner.connectivity
+
+    def snapshot(self, contract: ContractInfo) -> Quote:
+        if self.last is None or contract.symbol not in self.last:
+            raise BrokerConnectionError(f"no quote for {contract.symbol}")
+        return Quote(NOW, last=self.last[contract.symbol])
+
+
+def test_the_daily_loss_marks_positions_the_caller_did_not_price(
+    db_url: str, world: tuple[MemoryBroker, SyncBroker]
+) -> None:
+    """As the order step calls it (marks: only the ordered symbol's close), an AAPL position is marked from the
+    broker's quote, else at its last fill (said in the decision's notes): a SPY order sees AAPL's loss."""
+    _mb, broker = world
+    store_strategy(db_url, strategy("aapl-test", symbol="AAPL", conid=AAPL.conid))
+    bought = submit_order(db_url, broker, AAPL, order(40, name="aapl-test", symbol="AAPL", limit=None, qty=100), CTX)
+    assert bought.status is OrderStatus.FILLED
+    record_executions(db_url, broker.executions())
+    ctx = send_ctx(NOW, dry_run=False, trading=TradingSettings(dry_run=False, max_daily_loss_usd=D(500)))
+    only_spy = dataclasses.replace(ctx, marks={"SPY": D("101")})
+    unquoted = submit_order(db_url, _QuotedBroker(broker, None), SPY, order(30), only_spy)
+    assert unquoted.status is OrderStatus.SUBMITTED  # at its last fill AAPL is flat: no loss yet
+    assert unquoted.risk_decision is not None
+    assert [n for n in unquoted.risk_decision["notes"] if n.startswith("AAPL marked at its last fill")]
+    quoted = submit_order(db_url, _QuotedBroker(broker, {"AAPL": D("170")}), SPY, order(45), only_spy)
+    assert quoted.status is OrderStatus.RISK_REJECTED  # AAPL ~191 -> 170 at the broker's quote: -2,100
+    assert {r.split(":")[0] for r in quoted.reasons} == {"kill_switch", "max_daily_loss"}
 
 
 def test_market_open_uses_the_instruments_own_calendar(db_url: str, world: tuple[MemoryBroker, SyncBroker]) -> None:

@@ -91,3 +91,10 @@ def test_the_sim_control_port_variable_is_a_setting_not_an_unknown_name(monkeypa
     monkeypatch.setenv("TRADER_SIM__CONTROL_PORT", "70000")
     with pytest.raises(InputError, match=r"sim\.control_port"):
         load_settings()
+
+
+def test_a_zero_daily_loss_limit_is_rejected() -> None:
+    """0 would mean "every order refused" to the gate but reads like "no limit": there is no off, so it is an error."""
+    with pytest.raises(InputError, match=r"trading\.max_daily_loss_usd"):
+        load_settings({"TRADER_TRADING__MAX_DAILY_LOSS_USD": "0"})
+    assert load_settings({"TRADER_TRADING__MAX_DAILY_LOSS_USD": "0.01"}).trading.max_daily_loss_usd > 0
