@@ -8,6 +8,7 @@ that connects meanwhile is queued by the kernel and served, byte for byte as bef
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -142,6 +143,19 @@ Symbol = Annotated[
 ]
 
 
+def _ask_and_show(
+    payload: dict[str, object],
+    symbol: str | None,
+    port: int | None,
+    host: str,
+    timeout: float,
+    show: Callable[[dict[str, object]], None],
+) -> None:
+    if symbol:
+        payload["symbol"] = symbol
+    show(_ask(payload, port, host, timeout))
+
+
 def _ask(payload: dict[str, object], port: int | None, host: str, timeout: float) -> dict[str, object]:
     """One control request; a refusal or no simulator is one line on stderr and exit 2 (bad input) or 1."""
     from simulator.control import DEFAULT_CONTROL_PORT, ControlUnavailable, request  # stdlib only
@@ -232,14 +246,9 @@ def status(
     as_json: AsJson = False,
 ) -> None:
     """A running simulator's market clock, next bar, open orders, positions and API clients."""
-    payload: dict[str, object] = {"cmd": "status"}
-    if symbol:
-        payload["symbol"] = symbol
-    result = _ask(payload, control_port, control_host, timeout)
-    if as_json:
-        _print_json(result)
-    else:
-        _print_status(result)
+    _ask_and_show(
+        {"cmd": "status"}, symbol, control_port, control_host, timeout, _print_json if as_json else _print_status
+    )
 
 
 @app.command("step")
@@ -258,13 +267,7 @@ def step(
     """Advance a running simulator's clock by BARS bars: resting orders fill and DAY orders expire on the way,
     and connected API clients get their order statuses and executions."""
     payload: dict[str, object] = {"cmd": "step", "bars": bars, "until_fill": until_fill}
-    if symbol:
-        payload["symbol"] = symbol
-    result = _ask(payload, control_port, control_host, timeout)
-    if as_json:
-        _print_json(result)
-    else:
-        _print_step(result)
+    _ask_and_show(payload, symbol, control_port, control_host, timeout, _print_json if as_json else _print_step)
 
 
 @app.command("advance-to")
@@ -285,8 +288,5 @@ def advance_to(
         raise fail(f"error: not an ISO timestamp: {ts!r}", EXIT_INPUT) from None
     if target.tzinfo is None:
         raise fail(f"error: timestamp {ts} has no timezone (use e.g. 2012-06-27T20:00:00Z)", EXIT_INPUT)
-    result = _ask({"cmd": "advance_to", "ts": target.isoformat()}, control_port, control_host, timeout)
-    if as_json:
-        _print_json(result)
-    else:
-        _print_step(result)
+    payload: dict[str, object] = {"cmd": "advance_to", "ts": target.isoformat()}
+    _ask_and_show(payload, None, control_port, control_host, timeout, _print_json if as_json else _print_step)
