@@ -209,6 +209,21 @@ def test_the_same_key_twice_creates_one_flow_run(bootstrapped: None, client: Syn
         client.delete_flow_run(run.id)
 
 
+def test_a_process_worker_start_queues_a_reconcile_run(bootstrapped: None, client: SyncPrefectClient) -> None:
+    """`trader worker` (process mode) queues a run of the reconcile deployment before it polls: a new worker checks
+    the broker against the DB at once, not only at the next quarter hour."""
+    from deployments.warm_worker import RECONCILE_DEPLOYMENT, queue_reconcile_run
+
+    reconcile = client.read_deployment_by_name(RECONCILE_DEPLOYMENT)
+    before = {r.id for r in _runs(client, reconcile.id)}
+    queued = queue_reconcile_run(client)
+    assert queued is not None and queued not in before
+    run = client.read_flow_run(queued)
+    assert run.deployment_id == reconcile.id and "worker-start" in run.tags
+    assert run.state is not None and run.state.is_scheduled()  # due now, for the first worker to poll
+    client.delete_flow_run(queued)  # not for the worker below
+
+
 def _completed_run(client: SyncPrefectClient, deployment_id: Any, *, auto_scheduled: bool) -> Any | None:
     for run in _runs(client, deployment_id):
         if run.auto_scheduled == auto_scheduled and run.state is not None and run.state.is_completed():
