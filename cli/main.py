@@ -8,6 +8,8 @@ than all of ``import typer, rich``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -28,7 +30,7 @@ from cli import (
     symbols,
     worker,
 )
-from cli.common import cli_errors, console, settings
+from cli.common import cli_errors, console, fail, settings
 
 
 class TraderGroup(TyperGroup):
@@ -97,19 +99,31 @@ def init() -> None:
 
 @app.command("run")
 @cli_errors
-def run(name: Annotated[str, typer.Argument(help="Strategy name.")]) -> None:
+def run(
+    name: Annotated[str, typer.Argument(help="Strategy name.")],
+    sim_clock: Annotated[
+        bool,
+        typer.Option(
+            "--sim-clock",
+            help="Take the market's 'now' from the simulator's clock (its control port, TRADER_SIM__CONTROL_PORT): "
+            "paper-trading through history with `trader sim step`.",
+        ),
+    ] = False,
+) -> None:
     """Run one strategy now, in this process, against the configured broker (TRADER_IB__*)."""
     from flows.strategy import strategy_run
     from services.repositories import strategies as repo
-    from services.runtime import get_runtime
+    from services.runtime import Runtime, get_runtime, use_runtime
 
     with common.db_session() as session:
         repo.require(session, name)  # an unknown name is bad input (exit 2), not a "Skipped" run
+    runtime = Runtime(settings(), clock=_simulator_clock()) if sim_clock else get_runtime()
     try:
-        state = strategy_run(name, return_state=True)
-        result = state.result()  # raises what a failed run raised
+        with use_runtime(runtime):
+            state = strategy_run(name, return_state=True)
+            result = state.result()  # raises what a failed run raised
     finally:
-        get_runtime().close()
+        runtime.close()
     if result is None:  # the gate ended the run early (Completed "Skipped": inactive, market closed, IB reset)
         console.print(f"{name}: {state.message}; nothing fetched or ordered", markup=False)
         return
@@ -118,6 +132,25 @@ def run(name: Annotated[str, typer.Argument(help="Strategy name.")]) -> None:
     console.print(f"  flow run: {result.flow_run_id}")
     if result.chart_png:
         console.print(f"  chart: {result.chart_png}")
+
+
+def _simulator_clock() -> Callable[[], datetime]:
+    """The market clock of the simulator serving the control port in the settings (checked once now)."""
+    from simulator.control import DEFAULT_CONTROL_PORT, ControlUnavailable, request
+
+    port = settings().sim.control_port or DEFAULT_CONTROL_PORT
+
+    def now() -> datetime:
+        reply = request({"cmd": "status"}, port, timeout_s=10)
+        if not reply.get("ok"):
+            raise ControlUnavailable(f"the simulator on port {port} refused a status request: {reply.get('error')}")
+        return datetime.fromisoformat(str(reply["result"]["now"]))
+
+    try:
+        now()
+    except ControlUnavailable as exc:
+        raise fail(f"error: --sim-clock: {exc}") from None
+    return now
 
 
 @server_app.command("start")

@@ -240,6 +240,40 @@ def test_run_executes_the_strategy_against_the_broker_in_the_settings(
 @pytest.mark.postgres
 @pytest.mark.prefect
 @pytest.mark.slow
+def test_run_with_sim_clock_decides_at_the_simulators_time(
+    trader: Invoke, prefect_api: ServerInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`trader run --sim-clock` takes the market's now from the simulator's control port (paper-trading through
+    history): at 2017-12-29 15:55 New York the daily strategy runs and orders on that day, where the wall clock
+    would give a different day (or a closed market)."""
+    import asyncio
+
+    url = database_url(trader)
+    created = trader("strategies", "create", "--file", str(REPO / "examples" / "strategies" / "spy-sma-cross.yaml"))
+    assert created.exit_code == 0, created.output
+    refused = trader("run", "spy-sma-cross", "--sim-clock")  # nothing serves the control port yet
+    assert refused.exit_code == 1 and "--sim-clock: no simulator is listening" in refused.output, refused.output
+    with SimServer.in_thread(SimConfig(data_dir=REPO / "data" / "samples")) as sim:
+        sim.clock.set(LAST_DAILY_CLOSE - dt.timedelta(minutes=5))
+        loop = sim._loop
+        assert loop is not None
+        control_port = asyncio.run_coroutine_threadsafe(sim.serve_control(), loop).result(10)
+        monkeypatch.setenv("TRADER_IB__PORT", str(sim.port))
+        monkeypatch.setenv("TRADER_SIM__CONTROL_PORT", str(control_port))
+        common.settings.cache_clear()
+        result = trader("run", "spy-sma-cross", "--sim-clock")
+        assert result.exit_code == 0, result.output
+    match = re.search(r"^  flow run: (\S+)$", result.output, re.M)
+    assert match, result.output
+    with session_scope(url) as session:
+        signal = session.scalars(select(Signal).where(Signal.flow_run_id == match.group(1))).one()
+        # the wall clock (2026, the sample data ends in 2017) would skip the run or decide on another bar
+        assert signal.bar_time == dt.datetime(2017, 12, 28, tzinfo=dt.UTC)
+
+
+@pytest.mark.postgres
+@pytest.mark.prefect
+@pytest.mark.slow
 def test_demo_runs_every_example_and_prints_signals_charts_and_prompts(
     trader: Invoke, prefect_api: ServerInfo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
