@@ -16,6 +16,9 @@ TERMINAL: Final[frozenset[S]] = frozenset({S.FILLED, S.CANCELLED, S.REJECTED, S.
 # Statuses whose order may still be (or become) working at the broker.
 ACTIVE: Final[frozenset[S]] = frozenset({S.SUBMITTING, S.SUBMITTED, S.PARTIALLY_FILLED, S.CANCEL_PENDING})
 
+# Statuses of an order the broker has accepted and is working now (what a cancel request can act on).
+WORKING: Final[frozenset[S]] = frozenset({S.SUBMITTED, S.PARTIALLY_FILLED})
+
 ORDER_TRANSITIONS: Final[dict[S, frozenset[S]]] = {
     # an unsent order: the send-time gate refuses it, its signal expires, or it is cancelled (by hand, by halt)
     S.CREATED: frozenset({S.RISK_REJECTED, S.SUBMITTING, S.EXPIRED, S.CANCELLED}),

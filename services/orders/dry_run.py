@@ -13,6 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from models.enums import OrderStatus
+from models.order_states import WORKING
 from services.broker.loop_owner import SyncBroker
 from services.broker.memory import MemoryBroker
 from services.broker.types import ContractInfo, OrderRequest
@@ -21,8 +22,6 @@ from services.orders.monitor import record_dry_run_fills
 from services.orders.submit import apply_broker_order
 from services.repositories import fills as fills_repo
 from services.repositories import orders as orders_repo
-
-WORKING = frozenset({OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED})
 
 
 @dataclass(frozen=True)

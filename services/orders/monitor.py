@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from models.enums import OrderStatus, OrderType, TimeInForce
-from models.order_states import ACTIVE
+from models.order_states import ACTIVE, WORKING
 from models.tables import Order
 from services import symbols
 from services.broker.types import BrokerOrder, ContractInfo, Execution
@@ -124,17 +124,13 @@ def sync_orders(
             seen = by_ref.get(row.idempotency_key) or (by_perm.get(row.ib_perm_id) if row.ib_perm_id else None)
             if seen is not None and apply_broker_order(session, row, seen, "sync"):
                 report.updated += 1
-            if (
-                row.status is OrderStatus.CANCEL_PENDING
-                and seen is not None
-                and seen.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)
-            ):
+            if row.status is OrderStatus.CANCEL_PENDING and seen is not None and seen.status in WORKING:
                 # our cancel never reached the broker (it was down): the order still works there, so ask again
                 recancel.append((row.id, row.idempotency_key, "cancel sent again: the first request never reached it"))
             stale = (
                 limit_min is not None
                 and row.parent_id is None  # protective exits wait for their price, not a timeout
-                and row.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)
+                and row.status in WORKING
                 and row.order_type is OrderType.LIMIT
                 and row.tif is TimeInForce.DAY
                 and row.submitted_at is not None
@@ -161,12 +157,12 @@ def _dry_run_stale(row: Order, now: dt.datetime, limit_min: int | None) -> bool:
     return (
         limit_min is not None
         and row.parent_id is None
-        and row.status in (OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED)
+        and row.status in WORKING
         and now - started >= dt.timedelta(minutes=limit_min)
     )
 
 
-CANCELLABLE: frozenset[OrderStatus] = frozenset({OrderStatus.SUBMITTED, OrderStatus.PARTIALLY_FILLED})
+CANCELLABLE: frozenset[OrderStatus] = WORKING
 
 
 def cancel(db_url: str, broker: OrderBroker | None, order_id: int, reason: str) -> OrderStatus:
