@@ -211,6 +211,13 @@ class Risk(_Doc):
         description="An order may be sent (first time or retried) only until this many bars after its signal's "
         "bar closed; then it ends 'expired' with the reason.",
     )
+    max_holding_bars: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="Time exit (off when omitted): a position held this many bars (its entry's bar included) is "
+        "closed by a market order at the next bar's open, whatever the signal; its bracket is cancelled.",
+    )
 
 
 class SignalRules(_Doc):

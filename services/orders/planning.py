@@ -15,14 +15,19 @@ fills come from. The rules (``README.md``, "Orders"):
   ``max_position``) and judged by the risk checks that need nothing but the order and the strategy
   (:data:`ORDER_CHECKS`). The entry carries the signal's stop and target as a bracket. The send-time gate
   (:func:`services.orders.submit.send`) still runs every check before a live order reaches a broker.
+* **Time exit** (:func:`plan_time_exit`, only with ``risk.max_holding_bars``): a position held that many bars
+  (:func:`held_bars`, its entry's bar included) is closed, whole, by a market order, whatever the signal says;
+  it is decided before the signal's own order (which is then not placed) and carries no bracket.
 * **Prices**: a LMT's limit is the signal's entry rounded to ``min_tick`` in the direction that never pays more
   (BUY down, SELL up); the bracket's stop and target are rounded the same way for the exit's side.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Final
 
@@ -35,7 +40,7 @@ from services.orders.sizing import SizingError, average_true_range, round_price,
 from services.settings import TradingSettings
 from services.signals import Signal
 
-__all__ = ["ORDER_CHECKS", "OrderPlan", "plan_order", "sizing_atr"]
+__all__ = ["ORDER_CHECKS", "OrderPlan", "held_bars", "plan_order", "plan_time_exit", "sizing_atr"]
 
 # The checks of services.orders.risk.evaluate that need no account, clock or broker.
 ORDER_CHECKS: Final = ("max_notional_per_order", "max_position", "short_selling")
@@ -156,6 +161,27 @@ def plan_order(
         return nothing(failed[0].name, f"not opened: risk {detail}")
     opening = _qty(sized.quantity)
     return plan(Decimal(0), sized.quantity, what.format(qty=opening) + f" (open {opening})")
+
+
+def held_bars(bar_ends: Sequence[datetime], opened_at: datetime) -> int:
+    """How many bars a position opened (first filled) at ``opened_at`` has been held: the completed bars (their
+    ends, ascending) that end at or after its opening fill, the bar it filled in included."""
+    return len(bar_ends) - bisect_left(bar_ends, opened_at)
+
+
+def plan_time_exit(risk: Risk, *, position: Decimal, held: int, reference: Decimal) -> OrderPlan | None:
+    """The time exit of a strategy holding ``position`` for ``held`` bars, or None (no rule, flat, not yet due).
+
+    With ``risk.max_holding_bars`` = N, a position held N bars is closed whole by a DAY market order (judged at
+    ``reference``, the last close), without a bracket; the protective orders go once it has filled.
+    """
+    limit = risk.max_holding_bars
+    if limit is None or position == 0 or held < limit:
+        return None
+    side = OrderSide.SELL if position > 0 else OrderSide.BUY
+    closing = abs(position)
+    note = f"{side.value} {_qty(closing)} MKT (close {_qty(closing)}): time exit, held {held} bars (max {limit})"
+    return OrderPlan(side, closing, Decimal(0), OrderType.MARKET, TimeInForce.DAY, None, reference, None, None, note)
 
 
 def _qty(value: Decimal) -> Decimal:

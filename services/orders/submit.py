@@ -98,11 +98,17 @@ class OrderIntent:
     reference_price: Decimal | None = None  # what the gate judges a market order at
     take_profit: Decimal | None = None  # a bracket child LMT at this price (sent with the entry)
     stop_loss: Decimal | None = None  # a bracket child STP at this price
+    time_exit: bool = False  # the strategy's time exit (risk.max_holding_bars): its key ends with TIME_EXIT
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def key(self) -> str:
-        return idempotency_key(self.strategy_name, self.symbol, self.bar_time, self.side)
+        key = idempotency_key(self.strategy_name, self.symbol, self.bar_time, self.side)
+        return key + TIME_EXIT if self.time_exit else key
+
+
+# The key (and orderRef) suffix of a time exit: never the same key as the bar's signal order.
+TIME_EXIT: Final = ":time"
 
 
 def signal_expiry(definition: StrategyDefinition, bar_time: dt.datetime) -> dt.datetime:

@@ -49,6 +49,9 @@ close. Money that is booked (fills, commissions, cash) is ``Decimal``.
   open first; then the position's stop / target; then a pending limit (a limit that closes the position is
   dropped if the stop or target closed it first); a position a limit opened is then checked against the rest of
   its entry bar.
+* **Time exit** (``risk.max_holding_bars``, :func:`services.orders.planning.plan_time_exit`): a decision that finds
+  the position held that many bars (its entry's bar included) places a market close instead of the signal's
+  order; it fills at the next bar's open (exit kind ``time``).
 * **Commissions** follow IB's fixed schedule (:func:`services.market.commission.ib_fixed_commission`), per order.
 * Prices are ``Decimal`` with 4 places (``PRICE_Q``: adjusted historical prices are not on the exchange's tick
   grid).
@@ -62,6 +65,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -85,7 +89,7 @@ from services.llm.pricing import estimate_cost
 from services.llm.prompts import RenderedPrompt, load_template
 from services.llm.store import LlmCallStore
 from services.market import Bar, Slippage, bar_price, bracket_exit, ib_fixed_commission, to_price
-from services.orders.planning import plan_order, sizing_atr
+from services.orders.planning import OrderPlan, plan_order, plan_time_exit, sizing_atr
 from services.replay.cutoffs import possibly_contaminated
 from services.replay.metrics import Metrics, compute_metrics
 from services.settings import Settings
@@ -639,7 +643,14 @@ def replay(
             tainted = llm and possibly_contaminated(model, when.date())
             contaminated += int(tainted)
             order_note: str | None = None
-            if signal.action in (SignalAction.BUY, SignalAction.SELL):
+            plan: OrderPlan | None = None
+            reason = f"signal {signal.action.value}"
+            if risk.max_holding_bars is not None and book.position and book.entry_time is not None:
+                held = j - bisect_left(py_times, book.entry_time) + 1  # the entry's bar included
+                plan = plan_time_exit(risk, position=book.position, held=held, reference=price(c[j]))
+                reason = f"time exit after {held} bars"  # decided before (and instead of) the signal's order
+            if plan is None and signal.action in (SignalAction.BUY, SignalAction.SELL):
+                reason = f"signal {signal.action.value}"
                 plan = plan_order(
                     signal,
                     risk,
@@ -650,6 +661,7 @@ def replay(
                     size_increment=SIZE_INCREMENT,
                     min_tick=min_tick,
                 )
+            if plan is not None:
                 order_note = plan.note
                 if plan.placed:
                     placed.append(
@@ -665,7 +677,7 @@ def replay(
                         closing=plan.closing,
                         stop=plan.stop,
                         target=plan.target,
-                        reason=f"signal {signal.action.value}",
+                        reason=reason,
                     )
             out = analysed.outcome
             decisions.append(
