@@ -27,8 +27,10 @@ difference of each list, if any; exit status 1 on any difference.
 * Strategy: ``examples/strategies/spy-sma-cross.yaml`` (DAY limit orders at the decision's close, risk-based
   sizing, the analyst's ATR stop and target as a bracket) with one change: ``lookback: 10 Y`` (the paper trader
   asks for every bar of the file, so its Wilder-smoothed RSI/ATR start on the same first bar as the replay's).
-  ``--order-type MKT`` runs it with market orders; ``--max-holding-bars N`` adds a time exit (the paper trader then
-  runs the time-exit step, ``tasks.orders.time_exit_for``, on every bar whose signal orders nothing).
+  ``--order-type MKT`` runs it with market orders; ``--max-holding-bars N`` adds a time exit (the paper
+  trader then runs the time-exit step, ``tasks.orders.time_exit_for``, on every bar whose signal orders nothing);
+  ``--trailing-percent P`` makes the bracket's stop a TRAIL of P % (both sides follow the same rule,
+  ``services.market.matching.trail_stop``).
 * Fills: decision on bar ``i``'s close, sent at the next session's open, worked on bar ``i + 1``: a market order
   at its open, a limit when the bar reaches it at ``min(open, limit)`` (a BUY), a DAY limit ending with that
   session (the replay's rules; the simulator with ``placement_fill=False``, so nothing fills against the day-old
@@ -134,14 +136,18 @@ def _day(when: dt.datetime | pd.Timestamp) -> dt.date:
 # Inputs
 
 
-def parity_strategy(order_type: OrderType | None = None, max_holding_bars: int | None = None) -> StrategyDefinition:
+def parity_strategy(
+    order_type: OrderType | None = None, max_holding_bars: int | None = None, trailing_percent: Decimal | None = None
+) -> StrategyDefinition:
     """The shipped strategy with ``lookback: 10 Y`` (and ``order_type`` when given; as shipped: LMT DAY; a time
-    exit after ``max_holding_bars`` when given: as shipped none)."""
+    exit after ``max_holding_bars`` and a trailing stop of ``trailing_percent`` when given: as shipped none)."""
+    from models.strategy import TrailingStop
     from services.strategies import load_strategy_file
 
     base = load_strategy_file(STRATEGY)
     risk = base.risk if order_type is None else base.risk.model_copy(update={"order_type": order_type})
-    risk = risk.model_copy(update={"max_holding_bars": max_holding_bars})
+    trail = TrailingStop(percent=trailing_percent) if trailing_percent is not None else None
+    risk = risk.model_copy(update={"max_holding_bars": max_holding_bars, "trailing_stop": trail})
     return base.model_copy(update={"name": "parity", "lookback": "10 Y", "risk": risk})
 
 
@@ -422,9 +428,14 @@ def _paper_outcome(db_url: str, sim: Any, broker: Any) -> Outcome:
 
 
 def run(
-    start: dt.date, bars: int, warmup: int, order_type: OrderType | None = None, max_holding_bars: int | None = None
+    start: dt.date,
+    bars: int,
+    warmup: int,
+    order_type: OrderType | None = None,
+    max_holding_bars: int | None = None,
+    trailing_percent: Decimal | None = None,
 ) -> Parity:
-    definition = parity_strategy(order_type, max_holding_bars)
+    definition = parity_strategy(order_type, max_holding_bars, trailing_percent)
     with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
         work = Path(tmp)
         data_dir = work / "bars"
@@ -442,12 +453,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=300, help="bars before the window (indicator warm-up)")
     parser.add_argument("--order-type", choices=["LMT", "MKT"], help="override the strategy's (LMT as shipped)")
     parser.add_argument("--max-holding-bars", type=int, help="add a time exit after this many bars (none as shipped)")
+    parser.add_argument("--trailing-percent", type=Decimal, help="make the bracket's stop a trailing stop (% of price)")
     args = parser.parse_args(argv)
     order_type = OrderType(args.order_type) if args.order_type else None
-    parity = run(dt.date.fromisoformat(args.start), args.bars, args.warmup, order_type, args.max_holding_bars)
+    start = dt.date.fromisoformat(args.start)
+    parity = run(start, args.bars, args.warmup, order_type, args.max_holding_bars, args.trailing_percent)
     kind = (order_type or parity_strategy().risk.order_type).value
     timed = f", time exit after {args.max_holding_bars} bars" if args.max_holding_bars else ""
-    print(f"{STRATEGY.name} ({kind}{timed}), {args.bars} bars from {args.start}")
+    trailing = f", trailing stop {args.trailing_percent}%" if args.trailing_percent else ""
+    print(f"{STRATEGY.name} ({kind}{timed}{trailing}), {args.bars} bars from {args.start}")
     print(parity.report())
     return 0 if not parity.differences() else 1
 

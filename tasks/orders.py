@@ -211,6 +211,7 @@ def _submit(
         reference_price=plan.reference,
         take_profit=plan.target,
         stop_loss=plan.stop,
+        trail=plan.trail,
         time_exit=time_exit,
     )
     ctx = SendContext(

@@ -121,3 +121,23 @@ def test_max_holding_bars_is_validated(bad: object) -> None:
 
     with pytest.raises(ValidationError, match="max_holding_bars"):
         risk(max_holding_bars=bad)
+
+
+def test_a_trailing_stop_rule_makes_the_bracket_stop_a_trail_from_the_signal_stop_or_the_entry() -> None:
+    from models.strategy import TrailingStop
+    from services.market import Trail
+
+    p = plan(SignalAction.BUY, trailing_stop=TrailingStop(amount=D("1.5")))
+    assert (p.trail, p.stop, p.target) == (Trail(amount=D("1.5")), D("95.01"), D("110.01"))
+    no_stop = plan_order(
+        signal(SignalAction.BUY, stop=None), risk(trailing_stop=TrailingStop(percent=D(2))), symbol="SPY",
+        position=D(0), equity=D(100_000), atr=lambda: D(2), size_increment=D(1), min_tick=D("0.01"),
+    )  # fmt: skip
+    assert (no_stop.trail, no_stop.stop) == (Trail(percent=D(2)), D("98.01"))  # 100.005 - 2 %, up for the SELL exit
+    assert plan(SignalAction.SELL, "10", trailing_stop=TrailingStop(amount=D(1))).trail is None  # a close: no bracket
+    assert plan(SignalAction.BUY).trail is None  # off by default
+    from pydantic import ValidationError
+
+    for bad in ({}, {"amount": D(1), "percent": D(1)}, {"percent": D(100)}):
+        with pytest.raises(ValidationError, match="trailing_stop"):
+            risk(trailing_stop=bad)

@@ -18,6 +18,8 @@ fills come from. The rules (``README.md``, "Orders"):
 * **Time exit** (:func:`plan_time_exit`, only with ``risk.max_holding_bars``): a position held that many bars
   (:func:`held_bars`, its entry's bar included) is closed, whole, by a market order, whatever the signal says;
   it is decided before the signal's own order (which is then not placed) and carries no bracket.
+* **Trailing stop** (``risk.trailing_stop``): the bracket's stop is a TRAIL (``OrderPlan.trail``) starting at
+  the signal's stop, else one trail from the entry.
 * **Prices**: a LMT's limit is the signal's entry rounded to ``min_tick`` in the direction that never pays more
   (BUY down, SELL up); the bracket's stop and target are rounded the same way for the exit's side.
 """
@@ -35,6 +37,7 @@ import pandas as pd
 
 from models.enums import OrderSide, OrderType, SignalAction, TimeInForce
 from models.strategy import Risk
+from services.market import Trail
 from services.orders.risk import CheckResult, ProposedOrder, RiskContext, evaluate
 from services.orders.sizing import SizingError, average_true_range, round_price, size_order
 from services.settings import TradingSettings
@@ -58,10 +61,11 @@ class OrderPlan:
     tif: TimeInForce
     limit: Decimal | None  # LMT price (tick-rounded), None for MKT
     reference: Decimal  # the signal's entry: what a MKT order is judged at
-    stop: Decimal | None  # the opening part's protective stop (tick-rounded for the exit side)
+    stop: Decimal | None  # the opening part's protective stop (tick-rounded for the exit side); a trail's start
     target: Decimal | None  # its take-profit
     note: str  # what was planned, or why nothing was
     refusal: CheckResult | None = None
+    trail: Trail | None = None  # the stop trails the price by this (risk.trailing_stop); None: a fixed STP
 
     @property
     def quantity(self) -> Decimal:
@@ -109,10 +113,15 @@ def plan_order(
     entry = signal.entry
     limit = round_price(entry, min_tick, side) if risk.order_type is OrderType.LIMIT else None
 
+    trail = _trail(risk)
+
     def plan(closing: Decimal, opening: Decimal, note: str, refusal: CheckResult | None = None) -> OrderPlan:
         def exit_price(value: Decimal | None) -> Decimal | None:
             return None if opening == 0 or value is None else round_price(value, min_tick, exit_side)
 
+        stop = signal.stop
+        if trail is not None and stop is None:  # a trailing stop starts one trail away from the entry
+            stop = entry - trail.distance(entry) if buy else entry + trail.distance(entry)
         return OrderPlan(
             side,
             closing,
@@ -121,10 +130,11 @@ def plan_order(
             risk.tif,
             limit,
             entry,
-            exit_price(signal.stop),
+            exit_price(stop),
             exit_price(signal.target),
             note,
             refusal,
+            trail if opening > 0 else None,
         )
 
     def nothing(check: str, why: str) -> OrderPlan:
@@ -182,6 +192,11 @@ def plan_time_exit(risk: Risk, *, position: Decimal, held: int, reference: Decim
     closing = abs(position)
     note = f"{side.value} {_qty(closing)} MKT (close {_qty(closing)}): time exit, held {held} bars (max {limit})"
     return OrderPlan(side, closing, Decimal(0), OrderType.MARKET, TimeInForce.DAY, None, reference, None, None, note)
+
+
+def _trail(risk: Risk) -> Trail | None:
+    spec = risk.trailing_stop
+    return None if spec is None else Trail(amount=spec.amount, percent=spec.percent)
 
 
 def _qty(value: Decimal) -> Decimal:

@@ -41,6 +41,7 @@ from services.broker.types import (
 )
 from services.db import session_scope
 from services.errors import BrokerConnectionError, OrderRejectedError, TraderError
+from services.market import Trail
 from services.market_hours import calendar_for
 from services.orders.context import fetch_account, gather_context, marks_for_positions
 from services.orders.pnl import broker_marks, open_positions
@@ -97,7 +98,8 @@ class OrderIntent:
     expires_at: dt.datetime | None = None  # the signal's validity (no send at or after it); None: never sent
     reference_price: Decimal | None = None  # what the gate judges a market order at
     take_profit: Decimal | None = None  # a bracket child LMT at this price (sent with the entry)
-    stop_loss: Decimal | None = None  # a bracket child STP at this price
+    stop_loss: Decimal | None = None  # a bracket child STP at this price (a TRAIL's start with ``trail``)
+    trail: Trail | None = None  # the stop-loss child trails the price by this
     time_exit: bool = False  # the strategy's time exit (risk.max_holding_bars): its key ends with TIME_EXIT
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -263,9 +265,11 @@ def _create_children(session: Session, parent: Order, intent: OrderIntent, ctx: 
     """The bracket children of ``parent`` (same transaction): ``<key>:TP`` LMT and/or ``<key>:SL`` STP on the
     other side, for the entry's quantity, GTC."""
     exit_side = OrderSide.SELL if intent.side is OrderSide.BUY else OrderSide.BUY
+    trail = intent.trail
+    stop_type = OrderType.STOP if trail is None else OrderType.TRAIL
     for role, order_type, price in (
         (BracketRole.TAKE_PROFIT, OrderType.LIMIT, intent.take_profit),
-        (BracketRole.STOP_LOSS, OrderType.STOP, intent.stop_loss),
+        (BracketRole.STOP_LOSS, stop_type, intent.stop_loss),
     ):
         if price is None:
             continue
@@ -278,7 +282,9 @@ def _create_children(session: Session, parent: Order, intent: OrderIntent, ctx: 
             order_type=order_type,
             tif=CHILD_TIF,
             limit_price=price if order_type is OrderType.LIMIT else None,
-            stop_price=price if order_type is OrderType.STOP else None,
+            stop_price=price if role is BracketRole.STOP_LOSS else None,
+            trail_amount=trail.amount if trail is not None and role is BracketRole.STOP_LOSS else None,
+            trail_percent=trail.percent if trail is not None and role is BracketRole.STOP_LOSS else None,
             conid=intent.conid,
             strategy_name=intent.strategy_name,
             strategy_id=intent.strategy_id,
@@ -432,6 +438,7 @@ def _request(row: Order, *, oca_group: str | None = None) -> OrderRequest:
         stop_price=row.stop_price,
         tif=row.tif,
         oca_group=oca_group,
+        trail=Trail(amount=row.trail_amount, percent=row.trail_percent) if row.order_type is OrderType.TRAIL else None,
     )
 
 

@@ -44,7 +44,8 @@ close. Money that is booked (fills, commissions, cash) is ``Decimal``.
   included (a market entry fills at the open, the rest of the bar comes after it), as a stop / limit bracket
   (:func:`services.market.matching.bracket_exit`): a long exits at ``min(open, stop)`` when ``low <= stop``
   (slipped like a market order), else at ``max(open, target)`` when ``high >= target``; a short mirrors; when
-  both are touched the stop wins.
+  both are touched the stop wins. A trailing stop (``risk.trailing_stop``) is checked at its level before the bar,
+  then follows the bar's high (a long; a short its low) on the ``min_tick`` grid.
 * **Order within a bar** (the bar's time order, as the simulator matches): a pending market order fills at the
   open first; then the position's stop / target; then a pending limit (a limit that closes the position is
   dropped if the stop or target closed it first); a position a limit opened is then checked against the rest of
@@ -88,7 +89,7 @@ from services.llm.outcome import AnalysisOutcome
 from services.llm.pricing import estimate_cost
 from services.llm.prompts import RenderedPrompt, load_template
 from services.llm.store import LlmCallStore
-from services.market import Bar, Slippage, bar_price, bracket_exit, ib_fixed_commission, to_price
+from services.market import Bar, Slippage, Trail, bar_price, bracket_exit, ib_fixed_commission, to_price, trail_stop
 from services.orders.planning import OrderPlan, plan_order, plan_time_exit, sizing_atr
 from services.replay.cutoffs import possibly_contaminated
 from services.replay.metrics import Metrics, compute_metrics
@@ -139,6 +140,7 @@ class PendingOrder:
     stop: Decimal | None  # stop / target for the position the opening part creates
     target: Decimal | None
     reason: str
+    trail: Trail | None = None  # the stop trails the price (risk.trailing_stop)
 
 
 @dataclass(frozen=True)
@@ -317,12 +319,14 @@ class _Book:
     """Cash, the position and the open round trip (all Decimal)."""
 
     cash: Decimal
+    tick: Decimal = PRICE_Q  # a trailing stop moves on this grid
     position: Decimal = Decimal(0)
     entry_time: dt.datetime | None = None
     entry_price: Decimal = Decimal(0)
     entry_commission: Decimal = Decimal(0)
     stop: Decimal | None = None
     target: Decimal | None = None
+    trail: Trail | None = None
     commissions: Decimal = Decimal(0)
     fills: list[FillRecord] = field(default_factory=list)
     trades: list[Trade] = field(default_factory=list)
@@ -347,7 +351,7 @@ class _Book:
             )
         )
         self.position = Decimal(0)
-        self.entry_time, self.stop, self.target = None, None, None
+        self.entry_time, self.stop, self.target, self.trail = None, None, None, None
         self.entry_price = self.entry_commission = Decimal(0)
 
     def fill(
@@ -362,6 +366,7 @@ class _Book:
         closing: Decimal,
         stop: Decimal | None = None,
         target: Decimal | None = None,
+        trail: Trail | None = None,
     ) -> None:
         sign = 1 if side is OrderSide.BUY else -1
         self.cash -= sign * qty * fill_price + commission
@@ -375,7 +380,7 @@ class _Book:
         if opening > 0:
             self.position = sign * opening
             self.entry_time, self.entry_price, self.entry_commission = when, fill_price, commission
-            self.stop, self.target = stop, target
+            self.stop, self.target, self.trail = stop, target, trail
 
 
 def _bar(when: dt.datetime, open_: float, high: float, low: float, close: float) -> Bar:
@@ -425,18 +430,25 @@ def _work_pending(
             closing=pending.closing,
             stop=pending.stop,
             target=pending.target,
+            trail=pending.trail,
         )
         return None
     return None if pending.tif is TimeInForce.DAY else pending
 
 
 def _exit_on_bar(book: _Book, when: dt.datetime, o: float, h: float, lo: float, c: float, slippage: Slippage) -> bool:
-    """Exit the position at its stop or target if this bar reaches one (the stop wins); True when it exited."""
-    if book.position == 0 or (book.stop is None and book.target is None) or not _may_touch(book, h, lo):
+    """Exit the position at its stop or target if this bar reaches one (the stop wins); True when it exited. A
+    trailing stop the bar did not reach then follows it (:func:`services.market.matching.trail_stop`)."""
+    if book.position == 0 or (book.stop is None and book.target is None):
         return False
     side = OrderSide.SELL if book.position > 0 else OrderSide.BUY
-    hit = bracket_exit(side, _bar(when, o, h, lo, c), stop=book.stop, target=book.target, slippage=slippage)
+    if not _may_touch(book, h, lo):
+        hit = None
+    else:
+        hit = bracket_exit(side, _bar(when, o, h, lo, c), stop=book.stop, target=book.target, slippage=slippage)
     if hit is None:
+        if book.trail is not None and book.stop is not None:
+            book.stop = trail_stop(side, book.stop, book.trail, _bar(when, o, h, lo, c), book.tick)
         return False
     exit_price, why = hit
     qty = abs(book.position)
@@ -577,7 +589,7 @@ def replay(
         _check_budget(requests, model=model, settings=settings, store=store, now=wall())
 
     slippage = Slippage(bps=slippage_bps, quantum=PRICE_Q)
-    book = _Book(cash=initial_cash)
+    book = _Book(cash=initial_cash, tick=min_tick)
     pending: PendingOrder | None = None
     decisions: list[Decision] = []
     placed: list[PlacedOrder] = []
@@ -678,6 +690,7 @@ def replay(
                         stop=plan.stop,
                         target=plan.target,
                         reason=reason,
+                        trail=plan.trail,
                     )
             out = analysed.outcome
             decisions.append(

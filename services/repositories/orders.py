@@ -69,6 +69,8 @@ def create(
     reference_price: Decimal | None = None,
     created_at: dt.datetime | None = None,
     parent_id: int | None = None,
+    trail_amount: Decimal | None = None,
+    trail_percent: Decimal | None = None,
 ) -> Order:
     """Insert an order row (status ``created`` unless adopting an external order) and its first event.
 
@@ -87,6 +89,8 @@ def create(
             problems.append(Problem(name, f"must be positive, got {value}"))
     if order_type is OrderType.LIMIT and limit_price is None:
         problems.append(Problem("limit_price", "a limit order needs a limit price"))
+    if order_type is OrderType.TRAIL and (stop_price is None or (trail_amount is None) == (trail_percent is None)):
+        problems.append(Problem("trail", "a trailing stop needs its initial stop and an amount or a percent"))
     raise_problems(f"{_SOURCE} {key!r}", problems)
     row = Order(
         idempotency_key=key,
@@ -111,6 +115,8 @@ def create(
         expires_at=expires_at,
         reference_price=reference_price,
         parent_id=parent_id,
+        trail_amount=trail_amount,
+        trail_percent=trail_percent,
     )
     if created_at is not None:
         row.created_at = created_at
