@@ -362,3 +362,75 @@ def test_a_percent_trailing_stop_goes_out_as_trailing_percent(
         D("0.5"),
         D("132.00"),
     )
+
+
+def test_a_stop_the_broker_lost_is_re_attached_by_the_retry_flow_through_the_gate(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
+) -> None:
+    """The entry filled, then TWS lost its stop (gone from its orders after a restart): the monitor finds it missing
+    (not among the open or completed orders, not by orderRef or permId) and puts it back to ``created``; the retry
+    flow sends it through ``send``: refused while reconciliation is unclean (nothing sent, it stays created), then
+    re-placed as a STP in the entry's OCA group; it then protects: the 15:25 stop fills, the target is cancelled."""
+    from services.orders.context import set_reconciliation
+    from services.orders.monitor import retry_orders
+
+    key = _bracket(db_url, broker, spy, target="133.50", stop="132.75").key
+    sim.clock.advance(3, symbol="SPY")  # the parent fills on 15:10
+    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.SUBMITTED, 100, 0), ":SL": (S.SUBMITTED, 100, 0)})
+    del sim.state.orders[_at_sim(sim, f"{key}:SL").perm_id]  # TWS lost it
+    sim.drop_connections()
+    _reconnected(broker)
+    assert broker.find_order(f"{key}:SL") is None and broker.find_order(f"{key}:TP") is not None
+    report = sync_orders(db_url, broker, START)
+    assert report.lost_children == [f"{key}:SL"]
+    assert _rows(db_url, key)[":SL"] == (S.CREATED, 100, 0)
+    assert sync_orders(db_url, broker, START).lost_children == []  # marked once
+    ctx = send_ctx(START + dt.timedelta(minutes=15), dry_run=False)
+    frames = len(sim.state.placed)
+    with session_scope(db_url) as s:
+        set_reconciliation(s, "test: a position difference")
+    [refused] = retry_orders(db_url, broker, lambda _what: spy, 5, ctx)
+    assert (refused.key, refused.status, refused.sent) == (f"{key}:SL", S.CREATED, False)
+    assert len(sim.state.placed) == frames  # the gate ran: nothing went out
+    with session_scope(db_url) as s:
+        row = orders_repo.get_by_key(s, f"{key}:SL")
+        assert row is not None and row.risk_decision is not None and row.submit_attempts == 2  # with its entry, now
+        assert (
+            row.last_submit_error is not None and "reconciliation: test: a position difference" in row.last_submit_error
+        )
+        failed = {c["name"] for c in row.risk_decision["checks"] if not c["passed"]}
+        assert failed == {"reconciliation"}  # the entry's signal expiry and the order-count limits do not apply
+        set_reconciliation(s, None)
+    [sent] = retry_orders(db_url, broker, lambda _what: spy, 5, ctx)
+    assert (sent.key, sent.status, sent.sent) == (f"{key}:SL", S.SUBMITTED, True)
+    [again] = sim.state.orders_by_ref(f"{key}:SL")
+    assert (again.order_type, again.aux_price, again.quantity, again.parent_id) == ("STP", D("132.75"), 100, 0)
+    assert (again.oca_group, again.oca_type) == (key, 2)  # a plain order in the entry's OCA group: the entry is done
+    assert [(p.order_ref, p.transmit) for p in sim.state.placed[frames:]] == [(f"{key}:SL", True)]
+    sim.clock.advance(3, symbol="SPY")  # 15:25: low 132.71 triggers the stop at 132.75
+    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.CANCELLED, 100, 0), ":SL": (S.FILLED, 100, 100)})
+    assert (again.avg_fill_price, _at_sim(sim, f"{key}:TP").completed_status) == (D("132.75"), "Cancelled (OCA)")
+    assert sim.state.positions[(ACCOUNT, SPY_CONID)].quantity == 0
+
+
+def test_a_child_lost_while_its_entry_works_is_attached_to_the_entry_again(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
+) -> None:
+    """The entry (132.00, below the market) is still working when TWS loses its take-profit: the retry flow
+    attaches it to the entry again (parentId, the OCA group, held until the entry fills); the entry is not re-sent."""
+    from services.orders.monitor import retry_orders
+
+    key = _bracket(db_url, broker, spy, entry="132.00", target="133.00", stop="131.50").key
+    entry = _at_sim(sim, key)
+    del sim.state.orders[_at_sim(sim, f"{key}:TP").perm_id]
+    sim.drop_connections()
+    _reconnected(broker)
+    assert sync_orders(db_url, broker, START).lost_children == [f"{key}:TP"]
+    frames = len(sim.state.placed)
+    [sent] = retry_orders(db_url, broker, lambda _what: spy, 5, send_ctx(START, dry_run=False))
+    assert (sent.key, sent.status, sent.sent) == (f"{key}:TP", S.SUBMITTED, True)
+    assert [p.order_ref for p in sim.state.placed[frames:]] == [f"{key}:TP"]  # only the child went out
+    [tp] = sim.state.orders_by_ref(f"{key}:TP")
+    assert (tp.parent_id, tp.oca_group, tp.lmt_price, tp.status) == (
+        entry.order_id, key, D("133.00"), SimOrderStatus.PRE_SUBMITTED)  # fmt: skip
+    assert _rows(db_url, key) == {"": (S.SUBMITTED, 100, 0), ":TP": (S.SUBMITTED, 100, 0), ":SL": (S.SUBMITTED, 100, 0)}

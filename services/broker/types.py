@@ -186,6 +186,11 @@ class BracketRole(StrEnum):
     TAKE_PROFIT = "TP"
     STOP_LOSS = "SL"
 
+    @classmethod
+    def children(cls) -> tuple[BracketRole, BracketRole]:
+        """The protective parts, in a bracket's order (take-profit, stop-loss)."""
+        return cls.TAKE_PROFIT, cls.STOP_LOSS
+
 
 def child_ref(entry_ref: str, role: BracketRole) -> str:
     """The orderRef (and our idempotency key) of a bracket child."""

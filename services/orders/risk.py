@@ -40,6 +40,7 @@ class ProposedOrder:
     side: OrderSide
     quantity: Decimal
     price: Decimal  # limit price, or the reference price of a market order
+    protective: bool = False  # a bracket child re-attached on its own: the order-count limits count entries
 
     @property
     def notional(self) -> Decimal:
@@ -144,11 +145,16 @@ def evaluate(risk: Risk, order: ProposedOrder, ctx: RiskContext) -> RiskDecision
         risk.allow_short or projected >= 0,
         f"projected {projected}" + ("" if risk.allow_short else " (shorting not allowed)"),
     )
-    add("max_open_orders", ctx.open_orders < t.max_open_orders, f"{ctx.open_orders} open vs max {t.max_open_orders}")
+    entries = "a protective order of its entry's bracket (the limits count entries)"
+    add(
+        "max_open_orders",
+        order.protective or ctx.open_orders < t.max_open_orders,
+        entries if order.protective else f"{ctx.open_orders} open vs max {t.max_open_orders}",
+    )
     add(
         "max_orders_per_day",
-        ctx.orders_today < risk.max_orders_per_day,
-        f"{ctx.orders_today} today vs max {risk.max_orders_per_day}",
+        order.protective or ctx.orders_today < risk.max_orders_per_day,
+        entries if order.protective else f"{ctx.orders_today} today vs max {risk.max_orders_per_day}",
     )
     loss = -ctx.daily_pnl
     max_loss = t.max_daily_loss_usd

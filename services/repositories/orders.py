@@ -299,14 +299,22 @@ def get_for_update(session: Session, order_id: int) -> Order | None:
 
 
 def retryable(session: Session, max_attempts: int) -> list[Order]:
-    """Orders back in ``created`` after a submit error, with attempts left."""
+    """Orders back in ``created`` after a submit error, with attempts left: entries and plain orders, and bracket
+    children to re-attach (:func:`reattaching`; the others are sent with their entry)."""
     query = select(Order).where(
         Order.status == OrderStatus.CREATED,
         Order.last_submit_error.is_not(None),
         Order.submit_attempts < max_attempts,
-        Order.parent_id.is_(None),  # a bracket child is sent with its entry
     )
-    return [o for o in session.scalars(query.order_by(Order.id)) if not is_dry_run(o)]
+    rows = session.scalars(query.order_by(Order.id))
+    return [o for o in rows if not is_dry_run(o) and (o.parent_id is None or reattaching(session, o))]
+
+
+def reattaching(session: Session, order: Order) -> bool:
+    """Whether ``order`` is a bracket child whose entry already went to the broker: unsent itself (the broker
+    lost it, or only the entry got through), it is sent on its own to protect what the entry holds."""
+    entry = get(session, order.parent_id) if order.parent_id is not None else None
+    return entry is not None and entry.status is not OrderStatus.CREATED
 
 
 def archivable(session: Session, before: dt.datetime) -> list[Order]:
