@@ -437,16 +437,16 @@ def send(
                 return _result(row, sent=False, reused=False)
             row.submit_attempts = attempt
             orders_repo.set_status(session, row, OrderStatus.SUBMITTING, f"attempt {attempt}: gate passed")
-            request = _request(row, oca_group=None if children else _closing_group(session, row))
+            request = order_request(row, oca_group=None if children else _closing_group(session, row))
             for child in children:
                 child.submit_attempts = attempt
                 orders_repo.set_status(session, child, OrderStatus.SUBMITTING, f"with {row.idempotency_key}")
             ids = {row.idempotency_key: row.id} | {c.idempotency_key: c.id for c in children}
             bracket = _bracket(request, children)
             if entry is not None:
-                entry_request, entry_done = _request(entry), entry.status not in WORKING
+                entry_request, entry_done = order_request(entry), entry.status not in WORKING
                 entry_perm = entry.ib_perm_id
-                request = _request(row, oca_group=entry.idempotency_key)
+                request = order_request(row, oca_group=entry.idempotency_key)
         # committed: from here on a crash leaves "submitting", which reconciliation resolves
         if entry is not None:
             return _reattach(db_url, broker, contract, order_id, request, (entry_request, entry_perm, entry_done))
@@ -501,7 +501,8 @@ def _reattach(
     return _place(db_url, broker, contract, order_id, request, call=attach)
 
 
-def _request(row: Order, *, oca_group: str | None = None) -> OrderRequest:
+def order_request(row: Order, *, oca_group: str | None = None) -> OrderRequest:
+    """What the broker is asked for ``row`` (its stored fields; a TRAIL with its trail)."""
     return OrderRequest(
         order_ref=row.idempotency_key,
         side=row.side,
@@ -518,7 +519,7 @@ def _request(row: Order, *, oca_group: str | None = None) -> OrderRequest:
 def _bracket(entry: OrderRequest, children: list[Order]) -> Bracket | None:
     if not children:
         return None
-    by_role = {bracket_role(c.idempotency_key): _request(c) for c in children}
+    by_role = {bracket_role(c.idempotency_key): order_request(c) for c in children}
     return Bracket(entry, by_role.get(BracketRole.TAKE_PROFIT), by_role.get(BracketRole.STOP_LOSS))
 
 
