@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.enums import OrderSide, OrderStatus, OrderType, RunMode, TimeInForce
-from models.order_states import ACTIVE, ORDER_TRANSITIONS, TERMINAL, transition
+from models.order_states import ACTIVE, ORDER_TRANSITIONS, TERMINAL, WORKING, transition
 from models.tables import Order, OrderEvent, utc_now
 from services.errors import Problem
 from services.repositories._common import check_decimal, check_text, raise_problems
@@ -311,10 +311,11 @@ def retryable(session: Session, max_attempts: int) -> list[Order]:
 
 
 def reattaching(session: Session, order: Order) -> bool:
-    """Whether ``order`` is a bracket child whose entry already went to the broker: unsent itself (the broker
-    lost it, or only the entry got through), it is sent on its own to protect what the entry holds."""
+    """Whether ``order`` is a bracket child whose entry is at the broker, working or holding fills: unsent itself
+    (the broker lost it, or only the entry got through), it is sent on its own to protect what the entry holds.
+    An entry still unsent or unresolved (``submitting``) takes its children with it instead."""
     entry = get(session, order.parent_id) if order.parent_id is not None else None
-    return entry is not None and entry.status is not OrderStatus.CREATED
+    return entry is not None and (entry.status in WORKING or entry.filled_quantity > 0)
 
 
 def archivable(session: Session, before: dt.datetime) -> list[Order]:
