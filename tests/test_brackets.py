@@ -377,6 +377,7 @@ def test_a_stop_the_broker_lost_is_re_attached_by_the_retry_flow_through_the_gat
     key = _bracket(db_url, broker, spy, target="133.50", stop="132.75").key
     sim.clock.advance(3, symbol="SPY")  # the parent fills on 15:10
     _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.SUBMITTED, 100, 0), ":SL": (S.SUBMITTED, 100, 0)})
+    assert sync_orders(db_url, broker, START).lost_children == []  # both children known: nothing lost
     del sim.state.orders[_at_sim(sim, f"{key}:SL").perm_id]  # TWS lost it
     sim.drop_connections()
     _reconnected(broker)
