@@ -2,6 +2,9 @@
 
 * **LLM or offline.** No API key (``settings.api_key`` unset or empty) -> the deterministic offline analyst,
   labelled ``AnalystKind.OFFLINE`` in the outcome and in the call record.
+* **Rules and LLM combined.** The strategy's ``decision.policy`` (``services/decision.py``): ``rules_only`` asks
+  no LLM (the rules answer, labelled offline); ``both_agree`` / ``weighted`` combine the LLM's answer with the
+  rules' vote; ``llm_only`` (default) leaves it alone.
 * **Cache.** ``cache_key = sha256(model, system prompt + rendered prompt, chart PNG bytes)``. A stored successful
   response under that key is reused: no request, cost 0, ``cached=True`` (recorded as a cached row).
 * **Budget.** The daily budget is per UTC day: before a call, ``store.spent_since(00:00 UTC of now)`` is
@@ -21,16 +24,17 @@ import datetime as dt
 import hashlib
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Final, Protocol
 
-from models.enums import AnalystKind
-from models.strategy import IndicatorSpec, StrategyDefinition
+from models.enums import AnalystKind, DecisionPolicy
+from models.strategy import Decision, IndicatorSpec, StrategyDefinition
+from services.decision import combine, rules_decision
 from services.errors import LlmTransientError
 from services.indicators import IndicatorResult
 from services.llm.context import MarketSnapshot, build_prompt_context, snapshot_from
-from services.llm.offline import OFFLINE_MODEL, offline_analysis
+from services.llm.offline import OFFLINE_MODEL
 from services.llm.outcome import AnalysisFailure, AnalysisOutcome
 from services.llm.pricing import estimate_cost
 from services.llm.prompts import RenderedPrompt, render_prompt
@@ -49,12 +53,14 @@ _IMAGE_TOKENS_ESTIMATE: Final = 1_500
 
 @dataclass(frozen=True)
 class AnalysisRequest:
-    """Everything step 5 needs: the rendered prompt, the market snapshot and the strategy's indicator specs."""
+    """Everything step 5 needs: the rendered prompt, the market snapshot, the strategy's indicator specs and its
+    decision policy (rules and LLM combined, ``services/decision.py``)."""
 
     strategy_name: str
     prompt: RenderedPrompt
     snapshot: MarketSnapshot
     specs: tuple[IndicatorSpec, ...] = ()
+    decision: Decision = field(default_factory=Decision)
 
 
 class ChatBackend(Protocol):
@@ -74,7 +80,7 @@ def build_request(
     context = build_prompt_context(definition, indicators)
     prompt = render_prompt(template_body, context, name=template_name)
     snapshot = snapshot_from(indicators, symbol=definition.symbol, bar_size=definition.bar_size)
-    return AnalysisRequest(definition.name, prompt, snapshot, tuple(definition.indicators))
+    return AnalysisRequest(definition.name, prompt, snapshot, tuple(definition.indicators), definition.decision)
 
 
 def cache_key(model: str, prompt: RenderedPrompt, chart_png: bytes | None) -> str:
@@ -93,7 +99,7 @@ def _day_start(now: dt.datetime) -> dt.datetime:
 
 def _offline(request: AnalysisRequest, store: LlmCallStore, now: dt.datetime) -> AnalysisOutcome:
     started = time.perf_counter()
-    analysis = offline_analysis(request.snapshot, request.specs)
+    analysis = rules_decision(request.snapshot, request.specs, request.decision)
     latency_ms = round((time.perf_counter() - started) * 1000)
     text = analysis.model_dump_json()
     call_id = store.record(
@@ -150,6 +156,8 @@ def analyze(
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    if request.decision.policy is DecisionPolicy.RULES_ONLY:  # the rules decide: no LLM call at all
+        return _offline(request, store, now)
     if settings.api_key is None or not settings.api_key.get_secret_value().strip():
         return _offline(request, store, now)
     llm = backend if backend is not None else _make_backend(settings)
@@ -177,7 +185,7 @@ def analyze(
         attempts: int = 0,
     ) -> AnalysisOutcome:
         call_id = store.record(record)
-        return AnalysisOutcome(
+        outcome = AnalysisOutcome(
             analyst=AnalystKind.LLM,
             model=model,
             prompt=prompt,
@@ -195,6 +203,7 @@ def analyze(
             cache_key=key,
             call_id=call_id,
         )
+        return combine(outcome, request.snapshot, request.specs, request.decision)  # the strategy's policy
 
     hit = store.find_cached(key)
     if hit is not None and hit.response_text is not None:

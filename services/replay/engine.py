@@ -12,10 +12,10 @@ Orders fill on later bars by the market model (:mod:`services.market`).
 decision reads row ``t``; ``tests/test_replay.py`` proves this equals recomputing on the truncated frame, and that
 changing bars after a decision point never changes that decision.
 
-**Offline analyst.** The deterministic offline analyst reads only the market snapshot (newest usable bar and its
-indicator values), so for it the engine builds the snapshot directly from the precomputed rows (the same
-values :func:`services.llm.context.snapshot_from` gives on the truncated frame, also proven in the tests) and
-renders no prompt and no chart: 20 years of daily bars replay in about 0.35 s of CPU
+**Offline analyst.** The deterministic offline analyst (the strategy's rules, ``services/decision.py``) reads only the
+market snapshot (newest usable bar and its indicator values), so for it the engine builds the snapshot directly from
+the precomputed rows (the same values :func:`services.llm.context.snapshot_from` gives on the truncated frame, also
+proven in the tests) and renders no prompt and no chart: 20 years of daily bars replay in about 0.35 s of CPU
 (``benchmarks/bench_replay.py``).
 
 **LLM analyst.** Each decision builds the real request (:func:`services.llm.analyst.build_request` over the
@@ -75,11 +75,12 @@ from models.bars import TIMESTAMP
 from models.enums import AnalystKind, ExitKind, OrderSide, OrderType, RunMode, SignalAction, TimeInForce
 from models.strategy import BAR_SECONDS, StrategyDefinition, duration_seconds
 from services.bars.validation import validate_bars
+from services.decision import rules_decision
 from services.errors import InputError, Problem
 from services.indicators import FLAGGED, IndicatorResult, compute_indicators
 from services.llm.analyst import AnalysisRequest, ChatBackend, analyze, build_request, cache_key
 from services.llm.context import MarketSnapshot
-from services.llm.offline import OFFLINE_MODEL, offline_analysis
+from services.llm.offline import OFFLINE_MODEL
 from services.llm.outcome import AnalysisOutcome
 from services.llm.pricing import estimate_cost
 from services.llm.prompts import RenderedPrompt, load_template
@@ -616,7 +617,7 @@ def replay(
                 analysed = _Analysed(None, "no usable (non-flagged) bar yet")
             else:
                 snap = _snapshot(definition, ind, columns, c, stamps, lg, flagged_j)
-                analysis = offline_analysis(snap, definition.indicators)
+                analysis = rules_decision(snap, definition.indicators, definition.decision)  # the live path's rules
                 analysed = _Analysed(
                     AnalysisOutcome(
                         analyst=AnalystKind.OFFLINE,
