@@ -7,6 +7,9 @@ closed or inside IB's reset window: no signal, no order.
 Any step that cannot produce its output (unknown contract, no or invalid data, a template error) ends
 the run with an ABSTAIN signal that carries the reason; nothing after it runs and nothing is ordered.
 
+A BUY or SELL gets its decision chart (entry, stop, target and the signal drawn on the chart) before the order
+step; drawing it never stops the order (``tasks/chart.py``).
+
 When the strategy's ``approval`` rule holds the order, the run pauses after step 7 for a decision (Prefect UI
 form or ``trader approve``/``reject``); approved it sends (step 8 re-runs the risk gate), rejected or timed out
 it ends Completed "not approved: <reason>" with nothing placed (``tasks/approval.py``).

@@ -144,23 +144,20 @@ class _Parser:
         fn = expr.fn
         return fn  # type: ignore[return-value]
 
-    def _or(self) -> _Expr:
-        left = self._and()
-        while self._is_keyword("or"):
+    def _logical(self, word: str, operand: Callable[[], _Expr], combine: Callable[[_Bool, _Bool], _Bool]) -> _Expr:
+        left = operand()
+        while self._is_keyword(word):
             self._next()
-            right = self._and()
-            a, b = self._bool(left, "or"), self._bool(right, "or")
-            left = _Expr("bool", _either(a, b), f"{left.text} or {right.text}")
+            right = operand()
+            fn = combine(self._bool(left, word), self._bool(right, word))
+            left = _Expr("bool", fn, f"{left.text} {word} {right.text}")
         return left
 
+    def _or(self) -> _Expr:
+        return self._logical("or", self._and, _either)
+
     def _and(self) -> _Expr:
-        left = self._not()
-        while self._is_keyword("and"):
-            self._next()
-            right = self._not()
-            a, b = self._bool(left, "and"), self._bool(right, "and")
-            left = _Expr("bool", _both(a, b), f"{left.text} and {right.text}")
-        return left
+        return self._logical("and", self._not, _both)
 
     def _not(self) -> _Expr:
         if self._is_keyword("not"):
