@@ -12,7 +12,7 @@ Grammar (precedence low to high)::
     or_expr    := and_expr ("or" and_expr)*
     and_expr   := not_expr ("and" not_expr)*
     not_expr   := "not" not_expr | comparison | "(" expr ")"
-    comparison := sum ("<" | "<=" | ">" | ">=" | "==" | "!=") sum
+    comparison := sum ("<" | "<=" | ">" | ">=" | "==" | "!=" | "crosses_above" | "crosses_below") sum
     sum        := product (("+" | "-") product)*
     product    := unary (("*" | "/") unary)*
     unary      := "-" unary | NUMBER | NAME | "(" sum ")"
@@ -22,6 +22,11 @@ names exist is checked by the strategy document against its indicators. There ar
 subscripts, strings or assignments: any other character is a :class:`RuleSyntaxError` naming it and its column.
 Types are checked when parsing: ``and``/``or``/``not`` take conditions, comparisons take numbers, and the whole
 expression must be a condition. Comparisons do not chain (``a < b < c`` is an error: write ``a < b and b < c``).
+
+``a crosses_above b`` holds when ``a <= b`` on the previous usable bar and ``a > b`` on the newest
+(``crosses_below`` the mirror); the previous bar's values are passed under ``prev:<name>`` keys
+(:data:`PREVIOUS_PREFIX`, a prefix no name can have), and :attr:`Condition.needs_previous` says whether a condition
+reads them.
 
 Evaluation: :meth:`Condition.evaluate` returns ``None`` (the rule does not apply) when a name it uses has no value
 (an indicator still warming up) or a division by zero occurs; otherwise True/False. Compiled to closures once, so
@@ -33,15 +38,17 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
-__all__ = ["Condition", "RuleSyntaxError", "parse_condition"]
+__all__ = ["PREVIOUS_PREFIX", "Condition", "RuleSyntaxError", "parse_condition"]
 
 MAX_LENGTH: Final = 500
-KEYWORDS: Final = frozenset({"and", "or", "not"})
+CROSSINGS: Final = ("crosses_above", "crosses_below")
+KEYWORDS: Final = frozenset({"and", "or", "not", *CROSSINGS})
+PREVIOUS_PREFIX: Final = "prev:"
 _COMPARE: Final[dict[str, Callable[[float, float], bool]]] = {
     "<": operator.lt,
     "<=": operator.le,
@@ -54,7 +61,9 @@ _TOKEN: Final = re.compile(
     r"\s*(?:(?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|\.\d+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
     r"|(?P<op><=|>=|==|!=|[<>+\-*/()]))"
 )
-_ALLOWED: Final = "names, numbers, comparisons (< <= > >= == !=), + - * /, parentheses and and/or/not"
+_ALLOWED: Final = (
+    "names, numbers, comparisons (< <= > >= == != crosses_above crosses_below), + - * /, parentheses and and/or/not"
+)
 
 Values = Mapping[str, float | None]
 _Num = Callable[[Values], float | None]
@@ -104,6 +113,7 @@ class _Parser:
         self.toks = _tokens(text)
         self.i = 0
         self.names: set[str] = set()
+        self.needs_previous = False
 
     @property
     def tok(self) -> _Tok:
@@ -166,17 +176,27 @@ class _Parser:
             return _Expr("bool", _negate(self._bool(inner, "not")), f"not {inner.text}")
         return self._comparison()
 
+    def _at_comparison(self) -> bool:
+        tok = self.tok
+        return (tok.kind == "op" and tok.text in _COMPARE) or (tok.kind == "name" and tok.text in CROSSINGS)
+
     def _comparison(self) -> _Expr:
         left = self._sum()
-        if self.tok.kind == "op" and self.tok.text in _COMPARE:
-            op = self._next().text
-            right = self._sum()
-            if left.kind != "num" or right.kind != "num":
-                raise RuleSyntaxError(f"'{op}' compares numbers, not conditions: {left.text} {op} {right.text}")
-            if self.tok.kind == "op" and self.tok.text in _COMPARE:
-                raise self._fail("comparisons do not chain (write 'a < b and b < c')")
-            return _Expr("bool", _compare(_COMPARE[op], left.fn, right.fn), f"{left.text} {op} {right.text}")
-        return left
+        if not self._at_comparison():
+            return left
+        op = self._next().text
+        right = self._sum()
+        if left.kind != "num" or right.kind != "num":
+            raise RuleSyntaxError(f"'{op}' compares numbers, not conditions: {left.text} {op} {right.text}")
+        if self._at_comparison():
+            raise self._fail("comparisons do not chain (write 'a < b and b < c')")
+        a, b = left.fn, right.fn
+        if op in CROSSINGS:
+            self.needs_previous = True
+            fn = _crossing(op == "crosses_above", a, b)
+        else:
+            fn = _compare(_COMPARE[op], a, b)
+        return _Expr("bool", fn, f"{left.text} {op} {right.text}")
 
     def _sum(self) -> _Expr:
         left = self._product()
@@ -213,9 +233,8 @@ class _Parser:
             return _Expr("num", _leaf(value=float(tok.text)), tok.text)
         if tok.kind == "name":
             if tok.text in KEYWORDS:
-                raise self._fail(
-                    f"'{tok.text}' needs a condition before it" if tok.text != "not" else "misplaced 'not'"
-                )
+                what = "misplaced 'not'" if tok.text == "not" else f"'{tok.text}' needs something before it"
+                raise self._fail(what)
             self._next()
             if self.tok.kind == "op" and self.tok.text == "(":
                 raise self._fail(f"calls are not allowed ({tok.text}(...)): only {_ALLOWED}", tok)
@@ -309,13 +328,48 @@ def _arith(op: str, a: _Num, b: _Num) -> _Num:
     return fn
 
 
+class _Previous(Mapping[str, float | None]):
+    """The previous bar's view of a values mapping (``prev:<name>`` read as ``<name>``)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Values) -> None:
+        self._values = values
+
+    def __getitem__(self, name: str) -> float | None:
+        return self._values[PREVIOUS_PREFIX + name]
+
+    def get(self, name: str, default: object = None) -> float | None:
+        return self._values.get(PREVIOUS_PREFIX + name)
+
+    def __iter__(self) -> Iterator[str]:
+        n = len(PREVIOUS_PREFIX)
+        return (k[n:] for k in self._values if k.startswith(PREVIOUS_PREFIX))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _crossing(above: bool, a: _Num, b: _Num) -> _Bool:
+    def fn(v: Values) -> bool | None:
+        prev = _Previous(v)
+        x, y, px, py = a(v), b(v), a(prev), b(prev)
+        if x is None or y is None or px is None or py is None or math.isnan(x + y + px + py):
+            return None
+        return (px <= py and x > y) if above else (px >= py and x < y)
+
+    return fn
+
+
 @dataclass(frozen=True)
 class Condition:
-    """A parsed rule condition: its source, the names it reads, and its compiled evaluator."""
+    """A parsed rule condition: its source, the names it reads, whether it reads the previous bar
+    (``crosses_above`` / ``crosses_below``), and its compiled evaluator."""
 
     source: str
     names: frozenset[str]
     _fn: _Bool
+    needs_previous: bool = False
 
     def evaluate(self, values: Values) -> bool | None:
         """True/False over ``values`` (name -> value); None when a name has no value (the rule does not apply)."""
@@ -331,4 +385,4 @@ def parse_condition(text: str) -> Condition:
         raise RuleSyntaxError(f"condition is {len(text)} characters long (max {MAX_LENGTH})")
     parser = _Parser(text)
     expr = parser.parse()
-    return Condition(text.strip(), frozenset(parser.names), expr.fn)  # type: ignore[arg-type]
+    return Condition(text.strip(), frozenset(parser.names), expr.fn, parser.needs_previous)  # type: ignore[arg-type]

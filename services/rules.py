@@ -1,7 +1,8 @@
 """The indicator-rule vote: a strategy's rules (``decision.rules``) evaluated on the newest usable bar.
 
 Each rule's condition (the language of :mod:`models.rule_expr`, parsed once) reads the newest bar's indicator
-values and ``close``. A rule whose names have no value yet (warming up) does not apply.
+values and ``close`` (and, for ``crosses_above`` / ``crosses_below``, the previous usable bar's under ``prev:``). A
+rule whose names have no value yet (warming up) does not apply.
 
 ``score = sum(sign * weight of the rules that hold) / total`` in [-1, 1], ``sign`` +1 for BUY and -1 for SELL, and
 ``total`` the weights of the applicable rules, a ``group`` of alternatives counting once with its largest weight.

@@ -4,6 +4,7 @@ each policy over real SPY bars (the LLM side through the real ``openai`` client 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +18,7 @@ from models.enums import AnalystKind, SignalAction
 from models.rule_expr import RuleSyntaxError, parse_condition
 from models.strategy import StrategyDefinition
 from services.bars.loader import load_bars
+from services.bars.validation import validate_bars
 from services.errors import InputError
 from services.indicators import compute_indicators
 from services.llm.analyst import AnalysisRequest, analyze, build_request
@@ -111,6 +113,18 @@ def test_conditions_evaluate_with_precedence_arithmetic_and_missing_values() -> 
     assert parse_condition("a == 2 or b <= .5").evaluate({"a": 2.0, "b": 9.0}) is True
 
 
+def test_crossings_compare_the_previous_bar_with_the_newest() -> None:
+    up = parse_condition("sma_fast crosses_above sma_slow")
+    assert up.needs_previous and not parse_condition("close > 1").needs_previous
+    now = {"sma_fast": 101.0, "sma_slow": 100.0}
+    assert up.evaluate({**now, "prev:sma_fast": 99.0, "prev:sma_slow": 100.0}) is True
+    assert up.evaluate({**now, "prev:sma_fast": 100.0, "prev:sma_slow": 100.0}) is True  # from touching
+    assert up.evaluate({**now, "prev:sma_fast": 100.5, "prev:sma_slow": 100.0}) is False  # was above already
+    assert up.evaluate(now) is None  # no previous bar yet: the rule does not apply
+    down = parse_condition("close crosses_below bb_lowerband * 1.01")  # operands may be arithmetic
+    assert down.evaluate({"close": 99.0, "bb_lowerband": 100.0, "prev:close": 102.0, "prev:bb_lowerband": 100.0})
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -126,6 +140,9 @@ def test_conditions_evaluate_with_precedence_arithmetic_and_missing_values() -> 
         ("(rsi_14 < 30", "expected ')' at the end"),
         ("rsi_14 < 30)", "unexpected text at column 12"),
         ("10 < rsi_14 < 30", "comparisons do not chain"),
+        ("a crosses_above b crosses_above c", "comparisons do not chain"),
+        ("crosses_above sma_slow", "'crosses_above' needs something before it at column 1"),
+        ("prev:close > 1", "unexpected character ':' at column 5"),
         ("rsi_14", "is a number, not a condition"),
         ("rsi_14 < 30 and 2", "'and' needs conditions on both sides"),
         ("not close", "'not' needs a condition after it"),
@@ -253,3 +270,37 @@ def test_the_replay_decides_with_the_same_rules(base: dict[str, Any]) -> None:
             assert d.action.value == voted
         actions.add(d.action)
     assert {SignalAction.BUY, SignalAction.SELL} <= actions  # the window has crosses both ways
+
+
+def test_a_crossing_rule_decides_the_same_in_the_replay_as_in_a_live_snapshot(base: dict[str, Any]) -> None:
+    rules = [
+        {"when": "sma_fast crosses_above sma_slow", "action": "BUY", "group": "cross"},
+        {"when": "sma_fast crosses_below sma_slow", "action": "SELL", "group": "cross"},
+    ]
+    definition = strategy(base, policy="rules_only", rules=rules)
+    frame = load_bars(SPY).frame
+    result = replay(definition, frame, start="2015-01-01", end="2016-12-31", settings=Settings(),
+                    store=InMemoryLlmCallStore(), adjust=False)  # fmt: skip
+    checked = validate_bars(frame, bar_size=definition.bar_size).frame  # two flagged rows in March 2015
+    ind = compute_indicators(checked, definition.indicators).frame
+    fast, slow = ind["sma_fast"].to_numpy(), ind["sma_slow"].to_numpy()
+    usable = [i for i, bad in enumerate(ind["flagged"]) if not bad]
+    previous = {after: before for before, after in itertools.pairwise(usable)}
+    row_of = {pd.Timestamp(t): i for i, t in enumerate(ind["timestamp"])}
+    crossings = {}
+    for d in result.decisions:
+        i = row_of[pd.Timestamp(d.bar_time)]
+        if ind["flagged"].iat[i]:
+            assert d.action is SignalAction.ABSTAIN
+            continue
+        p = previous[i]
+        up = fast[p] <= slow[p] and fast[i] > slow[i]
+        down = fast[p] >= slow[p] and fast[i] < slow[i]
+        voted = "BUY" if up else "SELL" if down else "HOLD"
+        assert f"score {'+1.00' if up else '-1.00' if down else '+0.00'} -> {voted}" in d.reason, d.reason
+        if voted != "HOLD":
+            crossings[d.bar_time] = voted
+            # the live path on the same bars (snapshot_from over the bars up to the decision) says the same
+            live = decide(definition, checked.iloc[: i + 1].reset_index(drop=True), None)[0]
+            assert live.analysis is not None and live.analysis.action == voted
+    assert set(crossings.values()) == {"BUY", "SELL"}  # two years of SPY cross both ways

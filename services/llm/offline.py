@@ -30,6 +30,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Final
 
+from models.rule_expr import PREVIOUS_PREFIX
 from models.strategy import DEFAULT_RULES_THRESHOLD, IndicatorSpec, Rule
 from services.llm.context import MarketSnapshot
 from services.llm.schema import MAX_REASONING_CHARS, Analysis
@@ -126,8 +127,11 @@ def default_rules(snap: MarketSnapshot, specs: Sequence[IndicatorSpec] = ()) -> 
 
 
 def rule_values(snap: MarketSnapshot) -> dict[str, float | None]:
-    """What a rule reads: the newest usable bar's indicator values and its ``close``."""
-    return {**snap.latest, "close": float(snap.last_close)}
+    """What a rule reads: the newest usable bar's indicator values and its ``close``, and the bar's before it
+    under ``prev:<name>`` (for ``crosses_above`` / ``crosses_below``)."""
+    values = {**snap.latest, "close": float(snap.last_close)}
+    values.update((PREVIOUS_PREFIX + name, value) for name, value in snap.previous.items())
+    return values
 
 
 def _atr(snap: MarketSnapshot) -> Decimal | None:

@@ -455,12 +455,20 @@ def _snapshot(
     stamps: list[pd.Timestamp],
     last_good: int,
     flagged_latest: bool,
+    previous_good: int = -1,
 ) -> MarketSnapshot:
-    """The snapshot :func:`services.llm.context.snapshot_from` gives on the bars up to ``last_good``'s bar."""
+    """The snapshot :func:`services.llm.context.snapshot_from` gives on the bars up to ``last_good``'s bar
+    (``previous_good``: the usable bar before it, -1 for none)."""
     latest: dict[str, float | None] = {}
+    previous: dict[str, float | None] = {}
     for name, values in columns.items():
         value = values[last_good]
         latest[name] = None if value != value else value  # NaN: still warming up
+        if previous_good >= 0:
+            before = values[previous_good]
+            previous[name] = None if before != before else before
+    if previous_good >= 0:
+        previous["close"] = close[previous_good]
     return MarketSnapshot(
         symbol=definition.symbol,
         bar_size=definition.bar_size,
@@ -469,6 +477,7 @@ def _snapshot(
         latest=latest,
         columns=ind.columns,
         flagged_latest=flagged_latest,
+        previous=previous,
     )
 
 
@@ -616,7 +625,8 @@ def replay(
             elif lg < 0:
                 analysed = _Analysed(None, "no usable (non-flagged) bar yet")
             else:
-                snap = _snapshot(definition, ind, columns, c, stamps, lg, flagged_j)
+                before = last_good_list[lg - 1] if lg > 0 else -1
+                snap = _snapshot(definition, ind, columns, c, stamps, lg, flagged_j, before)
                 analysis = rules_decision(snap, definition.indicators, definition.decision)  # the live path's rules
                 analysed = _Analysed(
                     AnalysisOutcome(
