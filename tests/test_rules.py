@@ -257,8 +257,10 @@ def test_the_replay_decides_with_the_same_rules(base: dict[str, Any]) -> None:
     ]
     definition = strategy(base, policy="rules_only", rules=rules)
     frame = load_bars(SPY).frame
-    result = replay(definition, frame, start="2016-01-01", end="2016-06-30", settings=Settings(),
+    # analyst "llm" without an API key: rules_only never asks the LLM, so the replay runs on the rules alone
+    result = replay(definition, frame, start="2016-01-01", end="2016-06-30", settings=Settings(), analyst="llm",
                     store=InMemoryLlmCallStore(), adjust=False)  # fmt: skip
+    assert result.params["analyst"] == "offline" and result.llm_requests == 0
     ind = compute_indicators(frame.loc[frame["timestamp"] <= pd.Timestamp("2016-07-01", tz="UTC")],
                              definition.indicators).frame.set_index("timestamp")  # fmt: skip
     actions = set()

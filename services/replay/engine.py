@@ -72,7 +72,7 @@ import numpy as np
 import pandas as pd
 
 from models.bars import TIMESTAMP
-from models.enums import AnalystKind, ExitKind, OrderSide, OrderType, RunMode, SignalAction, TimeInForce
+from models.enums import AnalystKind, DecisionPolicy, ExitKind, OrderSide, OrderType, RunMode, SignalAction, TimeInForce
 from models.strategy import BAR_SECONDS, StrategyDefinition, duration_seconds
 from services.bars.validation import validate_bars
 from services.decision import rules_decision
@@ -534,7 +534,8 @@ def replay(
     if initial_cash <= 0:
         problems.append(Problem("initial_cash", f"must be positive, got {initial_cash}"))
     key = settings.llm.api_key
-    if analyst == "llm" and backend is None and (key is None or not key.get_secret_value().strip()):
+    rules_only = definition.decision.policy is DecisionPolicy.RULES_ONLY  # no LLM call, whatever ``analyst`` says
+    if analyst == "llm" and not rules_only and backend is None and (key is None or not key.get_secret_value().strip()):
         problems.append(Problem("analyst", "llm needs an API key (TRADER_LLM__API_KEY); use --analyst offline"))
     missing = [c for c in (TIMESTAMP, "open", "high", "low", "close", "volume") if c not in bars.columns]
     if missing:
@@ -570,7 +571,7 @@ def replay(
     flagged_list: list[bool] = flagged.tolist()
     last_good_list: list[int] = last_good_upto.tolist()
 
-    llm = analyst == "llm"
+    llm = analyst == "llm" and not rules_only
     model = OFFLINE_MODEL
     requests: dict[int, tuple[AnalysisRequest, bytes | None]] = {}
     warnings: list[str] = []
@@ -734,7 +735,7 @@ def replay(
         "first_bar": times[first].isoformat(),
         "last_bar": times[n - 1].isoformat(),
         "decide_every": decide_every,
-        "analyst": analyst,
+        "analyst": "offline" if rules_only else analyst,  # rules_only: the rules decide, no LLM
         "model": model,
         "slippage_bps": str(slippage_bps),
         "initial_cash": str(initial_cash),
