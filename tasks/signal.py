@@ -88,6 +88,8 @@ def decide(
                 "target": None if signal.target is None else str(signal.target),
                 "risk/reward": None if signal.risk_reward is None else str(signal.risk_reward),
                 "analyst": signal.analyst.value,
+                "decision policy": definition.decision.policy.value,
+                "votes": "; ".join(map(str, outcome.votes)) if outcome is not None and outcome.votes else None,
                 "reason": signal.reason,
                 "signal id": signal_id,
             }
