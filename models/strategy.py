@@ -20,6 +20,7 @@ from models.bars import FIXED_BAR_SECONDS, SECONDS_PER_DAY
 from models.enums import ApprovalRule, BarSize, OrderType, SecType, SizingMethod, TimeInForce, WhatToShow
 
 NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{1,62}$"
+SYMBOL_PATTERN: Final = r"^[A-Z0-9.]{1,12}$"
 
 _SECONDS: Final = {"S": 1, "D": 86_400, "W": 7 * 86_400, "M": 30 * 86_400, "Y": 365 * 86_400}
 _DURATION_RE: Final = re.compile(r"^(\d+) ([SDWMY])$")
@@ -250,7 +251,7 @@ class StrategyDefinition(_Doc):
 
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
-    symbol: str = Field(pattern=r"^[A-Z0-9.]{1,12}$")
+    symbol: str = Field(pattern=SYMBOL_PATTERN)
     conid: int = Field(gt=0, description="IB contract id.")
     sec_type: SecType = SecType.STK
     exchange: str = "SMART"
