@@ -126,6 +126,18 @@ def fetch_market_data(definition: StrategyDefinition, contract: ContractInfo) ->
         body.append(markdown_table(issues))
     if higher:
         body += ["### Higher timeframes (context)", markdown_table([_timeframe_row(tf) for tf in higher])]
+        tf_issues = [
+            {
+                "timeframe": tf.bar_size.value,
+                "bar (UTC)": i.timestamp.isoformat() if i.timestamp else "batch",
+                "rule": i.rule,
+                "detail": i.detail,
+            }
+            for tf in higher
+            for i in tf.validation.issues
+        ]
+        if tf_issues:
+            body += ["### Higher-timeframe issues (rows kept out of their indicators)", markdown_table(tf_issues)]
     publish_markdown(key, "\n\n".join(body), f"{definition.symbol} bars and validation")
     return data
 

@@ -97,7 +97,10 @@ def daily() -> pd.DataFrame:
 
 def test_steps_2_and_3_fetch_validate_and_compute_each_timeframe(tmp_path: Path, daily: pd.DataFrame) -> None:
     definition = parse_strategy(_doc(timeframes=["1 week"]))
-    memory = MemoryBroker([SPY], {"SPY": daily}, start=dt.datetime(2017, 12, 30, tzinfo=dt.UTC))
+    weeks = resample_bars(daily, BarSize.WEEK_1)
+    broken = weeks.index[-30]
+    weeks.loc[broken, "high"] = weeks.loc[broken, "low"] - 1  # a native weekly series with one impossible bar
+    memory = MemoryBroker([SPY], {"SPY": [daily, weeks]}, start=dt.datetime(2017, 12, 30, tzinfo=dt.UTC))
     requests: list[Any] = []
     real = memory.historical_bars
 
@@ -114,13 +117,16 @@ def test_steps_2_and_3_fetch_validate_and_compute_each_timeframe(tmp_path: Path,
     runtime.close()
     assert [(r.bar_size, r.duration) for r in requests] == [(BarSize.DAY_1, "1 Y"), (BarSize.WEEK_1, "5 Y")]
     [weekly] = data.timeframes
-    assert weekly.bar_size is BarSize.WEEK_1 and weekly.validation.passed and "flagged" in weekly.frame
-    assert 255 <= len(weekly.frame) <= 262  # five years of weeks
+    assert weekly.bar_size is BarSize.WEEK_1 and 255 <= len(weekly.frame) <= 262  # five years of weeks
+    # validated like the main bars: the impossible bar is flagged (policy "flag") and listed
+    assert not weekly.validation.passed and weekly.validation.rows_flagged == 1
+    assert weekly.frame["flagged"].sum() == 1 and bool(weekly.frame["flagged"].iloc[-30])
+    assert data.validation.passed  # the main bars are not affected
     [tf] = result.timeframes
     assert tf.result.column_names() == result.column_names()  # the strategy's indicators, on weekly bars
-    assert tf.result.latest["sma_fast"] is not None
-    weekly_sma = weekly.frame["close"].tail(20).mean()
-    assert tf.result.latest["sma_fast"] == pytest.approx(weekly_sma)
+    assert pd.isna(tf.result.frame["sma_fast"].iloc[-30])  # the flagged bar stays out of the indicators
+    good = weekly.frame[~weekly.frame["flagged"]]
+    assert tf.result.latest["sma_fast"] == pytest.approx(good["close"].tail(20).mean())
 
 
 def _with_daily_context(frame: pd.DataFrame, definition: StrategyDefinition) -> Any:
