@@ -146,7 +146,9 @@ def search(
     for match in matches:
         if match.sec_type not in SecType.__members__:
             continue
-        spec = ContractSpec(match.symbol, SecType(match.sec_type), currency=match.currency, conid=match.conid)
+        kind = SecType(match.sec_type)
+        exchange = match.primary_exchange if kind is SecType.IND and match.primary_exchange else "SMART"
+        spec = ContractSpec(match.symbol, kind, exchange=exchange, currency=match.currency, conid=match.conid)
         details = source.contract_details(spec)
         if len(details) == 1:
             learned.append((match, details[0]))
