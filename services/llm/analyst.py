@@ -33,7 +33,7 @@ from services.llm.context import MarketSnapshot, build_prompt_context, snapshot_
 from services.llm.offline import OFFLINE_MODEL, offline_analysis
 from services.llm.outcome import AnalysisFailure, AnalysisOutcome
 from services.llm.pricing import estimate_cost
-from services.llm.prompts import RenderedPrompt, render_prompt
+from services.llm.prompts import RenderedPrompt, render_prompt, with_timeframe_sections
 from services.llm.reply import LlmReply, LlmRequestError, LlmTimeoutError, LlmUnusableReplyError
 from services.llm.schema import Analysis, AnalysisParseError, FailureKind, parse_analysis
 from services.llm.store import LlmCallRecord, LlmCallStore
@@ -72,7 +72,7 @@ def build_request(
 ) -> AnalysisRequest:
     """Render the strategy's prompt over the indicators; raise ``InputError`` for template or data problems."""
     context = build_prompt_context(definition, indicators)
-    prompt = render_prompt(template_body, context, name=template_name)
+    prompt = render_prompt(with_timeframe_sections(template_body, context), context, name=template_name)
     snapshot = snapshot_from(indicators, symbol=definition.symbol, bar_size=definition.bar_size)
     return AnalysisRequest(definition.name, prompt, snapshot, tuple(definition.indicators))
 
