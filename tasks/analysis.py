@@ -1,7 +1,12 @@
-"""Step 5: render the versioned prompt and analyse it with the chart (LLM, or the offline analyst)."""
+"""Step 5: render the versioned prompt and analyse it with the chart (LLM, or the offline analyst).
+
+The artifact shows the analyst, whether the chart image was sent, the prompt, the raw reply and a cost table: this
+call, and today's (UTC) calls by strategy and by model ($, tokens, mean latency, cache hits).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from prefect import task
@@ -10,14 +15,16 @@ from prefect.cache_policies import NO_CACHE
 from models.strategy import StrategyDefinition
 from services.db import session_scope
 from services.indicators import IndicatorResult
-from services.llm.analyst import ChatBackend, analyze, build_request
+from services.llm.analyst import ChatBackend, analyze, build_request, make_backend
+from services.llm.costs import CostRow, Grouping, summarize
 from services.llm.outcome import AnalysisOutcome
 from services.llm.prompts import RenderedPrompt
 from services.llm.reply import LlmReply
+from services.llm.store import LlmCallStore
 from services.repositories import prompt_templates
 from services.runtime import get_runtime
 from services.settings import LLMSettings
-from tasks.artifacts import artifact_key, fenced, key_values, publish_markdown
+from tasks.artifacts import artifact_key, fenced, key_values, markdown_table, publish_markdown
 from tasks.market_gate import LLM_CALLS, limited
 from tasks.timeouts import ANALYSIS_TIMEOUT_S
 
@@ -42,12 +49,42 @@ class RateLimitedBackend:
 
 
 def _backend(settings: LLMSettings) -> ChatBackend | None:
-    """The rate-limited LLM client, or ``None`` without an API key (``analyze`` then runs the offline analyst)."""
-    if settings.api_key is None or not settings.api_key.get_secret_value().strip():
-        return None
-    from services.llm.analyst import _make_backend
+    """The rate-limited LLM client, or ``None`` for provider offline (``analyze`` then runs the offline analyst)."""
+    inner = make_backend(settings)
+    return None if inner is None else RateLimitedBackend(inner)
 
-    return RateLimitedBackend(_make_backend(settings))
+
+def _cost_rows(rows: list[CostRow], by: str) -> str:
+    return markdown_table(
+        [
+            {
+                by: r.key,
+                "calls": r.calls,
+                "requests": r.requests,
+                "cache hits": r.cache_hits,
+                "tokens in / out": f"{r.prompt_tokens} / {r.completion_tokens}",
+                "USD": r.cost_usd,
+                "mean latency (ms)": r.mean_latency_ms if r.mean_latency_ms is not None else "-",
+            }
+            for r in rows
+        ]
+    )
+
+
+def cost_tables(store: LlmCallStore, now: dt.datetime, call_id: int | None) -> str:
+    """Markdown: this call, then today's (UTC) calls by strategy and by model."""
+    day = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    today = store.usage_since(day)
+    this = [c for c in today if call_id is not None and c.id == call_id]
+    parts: list[str] = []
+    groups: list[tuple[str, Grouping, list[CostRow]]] = [
+        ("this call", "call", summarize(this, "call")),
+        ("today by strategy", "strategy", summarize(today, "strategy")),
+        ("today by model", "model", summarize(today, "model")),
+    ]
+    for title, by, rows in groups:
+        parts += [f"**{title}** ({day.date().isoformat()} UTC)", _cost_rows(rows, by) if rows else "(no calls)"]
+    return "\n\n".join(parts)
 
 
 @task(name="5 llm analysis", cache_policy=NO_CACHE, timeout_seconds=ANALYSIS_TIMEOUT_S)
@@ -63,23 +100,24 @@ def analyse(
         template = prompt_templates.require(session, definition.prompt.template, definition.prompt.version)
         body, name = template.body, f"{template.name} v{template.version}"
     request = build_request(definition, indicators, body, template_name=name)
-    outcome = analyze(
-        request,
-        settings=runtime.settings.llm,
-        store=runtime.llm_store(),
-        chart_png=chart_png,
-        now=runtime.clock(),
-        backend=_backend(runtime.settings.llm),
-    )
+    store = runtime.llm_store()
+    now = runtime.clock()
+    llm = runtime.settings.llm
+    outcome = analyze(request, settings=llm, store=store, chart_png=chart_png, now=now, backend=_backend(llm))
     run_dir.mkdir(parents=True, exist_ok=True)
     prompt_path = run_dir / "prompt.md"
     prompt_path.write_text(f"# system\n\n{outcome.prompt.system}\n\n# user\n\n{outcome.prompt.text}\n")
     if outcome.raw_text is not None:
         (run_dir / "response.json").write_text(outcome.raw_text)
-    label = "OFFLINE analyst (deterministic rules, no LLM)" if outcome.analyst == "offline" else f"LLM {outcome.model}"
+    if outcome.analyst == "offline":
+        label = "OFFLINE analyst (deterministic rules, no LLM)"
+    else:
+        where = " (local endpoint: free, outside the budget)" if outcome.local else ""
+        label = f"LLM {outcome.model} via {llm.resolved_provider.value}{where}"
     summary = key_values(
         [
             ("analyst", label),
+            ("chart image", outcome.image),
             ("prompt template", name),
             ("prompt sha256", outcome.prompt.sha256),
             ("cached response", outcome.cached),
@@ -95,6 +133,8 @@ def analyse(
         [
             "## Step 5: analysis",
             summary,
+            "### Cost",
+            cost_tables(store, now, outcome.call_id),
             "### Rendered prompt",
             fenced(outcome.prompt.text),
             "### Raw response",
