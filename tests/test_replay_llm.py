@@ -56,6 +56,7 @@ def llm_settings(server: LoopbackLLMServer, budget: str = "1.00") -> Settings:
     return load_settings(
         {},
         llm={
+            "provider": "openai",  # OpenAI's API at a loopback URL: priced and budgeted like OpenAI
             "api_key": KEY,
             "base_url": server.base_url,
             "model": "gpt-4o-mini",
