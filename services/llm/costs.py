@@ -2,8 +2,8 @@
 
 Read from the call records' cost columns (:class:`~services.llm.store.CallUsage`, the ``llm_calls`` table). A
 record is a request to the model (it has a latency and is neither a cache hit nor the offline analyst), a cache hit,
-an offline analysis, or a call refused before it was made (budget). Tokens are those the server reported; latency is the mean
-over requests.
+an offline analysis, or a call refused before it was made (budget). Tokens are those the server reported (cache
+hits not counted again); latency is the mean over requests.
 """
 
 from __future__ import annotations
