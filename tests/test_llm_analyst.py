@@ -47,16 +47,25 @@ BUY = {
 }
 
 
+def spy_definition() -> StrategyDefinition:
+    return load_strategy_file(ROOT / "examples" / "strategies" / "spy-sma-cross.yaml")
+
+
+def spy_request(definition: StrategyDefinition) -> AnalysisRequest:
+    """``definition``'s analysis request over the last 250 SPY sample bars."""
+    frame = load_bars(SPY).frame.tail(250).reset_index(drop=True)
+    name, body = load_template(ROOT / "examples" / "prompts", definition.prompt)
+    return build_request(definition, compute_indicators(frame, definition.indicators), body, template_name=name)
+
+
 @pytest.fixture(scope="module")
 def definition() -> StrategyDefinition:
-    return load_strategy_file(ROOT / "examples" / "strategies" / "spy-sma-cross.yaml")
+    return spy_definition()
 
 
 @pytest.fixture(scope="module")
 def request_(definition: StrategyDefinition) -> AnalysisRequest:
-    frame = load_bars(SPY).frame.tail(250).reset_index(drop=True)
-    name, body = load_template(ROOT / "examples" / "prompts", definition.prompt)
-    return build_request(definition, compute_indicators(frame, definition.indicators), body, template_name=name)
+    return spy_request(definition)
 
 
 @pytest.fixture

@@ -16,22 +16,18 @@ import pytest
 
 from models.enums import AnalystKind, LlmProvider, SignalAction
 from models.strategy import StrategyDefinition
-from services.bars.loader import load_bars
 from services.errors import InputError
-from services.indicators import compute_indicators
-from services.llm.analyst import AnalysisRequest, analyze, build_request
+from services.llm.analyst import AnalysisRequest, analyze
 from services.llm.client import NO_KEY, OpenAIAnalyst
 from services.llm.costs import summarize
 from services.llm.offline import OFFLINE_MODEL
 from services.llm.outcome import AnalysisOutcome
-from services.llm.prompts import load_template
 from services.llm.schema import FailureKind
 from services.llm.store import DbLlmCallStore, InMemoryLlmCallStore, LlmCallStore
 from services.settings import LLMSettings, load_settings
 from services.signals import generate_signal
-from services.strategies import load_strategy_file
 from tests.llm_server import Flavor, LoopbackLLMServer, Scripted, answer, error, stream, tool_call
-from tests.test_llm_analyst import BUY, NOW, PNG, ROOT, SPY
+from tests.test_llm_analyst import BUY, NOW, PNG, spy_definition, spy_request
 from tests.trader_cli import Invoke
 
 KEY = "sk-test-providers-0123456789"
@@ -39,14 +35,12 @@ KEY = "sk-test-providers-0123456789"
 
 @pytest.fixture(scope="module")
 def definition() -> StrategyDefinition:
-    return load_strategy_file(ROOT / "examples" / "strategies" / "spy-sma-cross.yaml")
+    return spy_definition()
 
 
 @pytest.fixture(scope="module")
 def request_(definition: StrategyDefinition) -> AnalysisRequest:
-    frame = load_bars(SPY).frame.tail(250).reset_index(drop=True)
-    name, body = load_template(ROOT / "examples" / "prompts", definition.prompt)
-    return build_request(definition, compute_indicators(frame, definition.indicators), body, template_name=name)
+    return spy_request(definition)
 
 
 def llm_env(env: dict[str, str]) -> LLMSettings:
@@ -313,10 +307,7 @@ def test_a_strategy_budget_stops_that_strategy_only(request_: AnalysisRequest, d
 def test_the_strategy_document_carries_the_budget_and_the_vision_switch(definition: StrategyDefinition) -> None:
     data = definition.model_dump(mode="json")
     data["llm"] = {"vision": False, "daily_budget_usd": "0.50"}
-    changed = StrategyDefinition.model_validate(data)
-    frame = load_bars(SPY).frame.tail(250).reset_index(drop=True)
-    name, body = load_template(ROOT / "examples" / "prompts", changed.prompt)
-    req = build_request(changed, compute_indicators(frame, changed.indicators), body, template_name=name)
+    req = spy_request(StrategyDefinition.model_validate(data))
     assert (req.vision, req.daily_budget_usd) == (False, Decimal("0.50"))
     data["llm"] = {"daily_budget_usd": "-1"}
     with pytest.raises(ValueError, match="daily_budget_usd"):
@@ -367,3 +358,25 @@ def test_trader_llm_costs(trader: Invoke, request_: AnalysisRequest) -> None:
     assert table.exit_code == 0 and "spy-sma-cross" in table.output and "0.00021" in table.output
     bad = trader("llm", "costs", "--by", "week")
     assert bad.exit_code == 2 and "must be one of strategy, model, day" in bad.output
+
+
+def test_the_analysis_artifact_tables_cost_per_call_strategy_and_model(request_: AnalysisRequest) -> None:
+    from tasks.analysis import RateLimitedBackend, _backend, cost_tables
+
+    local = _backend(LLMSettings(base_url="http://localhost:11434/v1", model="qwen2.5vl"))
+    assert isinstance(local, RateLimitedBackend) and local.model == "qwen2.5vl"  # the main job's client
+    assert _backend(LLMSettings()) is None
+    store = InMemoryLlmCallStore()
+    with LoopbackLLMServer() as server:
+        cfg = llm_env({"TRADER_LLM__PROVIDER": "openai", "TRADER_LLM__API_KEY": KEY,
+                       "TRADER_LLM__BASE_URL": server.base_url})  # fmt: skip
+        server.enqueue(answer(BUY, prompt_tokens=1000, completion_tokens=100))
+        first = run(request_, cfg, store)
+        again = run(request_, cfg, store)
+    markdown = cost_tables(store, NOW, again.call_id)
+    assert markdown.split("**")[1::2] == ["this call", "today by strategy", "today by model"]
+    assert "(2017-12-29 UTC)" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and "calls" not in line]
+    assert rows[0].startswith(f"| #{again.call_id} ") and "| 0 |" in rows[0]  # the cache hit: 0 USD, 1 cache hit
+    assert rows[1] == "| spy-sma-cross | 2 | 1 | 1 | 1000 / 100 | 0.00021000 | " + f"{first.latency_ms} |"
+    assert rows[2].startswith("| gpt-4o-mini | 2 | 1 | 1 |")
