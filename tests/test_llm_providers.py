@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -270,7 +271,7 @@ def test_a_text_only_model_gets_the_same_prompt_without_the_image(
     env = {"TRADER_LLM__BASE_URL": ollama.base_url}
     if where == "model":
         env["TRADER_LLM__VISION"] = "false"
-    req = request_ if where == "model" else AnalysisRequest(**{**request_.__dict__, "vision": False})
+    req = request_ if where == "model" else replace(request_, vision=False)
     ollama.enqueue(answer(BUY), answer(BUY))
     text_only = run(req, llm_env(env))
     with_image = run(request_, llm_env({"TRADER_LLM__BASE_URL": ollama.base_url}))
@@ -288,8 +289,8 @@ def test_a_text_only_model_gets_the_same_prompt_without_the_image(
 
 def test_a_strategy_budget_stops_that_strategy_only(request_: AnalysisRequest, definition: StrategyDefinition) -> None:
     store = InMemoryLlmCallStore()
-    capped = AnalysisRequest(**{**request_.__dict__, "daily_budget_usd": Decimal("0.0002")})
-    other = AnalysisRequest(**{**request_.__dict__, "strategy_name": "other"})
+    capped = replace(request_, daily_budget_usd=Decimal("0.0002"))
+    other = replace(request_, strategy_name="other")
     with LoopbackLLMServer() as server:
         cfg = llm_env({"TRADER_LLM__PROVIDER": "openai", "TRADER_LLM__API_KEY": KEY,
                        "TRADER_LLM__BASE_URL": server.base_url, "TRADER_LLM__DAILY_BUDGET_USD": "1"})  # fmt: skip
@@ -316,7 +317,7 @@ def test_the_strategy_document_carries_the_budget_and_the_vision_switch(definiti
 
 def test_costs_by_strategy_model_day_and_call(request_: AnalysisRequest, db_url: str) -> None:
     store = DbLlmCallStore(db_url)
-    other = AnalysisRequest(**{**request_.__dict__, "strategy_name": "other"})
+    other = replace(request_, strategy_name="other")
     with LoopbackLLMServer() as server:
         cfg = llm_env({"TRADER_LLM__PROVIDER": "openai", "TRADER_LLM__API_KEY": KEY,
                        "TRADER_LLM__BASE_URL": server.base_url})  # fmt: skip
