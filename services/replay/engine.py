@@ -507,7 +507,8 @@ def replay(
     ``template`` is ``(name, body)`` of the prompt (default: the shipped file for ``definition.prompt``);
     ``backend`` replaces the LLM client built from settings; ``clock`` gives the wall time that stamps LLM
     records and picks the budget day. Raises ``InputError`` for bad parameters, no bars in the window, an LLM
-    replay without an API key, or an LLM replay whose uncached calls would exceed the remaining daily budget.
+    replay without a configured LLM endpoint, or an LLM replay whose uncached calls would exceed the remaining
+    daily budget (global or the strategy's).
     """
     problems: list[Problem] = []
     start_ts, end_ts = _utc_ts(start, "start"), _utc_ts(end, "end")
