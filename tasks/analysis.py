@@ -1,12 +1,14 @@
 """Step 5: render the versioned prompt and analyse it with the chart (LLM, or the offline analyst).
 
-The artifact shows the analyst, whether the chart image was sent, the prompt, the raw reply and a cost table: this
-call, and today's (UTC) calls by strategy and by model ($, tokens, mean latency, cache hits).
+The artifact shows the analyst, whether the chart image was sent, the prompt, the raw reply and cost tables: this
+call, the strategy's calls today (UTC) by model ($, tokens, mean latency, cache hits), and today's spend of every
+strategy against the daily budgets.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from pathlib import Path
 
 from prefect import task
@@ -71,20 +73,33 @@ def _cost_rows(rows: list[CostRow], by: str) -> str:
     )
 
 
-def cost_tables(store: LlmCallStore, now: dt.datetime, call_id: int | None) -> str:
-    """Markdown: this call, then today's (UTC) calls by strategy and by model."""
+def cost_tables(
+    store: LlmCallStore,
+    now: dt.datetime,
+    outcome: AnalysisOutcome,
+    strategy: str,
+    budgets: tuple[Decimal, Decimal | None],
+) -> str:
+    """Markdown: this call; the strategy's calls today (UTC) by model; today's spend of every strategy against the
+    daily budgets ``(global, the strategy's or None)``. Only this strategy's rows are read (a SQL sum for the rest)."""
     day = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    today = store.usage_since(day)
-    this = [c for c in today if call_id is not None and c.id == call_id]
-    parts: list[str] = []
+    mine = store.usage_since(day, strategy_name=strategy)
+    this = [c for c in mine if outcome.call_id is not None and c.id == outcome.call_id]
+    date = day.date().isoformat()
     groups: list[tuple[str, Grouping, list[CostRow]]] = [
         ("this call", "call", summarize(this, "call")),
-        ("today by strategy", "strategy", summarize(today, "strategy")),
-        ("today by model", "model", summarize(today, "model")),
+        (f"{strategy} on {date} (UTC) by model", "model", summarize(mine, "model")),
     ]
+    parts: list[str] = []
     for title, by, rows in groups:
-        parts += [f"**{title}** ({day.date().isoformat()} UTC)", _cost_rows(rows, by) if rows else "(no calls)"]
-    return "\n\n".join(parts)
+        parts += [f"**{title}**", _cost_rows(rows, by) if rows else "(no calls)"]
+    overall, own = budgets
+    line = f"**all strategies on {date} (UTC)**: {store.spent_since(day)} USD of the {overall} USD daily budget"
+    if own is not None:
+        line += f"; {strategy}: {sum((c.cost_usd for c in mine), Decimal(0))} USD of its {own} USD"
+    if outcome.local:
+        line += "; this endpoint is local: free, outside the budgets"
+    return "\n\n".join([*parts, line])
 
 
 @task(name="5 llm analysis", cache_policy=NO_CACHE, timeout_seconds=ANALYSIS_TIMEOUT_S)
@@ -134,7 +149,7 @@ def analyse(
             "## Step 5: analysis",
             summary,
             "### Cost",
-            cost_tables(store, now, outcome.call_id),
+            cost_tables(store, now, outcome, definition.name, (llm.daily_budget_usd, definition.llm.daily_budget_usd)),
             "### Rendered prompt",
             fenced(outcome.prompt.text),
             "### Raw response",

@@ -374,10 +374,14 @@ def test_the_analysis_artifact_tables_cost_per_call_strategy_and_model(request_:
         server.enqueue(answer(BUY, prompt_tokens=1000, completion_tokens=100))
         first = run(request_, cfg, store)
         again = run(request_, cfg, store)
-    markdown = cost_tables(store, NOW, again.call_id)
-    assert markdown.split("**")[1::2] == ["this call", "today by strategy", "today by model"]
-    assert "(2017-12-29 UTC)" in markdown
+    run(replace(request_, strategy_name="other"), cfg, store)  # another strategy's call: in the total only
+    markdown = cost_tables(store, NOW, again, "spy-sma-cross", (Decimal("5"), Decimal("0.50")))
+    titles = markdown.split("**")[1::2]
+    assert titles == ["this call", "spy-sma-cross on 2017-12-29 (UTC) by model", "all strategies on 2017-12-29 (UTC)"]
     rows = [line for line in markdown.splitlines() if line.startswith("| ") and "calls" not in line]
     assert rows[0].startswith(f"| #{again.call_id} ") and "| 0 |" in rows[0]  # the cache hit: 0 USD, 1 cache hit
-    assert rows[1] == "| spy-sma-cross | 2 | 1 | 1 | 1000 / 100 | 0.00021000 | " + f"{first.latency_ms} |"
-    assert rows[2].startswith("| gpt-4o-mini | 2 | 1 | 1 |")
+    assert rows[1] == f"| gpt-4o-mini | 2 | 1 | 1 | 1000 / 100 | 0.00021000 | {first.latency_ms} |"
+    assert len(rows) == 2
+    assert markdown.endswith(
+        ": 0.00021000 USD of the 5 USD daily budget; spy-sma-cross: 0.00021000 USD of its 0.50 USD"
+    )
