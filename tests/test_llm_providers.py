@@ -282,6 +282,10 @@ def test_a_text_only_model_gets_the_same_prompt_without_the_image(
     assert text_only.image.startswith("not sent") and ("VISION=false" if where == "model" else "llm.vision") in \
         text_only.image  # fmt: skip
     assert with_image.image.startswith("sent") and text_only.cache_key != with_image.cache_key
+    # A text-only model refusing the image says how to turn images off.
+    ollama.enqueue(ollama.error(400, "this model is missing data required for image input"))
+    refused = run(request_, llm_env({"TRADER_LLM__BASE_URL": ollama.base_url}), png=PNG + b"1")
+    assert refused.failure is not None and "TRADER_LLM__VISION=false" in refused.failure.reason
 
 
 # --- budgets and costs -----------------------------------------------------------------------------------------

@@ -270,7 +270,10 @@ def analyze(
             kind = FailureKind.OFF_SCHEMA
         else:
             kind = FailureKind.HTTP_ERROR
-        failure = AnalysisFailure(kind, str(exc))
+        reason = str(exc)
+        if kind is FailureKind.HTTP_ERROR and image is not None and "image" in reason.lower():
+            reason += " (a text-only model? TRADER_LLM__VISION=false sends the same prompt without the chart)"
+        failure = AnalysisFailure(kind, reason)
         latency_ms = round((time.perf_counter() - started) * 1000)
         attempts = int(getattr(exc, "attempts", 0))
         return finish(replace(base_record, error=str(failure), latency_ms=latency_ms), failure=failure,
