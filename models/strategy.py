@@ -265,6 +265,20 @@ class SignalRules(_Doc):
     max_data_age_bars: int = Field(default=3, ge=1, description="ABSTAIN when the newest bar is older than this.")
 
 
+class LlmOptions(_Doc):
+    """How step 5 uses the LLM for this strategy (the endpoint itself is ``TRADER_LLM__*``)."""
+
+    vision: bool = Field(
+        default=True, description="Send the chart image (only to a model that reads images: TRADER_LLM__VISION)."
+    )
+    daily_budget_usd: Decimal | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="This strategy's LLM spend per UTC day, checked besides the global TRADER_LLM__DAILY_BUDGET_USD.",
+    )
+
+
 class Approval(_Doc):
     """Whether an order of the strategy waits for a person (Prefect UI form or ``trader approve``) before it is sent.
 
@@ -313,6 +327,7 @@ class StrategyDefinition(_Doc):
     risk: Risk
     rules: SignalRules = Field(default_factory=SignalRules)
     approval: Approval = Field(default_factory=Approval)
+    llm: LlmOptions = Field(default_factory=LlmOptions)
     active: bool = True
 
     @field_validator("lookback")
