@@ -140,6 +140,14 @@ class LLMSettings(_Section):
         return self.key() is None or _private_host(urlsplit(self.base_url or "").hostname or "")
 
     @property
+    def endpoint(self) -> str:
+        """Which model server answers: provider, host, port and path of the base URL (never its credentials), and the
+        Azure deployment. Part of the LLM cache key, so one model name on two endpoints never shares an answer."""
+        parts = urlsplit(self.base_url or "")
+        where = f"{parts.scheme}://{parts.hostname or ''}:{parts.port or ''}{parts.path}" if self.base_url else ""
+        return f"{self.resolved_provider.value}|{where}|{(self.deployment or '').strip()}"
+
+    @property
     def token_param(self) -> TokenLimitParam:
         if self.token_limit_param is not None:
             return self.token_limit_param

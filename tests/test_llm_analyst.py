@@ -144,6 +144,22 @@ def test_identical_second_call_is_served_from_cache_without_a_request(
     assert not third.cached and len(server.requests) == 2
 
 
+def test_the_same_model_at_another_endpoint_is_asked_not_served_from_the_cache(
+    server: LoopbackLLMServer, request_: AnalysisRequest
+) -> None:
+    store = InMemoryLlmCallStore()
+    with LoopbackLLMServer() as other:
+        server.enqueue(answer(BUY))
+        other.enqueue(answer({**BUY, "action": "HOLD"}))
+        first = run(request_, settings(server), store)
+        second = run(request_, settings(other), store)  # same model name, same prompt and image
+    assert not second.cached and len(other.requests) == 1 and first.cache_key != second.cache_key
+    assert first.analysis is not None and second.analysis is not None
+    assert (first.analysis.action, second.analysis.action) == (SignalAction.BUY, SignalAction.HOLD)
+    # Userinfo in the URL is no part of the endpoint, so it neither leaks into the key's input nor splits the cache.
+    assert settings(server).endpoint == settings(server, base_url=server.base_url.replace("//", "//u:p@")).endpoint
+
+
 def test_budget_exhausted_makes_no_request_and_abstains(
     server: LoopbackLLMServer, request_: AnalysisRequest, definition: StrategyDefinition
 ) -> None:

@@ -5,8 +5,8 @@
   outcome and in the call record. Otherwise OpenAI, Azure or any OpenAI-compatible endpoint (:func:`make_backend`).
 * **Vision.** The chart goes with the prompt only when the model reads images (``settings.vision``) and the
   strategy asks for it (``llm.vision``); otherwise the same prompt goes without it and ``outcome.image`` says why.
-* **Cache.** ``cache_key = sha256(model, system prompt + rendered prompt, chart PNG bytes)``. A stored successful
-  response under that key is reused: no request, cost 0, ``cached=True`` (recorded as a cached row).
+* **Cache.** ``cache_key = sha256(endpoint, model, system prompt + rendered prompt, chart PNG bytes)``. A stored
+  successful response under that key is reused: no request, cost 0, ``cached=True`` (recorded as a cached row).
 * **Budget.** The daily budgets are per UTC day: before a call, ``store.spent_since(00:00 UTC of now)`` is
   compared with ``settings.daily_budget_usd`` and, when the strategy sets ``llm.daily_budget_usd``, the strategy's
   own spend with it; at or over either no request is made and the outcome fails with ``FailureKind.BUDGET``
@@ -91,10 +91,11 @@ def build_request(
     )
 
 
-def cache_key(model: str, prompt: RenderedPrompt, chart_png: bytes | None) -> str:
-    """Return sha256 over the model name, the full prompt (system + text) and the image bytes."""
+def cache_key(model: str, prompt: RenderedPrompt, chart_png: bytes | None, *, endpoint: str) -> str:
+    """Return sha256 over the endpoint (``LLMSettings.endpoint``), the model name, the full prompt (system + text)
+    and the image bytes."""
     digest = hashlib.sha256()
-    for part in (model.encode(), prompt.system.encode(), prompt.text.encode(), chart_png or b""):
+    for part in (endpoint.encode(), model.encode(), prompt.system.encode(), prompt.text.encode(), chart_png or b""):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
@@ -193,7 +194,7 @@ def analyze(
     model = llm.model
     prompt = request.prompt
     image, image_note = image_for(request, settings, chart_png)
-    key = cache_key(model, prompt, image)
+    key = cache_key(model, prompt, image, endpoint=settings.endpoint)
     request_json = llm.request_json(prompt, image)
 
     base_record = LlmCallRecord(

@@ -802,7 +802,7 @@ def _check_budget(
     uncached: dict[str, Decimal] = {}
     for request, png in requests.values():
         image = image_for(request, settings.llm, png)[0]
-        key = cache_key(model, request.prompt, image)
+        key = cache_key(model, request.prompt, image, endpoint=settings.llm.endpoint)
         if key in uncached or store.find_cached(key) is not None:
             continue
         chars = len(request.prompt.system) + len(request.prompt.text)
