@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from models.enums import BarSize
 from models.strategy import IndicatorSpec
 from services.bars.loader import load_bars
-from services.charts import DecisionMarks, annotate_decision, build_figure, png_size, render_chart
+from services.bars.resample import resample_bars
+from services.charts import DecisionMarks, add_timeframe_panes, annotate_decision, build_figure, png_size, render_chart
 from services.errors import InputError
-from services.indicators import compute_indicators
+from services.indicators import TimeframeIndicators, compute_indicators
 
 SPY = Path(__file__).resolve().parents[1] / "data" / "samples" / "yahoofinance-SPY-20080101-20180101.csv"
 HAS_BROWSER = Path("/usr/bin/chromium").exists() or shutil.which("chromium") is not None
@@ -79,3 +82,17 @@ def test_the_decision_chart_renders_to_its_own_files(bars: pd.DataFrame, tmp_pat
     assert marked.png_path == tmp_path / "decision.png" and marked.png_path.read_bytes() == marked.png
     assert plain.png_path is not None and plain.png_path.read_bytes() == plain.png  # the chart is still there
     assert marked.html_path is not None and "target 272.89" in marked.html_path.read_text()
+
+
+def test_a_higher_timeframe_pane_keeps_its_own_axis(bars: pd.DataFrame) -> None:
+    """The levels' empty bars extend the main panes' shared axis only, not a higher timeframe's (own labels)."""
+    weekly = resample_bars(bars, BarSize.WEEK_1)
+    main = compute_indicators(bars, SPECS)
+    both = replace(main, timeframes=(TimeframeIndicators(BarSize.WEEK_1, compute_indicators(weekly, SPECS[:1])),))
+    fig, panes = build_figure(bars, both, title="SPY")
+    annotate_decision(fig, bars, buy(bars))
+    add_timeframe_panes(fig, panes, both.timeframes, main_label="1 day", height=600)
+    layout = fig["layout"]
+    weekly_axis = f"xaxis{len(panes) + 1}"
+    assert "categoryarray" not in layout[weekly_axis]
+    assert all(layout[f"xaxis{s}"]["categoryarray"][-1] == "+6" for s in ("", *map(str, range(2, len(panes) + 1))))
