@@ -299,6 +299,7 @@ def test_a_text_only_model_gets_the_same_prompt_without_the_image(
         text_only.image  # fmt: skip
     assert with_image.image.startswith("sent") and text_only.cache_key != with_image.cache_key
     # A text-only model refusing the image says how to turn images off.
+    # Ollama's ErrNoVisionModel (ollama/ollama model/model.go until commit 7b22ac968, July 2026, removed as dead code).
     ollama.enqueue(ollama.error(400, "this model is missing data required for image input"))
     refused = run(request_, llm_env({"TRADER_LLM__BASE_URL": ollama.base_url}), png=PNG + b"1")
     assert refused.failure is not None and "TRADER_LLM__VISION=false" in refused.failure.reason
