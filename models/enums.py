@@ -97,11 +97,29 @@ class SignalAction(StrEnum):
     ABSTAIN = "ABSTAIN"
 
 
+class LlmProvider(StrEnum):
+    """Which LLM endpoint step 5 talks to (``TRADER_LLM__PROVIDER``); ``offline`` is the deterministic rules analyst."""
+
+    OFFLINE = "offline"
+    OPENAI = "openai"
+    AZURE = "azure"
+    COMPATIBLE = "compatible"  # any OpenAI-compatible base URL: Ollama, vLLM, llama.cpp server, LM Studio, proxies
+
+
 class AnalystKind(StrEnum):
     """Who produced an analysis: the configured LLM, or the deterministic offline analyst."""
 
     LLM = "llm"
     OFFLINE = "offline"
+
+
+class DecisionPolicy(StrEnum):
+    """How a strategy combines its indicator rules with the LLM's view (``decision.policy``)."""
+
+    LLM_ONLY = "llm_only"  # the LLM decides (the rules only stand in when no LLM is configured)
+    RULES_ONLY = "rules_only"  # the rules decide; no LLM call
+    BOTH_AGREE = "both_agree"  # BUY/SELL only when rules and LLM say the same, else HOLD
+    WEIGHTED = "weighted"  # weighted vote of the rules and the LLM against a threshold
 
 
 class OrderSide(StrEnum):

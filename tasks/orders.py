@@ -47,6 +47,7 @@ from services.positions import strategy_position, strategy_position_opened
 from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, publish_table
 from tasks.market_data import MarketData
+from tasks.run_log import step_log
 from tasks.signal import StoredSignal
 from tasks.timeouts import ORDER_TIMEOUT_S
 
@@ -225,6 +226,7 @@ def _submit(
         # the in-memory broker is gone after this step: its fills are recorded now, so positions (and the next
         # decision's position limit) see them at once
         record_dry_run_fills(runtime.database_url, result.order_id, result.key, broker.executions())
+    step_log("order", _story(plan, result))
     if closing and result.status is OrderStatus.FILLED:
         cancel_protective(
             runtime.database_url,
@@ -234,6 +236,25 @@ def _submit(
             f"position closed by {result.key}",
         )
     return result
+
+
+def _story(plan: OrderPlan, result: SubmitResult) -> str:
+    """Quantity, how it was sized and the gate's verdict, in one line (no account id: it is not a figure here)."""
+    decision = result.risk_decision or {}
+    if plan.refusal is not None:
+        verdict = f"refused by the plan ({plan.refusal.name}: {plan.refusal.detail})"
+    elif "approved" in decision:
+        verdict = (
+            "gate approved" if decision["approved"] else "gate REJECTED: " + "; ".join(decision.get("reasons", []))
+        )
+    else:
+        verdict = "gate not run"
+    sizing = f"; sizing {plan.sizing}" if plan.sizing else ""
+    return (
+        f"{plan.note}{sizing}; {verdict}; status {result.status.value}"
+        + (" (reused)" if result.reused else "")
+        + (f", sent as {result.key}" if result.sent else f", {result.key} not sent")
+    )
 
 
 def _rows(result: SubmitResult, dry_run: bool) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Final
@@ -65,6 +65,7 @@ class OrderPlan:
     target: Decimal | None  # its take-profit
     note: str  # what was planned, or why nothing was
     refusal: CheckResult | None = None
+    sizing: str = ""  # how the opening quantity was sized (the sizing rule's arithmetic), "" when none was
     trail: Trail | None = None  # the stop trails the price by this (risk.trailing_stop); None: a fixed STP
 
     @property
@@ -134,7 +135,7 @@ def plan_order(
             exit_price(signal.target),
             note,
             refusal,
-            trail if opening > 0 else None,
+            trail=trail if opening > 0 else None,
         )
 
     def nothing(check: str, why: str) -> OrderPlan:
@@ -170,7 +171,8 @@ def plan_order(
         detail = "; ".join(f"{c.name}: {c.detail}" for c in failed)
         return nothing(failed[0].name, f"not opened: risk {detail}")
     opening = _qty(sized.quantity)
-    return plan(Decimal(0), sized.quantity, what.format(qty=opening) + f" (open {opening})")
+    planned = plan(Decimal(0), sized.quantity, what.format(qty=opening) + f" (open {opening})")
+    return replace(planned, sizing=f"{sized.method.value}: {sized.detail}")
 
 
 def held_bars(bar_ends: Sequence[datetime], opened_at: datetime) -> int:
