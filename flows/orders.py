@@ -118,7 +118,8 @@ def order_monitor(chart: bool = True) -> SyncReport:
 
 @flow(name="order-retry")
 def order_retry() -> list[str]:
-    """Send again orders back in ``created`` after a submit error (bounded by retry_max_attempts)."""
+    """Send again orders back in ``created`` after a submit error, and re-attach the protective orders the broker
+    lost (the monitor marks them), bounded by retry_max_attempts."""
     if (skipped := order_flow_skip_state()) is not None:  # IB reset window / broker down: Completed "Skipped"
         return skipped  # type: ignore[return-value]
     runtime = get_runtime()

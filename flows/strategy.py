@@ -38,7 +38,7 @@ from tasks.chart import decision_chart, draw_chart
 from tasks.indicators import calculate_indicators
 from tasks.market_data import fetch_market_data
 from tasks.market_gate import skip_state
-from tasks.orders import OrderStepResult, place_order
+from tasks.orders import OrderStepResult, place_order, place_time_exit
 from tasks.resolve_symbol import resolve_symbol
 from tasks.signal import StoredSignal, decide
 from tasks.timeouts import run_step
@@ -117,6 +117,8 @@ def strategy_run(strategy: str) -> StrategyRunResult:
             description = approval_description(definition, stored, order, chart, outcome)
             decision = wait_for_approval(definition, order, description)
             order = settle_approval(definition, contract, data, order, decision)
+    elif definition.risk.max_holding_bars is not None and contract is not None and data is not None:
+        order = place_time_exit(definition, contract, data)  # HOLD / ABSTAIN: only a due time exit is placed
     result = StrategyRunResult(
         strategy=strategy,
         flow_run_id=flow_run.get_id(),

@@ -134,6 +134,7 @@ class OrderType(StrEnum):
     LIMIT = "LMT"
     STOP = "STP"
     STOP_LIMIT = "STP LMT"
+    TRAIL = "TRAIL"  # a trailing stop (only as a bracket's protective child)
 
 
 class TimeInForce(StrEnum):

@@ -35,7 +35,18 @@ ORDER_TRANSITIONS: Final[dict[S, frozenset[S]]] = {
         }
     ),
     S.SUBMITTED: frozenset(
-        {S.PARTIALLY_FILLED, S.FILLED, S.CANCEL_PENDING, S.CANCELLED, S.REJECTED, S.INACTIVE, S.EXPIRED}
+        {
+            S.PARTIALLY_FILLED,
+            S.FILLED,
+            S.CANCEL_PENDING,
+            S.CANCELLED,
+            S.REJECTED,
+            S.INACTIVE,
+            S.EXPIRED,
+            # only a bracket child the broker no longer knows (not among its open or completed orders, not found
+            # by orderRef or permId) while its entry holds or works: the retry flow re-attaches it through send()
+            S.CREATED,
+        }
     ),
     S.PARTIALLY_FILLED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCEL_PENDING, S.CANCELLED, S.EXPIRED}),
     # fills can still arrive while a cancel is pending (tws-protocol.md §3.2)

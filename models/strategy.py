@@ -255,6 +255,20 @@ class Sizing(_Doc):
         return self
 
 
+class TrailingStop(_Doc):
+    """The bracket's protective stop as a trailing stop (IB TRAIL): it follows the price by ``amount`` (currency
+    per share) or ``percent`` (of the price), exactly one, and never moves back."""
+
+    amount: Decimal | None = Field(default=None, gt=0)
+    percent: Decimal | None = Field(default=None, gt=0, lt=100)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> TrailingStop:
+        if (self.amount is None) == (self.percent is None):
+            raise ValueError("trailing_stop needs 'amount' or 'percent' (exactly one)")
+        return self
+
+
 class Risk(_Doc):
     max_position: Decimal = Field(gt=0, description="Max absolute position in the symbol (shares).")
     max_notional_per_order: Decimal = Field(gt=0)
@@ -272,6 +286,18 @@ class Risk(_Doc):
         le=1000,
         description="An order may be sent (first time or retried) only until this many bars after its signal's "
         "bar closed; then it ends 'expired' with the reason.",
+    )
+    trailing_stop: TrailingStop | None = Field(
+        default=None,
+        description="Off when omitted: the bracket's stop is a fixed STP. Set: a TRAIL starting at the signal's "
+        "stop (else the entry less the trail) that follows the price.",
+    )
+    max_holding_bars: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="Time exit (off when omitted): a position held this many bars (its entry's bar included) is "
+        "closed by a market order at the next bar's open, whatever the signal; its bracket is cancelled.",
     )
 
 

@@ -375,7 +375,9 @@ class Order(Base):
     quantity: Mapped[Decimal] = mapped_column(Quantity(), nullable=False)
     order_type: Mapped[OrderType] = mapped_column(StrEnumColumn(OrderType, 16), nullable=False)
     limit_price: Mapped[Decimal | None] = mapped_column(Price())
-    stop_price: Mapped[Decimal | None] = mapped_column(Price())
+    stop_price: Mapped[Decimal | None] = mapped_column(Price())  # a TRAIL: its initial stop (trailStopPrice)
+    trail_amount: Mapped[Decimal | None] = mapped_column(Price())  # a TRAIL's distance: an amount per share ...
+    trail_percent: Mapped[Decimal | None] = mapped_column(Price())  # ... or a percent of the price
     tif: Mapped[TimeInForce] = mapped_column(StrEnumColumn(TimeInForce, 8), nullable=False, default=TimeInForce.DAY)
     status: Mapped[OrderStatus] = mapped_column(
         StrEnumColumn(OrderStatus, 32), nullable=False, default=OrderStatus.CREATED, index=True

@@ -14,7 +14,7 @@ open); the clock then advances to the bar's end, which fills it, and the order m
 (:func:`services.orders.monitor.sync_orders`) records what the broker reports.
 
 Compared: orders (decision bar, side, quantity, type, limit, bracket stop and target), fills (bar, side,
-quantity, price, commission), exits (bar, kind: stop / target / signal, quantity, price) and end equity (the
+quantity, price, commission), exits (bar, kind: stop / target / signal / time, quantity, price) and end equity (the
 replay's equity at the last close vs the account's net liquidation). Printed: both sides' counts and the first
 difference of each list, if any; exit status 1 on any difference.
 
@@ -27,7 +27,10 @@ difference of each list, if any; exit status 1 on any difference.
 * Strategy: ``examples/strategies/spy-sma-cross.yaml`` (DAY limit orders at the decision's close, risk-based
   sizing, the analyst's ATR stop and target as a bracket) with one change: ``lookback: 10 Y`` (the paper trader
   asks for every bar of the file, so its Wilder-smoothed RSI/ATR start on the same first bar as the replay's).
-  ``--order-type MKT`` runs it with market orders.
+  ``--order-type MKT`` runs it with market orders; ``--max-holding-bars N`` adds a time exit (the paper
+  trader then runs the time-exit step, ``tasks.orders.time_exit_for``, on every bar whose signal orders nothing);
+  ``--trailing-percent P`` makes the bracket's stop a TRAIL of P % (both sides follow the same rule,
+  ``services.market.matching.trail_stop``).
 * Fills: decision on bar ``i``'s close, sent at the next session's open, worked on bar ``i + 1``: a market order
   at its open, a limit when the bar reaches it at ``min(open, limit)`` (a BUY), a DAY limit ending with that
   session (the replay's rules; the simulator with ``placement_fill=False``, so nothing fills against the day-old
@@ -133,12 +136,18 @@ def _day(when: dt.datetime | pd.Timestamp) -> dt.date:
 # Inputs
 
 
-def parity_strategy(order_type: OrderType | None = None) -> StrategyDefinition:
-    """The shipped strategy with ``lookback: 10 Y`` (and ``order_type`` when given; as shipped: LMT DAY)."""
+def parity_strategy(
+    order_type: OrderType | None = None, max_holding_bars: int | None = None, trailing_percent: Decimal | None = None
+) -> StrategyDefinition:
+    """The shipped strategy with ``lookback: 10 Y`` (and ``order_type`` when given; as shipped: LMT DAY; a time
+    exit after ``max_holding_bars`` and a trailing stop of ``trailing_percent`` when given: as shipped none)."""
+    from models.strategy import TrailingStop
     from services.strategies import load_strategy_file
 
     base = load_strategy_file(STRATEGY)
     risk = base.risk if order_type is None else base.risk.model_copy(update={"order_type": order_type})
+    trail = TrailingStop(percent=trailing_percent) if trailing_percent is not None else None
+    risk = risk.model_copy(update={"max_holding_bars": max_holding_bars, "trailing_stop": trail})
     return base.model_copy(update={"name": "parity", "lookback": "10 Y", "risk": risk})
 
 
@@ -224,7 +233,7 @@ def run_paper(definition: StrategyDefinition, bars: Path, window: list[pd.Timest
     from services.strategies import save_definition
     from simulator import SimConfig, SimServer
     from tasks.market_data import MarketData
-    from tasks.orders import order_for_signal
+    from tasks.orders import order_for_signal, time_exit_for
     from tasks.signal import StoredSignal
 
     db_url = f"sqlite:///{work / 'parity.db'}"
@@ -285,6 +294,11 @@ def run_paper(definition: StrategyDefinition, bars: Path, window: list[pd.Timest
                     outcome, definition, last_bar_time=bar_time, now=end, flagged_latest=data.latest_flagged
                 )
                 if signal.action not in (SignalAction.BUY, SignalAction.SELL):
+                    if definition.risk.max_holding_bars is not None:  # the strategy run's time-exit step
+                        opening = _next_open(_day(end))
+                        sim.clock.advance_to(opening)
+                        clock["now"] = opening
+                        time_exit_for(definition, contract, data, broker=broker, dry_run=False, now=opening)
                     continue
                 with session_scope(db_url) as session:
                     row = signals_repo.record(
@@ -357,6 +371,7 @@ def _settle(sim: Any, broker: Any, db_url: str, now: dt.datetime) -> None:
 def _paper_outcome(db_url: str, sim: Any, broker: Any) -> Outcome:
     from models.tables import Signal as SignalRow
     from services.db import session_scope
+    from services.orders.submit import TIME_EXIT
     from services.repositories import fills as fills_repo
     from services.repositories import orders as orders_repo
 
@@ -370,10 +385,14 @@ def _paper_outcome(db_url: str, sim: Any, broker: Any) -> Outcome:
                 continue  # children are listed with their entry; refusals never reached the broker
             kids = {c.idempotency_key.rsplit(":", 1)[-1]: c for c in orders_repo.children(session, o.id)}
             signal = session.get(SignalRow, o.signal_id) if o.signal_id is not None else None
-            assert signal is not None
+            if signal is not None:
+                decided = _day(signal.bar_time)
+            else:  # a time exit on a HOLD / ABSTAIN bar: its key names the bar (strategy:SYMBOL:bar:side:time)
+                assert o.idempotency_key.endswith(TIME_EXIT), o.idempotency_key
+                decided = dt.date.fromisoformat(o.idempotency_key.split(":")[2][:8])
             orders.append(
                 (
-                    _day(signal.bar_time),
+                    decided,
                     o.side,
                     o.quantity,
                     o.order_type,
@@ -395,6 +414,8 @@ def _paper_outcome(db_url: str, sim: Any, broker: Any) -> Outcome:
                     if key.endswith(":SL")
                     else ExitKind.TARGET
                     if key.endswith(":TP")
+                    else ExitKind.TIME
+                    if key.endswith(TIME_EXIT)
                     else ExitKind.SIGNAL
                 )
                 exits.append((_day(f.executed_at), kind, min(abs(position), f.quantity), f.price))
@@ -406,8 +427,15 @@ def _paper_outcome(db_url: str, sim: Any, broker: Any) -> Outcome:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def run(start: dt.date, bars: int, warmup: int, order_type: OrderType | None = None) -> Parity:
-    definition = parity_strategy(order_type)
+def run(
+    start: dt.date,
+    bars: int,
+    warmup: int,
+    order_type: OrderType | None = None,
+    max_holding_bars: int | None = None,
+    trailing_percent: Decimal | None = None,
+) -> Parity:
+    definition = parity_strategy(order_type, max_holding_bars, trailing_percent)
     with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
         work = Path(tmp)
         data_dir = work / "bars"
@@ -424,11 +452,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bars", type=int, default=120, help="daily bars in the window")
     parser.add_argument("--warmup", type=int, default=300, help="bars before the window (indicator warm-up)")
     parser.add_argument("--order-type", choices=["LMT", "MKT"], help="override the strategy's (LMT as shipped)")
+    parser.add_argument("--max-holding-bars", type=int, help="add a time exit after this many bars (none as shipped)")
+    parser.add_argument("--trailing-percent", type=Decimal, help="make the bracket's stop a trailing stop (% of price)")
     args = parser.parse_args(argv)
     order_type = OrderType(args.order_type) if args.order_type else None
-    parity = run(dt.date.fromisoformat(args.start), args.bars, args.warmup, order_type)
+    start = dt.date.fromisoformat(args.start)
+    parity = run(start, args.bars, args.warmup, order_type, args.max_holding_bars, args.trailing_percent)
     kind = (order_type or parity_strategy().risk.order_type).value
-    print(f"{STRATEGY.name} ({kind}), {args.bars} bars from {args.start}")
+    timed = f", time exit after {args.max_holding_bars} bars" if args.max_holding_bars else ""
+    trailing = f", trailing stop {args.trailing_percent}%" if args.trailing_percent else ""
+    print(f"{STRATEGY.name} ({kind}{timed}{trailing}), {args.bars} bars from {args.start}")
     print(parity.report())
     return 0 if not parity.differences() else 1
 

@@ -79,6 +79,20 @@ def strategy_position(session: Session, strategy_name: str, symbol: str) -> Deci
     return sum((f.quantity if f.side is OrderSide.BUY else -f.quantity for f in fills), Decimal(0))
 
 
+def strategy_position_opened(session: Session, strategy_name: str, symbol: str) -> dt.datetime | None:
+    """When the strategy's open position in ``symbol`` was opened (the time of its first fill since it was last
+    flat), or None when it holds nothing."""
+    held, opened = Decimal(0), None
+    for f in fills_repo.effective(session, symbol=symbol, strategy_name=strategy_name):  # oldest first
+        before = held
+        held += f.quantity if f.side is OrderSide.BUY else -f.quantity
+        if held == 0:
+            opened = None
+        elif before == 0 or (before > 0) != (held > 0):  # opened from flat, or flipped through it
+            opened = f.executed_at
+    return opened
+
+
 def rebuild(session: Session) -> dict[int, PositionState]:
     """Rebuild the ``positions`` table from the effective fills; return the states."""
     states = build_positions(fills_repo.effective(session))

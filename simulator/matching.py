@@ -15,6 +15,9 @@ once it is complete):
   - LMT buy fills if low <= limit at min(open, limit); sell if high >= limit at max(open, limit).
   - STP buy triggers if high >= stop and fills at max(open, stop) (+ slippage); sell mirrors it.
   - STP LMT triggers like STP; then fills at max(open, stop) if that is within the limit, else rests as LMT.
+  - TRAIL (trailing amount in auxPrice, or trailingPercent; the stop starts at trailStopPrice, required here):
+    fills like a STP at its current stop; a bar that does not reach it moves the stop to high - trail (sell;
+    buy: low + trail) when tighter, never back (:func:`services.market.matching.trail_stop`).
   - Intraday bars outside regular trading hours (:mod:`services.market.sessions`: NYSE sessions, holidays and
     early closes included) are skipped unless the order has ``outsideRth``.
   - DAY orders expire (Cancelled) at the close of the session they were placed for (after its last bar), and at
@@ -94,6 +97,12 @@ class Matcher:
         if not self.placement_fill:
             return None
         kind = OrderType(order.order_type)
+        if kind is OrderType.TRAIL:  # at placement a trailing stop is a STP at its trailStopPrice
+            price, order.triggered = market.immediate_price(
+                OrderType.STOP, OrderSide(order.action), bar.close, limit=None, stop=order.trail_stop_price,
+                triggered=False, slippage=self.slippage,
+            )  # fmt: skip
+            return price
         price, order.triggered = market.immediate_price(
             kind,
             OrderSide(order.action),
@@ -108,7 +117,16 @@ class Matcher:
         return price
 
     def bar_price(self, order: SimOrder, bar: Bar) -> Decimal | None:
-        """Fill price on a newly completed bar, or None."""
+        """Fill price on a newly completed bar, or None. A trailing stop's stop follows the bar it survived."""
+        if order.order_type == OrderType.TRAIL.value:
+            assert order.trail_stop_price is not None  # placement requires it
+            trail = market.Trail(amount=order.aux_price, percent=order.trailing_percent)
+            price, order.trail_stop_price = market.trailing_price(
+                OrderSide(order.action), bar, stop=order.trail_stop_price, trail=trail, quantum=market.TICK,
+                slippage=self.slippage,
+            )  # fmt: skip
+            order.triggered = price is not None
+            return price
         price, order.triggered = market.bar_price(
             OrderType(order.order_type),
             OrderSide(order.action),

@@ -153,6 +153,10 @@ def _price(value: Decimal | None) -> Field:
     return value if value is not None else Decimal(0)
 
 
+def _unset(value: Decimal | None) -> Field:
+    return value if value is not None else ""
+
+
 @dataclass(frozen=True)
 class WhatIf:
     """The order-state block of a whatIf answer: 9 margin values (before, change, after) and the commission."""
@@ -247,8 +251,8 @@ def open_order(server_version: int, order: SimOrder, inst: Instrument, what_if: 
         "",  # deltaNeutralDesignatedLocation
         False,  # continuousUpdate
         0,  # referencePriceType
-        "",  # trailStopPrice
-        "",  # trailingPercent
+        _unset(order.trail_stop_price),  # trailStopPrice
+        _unset(order.trailing_percent),  # trailingPercent
         "",  # basisPoints
         "",  # basisPointsType
         "",  # comboLegsDescrip
@@ -361,8 +365,8 @@ def completed_order(server_version: int, order: SimOrder, inst: Instrument) -> F
         "",  # deltaNeutralDesignatedLocation
         False,  # continuousUpdate
         0,  # referencePriceType
-        "",  # trailStopPrice
-        "",  # trailingPercent
+        _unset(order.trail_stop_price),  # trailStopPrice
+        _unset(order.trailing_percent),  # trailingPercent
         "",  # comboLegsDescrip
         0,  # numComboLegs
         0,  # numOrderComboLegs

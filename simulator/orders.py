@@ -25,7 +25,8 @@ from simulator.wire import UNSET_DOUBLE
 
 Builder = Callable[[int], m.Fields]  # server version -> message fields
 
-SUPPORTED_TYPES = frozenset({"MKT", "LMT", "STP", "STP LMT"})
+SUPPORTED_TYPES = frozenset({"MKT", "LMT", "STP", "STP LMT", "TRAIL"})
+STOP_TYPES = frozenset({"STP", "STP LMT", "TRAIL"})  # held PreSubmitted until triggered
 SUPPORTED_TIFS = frozenset({"DAY", "GTC"})
 MARGIN_RATE = Decimal("0.25")
 _WHAT_IF_TAGS = frozenset({"InitMarginReq", "MaintMarginReq", "EquityWithLoanValue"})
@@ -61,14 +62,24 @@ class PlaceRequest:
     what_if: bool
     transmit: bool = True
     oca_type: int = 0
+    trail_stop_price: str = ""
+    trailing_percent: str = ""
 
 
-def _skip_place_tail(fields: list[str], version: int) -> bool:
-    """Walk placeOrder's variable tail (client.py placeOrder) and return the whatIf flag."""
+@dataclass(frozen=True)
+class _Tail:
+    what_if: bool = False
+    trail_stop_price: str = ""
+    trailing_percent: str = ""
+
+
+def _skip_place_tail(fields: list[str], version: int) -> _Tail:
+    """Walk placeOrder's variable tail (client.py placeOrder): the whatIf flag and the trailing-stop fields."""
     i = 35 + 7 + (1 if version < 177 else 0)  # "", discretionaryAmt .. faPercentage [, faProfile]
     i += 24
     if fields[i - 2]:  # deltaNeutralOrderType
         i += 8
+    trail_stop, trail_pct = fields[i + 2], fields[i + 3]  # continuousUpdate, referencePriceType, then these
     i += 7
     increment = fields[i - 1]
     try:
@@ -89,15 +100,15 @@ def _skip_place_tail(fields: list[str], version: int) -> bool:
         n = int(fields[i] or 0)
         i += 1 + 2 * n
     i += 1  # algoId
-    return fields[i] == "1"
+    return _Tail(fields[i] == "1", trail_stop, trail_pct)
 
 
 def parse_place(fields: list[str], version: int) -> PlaceRequest:
     """Parse message 3 (no version field; contract at 2..13, non-BAG contracts only)."""
     try:
-        what_if = _skip_place_tail(fields, version)
+        tail = _skip_place_tail(fields, version)
     except (IndexError, ValueError):
-        what_if = False
+        tail = _Tail()
     return PlaceRequest(
         order_id=int(fields[1]),
         con_id=int(fields[2] or 0),
@@ -116,9 +127,11 @@ def parse_place(fields: list[str], version: int) -> PlaceRequest:
         parent_id=int(fields[28] or 0),
         oca_group=fields[22],
         outside_rth=fields[33] == "1",
-        what_if=what_if,
+        what_if=tail.what_if,
         transmit=fields[27] != "0",
         oca_type=_int(fields, 46 + (1 if version < 177 else 0)),
+        trail_stop_price=tail.trail_stop_price,
+        trailing_percent=tail.trailing_percent,
     )
 
 
@@ -144,7 +157,7 @@ def _phase(order: SimOrder) -> int:
     kind = order.order_type
     if kind == "MKT" or (kind == "STP" and order.triggered):
         return 0
-    return 1 if kind.startswith("STP") and not order.triggered else 2
+    return 1 if kind in STOP_TYPES and not order.triggered else 2
 
 
 class OrderDesk:
@@ -238,8 +251,10 @@ class OrderDesk:
             oca_type=req.oca_type,
             placed_quantity=Decimal(req.quantity),
             parent_perm_id=parent.perm_id if parent is not None else 0,
+            trail_stop_price=_decimal(req.trail_stop_price),
+            trailing_percent=_decimal(req.trailing_percent),
         )
-        held = order.order_type.startswith("STP") or self._held(order)
+        held = order.order_type in STOP_TYPES or self._held(order)
         order.status = SimOrderStatus.PRE_SUBMITTED if held else SimOrderStatus.SUBMITTED
         if req.what_if:
             self._what_if(order, inst)
@@ -260,7 +275,7 @@ class OrderDesk:
         if req.action not in ("BUY", "SELL"):
             return f"Invalid action {req.action!r}"
         if req.order_type not in SUPPORTED_TYPES:
-            return f"Order type {req.order_type!r} is not supported (MKT, LMT, STP, STP LMT)"
+            return f"Order type {req.order_type!r} is not supported (MKT, LMT, STP, STP LMT, TRAIL)"
         if req.tif not in SUPPORTED_TIFS:
             return f"Time in force {req.tif!r} is not supported (DAY, GTC)"
         lmt, aux = _decimal(req.lmt_price), _decimal(req.aux_price)
@@ -268,6 +283,12 @@ class OrderDesk:
             return "A limit price is required"
         if req.order_type in ("STP", "STP LMT") and (aux is None or aux <= 0):
             return "A stop price is required"
+        if req.order_type == "TRAIL":
+            stop, pct = _decimal(req.trail_stop_price), _decimal(req.trailing_percent)
+            if (aux is None or aux <= 0) == (pct is None or not 0 < pct < 100):
+                return "A trailing stop needs a trailing amount (auxPrice) or a trailingPercent"
+            if stop is None or stop <= 0:
+                return "A trailing stop needs its initial trailStopPrice (the simulator does not infer it)"
         if req.account and req.account not in self.state.accounts:
             return f"Account {req.account} not found"
         inst = self._instrument(req)
@@ -416,7 +437,7 @@ class OrderDesk:
             quantity = min(child.placed_quantity or child.quantity, child.filled + held)
             changed = quantity != child.quantity
             child.quantity = quantity
-            stop = child.order_type.startswith("STP") and not child.triggered
+            stop = child.order_type in STOP_TYPES and not child.triggered
             if child.status == SimOrderStatus.PRE_SUBMITTED and not stop:
                 child.status = SimOrderStatus.SUBMITTED
                 changed = True

@@ -37,9 +37,9 @@ class SimOrder:
     account: str
     action: str  # BUY / SELL
     quantity: Decimal
-    order_type: str  # MKT, LMT, STP, STP LMT
+    order_type: str  # MKT, LMT, STP, STP LMT, TRAIL
     lmt_price: Decimal | None
-    aux_price: Decimal | None
+    aux_price: Decimal | None  # STP / STP LMT: the stop; TRAIL: the trailing amount (as at IB)
     tif: str
     order_ref: str
     outside_rth: bool
@@ -58,6 +58,8 @@ class SimOrder:
     oca_type: int = 0  # placeOrder's ocaType: 1 cancel the group on a fill, 2/3 (and 0, unset) reduce it
     placed_quantity: Decimal | None = None  # a bracket child's size as placed (it covers at most that)
     parent_perm_id: int = 0
+    trail_stop_price: Decimal | None = None  # TRAIL: where the stop is now (placed as trailStopPrice)
+    trailing_percent: Decimal | None = None  # TRAIL: the distance as a percent (instead of aux_price)
 
     @property
     def remaining(self) -> Decimal:

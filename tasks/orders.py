@@ -1,4 +1,4 @@
-"""Step 7 (BUY/SELL only): plan -> risk gate -> idempotent submit; one artifact ``<strategy>-order``.
+"""Step 7 (BUY/SELL, or a due time exit): plan -> risk gate -> idempotent submit; one artifact ``<strategy>-order``.
 
 What the signal asks for is decided by :func:`services.orders.planning.plan_order`, the decision replay makes
 too (one position per strategy, no pyramiding; a BUY while long, or a SELL while flat without shorting, is
@@ -6,7 +6,9 @@ stored as a refusal and nothing is sent). An entry is a bracket: the signal's ta
 as a take-profit LMT and a protective STP attached to it (``services.orders.submit``). A signal against the
 strategy's open position (SELL on a long, BUY on a short) closes it instead: the whole position, in the
 protective orders' OCA group; once the close has
-filled, what still protects the position is cancelled.
+filled, what still protects the position is cancelled. With ``risk.max_holding_bars`` a position held that many
+bars is closed first (``plan_time_exit``, a market order keyed ``<key>:time``), whatever the signal; on a HOLD or
+ABSTAIN run only that is checked (``place_time_exit``).
 
 Dry run (``settings.trading.dry_run``): the order goes to a :class:`MemoryBroker` seeded with this run's bars
 (no socket); its fills are recorded at once (ids made unique per order) so positions follow. Otherwise to the
@@ -18,17 +20,19 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from models.bars import TIMESTAMP
 from models.enums import OrderStatus, SignalAction
-from models.strategy import StrategyDefinition
+from models.strategy import BAR_SECONDS, StrategyDefinition
 from services.broker.loop_owner import SyncBroker
 from services.broker.memory import MemoryBroker
 from services.broker.types import ContractInfo
@@ -37,9 +41,9 @@ from services.orders.approval import approval_rows, hold_for, is_pending
 from services.orders.context import fetch_account
 from services.orders.dry_run import work_protection
 from services.orders.monitor import cancel_protective, record_dry_run_fills
-from services.orders.planning import OrderPlan, plan_order, sizing_atr
+from services.orders.planning import OrderPlan, held_bars, plan_order, plan_time_exit, sizing_atr
 from services.orders.submit import OrderBroker, OrderIntent, SendContext, SubmitResult, signal_expiry, submit_order
-from services.positions import strategy_position
+from services.positions import strategy_position, strategy_position_opened
 from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, publish_table
 from tasks.market_data import MarketData
@@ -96,16 +100,20 @@ def order_for_signal(
     if signal.action not in (SignalAction.BUY, SignalAction.SELL):
         raise ValueError(f"no order for a {signal.action.value} signal")
     risk = definition.risk
-    last_close = Decimal(repr(float(data.frame["close"].iloc[-1])))
+    last_close = _last_close(data)
     if signal.entry is None:
         signal = dataclasses.replace(signal, entry=last_close)
     if dry_run:
-        for moved in work_protection(runtime.database_url, _memory(contract, data), contract, definition.name, now):
-            log.info("dry run: %s %s -> %s on the bars since its entry filled", moved.key, moved.before.value,
-                     moved.after.value)  # fmt: skip
-    account = fetch_account(broker)
+        _work_dry_run_protection(runtime.database_url, definition, contract, data, now)
     with session_scope(runtime.database_url) as session:
         position = strategy_position(session, definition.name, definition.symbol)
+        opened = strategy_position_opened(session, definition.name, definition.symbol)
+    due = _time_exit_plan(definition, data, position, opened, last_close)
+    if due is not None:  # the time exit comes first: this bar's signal order is not placed
+        return _submit(definition, contract, data, due, broker=broker, dry_run=dry_run, now=now,
+                       bar_time=signal.bar_time, flow_run_id=flow_run_id, signal_id=stored.id,
+                       time_exit=True)  # fmt: skip
+    account = fetch_account(broker)
     plan = plan_order(
         signal,
         risk,
@@ -116,28 +124,103 @@ def order_for_signal(
         size_increment=contract.size_increment,
         min_tick=contract.min_tick,
     )
+    return _submit(definition, contract, data, plan, broker=broker, dry_run=dry_run, now=now,
+                   bar_time=signal.bar_time, flow_run_id=flow_run_id, signal_id=stored.id)  # fmt: skip
+
+
+def time_exit_for(
+    definition: StrategyDefinition,
+    contract: ContractInfo,
+    data: MarketData,
+    *,
+    broker: OrderBroker,
+    dry_run: bool,
+    now: dt.datetime,
+    flow_run_id: str | None = None,
+) -> SubmitResult | None:
+    """The strategy's time exit on a run whose signal orders nothing (HOLD, ABSTAIN): close a position held
+    ``risk.max_holding_bars`` bars (``services.orders.planning.plan_time_exit``); None when none is due."""
+    if definition.risk.max_holding_bars is None:
+        return None
+    runtime = get_runtime()
+    if dry_run:
+        _work_dry_run_protection(runtime.database_url, definition, contract, data, now)
+    with session_scope(runtime.database_url) as session:
+        position = strategy_position(session, definition.name, definition.symbol)
+        opened = strategy_position_opened(session, definition.name, definition.symbol)
+    due = _time_exit_plan(definition, data, position, opened, _last_close(data))
+    if due is None:
+        return None
+    bar_time = data.last_bar_time.to_pydatetime()
+    return _submit(definition, contract, data, due, broker=broker, dry_run=dry_run, now=now, bar_time=bar_time,
+                   flow_run_id=flow_run_id, time_exit=True)  # fmt: skip
+
+
+def _last_close(data: MarketData) -> Decimal:
+    return Decimal(repr(float(data.frame["close"].iloc[-1])))
+
+
+def _work_dry_run_protection(
+    db_url: str, definition: StrategyDefinition, contract: ContractInfo, data: MarketData, now: dt.datetime
+) -> None:
+    for moved in work_protection(db_url, _memory(contract, data), contract, definition.name, now):
+        log.info("dry run: %s %s -> %s on the bars since its entry filled", moved.key, moved.before.value,
+                 moved.after.value)  # fmt: skip
+
+
+def _time_exit_plan(
+    definition: StrategyDefinition, data: MarketData, position: Decimal, opened: dt.datetime | None, close: Decimal
+) -> OrderPlan | None:
+    if definition.risk.max_holding_bars is None or opened is None:
+        return None
+    step = dt.timedelta(seconds=BAR_SECONDS[definition.bar_size])
+    ends = [t + step for t in pd.DatetimeIndex(data.frame[TIMESTAMP]).to_pydatetime()]
+    held = held_bars(ends, opened)
+    return plan_time_exit(definition.risk, position=position, held=held, reference=close)
+
+
+def _submit(
+    definition: StrategyDefinition,
+    contract: ContractInfo,
+    data: MarketData,
+    plan: OrderPlan,
+    *,
+    broker: OrderBroker,
+    dry_run: bool,
+    now: dt.datetime,
+    bar_time: dt.datetime,
+    flow_run_id: str | None,
+    signal_id: int | None = None,
+    time_exit: bool = False,
+) -> SubmitResult:
+    """Gate and submit a plan (``submit_order``); a close that filled at once cancels the position's protection."""
+    runtime = get_runtime()
     closing = plan.closing > 0
     intent = OrderIntent(
         strategy_name=definition.name,
         symbol=definition.symbol,
         side=plan.side,
         quantity=plan.quantity,
-        bar_time=signal.bar_time,
+        bar_time=bar_time,
         order_type=plan.order_type,
         limit_price=plan.limit,
         tif=plan.tif,
         conid=contract.conid,
-        signal_id=stored.id,
+        signal_id=signal_id,
         flow_run_id=flow_run_id,
-        expires_at=signal_expiry(definition, signal.bar_time),
+        expires_at=signal_expiry(definition, bar_time),
         reference_price=plan.reference,
         take_profit=plan.target,
         stop_loss=plan.stop,
+        trail=plan.trail,
+        time_exit=time_exit,
     )
     ctx = SendContext(
-        trading=runtime.settings.trading, now=now, dry_run=dry_run, marks={definition.symbol.upper(): last_close}
+        trading=runtime.settings.trading, now=now, dry_run=dry_run, marks={definition.symbol.upper(): _last_close(data)}
     )
-    hold = hold_for(definition, intent, ctx) if plan.refusal is None else None  # the strategy's approval rule
+    # the strategy's approval rule holds entries and signal closes; a time exit, like the bracket's stop and
+    # target, belongs to the position already approved
+    hold = hold_for(definition, intent, ctx) if plan.refusal is None and not time_exit else None
     result = submit_order(runtime.database_url, broker, contract, intent, ctx, refusal=plan.refusal, hold=hold)
     if dry_run and result.sent and result.status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
         # the in-memory broker is gone after this step: its fills are recorded now, so positions (and the next
@@ -196,6 +279,37 @@ def place_order(
     definition: StrategyDefinition, contract: ContractInfo, data: MarketData, stored: StoredSignal
 ) -> OrderStepResult:
     """Size, gate and submit the signal's order; publish the decision table as ``<strategy>-order``."""
+    result = _with_broker(
+        contract,
+        data,
+        lambda broker, dry_run, now, run_id: order_for_signal(
+            definition, contract, data, stored, broker=broker, dry_run=dry_run, now=now, flow_run_id=run_id
+        ),
+    )
+    assert result is not None
+    return _published(definition, result)
+
+
+@task(name="7 time exit", cache_policy=NO_CACHE, timeout_seconds=ORDER_TIMEOUT_S)
+def place_time_exit(definition: StrategyDefinition, contract: ContractInfo, data: MarketData) -> OrderStepResult | None:
+    """On a run whose signal orders nothing: close the position once it is past ``risk.max_holding_bars``."""
+    result = _with_broker(
+        contract,
+        data,
+        lambda broker, dry_run, now, run_id: time_exit_for(
+            definition, contract, data, broker=broker, dry_run=dry_run, now=now, flow_run_id=run_id
+        ),
+    )
+    return _published(definition, result) if result is not None else None
+
+
+def _with_broker(
+    contract: ContractInfo,
+    data: MarketData,
+    step: Callable[[OrderBroker, bool, dt.datetime, str | None], SubmitResult | None],
+) -> SubmitResult | None:
+    """Run ``step`` with this run's broker: a fresh in-memory one over the run's bars in a dry run, else the
+    runtime's session."""
     runtime = get_runtime()
     now = runtime.clock()
     dry_run = runtime.settings.trading.dry_run
@@ -207,19 +321,14 @@ def place_order(
         broker = runtime.broker()
     try:
         run_id = flow_run.get_id()
-        result = order_for_signal(
-            definition,
-            contract,
-            data,
-            stored,
-            broker=broker,
-            dry_run=dry_run,
-            now=now,
-            flow_run_id=str(run_id) if run_id else None,
-        )
+        return step(broker, dry_run, now, str(run_id) if run_id else None)
     finally:
         if own is not None:
             own.close()
+
+
+def _published(definition: StrategyDefinition, result: SubmitResult) -> OrderStepResult:
+    dry_run = get_runtime().settings.trading.dry_run
     refused = result.status is OrderStatus.RISK_REJECTED
     publish_table(
         artifact_key(definition.name, "order"),

@@ -19,6 +19,7 @@ from services.broker.loop_owner import SyncBroker
 from services.broker.pacing import Backoff
 from services.broker.types import Bracket, ContractInfo, ContractSpec, OrderRequest
 from services.db import session_scope
+from services.market import Trail
 from services.orders import kill_switch
 from services.orders.monitor import cancel_all, cancel_by_id, cancel_protective, reconcile, sync_orders
 from services.orders.submit import OrderIntent, SubmitResult, submit_order
@@ -80,12 +81,13 @@ def _bracket(
     target: str | None = "133.10",
     stop: str | None = "132.70",
     name: str = "brk",
+    trail: Trail | None = None,
 ) -> SubmitResult:
     store_strategy(db_url, strategy(name))
     intent = OrderIntent(
         name, "SPY", OrderSide.BUY, D(qty), START, limit_price=D(entry), conid=spy.conid,
         expires_at=START + dt.timedelta(hours=6), reference_price=D(entry),
-        take_profit=D(target) if target else None, stop_loss=D(stop) if stop else None,
+        take_profit=D(target) if target else None, stop_loss=D(stop) if stop else None, trail=trail,
     )  # fmt: skip
     return submit_order(db_url, broker, spy, intent, send_ctx(START, dry_run=False))
 
@@ -313,3 +315,123 @@ def test_halt_with_cancel_all_cancels_parents_and_children(
     assert _rows(db_url, working) == {"": (S.CANCELLED, 100, 0), ":TP": (S.CANCELLED, 100, 0),
                                       ":SL": (S.CANCELLED, 100, 0)}  # fmt: skip
     assert not sim.state.open_orders()
+
+
+def test_a_trailing_stop_follows_the_price_up_then_fills_and_the_target_is_cancelled(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
+) -> None:
+    """TRAIL 0.35 below the high, starting at 132.50: the bars' highs move it up to 133.00 (never back), the 17:35
+    bar's low 132.96 reaches it, it fills at 133.00 and the target at 133.50 (never reached) is cancelled."""
+    key = _bracket(db_url, broker, spy, target="133.50", stop="132.50", trail=Trail(amount=D("0.35"))).key
+    sl = _at_sim(sim, f"{key}:SL")  # what ib_async put on the wire: orderType TRAIL, auxPrice, trailStopPrice
+    assert (sl.order_type, sl.aux_price, sl.trail_stop_price, sl.trailing_percent) == (
+        "TRAIL",
+        D("0.35"),
+        D("132.50"),
+        None,
+    )
+    assert sl.status is SimOrderStatus.PRE_SUBMITTED and sl.oca_group == key
+    seen = broker.find_order(f"{key}:SL")  # and what it read back from openOrder
+    assert seen is not None and (seen.order_type, seen.stop_price) == (OrderType.TRAIL, D("132.50"))
+    with session_scope(db_url) as s:
+        row = orders_repo.get_by_key(s, f"{key}:SL")
+        assert row is not None
+        assert (row.order_type, row.stop_price, row.trail_amount, row.trail_percent) == (
+            OrderType.TRAIL, D("132.50"), D("0.35"), None)  # fmt: skip
+    stops = []
+    for _ in range(32):  # 15:00 .. 17:35, one bar at a time
+        sim.clock.advance(1, symbol="SPY")
+        stops.append(sl.trail_stop_price)
+    # 15:10 (the entry's bar) high 133.02 -> 132.67; 15:35 133.12 -> 132.77; 15:40 133.22 -> 132.87;
+    # 16:05 133.33 -> 132.98; 16:25 133.35 -> 133.00; lower highs leave it there
+    assert sorted(set(stops)) == [D("132.50"), D("132.67"), D("132.77"), D("132.87"), D("132.98"), D("133.00")]
+    assert stops == sorted(stops)  # never back
+    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.CANCELLED, 100, 0), ":SL": (S.FILLED, 100, 100)})
+    assert (sl.avg_fill_price, _at_sim(sim, f"{key}:TP").completed_status) == (D("133.00"), "Cancelled (OCA)")
+    assert sim.state.positions[(ACCOUNT, SPY_CONID)].quantity == 0
+
+
+def test_a_percent_trailing_stop_goes_out_as_trailing_percent(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
+) -> None:
+    key = _bracket(db_url, broker, spy, stop="132.00", trail=Trail(percent=D("0.5"))).key
+    sl = _at_sim(sim, f"{key}:SL")
+    assert (sl.order_type, sl.aux_price, sl.trailing_percent, sl.trail_stop_price) == (
+        "TRAIL",
+        None,
+        D("0.5"),
+        D("132.00"),
+    )
+
+
+def test_a_stop_the_broker_lost_is_re_attached_by_the_retry_flow_through_the_gate(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
+) -> None:
+    """The entry filled, then TWS lost its stop (gone from its orders after a restart): the monitor finds it missing
+    (not among the open or completed orders, not by orderRef or permId) and puts it back to ``created``; the retry
+    flow sends it through ``send``: refused while reconciliation is unclean (nothing sent, it stays created), then
+    re-placed as a STP in the entry's OCA group; it then protects: the 15:25 stop fills, the target is cancelled."""
+    from services.orders.context import set_reconciliation
+    from services.orders.monitor import retry_orders
+
+    key = _bracket(db_url, broker, spy, target="133.50", stop="132.75").key
+    sim.clock.advance(3, symbol="SPY")  # the parent fills on 15:10
+    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.SUBMITTED, 100, 0), ":SL": (S.SUBMITTED, 100, 0)})
+    assert sync_orders(db_url, broker, START).lost_children == []  # both children known: nothing lost
+    del sim.state.orders[_at_sim(sim, f"{key}:SL").perm_id]  # TWS lost it
+    sim.drop_connections()
+    _reconnected(broker)
+    assert broker.find_order(f"{key}:SL") is None and broker.find_order(f"{key}:TP") is not None
+    report = sync_orders(db_url, broker, START)
+    assert report.lost_children == [f"{key}:SL"]
+    assert _rows(db_url, key)[":SL"] == (S.CREATED, 100, 0)
+    assert sync_orders(db_url, broker, START).lost_children == []  # marked once
+    ctx = send_ctx(START + dt.timedelta(minutes=15), dry_run=False)
+    frames = len(sim.state.placed)
+    with session_scope(db_url) as s:
+        set_reconciliation(s, "test: a position difference")
+    [refused] = retry_orders(db_url, broker, lambda _what: spy, 5, ctx)
+    assert (refused.key, refused.status, refused.sent) == (f"{key}:SL", S.CREATED, False)
+    assert len(sim.state.placed) == frames  # the gate ran: nothing went out
+    with session_scope(db_url) as s:
+        row = orders_repo.get_by_key(s, f"{key}:SL")
+        assert row is not None and row.risk_decision is not None and row.submit_attempts == 2  # with its entry, now
+        assert (
+            row.last_submit_error is not None and "reconciliation: test: a position difference" in row.last_submit_error
+        )
+        failed = {c["name"] for c in row.risk_decision["checks"] if not c["passed"]}
+        assert failed == {"reconciliation"}  # the entry's signal expiry and the order-count limits do not apply
+        set_reconciliation(s, None)
+    [sent] = retry_orders(db_url, broker, lambda _what: spy, 5, ctx)
+    assert (sent.key, sent.status, sent.sent) == (f"{key}:SL", S.SUBMITTED, True)
+    [again] = sim.state.orders_by_ref(f"{key}:SL")
+    assert (again.order_type, again.aux_price, again.quantity, again.parent_id) == ("STP", D("132.75"), 100, 0)
+    assert (again.oca_group, again.oca_type) == (key, 2)  # a plain order in the entry's OCA group: the entry is done
+    assert [(p.order_ref, p.transmit) for p in sim.state.placed[frames:]] == [(f"{key}:SL", True)]
+    sim.clock.advance(3, symbol="SPY")  # 15:25: low 132.71 triggers the stop at 132.75
+    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.CANCELLED, 100, 0), ":SL": (S.FILLED, 100, 100)})
+    assert (again.avg_fill_price, _at_sim(sim, f"{key}:TP").completed_status) == (D("132.75"), "Cancelled (OCA)")
+    assert sim.state.positions[(ACCOUNT, SPY_CONID)].quantity == 0
+
+
+def test_a_child_lost_while_its_entry_works_is_attached_to_the_entry_again(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
+) -> None:
+    """The entry (132.00, below the market) is still working when TWS loses its take-profit: the retry flow
+    attaches it to the entry again (parentId, the OCA group, held until the entry fills); the entry is not re-sent."""
+    from services.orders.monitor import retry_orders
+
+    key = _bracket(db_url, broker, spy, entry="132.00", target="133.00", stop="131.50").key
+    entry = _at_sim(sim, key)
+    del sim.state.orders[_at_sim(sim, f"{key}:TP").perm_id]
+    sim.drop_connections()
+    _reconnected(broker)
+    assert sync_orders(db_url, broker, START).lost_children == [f"{key}:TP"]
+    frames = len(sim.state.placed)
+    [sent] = retry_orders(db_url, broker, lambda _what: spy, 5, send_ctx(START, dry_run=False))
+    assert (sent.key, sent.status, sent.sent) == (f"{key}:TP", S.SUBMITTED, True)
+    assert [p.order_ref for p in sim.state.placed[frames:]] == [f"{key}:TP"]  # only the child went out
+    [tp] = sim.state.orders_by_ref(f"{key}:TP")
+    assert (tp.parent_id, tp.oca_group, tp.lmt_price, tp.status) == (
+        entry.order_id, key, D("133.00"), SimOrderStatus.PRE_SUBMITTED)  # fmt: skip
+    assert _rows(db_url, key) == {"": (S.SUBMITTED, 100, 0), ":TP": (S.SUBMITTED, 100, 0), ":SL": (S.SUBMITTED, 100, 0)}

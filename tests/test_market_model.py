@@ -171,3 +171,35 @@ def test_bar_from_floats_rounds_prices_and_keeps_the_volume() -> None:
     )
     adjusted = Bar.from_floats(T, T, (2.179012, 2.5, 2.0, 2.25, 10.0), quantum=D("0.0001"))
     assert adjusted.open == D("2.1790") and adjusted.intraday
+
+
+def test_a_trailing_stop_is_checked_before_it_follows_the_bar_and_never_moves_back() -> None:
+    from services.market import Trail, trail_stop, trailing_price
+
+    t0 = datetime(2024, 6, 3, 14, 30, tzinfo=UTC)
+
+    def bar(o: str, h: str, lo: str, c: str) -> Bar:
+        return Bar(t0, t0, Decimal(o), Decimal(h), Decimal(lo), Decimal(c), Decimal(100))
+
+    amount, pct = Trail(amount=Decimal("0.50")), Trail(percent=Decimal(1))
+    tick = Decimal("0.01")
+    # a SELL trail (a long's stop): the high pulls it up, a lower high leaves it, a low at the old stop fills
+    assert trail_stop(OrderSide.SELL, Decimal(99), amount, bar("100", "101", "99.5", "100.8"), tick) == Decimal(
+        "100.50"
+    )
+    assert trail_stop(
+        OrderSide.SELL, Decimal("100.50"), amount, bar("100", "100.7", "100.6", "100.6"), tick
+    ) == Decimal("100.50")
+    assert trail_stop(OrderSide.SELL, Decimal(99), pct, bar("100", "101", "99.5", "100.8"), tick) == Decimal("99.99")
+    assert trail_stop(OrderSide.BUY, Decimal(101), amount, bar("100", "100.2", "99.9", "100"), tick) == Decimal(
+        "100.40"
+    )
+    # checked at the stop as it stood before the bar (a gap fills at the open), then followed
+    sell = OrderSide.SELL
+    assert trailing_price(sell, bar("100", "103", "99.8", "102"), stop=Decimal(99), trail=amount, quantum=tick) == (
+        None, Decimal("102.50"))  # fmt: skip
+    assert trailing_price(sell, bar("98", "103", "97", "102"), stop=Decimal(99), trail=amount, quantum=tick) == (
+        Decimal(98), Decimal(99))  # fmt: skip
+    for bad in ({}, {"amount": Decimal(1), "percent": Decimal(1)}, {"amount": Decimal(0)}, {"percent": Decimal(100)}):
+        with pytest.raises(ValueError):
+            Trail(**bad)

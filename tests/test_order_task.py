@@ -22,7 +22,7 @@ from services.positions import rebuild
 from services.repositories import fills as fills_repo
 from services.repositories import orders as orders_repo
 from services.repositories import signals, trading_state
-from services.runtime import Runtime, use_runtime
+from services.runtime import Runtime, get_runtime, use_runtime
 from services.settings import load_settings
 from services.signals import Signal
 from services.strategies import load_strategy_file
@@ -391,3 +391,97 @@ def test_a_dry_run_stop_left_working_fills_on_a_later_run_and_cancels_the_target
     with session_scope(runtime.database_url) as s:
         [position] = rebuild(s).values()
         assert position.quantity == 10
+
+
+def _dry_run_entry(definition: StrategyDefinition) -> tuple[int, str]:
+    """A dry-run BUY of the stored ``definition`` at NOW: 10 @ 129 (the last close), stop 125, target 140."""
+    store_strategy(get_runtime().database_url, definition)
+    first = fresh_broker()
+    buy = stored(SignalAction.BUY, days=28)
+    buy = StoredSignal(buy.id, dataclasses.replace(buy.signal, target=D("140")))
+    entry = order_for_signal(definition, SPY, market_data(daily()), buy, broker=first, dry_run=True, now=NOW)
+    first.close()
+    assert entry.status is OrderStatus.FILLED
+    return entry.order_id, entry.key
+
+
+def _later(bars: list[tuple[str, float, float, float, float]]) -> tuple[pd.DataFrame, dt.datetime, SyncBroker]:
+    """The bars after NOW's (date, OHLC), a time on the session after the last, and that run's in-memory broker."""
+    stamps = [dt.datetime.fromisoformat(d).replace(tzinfo=dt.UTC) for d, *_ in bars]
+    extra = pd.DataFrame(
+        {
+            "timestamp": pd.DatetimeIndex(stamps),
+            **{col: [b[k + 1] for b in bars] for k, col in enumerate(("open", "high", "low", "close"))},
+            "volume": [1e6] * len(bars),
+        }
+    )
+    frame = pd.concat([daily(), extra], ignore_index=True)
+    now = stamps[-1] + dt.timedelta(days=1, hours=15)  # 11:00 New York the next day
+    memory = MemoryBroker([SPY], {"SPY": frame})
+    memory.clock.set(now)
+    sync = SyncBroker(lambda: memory)
+    sync.connect()
+    return frame, now, sync
+
+
+def _children(entry_id: int) -> list[tuple[str, OrderStatus, D, D | None]]:
+    with session_scope(get_runtime().database_url) as s:
+        return [
+            (c.idempotency_key.rsplit(":", 1)[1], c.status, c.filled_quantity, c.avg_fill_price)
+            for c in orders_repo.children(s, entry_id)
+        ]
+
+
+def test_a_dry_run_time_exit_closes_the_position_on_a_hold_run_and_cancels_its_bracket(
+    runtime: Runtime, definition: StrategyDefinition
+) -> None:
+    """max_holding_bars 3: the entry filled during Monday's session (NOW); after Wednesday's bar it has been held 3
+    bars, so the HOLD run's time-exit step sells the 10 at market (key ``...:SELL:time``); the stop and target go."""
+    from tasks.orders import time_exit_for
+
+    timed = fixed_quantity(definition, 10)
+    timed = timed.model_copy(update={"risk": timed.risk.model_copy(update={"max_holding_bars": 3})})
+    entry_id, _key = _dry_run_entry(timed)
+    bars = [("2024-06-03", 129, 131, 128.5, 130), ("2024-06-04", 130, 132, 129, 131)]
+    frame, now, broker = _later(bars)  # held 2 bars: nothing due
+    assert time_exit_for(timed, SPY, market_data(frame), broker=broker, dry_run=True, now=now) is None
+    broker.close()
+    frame, now, broker = _later([*bars, ("2024-06-05", 131, 133, 130.5, 132)])
+    result = time_exit_for(timed, SPY, market_data(frame), broker=broker, dry_run=True, now=now)
+    broker.close()
+    assert result is not None and result.key == "spy-sma-cross:SPY:20240605T0000:SELL:time"
+    assert result.status is OrderStatus.FILLED and result.sent
+    with session_scope(runtime.database_url) as s:
+        row = orders_repo.get(s, result.order_id)
+        assert row is not None and (row.side.value, row.quantity, row.order_type) == ("SELL", 10, OrderType.MARKET)
+        [position] = rebuild(s).values()
+        assert position.quantity == 0
+    assert _children(entry_id) == [("TP", OrderStatus.CANCELLED, 0, None), ("SL", OrderStatus.CANCELLED, 0, None)]
+
+
+def test_a_dry_run_trailing_stop_follows_the_bars_and_fills_above_its_start(
+    runtime: Runtime, definition: StrategyDefinition
+) -> None:
+    """TRAIL 5 from the signal's stop 125: Monday's high 131 moves it to 126, Tuesday's 135 to 130; Wednesday trades
+    down to 129.5 and the next run's protection step fills it at 130 (a fixed stop at 125 would still be working)."""
+    from models.strategy import TrailingStop
+    from tasks.orders import time_exit_for
+
+    trailing = fixed_quantity(definition, 10)
+    trailing = trailing.model_copy(
+        update={
+            "risk": trailing.risk.model_copy(
+                update={"trailing_stop": TrailingStop(amount=D(5)), "max_holding_bars": 50}
+            )
+        }
+    )
+    entry_id, _key = _dry_run_entry(trailing)
+    with session_scope(runtime.database_url) as s:
+        sl = orders_repo.children(s, entry_id)[1]
+        assert (sl.order_type, sl.stop_price, sl.trail_amount) == (OrderType.TRAIL, D(125), D(5))
+    frame, now, broker = _later(
+        [("2024-06-03", 129, 131, 128.5, 130), ("2024-06-04", 130, 135, 129, 134), ("2024-06-05", 131, 132, 129.5, 131)]
+    )
+    assert time_exit_for(trailing, SPY, market_data(frame), broker=broker, dry_run=True, now=now) is None
+    broker.close()
+    assert _children(entry_id) == [("TP", OrderStatus.CANCELLED, 0, None), ("SL", OrderStatus.FILLED, 10, D(130))]

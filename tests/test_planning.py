@@ -92,3 +92,52 @@ def test_market_orders_have_no_limit_and_the_atr_is_read_only_when_needed() -> N
     with pytest.raises(ValueError):
         plan_order(signal(SignalAction.HOLD), risk(), symbol="SPY", position=D(0), equity=None, atr=lambda: None,
                    size_increment=D(1), min_tick=D("0.01"))  # fmt: skip
+
+
+def test_the_time_exit_closes_the_whole_position_by_market_once_held_max_holding_bars() -> None:
+    from services.orders.planning import held_bars, plan_time_exit
+
+    ends = [BAR + dt.timedelta(days=i) for i in range(1, 8)]  # seven completed daily bars
+    opened = BAR + dt.timedelta(days=4, hours=-3)  # filled during the fourth bar (it ends at ends[3])
+    assert held_bars(ends, opened) == 4 and held_bars(ends, ends[3]) == 4 and held_bars(ends, ends[-1]) == 1
+    assert held_bars(ends, ends[-1] + dt.timedelta(seconds=1)) == 0
+    r = risk(max_holding_bars=4)
+    assert plan_time_exit(r, position=D(10), held=3, reference=D(100)) is None
+    assert plan_time_exit(r, position=D(0), held=9, reference=D(100)) is None
+    assert plan_time_exit(risk(), position=D(10), held=10_000, reference=D(100)) is None  # off by default
+    long = plan_time_exit(r, position=D("10.000000"), held=4, reference=D(100))
+    short = plan_time_exit(r, position=D(-7), held=5, reference=D(100))
+    assert long is not None and short is not None
+    assert (long.side, long.closing, long.opening, long.order_type, long.limit) == (
+        OrderSide.SELL, 10, 0, OrderType.MARKET, None)  # fmt: skip
+    assert (long.stop, long.target, long.reference) == (None, None, D(100))
+    assert long.note == "SELL 10 MKT (close 10): time exit, held 4 bars (max 4)"
+    assert (short.side, short.quantity) == (OrderSide.BUY, 7)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 10_001, 2.5])
+def test_max_holding_bars_is_validated(bad: object) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="max_holding_bars"):
+        risk(max_holding_bars=bad)
+
+
+def test_a_trailing_stop_rule_makes_the_bracket_stop_a_trail_from_the_signal_stop_or_the_entry() -> None:
+    from models.strategy import TrailingStop
+    from services.market import Trail
+
+    p = plan(SignalAction.BUY, trailing_stop=TrailingStop(amount=D("1.5")))
+    assert (p.trail, p.stop, p.target) == (Trail(amount=D("1.5")), D("95.01"), D("110.01"))
+    no_stop = plan_order(
+        signal(SignalAction.BUY, stop=None), risk(trailing_stop=TrailingStop(percent=D(2))), symbol="SPY",
+        position=D(0), equity=D(100_000), atr=lambda: D(2), size_increment=D(1), min_tick=D("0.01"),
+    )  # fmt: skip
+    assert (no_stop.trail, no_stop.stop) == (Trail(percent=D(2)), D("98.01"))  # 100.005 - 2 %, up for the SELL exit
+    assert plan(SignalAction.SELL, "10", trailing_stop=TrailingStop(amount=D(1))).trail is None  # a close: no bracket
+    assert plan(SignalAction.BUY).trail is None  # off by default
+    from pydantic import ValidationError
+
+    for bad in ({}, {"amount": D(1), "percent": D(1)}, {"percent": D(100)}):
+        with pytest.raises(ValidationError, match="trailing_stop"):
+            risk(trailing_stop=bad)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.enums import AnalystKind, SignalAction
+from models.enums import AnalystKind, ExitKind, SignalAction
 from models.strategy import StrategyDefinition
 from services.bars.loader import load_bars
 from services.bars.validation import validate_bars
@@ -296,3 +296,36 @@ def test_exits_are_counted_by_kind_and_marked_on_the_equity_chart(full_run: Repl
     assert first_stop.exit_time is not None
     assert markers["stop"]["x"][0] == first_stop.exit_time.strftime("%Y-%m-%d")
     assert markers["stop"]["y"][0] == round(float(full_run.equity[first_stop.exit_time]), 2)
+
+
+def test_a_time_exit_closes_at_the_open_after_max_holding_bars(
+    definition: StrategyDefinition, daily: pd.DataFrame, settings: Settings
+) -> None:
+    """``risk.max_holding_bars`` = 15: no trade is held longer; those that reach it leave at the open of the bar
+    after their 15th (entry bar included), counted as time exits and marked on the chart; a replay without the
+    rule has none and holds some trades longer."""
+    from flows.replay import equity_figure
+
+    held = 15
+    timed = definition.model_copy(update={"risk": definition.risk.model_copy(update={"max_holding_bars": held})})
+
+    def run(d: StrategyDefinition) -> ReplayResult:
+        return replay(d, daily, start="1998-01-01", end="2001-12-31", settings=settings, store=InMemoryLlmCallStore())
+
+    base, result = run(definition), run(timed)
+    index = {t: i for i, t in enumerate(pd.DatetimeIndex(daily["timestamp"]).to_pydatetime())}
+    bars_held = [index[t.exit_time] - index[t.entry_time] for t in result.trades if t.exit_time is not None]
+    kinds = [t.exit_kind for t in result.trades]
+    assert max(bars_held) == held and all(n <= held for n in bars_held)
+    assert [n == held for n in bars_held] == [k is ExitKind.TIME for k in kinds]
+    time_exits = [t for t in result.trades if t.exit_kind is ExitKind.TIME]
+    assert len(time_exits) >= 3 and result.exit_counts()["time"] == len(time_exits)
+    opens = dict(zip(index, adjust_prices(daily)["open"], strict=True))
+    assert all(t.exit_price == d4(opens[t.exit_time]) for t in time_exits)  # a market order at the open, no slippage
+    assert all(o.order_type.value == "MKT" for o in result.orders if o.bar_time in {
+        daily["timestamp"].iloc[index[t.exit_time] - 1] for t in time_exits})  # fmt: skip
+    figure = equity_figure(result)
+    markers = {trace["name"].split(" ")[0]: len(trace["x"]) for trace in figure["data"][1:]}
+    assert markers["time"] == len(time_exits)
+    assert base.exit_counts()["time"] == 0
+    assert max(index[t.exit_time] - index[t.entry_time] for t in base.trades if t.exit_time is not None) > held

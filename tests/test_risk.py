@@ -92,3 +92,15 @@ def test_short_allowed_when_the_strategy_says_so() -> None:
     sell = ProposedOrder("SPY", OrderSide.SELL, D(10), D("400"))
     decision = evaluate(RISK.model_copy(update={"allow_short": True}), sell, CTX)
     assert decision.approved, decision.reasons
+
+
+def test_max_notional_per_order_judges_only_the_part_that_adds_exposure() -> None:
+    """A close (a time exit, an opposite signal) of a position that grew in value past the limit still goes out;
+    the part of an order that goes beyond the position (a flip) is judged."""
+    close = ProposedOrder("SPY", OrderSide.SELL, D(30), D("400"))  # 12,000 > 10,000, but it closes a long of 30
+    decision = evaluate(RISK, close, replace(CTX, position=D(30)))
+    assert decision.check("max_notional_per_order").passed, decision.reasons
+    assert decision.check("max_notional_per_order").detail == "12000 vs max 10000 (adds 0)"
+    flip = ProposedOrder("SPY", OrderSide.SELL, D(60), D("400"))  # closes 30, opens a short of 30: 12,000 added
+    failed = evaluate(RISK, flip, replace(CTX, position=D(30))).check("max_notional_per_order")
+    assert not failed.passed and failed.detail == "24000 vs max 10000 (adds 12000)"

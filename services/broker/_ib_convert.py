@@ -173,7 +173,11 @@ def broker_order(trade: Any, fills: Sequence[Any] = ()) -> BrokerOrder:
         quantity=quantity,
         order_type=OrderType(o.orderType),
         limit_price=_order_price(o.lmtPrice) if o.orderType in ("LMT", "STP LMT") else None,
-        stop_price=_order_price(o.auxPrice) if o.orderType in ("STP", "STP LMT") else None,
+        stop_price=_order_price(o.auxPrice)
+        if o.orderType in ("STP", "STP LMT")
+        else _order_price(o.trailStopPrice)
+        if o.orderType == "TRAIL"
+        else None,
         tif=TimeInForce(o.tif) if o.tif in TimeInForce.__members__.values() else TimeInForce.DAY,
         account=o.account or None,
         last_error_code=code,

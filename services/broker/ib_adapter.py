@@ -738,7 +738,14 @@ def _ib_order(request: OrderRequest, *, transmit: bool = True) -> Order:
         order.ocaType = OCA_REDUCE_WITH_BLOCK
     if request.limit_price is not None:
         order.lmtPrice = request.limit_price
-    if request.stop_price is not None:
+    if request.trail is not None:  # TRAIL: auxPrice is the trailing amount, the stop starts at trailStopPrice
+        if request.trail.amount is not None:
+            order.auxPrice = request.trail.amount
+        elif request.trail.percent is not None:
+            order.trailingPercent = request.trail.percent
+        if request.stop_price is not None:
+            order.trailStopPrice = request.stop_price
+    elif request.stop_price is not None:
         order.auxPrice = request.stop_price
     if request.account:
         order.account = request.account

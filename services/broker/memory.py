@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from models.bars import TIMESTAMP
-from models.enums import BarSize, OrderSide, SecType, TimeInForce
+from models.enums import BarSize, OrderSide, OrderType, SecType, TimeInForce
 from services.bars.resample import resample_bars
 from services.bars.sizes import infer_bar_size
 from services.broker import _bars
@@ -51,6 +51,7 @@ from services.market import (
     immediate_price,
     participation_budget,
     sessions,
+    trailing_price,
 )
 from services.market.sessions import EASTERN
 
@@ -345,8 +346,9 @@ class MemoryBroker:
             series, i = last
             bar = series.bar(i)
             r = request
+            kind = OrderType.STOP if r.order_type is OrderType.TRAIL else r.order_type  # a TRAIL starts as a STP
             price, order.triggered = immediate_price(
-                r.order_type, r.side, bar.close, limit=r.limit_price, stop=r.stop_price, triggered=False
+                kind, r.side, bar.close, limit=r.limit_price, stop=r.stop_price, triggered=False
             )
             if price is not None:
                 self._fill(order, series, i, bar, price, self.clock.now)
@@ -496,9 +498,15 @@ class MemoryBroker:
                 if order.released_at is not None and bar.end <= order.released_at:
                     continue  # a released child trades from the bar after its parent's fill
                 r = order.request
-                price, order.triggered = bar_price(
-                    r.order_type, r.side, bar, limit=r.limit_price, stop=r.stop_price, triggered=order.triggered
-                )
+                if r.trail is not None and r.stop_price is not None:  # a trailing stop: its stop follows the bar
+                    price, stop = trailing_price(
+                        r.side, bar, stop=r.stop_price, trail=r.trail, quantum=order.contract.min_tick
+                    )
+                    order.request = replace(r, stop_price=stop)
+                else:
+                    price, order.triggered = bar_price(
+                        r.order_type, r.side, bar, limit=r.limit_price, stop=r.stop_price, triggered=order.triggered
+                    )
                 if price is not None:
                     filled = order.filled
                     self._fill(order, series, i, bar, price, bar.end)

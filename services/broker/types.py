@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from models.enums import BarSize, OrderSide, OrderStatus, OrderType, SecType, TimeInForce, WhatToShow
+from services.market.matching import Trail
 
 
 class Connectivity(StrEnum):
@@ -196,6 +197,7 @@ class OrderRequest:
     tif: TimeInForce = TimeInForce.DAY
     account: str | None = None
     oca_group: str | None = None  # one-cancels-all group (the broker reduces the others by each fill)
+    trail: Trail | None = None  # TRAIL: how the stop follows the price (``stop_price`` is where it starts)
 
     def __post_init__(self) -> None:
         if not self.order_ref:
@@ -204,8 +206,10 @@ class OrderRequest:
             raise ValueError("quantity must be positive")
         if self.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT) and self.limit_price is None:
             raise ValueError(f"{self.order_type} order needs limit_price")
-        if self.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and self.stop_price is None:
+        if self.order_type in (OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TRAIL) and self.stop_price is None:
             raise ValueError(f"{self.order_type} order needs stop_price")
+        if (self.order_type is OrderType.TRAIL) != (self.trail is not None):
+            raise ValueError("a TRAIL order, and only a TRAIL order, has a trail")
 
 
 class BracketRole(StrEnum):
@@ -214,6 +218,11 @@ class BracketRole(StrEnum):
     ENTRY = "entry"
     TAKE_PROFIT = "TP"
     STOP_LOSS = "SL"
+
+    @classmethod
+    def children(cls) -> tuple[BracketRole, BracketRole]:
+        """The protective parts, in a bracket's order (take-profit, stop-loss)."""
+        return cls.TAKE_PROFIT, cls.STOP_LOSS
 
 
 def child_ref(entry_ref: str, role: BracketRole) -> str:

@@ -7,7 +7,8 @@ the TWS simulator (:mod:`simulator.matching`, :mod:`simulator.state`), the in-me
 
 * :mod:`services.market.bars`: :class:`Bar` (Decimal prices) and :func:`to_price` (tick rounding).
 * :mod:`services.market.sessions`: regular trading hours and DAY-order sessions from :mod:`services.calendar`.
-* :mod:`services.market.matching`: when and at which price MKT / LMT / STP / STP LMT orders fill on bars.
+* :mod:`services.market.matching`: when and at which price MKT / LMT / STP / STP LMT / TRAIL orders fill on
+  bars (and how a trailing stop follows the price).
 * :mod:`services.market.commission`: IB's fixed US-stock commission.
 * :mod:`services.market.book`: one position's quantity, average cost and realized P&L.
 """
@@ -20,10 +21,13 @@ from services.market.commission import fill_commission, ib_fixed_commission
 from services.market.matching import (
     NO_SLIPPAGE,
     Slippage,
+    Trail,
     bar_price,
     bracket_exit,
     immediate_price,
     participation_budget,
+    trail_stop,
+    trailing_price,
 )
 
 __all__ = [
@@ -32,6 +36,7 @@ __all__ = [
     "Bar",
     "Position",
     "Slippage",
+    "Trail",
     "bar_price",
     "bracket_exit",
     "fill_commission",
@@ -39,4 +44,6 @@ __all__ = [
     "immediate_price",
     "participation_budget",
     "to_price",
+    "trail_stop",
+    "trailing_price",
 ]

@@ -15,10 +15,13 @@ A bar is seen once it is complete. Rules (``side`` BUY / SELL; a SELL mirrors a 
   LMT and STP LMT never fill worse than their limit, so they are not slipped.
 * **Brackets** (:func:`bracket_exit`): a position's stop (STP) and target (LMT) on one bar; the stop wins when
   both are touched.
+* **Trailing stops** (TRAIL, :class:`Trail`): a STP whose stop follows the price by an amount or a percent, never
+  back. On each bar the stop as it stood before the bar is checked first (as a STP, so a gap fills at the open);
+  a bar that does not reach it then moves it to ``high - trail`` (a SELL; a BUY ``low + trail``) if that is
+  tighter (:func:`trail_stop`, rounded to the tick). Bars do not tell whether the high came before the low, so a
+  stop moved by a bar's high works from the next bar on.
 * **Partial fills** (:func:`participation_budget`): with a participation rate at most
   ``floor(rate * volume)`` shares trade per bar, shared by all orders on that bar.
-
-Trailing stops are not modelled (no caller places them).
 """
 
 from __future__ import annotations
@@ -59,6 +62,42 @@ class Slippage:
 
 
 NO_SLIPPAGE: Final = Slippage()
+
+
+@dataclass(frozen=True)
+class Trail:
+    """How far a trailing stop follows the price: ``amount`` (currency per share) or ``percent`` of the price."""
+
+    amount: Decimal | None = None
+    percent: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        if (self.amount is None) == (self.percent is None):
+            raise ValueError("a trailing stop has an amount or a percent (exactly one)")
+        if (self.amount is not None and self.amount <= 0) or (self.percent is not None and not 0 < self.percent < 100):
+            raise ValueError("a trailing amount must be > 0 and a trailing percent in (0, 100)")
+
+    def distance(self, price: Decimal) -> Decimal:
+        return self.amount if self.amount is not None else price * (self.percent or Decimal(0)) / 100
+
+
+def trail_stop(side: OrderSide, stop: Decimal, trail: Trail, bar: Bar, quantum: Decimal) -> Decimal:
+    """The stop of a trailing ``side`` order after ``bar`` (it did not reach ``stop``): moved to the bar's extreme
+    less the trail when that is tighter, rounded half-even to ``quantum``; never loosened."""
+    if side is OrderSide.SELL:
+        moved = (bar.high - trail.distance(bar.high)).quantize(quantum, rounding=ROUND_HALF_EVEN)
+        return max(stop, moved)
+    moved = (bar.low + trail.distance(bar.low)).quantize(quantum, rounding=ROUND_HALF_EVEN)
+    return min(stop, moved)
+
+
+def trailing_price(
+    side: OrderSide, bar: Bar, *, stop: Decimal, trail: Trail, quantum: Decimal, slippage: Slippage = NO_SLIPPAGE
+) -> tuple[Decimal | None, Decimal]:
+    """Return ``(fill price or None, stop)`` for a working trailing stop on a newly completed ``bar``: it fills as
+    a STP at ``stop``; otherwise the stop follows the bar (:func:`trail_stop`)."""
+    hit, _ = bar_price(OrderType.STOP, side, bar, limit=None, stop=stop, triggered=False, slippage=slippage)
+    return (hit, stop) if hit is not None else (None, trail_stop(side, stop, trail, bar, quantum))
 
 
 def participation_budget(volume: Decimal, participation: Decimal | None) -> Decimal | None:

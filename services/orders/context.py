@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
+from models.order_states import WORKING
 from models.strategy import StrategyDefinition
 from models.tables import Order, utc_now
 from services import calendar
@@ -74,7 +75,8 @@ def gather_context(
     Everything is read at this moment: the kill switch, the daily-loss breaker (realized since the session open
     plus the unrealized P&L of *every* open position at ``marks``), the reconciliation flag, whether the
     instrument's own exchange is open, the position and the other unsent or working orders of the symbol, the
-    strategy's orders today (on the runtime clock: ``created_at`` is the runtime clock too), and the signal's expiry.
+    strategy's orders today (on the runtime clock: ``created_at`` is the runtime clock too), and the signal's expiry
+    (a bracket child sent on its own, re-attached: whether its entry still holds or works, instead).
     """
     symbol = order.symbol
     kill = trading_state.get_kill_switch(session)
@@ -86,7 +88,11 @@ def gather_context(
         trading_state.trip_daily_loss(session, day, loss, trading.max_daily_loss_usd, now=now)
     tripped = trading_state.daily_loss_trip(session, day) is not None
     expiry_problem = None
-    if order.expires_at is None:
+    entry = orders_repo.get(session, order.parent_id) if order.parent_id is not None else None
+    if entry is not None:  # a bracket child re-attached alone: valid while its entry holds or may still fill
+        if entry.status not in WORKING and entry.filled_quantity == 0:
+            expiry_problem = f"its entry {entry.idempotency_key} is {entry.status.value}: nothing to protect"
+    elif order.expires_at is None:
         expiry_problem = "no expiry stored: an order without a signal validity is never sent"
     elif now >= order.expires_at:
         expiry_problem = f"signal expired at {order.expires_at.isoformat()} (now {now.isoformat()})"

@@ -10,16 +10,16 @@ their entry filled, one OCA group per entry, and its clock is advanced to now. W
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from models.enums import OrderStatus
 from models.order_states import WORKING
 from services.broker.loop_owner import SyncBroker
 from services.broker.memory import MemoryBroker
-from services.broker.types import ContractInfo, OrderRequest
+from services.broker.types import ContractInfo
 from services.db import session_scope
 from services.orders.monitor import record_dry_run_fills
-from services.orders.submit import apply_broker_order
+from services.orders.submit import apply_broker_order, order_request
 from services.repositories import fills as fills_repo
 from services.repositories import orders as orders_repo
 
@@ -57,13 +57,9 @@ def work_protection(
             key=lambda item: (item[0], item[1]),
         )
         requests = [
-            (at, order_id, status, OrderRequest(
-                order_ref=o.idempotency_key, side=o.side, quantity=o.quantity - o.filled_quantity,
-                order_type=o.order_type, limit_price=o.limit_price, stop_price=o.stop_price, tif=o.tif,
-                oca_group=group,
-            ))
+            (at, order_id, status, replace(order_request(o, oca_group=group), quantity=o.quantity - o.filled_quantity))
             for at, order_id, status, group, o in pending
-        ]  # fmt: skip
+        ]
     if not requests:
         return []
     broker = SyncBroker(lambda: memory)

@@ -12,7 +12,7 @@ from models.enums import OrderStatus, OrderType, TimeInForce
 from models.order_states import ACTIVE, WORKING
 from models.tables import Order
 from services import symbols
-from services.broker.types import BrokerOrder, ContractInfo, Execution
+from services.broker.types import BrokerOrder, Connectivity, ContractInfo, Execution
 from services.db import session_scope
 from services.errors import BrokerConnectionError, InputError, OrderRejectedError, TraderError
 from services.orders.context import set_reconciliation
@@ -40,6 +40,7 @@ class SyncReport:
     new_fills: int = 0
     cancelled_for_timeout: list[str] = field(default_factory=list)
     cancels_resent: list[str] = field(default_factory=list)  # cancel_pending orders the broker still works
+    lost_children: list[str] = field(default_factory=list)  # protective orders the broker lost: back to created
     skipped_dry_run: int = 0  # working dry-run orders: never at the real broker, so not looked up there
 
 
@@ -108,6 +109,7 @@ def sync_orders(
     submitting: list[int] = []
     to_cancel: list[tuple[int, str, str]] = []  # (order id, key, reason)
     recancel: list[tuple[int, str, str]] = []  # cancel_pending here, still working at the broker
+    lost: list[int] = []
     # one unit of work for every order the broker reports on (1,000 active orders: one query, one commit)
     with session_scope(db_url) as session:
         for row in orders_repo.active(session):
@@ -124,6 +126,8 @@ def sync_orders(
             seen = by_ref.get(row.idempotency_key) or (by_perm.get(row.ib_perm_id) if row.ib_perm_id else None)
             if seen is not None and apply_broker_order(session, row, seen, "sync"):
                 report.updated += 1
+            if seen is None and row.parent_id is not None and row.status is OrderStatus.SUBMITTED:
+                lost.append(row.id)  # a working protective order the broker does not report: asked below
             if row.status is OrderStatus.CANCEL_PENDING and seen is not None and seen.status in WORKING:
                 # our cancel never reached the broker (it was down): the order still works there, so ask again
                 recancel.append((row.id, row.idempotency_key, "cancel sent again: the first request never reached it"))
@@ -149,7 +153,30 @@ def sync_orders(
         _cancel_at_broker(db_url, broker, order_id, key, reason)
         report.cancels_resent.append(key)
     report.new_fills = record_executions(db_url, broker.executions())
+    report.lost_children = [k for k in (mark_lost(db_url, broker, i) for i in lost) if k is not None]
     return report
+
+
+def mark_lost(db_url: str, broker: OrderBroker, order_id: int) -> str | None:
+    """A working bracket child the broker does not know (not found by orderRef or permId) while its entry holds
+    or works goes back to ``created`` with the reason, so the retry flow re-attaches it through ``send`` (the gate
+    runs then). Return its key when it was marked."""
+    with session_scope(db_url) as session:
+        row = orders_repo.get(session, order_id)
+        assert row is not None
+        key, perm_id = row.idempotency_key, row.ib_perm_id
+    if broker.connectivity is not Connectivity.CONNECTED or broker.find_order(key, perm_id) is not None:
+        return None
+    with send_lock(db_url), session_scope(db_url) as session:
+        row = orders_repo.get_for_update(session, order_id)
+        assert row is not None
+        entry = orders_repo.get(session, row.parent_id) if row.parent_id is not None else None
+        holds = entry is not None and (entry.status in WORKING or entry.filled_quantity > 0)
+        if row.status is not OrderStatus.SUBMITTED or not holds:
+            return None
+        row.last_submit_error = "lost at the broker (not in its open or completed orders): to re-attach"
+        orders_repo.set_status(session, row, OrderStatus.CREATED, row.last_submit_error)
+        return key
 
 
 def _dry_run_stale(row: Order, now: dt.datetime, limit_min: int | None) -> bool:
@@ -246,7 +273,9 @@ def expire_unsent(db_url: str, now: dt.datetime, max_attempts: int) -> list[str]
     ended: list[str] = []
     with send_lock(db_url), session_scope(db_url) as session:
         for row in orders_repo.unsent(session):
-            if row.expires_at is None or now >= row.expires_at:
+            # a child to re-attach protects a position: its entry's signal expiry does not end it
+            reattaching = row.parent_id is not None and orders_repo.reattaching(session, row)
+            if not reattaching and (row.expires_at is None or now >= row.expires_at):
                 at = row.expires_at.isoformat() if row.expires_at else "never valid (no expiry stored)"
                 orders_repo.set_status(session, row, OrderStatus.EXPIRED, f"signal expired: {at}; never sent")
             elif row.last_submit_error is not None and row.submit_attempts >= max_attempts:
@@ -266,7 +295,8 @@ def retry_orders(
     ctx: SendContext,
 ) -> list[SubmitResult]:
     """Send again the orders back in ``created`` after a submit error, while attempts remain and their signal is
-    valid; each through :func:`~services.orders.submit.send`, which re-runs the whole risk gate now.
+    valid, and re-attach the protective orders the broker lost (:func:`mark_lost`); each through
+    :func:`~services.orders.submit.send`, which re-runs the whole risk gate now.
     ``contract_for`` gives the order's own instrument (see :func:`retry_contract`)."""
     expire_unsent(db_url, ctx.now, max_attempts)
     with session_scope(db_url) as session:

@@ -15,14 +15,21 @@ fills come from. The rules (``README.md``, "Orders"):
   ``max_position``) and judged by the risk checks that need nothing but the order and the strategy
   (:data:`ORDER_CHECKS`). The entry carries the signal's stop and target as a bracket. The send-time gate
   (:func:`services.orders.submit.send`) still runs every check before a live order reaches a broker.
+* **Time exit** (:func:`plan_time_exit`, only with ``risk.max_holding_bars``): a position held that many bars
+  (:func:`held_bars`, its entry's bar included) is closed, whole, by a market order, whatever the signal says;
+  it is decided before the signal's own order (which is then not placed) and carries no bracket.
+* **Trailing stop** (``risk.trailing_stop``): the bracket's stop is a TRAIL (``OrderPlan.trail``) starting at
+  the signal's stop, else one trail from the entry.
 * **Prices**: a LMT's limit is the signal's entry rounded to ``min_tick`` in the direction that never pays more
   (BUY down, SELL up); the bracket's stop and target are rounded the same way for the exit's side.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import Decimal
 from typing import Final
 
@@ -30,12 +37,13 @@ import pandas as pd
 
 from models.enums import OrderSide, OrderType, SignalAction, TimeInForce
 from models.strategy import Risk
+from services.market import Trail
 from services.orders.risk import CheckResult, ProposedOrder, RiskContext, evaluate
 from services.orders.sizing import SizingError, average_true_range, round_price, size_order
 from services.settings import TradingSettings
 from services.signals import Signal
 
-__all__ = ["ORDER_CHECKS", "OrderPlan", "plan_order", "sizing_atr"]
+__all__ = ["ORDER_CHECKS", "OrderPlan", "held_bars", "plan_order", "plan_time_exit", "sizing_atr"]
 
 # The checks of services.orders.risk.evaluate that need no account, clock or broker.
 ORDER_CHECKS: Final = ("max_notional_per_order", "max_position", "short_selling")
@@ -53,11 +61,12 @@ class OrderPlan:
     tif: TimeInForce
     limit: Decimal | None  # LMT price (tick-rounded), None for MKT
     reference: Decimal  # the signal's entry: what a MKT order is judged at
-    stop: Decimal | None  # the opening part's protective stop (tick-rounded for the exit side)
+    stop: Decimal | None  # the opening part's protective stop (tick-rounded for the exit side); a trail's start
     target: Decimal | None  # its take-profit
     note: str  # what was planned, or why nothing was
     refusal: CheckResult | None = None
     sizing: str = ""  # how the opening quantity was sized (the sizing rule's arithmetic), "" when none was
+    trail: Trail | None = None  # the stop trails the price by this (risk.trailing_stop); None: a fixed STP
 
     @property
     def quantity(self) -> Decimal:
@@ -105,10 +114,15 @@ def plan_order(
     entry = signal.entry
     limit = round_price(entry, min_tick, side) if risk.order_type is OrderType.LIMIT else None
 
+    trail = _trail(risk)
+
     def plan(closing: Decimal, opening: Decimal, note: str, refusal: CheckResult | None = None) -> OrderPlan:
         def exit_price(value: Decimal | None) -> Decimal | None:
             return None if opening == 0 or value is None else round_price(value, min_tick, exit_side)
 
+        stop = signal.stop
+        if trail is not None and stop is None:  # a trailing stop starts one trail away from the entry
+            stop = entry - trail.distance(entry) if buy else entry + trail.distance(entry)
         return OrderPlan(
             side,
             closing,
@@ -117,10 +131,11 @@ def plan_order(
             risk.tif,
             limit,
             entry,
-            exit_price(signal.stop),
+            exit_price(stop),
             exit_price(signal.target),
             note,
             refusal,
+            trail=trail if opening > 0 else None,
         )
 
     def nothing(check: str, why: str) -> OrderPlan:
@@ -158,6 +173,32 @@ def plan_order(
     opening = _qty(sized.quantity)
     planned = plan(Decimal(0), sized.quantity, what.format(qty=opening) + f" (open {opening})")
     return replace(planned, sizing=f"{sized.method.value}: {sized.detail}")
+
+
+def held_bars(bar_ends: Sequence[datetime], opened_at: datetime) -> int:
+    """How many bars a position opened (first filled) at ``opened_at`` has been held: the completed bars (their
+    ends, ascending) that end at or after its opening fill, the bar it filled in included."""
+    return len(bar_ends) - bisect_left(bar_ends, opened_at)
+
+
+def plan_time_exit(risk: Risk, *, position: Decimal, held: int, reference: Decimal) -> OrderPlan | None:
+    """The time exit of a strategy holding ``position`` for ``held`` bars, or None (no rule, flat, not yet due).
+
+    With ``risk.max_holding_bars`` = N, a position held N bars is closed whole by a DAY market order (judged at
+    ``reference``, the last close), without a bracket; the protective orders go once it has filled.
+    """
+    limit = risk.max_holding_bars
+    if limit is None or position == 0 or held < limit:
+        return None
+    side = OrderSide.SELL if position > 0 else OrderSide.BUY
+    closing = abs(position)
+    note = f"{side.value} {_qty(closing)} MKT (close {_qty(closing)}): time exit, held {held} bars (max {limit})"
+    return OrderPlan(side, closing, Decimal(0), OrderType.MARKET, TimeInForce.DAY, None, reference, None, None, note)
+
+
+def _trail(risk: Risk) -> Trail | None:
+    spec = risk.trailing_stop
+    return None if spec is None else Trail(amount=spec.amount, percent=spec.percent)
 
 
 def _qty(value: Decimal) -> Decimal:

@@ -40,6 +40,7 @@ class ProposedOrder:
     side: OrderSide
     quantity: Decimal
     price: Decimal  # limit price, or the reference price of a market order
+    protective: bool = False  # a bracket child re-attached on its own: the order-count limits count entries
 
     @property
     def notional(self) -> Decimal:
@@ -134,7 +135,9 @@ def evaluate(risk: Risk, order: ProposedOrder, ctx: RiskContext) -> RiskDecision
     )
     add("market_open", ctx.market_open, "market open" if ctx.market_open else f"{order.symbol} market closed")
     limit = risk.max_notional_per_order
-    add("max_notional_per_order", order.notional <= limit, f"{order.notional} vs max {limit}")
+    adding = _adding(order, ctx) * order.price  # a close (time exit, opposite signal) only reduces the exposure
+    detail = f"{order.notional} vs max {limit}" + (f" (adds {adding})" if adding != order.notional else "")
+    add("max_notional_per_order", adding <= limit, detail)
     projected = ctx.position + ctx.pending_quantity + order.signed_quantity
     add("max_position", abs(projected) <= risk.max_position, f"projected {projected} vs max {risk.max_position}")
     add(
@@ -142,11 +145,16 @@ def evaluate(risk: Risk, order: ProposedOrder, ctx: RiskContext) -> RiskDecision
         risk.allow_short or projected >= 0,
         f"projected {projected}" + ("" if risk.allow_short else " (shorting not allowed)"),
     )
-    add("max_open_orders", ctx.open_orders < t.max_open_orders, f"{ctx.open_orders} open vs max {t.max_open_orders}")
+    entries = "a protective order of its entry's bracket (the limits count entries)"
+    add(
+        "max_open_orders",
+        order.protective or ctx.open_orders < t.max_open_orders,
+        entries if order.protective else f"{ctx.open_orders} open vs max {t.max_open_orders}",
+    )
     add(
         "max_orders_per_day",
-        ctx.orders_today < risk.max_orders_per_day,
-        f"{ctx.orders_today} today vs max {risk.max_orders_per_day}",
+        order.protective or ctx.orders_today < risk.max_orders_per_day,
+        entries if order.protective else f"{ctx.orders_today} today vs max {risk.max_orders_per_day}",
     )
     loss = -ctx.daily_pnl
     max_loss = t.max_daily_loss_usd
@@ -173,14 +181,18 @@ def _mode_check(ctx: RiskContext) -> tuple[bool, str]:
     return True, f"mode {t.mode.value}, dry_run {t.dry_run}"
 
 
-def _buying_power_check(order: ProposedOrder, ctx: RiskContext) -> tuple[bool, str]:
-    # Reducing an existing position frees buying power; only the part that adds exposure needs it.
+def _adding(order: ProposedOrder, ctx: RiskContext) -> Decimal:
+    """The part of ``order`` that adds exposure: all of it, less what reduces the position (and its pending
+    orders)."""
     current = ctx.position + ctx.pending_quantity
     if current != 0 and (current > 0) != (order.signed_quantity > 0):
-        adding = max(order.quantity - abs(current), Decimal(0))
-    else:
-        adding = order.quantity
-    needed = adding * order.price
+        return max(order.quantity - abs(current), Decimal(0))
+    return order.quantity
+
+
+def _buying_power_check(order: ProposedOrder, ctx: RiskContext) -> tuple[bool, str]:
+    # Reducing an existing position frees buying power; only the part that adds exposure needs it.
+    needed = _adding(order, ctx) * order.price
     if needed == 0:
         return True, "reduces the position"
     if ctx.buying_power is None:

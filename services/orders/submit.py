@@ -14,8 +14,8 @@ Idempotency key = ``f"{strategy}:{symbol}:{bar_time:%Y%m%dT%H%M}:{action}"``, al
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Final, Protocol
 
@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.enums import OrderSide, OrderStatus, OrderType, RunMode, SignalAction, TimeInForce
+from models.order_states import WORKING
 from models.strategy import BAR_SECONDS, StrategyDefinition
 from models.tables import Order
 from services import calendar
@@ -41,11 +42,13 @@ from services.broker.types import (
 )
 from services.db import session_scope
 from services.errors import BrokerConnectionError, OrderRejectedError, TraderError
+from services.market import Trail
 from services.market_hours import calendar_for
 from services.orders.context import fetch_account, gather_context, marks_for_positions
 from services.orders.pnl import broker_marks, open_positions
 from services.orders.risk import CheckResult, ProposedOrder, RiskDecision, evaluate
 from services.orders.send_lock import send_lock
+from services.positions import strategy_position
 from services.repositories import orders as orders_repo
 from services.repositories import strategies as strategies_repo
 from services.settings import TradingSettings
@@ -97,12 +100,19 @@ class OrderIntent:
     expires_at: dt.datetime | None = None  # the signal's validity (no send at or after it); None: never sent
     reference_price: Decimal | None = None  # what the gate judges a market order at
     take_profit: Decimal | None = None  # a bracket child LMT at this price (sent with the entry)
-    stop_loss: Decimal | None = None  # a bracket child STP at this price
+    stop_loss: Decimal | None = None  # a bracket child STP at this price (a TRAIL's start with ``trail``)
+    trail: Trail | None = None  # the stop-loss child trails the price by this
+    time_exit: bool = False  # the strategy's time exit (risk.max_holding_bars): its key ends with TIME_EXIT
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def key(self) -> str:
-        return idempotency_key(self.strategy_name, self.symbol, self.bar_time, self.side)
+        key = idempotency_key(self.strategy_name, self.symbol, self.bar_time, self.side)
+        return key + TIME_EXIT if self.time_exit else key
+
+
+# The key (and orderRef) suffix of a time exit: never the same key as the bar's signal order.
+TIME_EXIT: Final = ":time"
 
 
 def signal_expiry(definition: StrategyDefinition, bar_time: dt.datetime) -> dt.datetime:
@@ -257,9 +267,11 @@ def _create_children(session: Session, parent: Order, intent: OrderIntent, ctx: 
     """The bracket children of ``parent`` (same transaction): ``<key>:TP`` LMT and/or ``<key>:SL`` STP on the
     other side, for the entry's quantity, GTC."""
     exit_side = OrderSide.SELL if intent.side is OrderSide.BUY else OrderSide.BUY
+    trail = intent.trail
+    stop_type = OrderType.STOP if trail is None else OrderType.TRAIL
     for role, order_type, price in (
         (BracketRole.TAKE_PROFIT, OrderType.LIMIT, intent.take_profit),
-        (BracketRole.STOP_LOSS, OrderType.STOP, intent.stop_loss),
+        (BracketRole.STOP_LOSS, stop_type, intent.stop_loss),
     ):
         if price is None:
             continue
@@ -272,7 +284,9 @@ def _create_children(session: Session, parent: Order, intent: OrderIntent, ctx: 
             order_type=order_type,
             tif=CHILD_TIF,
             limit_price=price if order_type is OrderType.LIMIT else None,
-            stop_price=price if order_type is OrderType.STOP else None,
+            stop_price=price if role is BracketRole.STOP_LOSS else None,
+            trail_amount=trail.amount if trail is not None and role is BracketRole.STOP_LOSS else None,
+            trail_percent=trail.percent if trail is not None and role is BracketRole.STOP_LOSS else None,
             conid=intent.conid,
             strategy_name=intent.strategy_name,
             strategy_id=intent.strategy_id,
@@ -326,7 +340,8 @@ def _gate(
         return RiskDecision((CheckResult("strategy_active", False, str(strategy_problem)),)), notes
     if price is None:
         return RiskDecision((CheckResult("price", False, "no limit price and no reference price"),)), notes
-    proposed = ProposedOrder(order.symbol, order.side, order.quantity - order.filled_quantity, price)
+    remaining = order.quantity - order.filled_quantity
+    proposed = ProposedOrder(order.symbol, order.side, remaining, price, protective=order.parent_id is not None)
     return evaluate(definition.risk, proposed, risk_ctx), notes
 
 
@@ -358,6 +373,11 @@ def send(
     A refusal ends the order (``expired`` when the signal is no longer valid, else ``risk_rejected``). Approved:
     ``submitting`` is committed, then the broker is called, then its answer is recorded.
 
+    A bracket child goes out with its entry, except one to re-attach (the entry is at the broker, the child is
+    not: the broker lost it, :func:`services.orders.monitor.mark_lost`): it is gated on its own (the order-count
+    limits and the entry's signal expiry do not apply; a refusal leaves it ``created`` for the next retry) and
+    sent by :func:`_reattach`.
+
     An order awaiting approval (``approval.state`` pending) is never sent: with ``hold_for_approval`` the gate
     judges it (a refusal ends it as above) and a pass leaves it ``created``, waiting; without, it is left as is.
     """
@@ -365,8 +385,11 @@ def send(
         with session_scope(db_url) as session:
             row = orders_repo.get(session, order_id)
             assert row is not None
-            if row.status is not OrderStatus.CREATED or row.parent_id is not None:
-                # a bracket child is only ever sent with its entry (one gate decision for the bracket)
+            if row.status is not OrderStatus.CREATED or (
+                row.parent_id is not None and not orders_repo.reattaching(session, row)
+            ):
+                # a bracket child is sent with its entry (one gate decision for the bracket), unless the entry is
+                # already at the broker and the child is not (lost there): then it is re-attached on its own
                 return _result(row, sent=False, reused=True)
             if orders_repo.awaiting_approval(row) and not hold_for_approval:
                 return _result(row, sent=False, reused=True)  # a person decides first (services.orders.approval)
@@ -381,6 +404,9 @@ def send(
             assert row is not None
             if row.status is not OrderStatus.CREATED or (orders_repo.awaiting_approval(row) and not hold_for_approval):
                 return _result(row, sent=False, reused=True)
+            entry = orders_repo.get(session, row.parent_id) if row.parent_id is not None else None
+            if entry is not None and not _size_reattached(session, row, entry):
+                return _result(row, sent=False, reused=False)  # nothing left to protect: ended
             decision, notes = _gate(session, row, facts, ctx)
             attempt = row.submit_attempts + 1
             previous = dict(row.risk_decision or {})
@@ -392,6 +418,13 @@ def send(
                 "history": history,
             }
             children = [c for c in orders_repo.children(session, row.id) if c.status is OrderStatus.CREATED]
+            if entry is not None and not decision.approved:
+                # a protective order is not ended by a refusal (halted, market closed, ...): it stays unsent and
+                # the retry flow asks the gate again, while attempts remain
+                row.submit_attempts = attempt
+                row.last_submit_error = "gate refused the re-attach: " + "; ".join(decision.reasons)
+                orders_repo.note(session, row, row.last_submit_error)
+                return _result(row, sent=False, reused=False)
             if not decision.approved:
                 row.error = "; ".join(decision.reasons)
                 target = OrderStatus.EXPIRED if decision.expired else OrderStatus.RISK_REJECTED
@@ -404,19 +437,72 @@ def send(
                 return _result(row, sent=False, reused=False)
             row.submit_attempts = attempt
             orders_repo.set_status(session, row, OrderStatus.SUBMITTING, f"attempt {attempt}: gate passed")
-            request = _request(row, oca_group=None if children else _closing_group(session, row))
+            request = order_request(row, oca_group=None if children else _closing_group(session, row))
             for child in children:
                 child.submit_attempts = attempt
                 orders_repo.set_status(session, child, OrderStatus.SUBMITTING, f"with {row.idempotency_key}")
             ids = {row.idempotency_key: row.id} | {c.idempotency_key: c.id for c in children}
             bracket = _bracket(request, children)
+            if entry is not None:
+                entry_request, entry_done = order_request(entry), entry.status not in WORKING
+                entry_perm = entry.ib_perm_id
+                request = order_request(row, oca_group=entry.idempotency_key)
         # committed: from here on a crash leaves "submitting", which reconciliation resolves
+        if entry is not None:
+            return _reattach(db_url, broker, contract, order_id, request, (entry_request, entry_perm, entry_done))
         if bracket is not None:
             return _place_bracket(db_url, broker, contract, ids, bracket)
         return _place(db_url, broker, contract, order_id, request)
 
 
-def _request(row: Order, *, oca_group: str | None = None) -> OrderRequest:
+def _size_reattached(session: Session, child: Order, entry: Order) -> bool:
+    """Size a child to re-attach to what its bracket still holds: the entry's fills less the children's, within
+    the strategy's position on the entry's side; an entry still working keeps its size (the broker covers the
+    fills). Nothing held: the child ends ``cancelled`` and False is returned."""
+    if entry.status in WORKING:
+        return True
+    siblings = orders_repo.children(session, entry.id)
+    held = entry.filled_quantity - sum((c.filled_quantity for c in siblings), Decimal(0))
+    position = strategy_position(session, entry.strategy_name or "", entry.symbol)
+    held = min(held, position if entry.side is OrderSide.BUY else -position)
+    if held <= 0:
+        orders_repo.set_status(session, child, OrderStatus.CANCELLED, "not re-attached: nothing left to protect")
+        return False
+    child.quantity = child.filled_quantity + held
+    return True
+
+
+def _reattach(
+    db_url: str,
+    broker: OrderBroker,
+    contract: ContractInfo,
+    order_id: int,
+    request: OrderRequest,
+    entry: tuple[OrderRequest, int | None, bool],
+) -> SubmitResult:
+    """Send a bracket child the broker does not have (gate passed, ``submitting`` committed). Its entry done
+    (filled): a plain order in the entry's OCA group, for what the bracket holds. Its entry still working: attached
+    to it (parentId) as in the bracket, only when the broker still knows the entry (never a second entry)."""
+    entry_request, entry_perm, entry_done = entry
+    if entry_done:
+        return _place(db_url, broker, contract, order_id, request)
+
+    def attach() -> BrokerOrder:
+        if broker.find_order(entry_request.order_ref, entry_perm) is None:
+            raise _NotSent(f"its entry {entry_request.order_ref} is not found at the broker: not attached")
+        child = replace(request, oca_group=None)  # the bracket names the group
+        tp, sl = (child if bracket_role(child.order_ref) is r else None for r in BracketRole.children())
+        answers = broker.place_bracket(contract, Bracket(entry_request, tp, sl))
+        for answer in answers:
+            if answer.order_ref == request.order_ref:
+                return answer
+        raise _NotSent("the broker did not take the child")
+
+    return _place(db_url, broker, contract, order_id, request, call=attach)
+
+
+def order_request(row: Order, *, oca_group: str | None = None) -> OrderRequest:
+    """What the broker is asked for ``row`` (its stored fields; a TRAIL with its trail)."""
     return OrderRequest(
         order_ref=row.idempotency_key,
         side=row.side,
@@ -426,13 +512,14 @@ def _request(row: Order, *, oca_group: str | None = None) -> OrderRequest:
         stop_price=row.stop_price,
         tif=row.tif,
         oca_group=oca_group,
+        trail=Trail(amount=row.trail_amount, percent=row.trail_percent) if row.order_type is OrderType.TRAIL else None,
     )
 
 
 def _bracket(entry: OrderRequest, children: list[Order]) -> Bracket | None:
     if not children:
         return None
-    by_role = {bracket_role(c.idempotency_key): _request(c) for c in children}
+    by_role = {bracket_role(c.idempotency_key): order_request(c) for c in children}
     return Bracket(entry, by_role.get(BracketRole.TAKE_PROFIT), by_role.get(BracketRole.STOP_LOSS))
 
 
@@ -448,12 +535,19 @@ def _closing_group(session: Session, row: Order) -> str | None:
 
 
 def _place(
-    db_url: str, broker: OrderBroker, contract: ContractInfo, order_id: int, request: OrderRequest
+    db_url: str,
+    broker: OrderBroker,
+    contract: ContractInfo,
+    order_id: int,
+    request: OrderRequest,
+    *,
+    call: Callable[[], BrokerOrder] | None = None,
 ) -> SubmitResult:
+    """Send one order (``call``: how, default ``place_order``) and record the broker's answer."""
     try:
         if broker.connectivity is not Connectivity.CONNECTED:
             raise _NotSent(f"broker {broker.connectivity.value}: not sent")
-        broker_order = broker.place_order(contract, request)
+        broker_order = call() if call is not None else broker.place_order(contract, request)
     except _NotSent as exc:
         return _back_to_created(db_url, order_id, str(exc))
     except OrderRejectedError as exc:

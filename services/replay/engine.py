@@ -44,11 +44,15 @@ close. Money that is booked (fills, commissions, cash) is ``Decimal``.
   included (a market entry fills at the open, the rest of the bar comes after it), as a stop / limit bracket
   (:func:`services.market.matching.bracket_exit`): a long exits at ``min(open, stop)`` when ``low <= stop``
   (slipped like a market order), else at ``max(open, target)`` when ``high >= target``; a short mirrors; when
-  both are touched the stop wins.
+  both are touched the stop wins. A trailing stop (``risk.trailing_stop``) is checked at its level before the bar,
+  then follows the bar's high (a long; a short its low) on the ``min_tick`` grid.
 * **Order within a bar** (the bar's time order, as the simulator matches): a pending market order fills at the
   open first; then the position's stop / target; then a pending limit (a limit that closes the position is
   dropped if the stop or target closed it first); a position a limit opened is then checked against the rest of
   its entry bar.
+* **Time exit** (``risk.max_holding_bars``, :func:`services.orders.planning.plan_time_exit`): a decision that finds
+  the position held that many bars (its entry's bar included) places a market close instead of the signal's
+  order; it fills at the next bar's open (exit kind ``time``).
 * **Commissions** follow IB's fixed schedule (:func:`services.market.commission.ib_fixed_commission`), per order.
 * Prices are ``Decimal`` with 4 places (``PRICE_Q``: adjusted historical prices are not on the exchange's tick
   grid).
@@ -62,6 +66,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -95,8 +100,8 @@ from services.llm.outcome import AnalysisOutcome
 from services.llm.pricing import call_cost
 from services.llm.prompts import RenderedPrompt, load_template
 from services.llm.store import LlmCallStore
-from services.market import Bar, Slippage, bar_price, bracket_exit, ib_fixed_commission, to_price
-from services.orders.planning import plan_order, sizing_atr
+from services.market import Bar, Slippage, Trail, bar_price, bracket_exit, ib_fixed_commission, to_price, trail_stop
+from services.orders.planning import OrderPlan, plan_order, plan_time_exit, sizing_atr
 from services.replay.cutoffs import possibly_contaminated
 from services.replay.metrics import Metrics, compute_metrics
 from services.settings import Settings
@@ -146,6 +151,7 @@ class PendingOrder:
     stop: Decimal | None  # stop / target for the position the opening part creates
     target: Decimal | None
     reason: str
+    trail: Trail | None = None  # the stop trails the price (risk.trailing_stop)
 
 
 @dataclass(frozen=True)
@@ -324,12 +330,14 @@ class _Book:
     """Cash, the position and the open round trip (all Decimal)."""
 
     cash: Decimal
+    tick: Decimal = PRICE_Q  # a trailing stop moves on this grid
     position: Decimal = Decimal(0)
     entry_time: dt.datetime | None = None
     entry_price: Decimal = Decimal(0)
     entry_commission: Decimal = Decimal(0)
     stop: Decimal | None = None
     target: Decimal | None = None
+    trail: Trail | None = None
     commissions: Decimal = Decimal(0)
     fills: list[FillRecord] = field(default_factory=list)
     trades: list[Trade] = field(default_factory=list)
@@ -354,7 +362,7 @@ class _Book:
             )
         )
         self.position = Decimal(0)
-        self.entry_time, self.stop, self.target = None, None, None
+        self.entry_time, self.stop, self.target, self.trail = None, None, None, None
         self.entry_price = self.entry_commission = Decimal(0)
 
     def fill(
@@ -369,6 +377,7 @@ class _Book:
         closing: Decimal,
         stop: Decimal | None = None,
         target: Decimal | None = None,
+        trail: Trail | None = None,
     ) -> None:
         sign = 1 if side is OrderSide.BUY else -1
         self.cash -= sign * qty * fill_price + commission
@@ -382,7 +391,7 @@ class _Book:
         if opening > 0:
             self.position = sign * opening
             self.entry_time, self.entry_price, self.entry_commission = when, fill_price, commission
-            self.stop, self.target = stop, target
+            self.stop, self.target, self.trail = stop, target, trail
 
 
 def _bar(when: dt.datetime, open_: float, high: float, low: float, close: float) -> Bar:
@@ -432,18 +441,25 @@ def _work_pending(
             closing=pending.closing,
             stop=pending.stop,
             target=pending.target,
+            trail=pending.trail,
         )
         return None
     return None if pending.tif is TimeInForce.DAY else pending
 
 
 def _exit_on_bar(book: _Book, when: dt.datetime, o: float, h: float, lo: float, c: float, slippage: Slippage) -> bool:
-    """Exit the position at its stop or target if this bar reaches one (the stop wins); True when it exited."""
-    if book.position == 0 or (book.stop is None and book.target is None) or not _may_touch(book, h, lo):
+    """Exit the position at its stop or target if this bar reaches one (the stop wins); True when it exited. A
+    trailing stop the bar did not reach then follows it (:func:`services.market.matching.trail_stop`)."""
+    if book.position == 0 or (book.stop is None and book.target is None):
         return False
     side = OrderSide.SELL if book.position > 0 else OrderSide.BUY
-    hit = bracket_exit(side, _bar(when, o, h, lo, c), stop=book.stop, target=book.target, slippage=slippage)
+    if not _may_touch(book, h, lo):
+        hit = None
+    else:
+        hit = bracket_exit(side, _bar(when, o, h, lo, c), stop=book.stop, target=book.target, slippage=slippage)
     if hit is None:
+        if book.trail is not None and book.stop is not None:
+            book.stop = trail_stop(side, book.stop, book.trail, _bar(when, o, h, lo, c), book.tick)
         return False
     exit_price, why = hit
     qty = abs(book.position)
@@ -605,7 +621,7 @@ def replay(
         _check_budget(requests, model=model, settings=settings, store=store, now=wall())
 
     slippage = Slippage(bps=slippage_bps, quantum=PRICE_Q)
-    book = _Book(cash=initial_cash)
+    book = _Book(cash=initial_cash, tick=min_tick)
     pending: PendingOrder | None = None
     decisions: list[Decision] = []
     placed: list[PlacedOrder] = []
@@ -672,7 +688,14 @@ def replay(
             tainted = llm and possibly_contaminated(model, when.date())
             contaminated += int(tainted)
             order_note: str | None = None
-            if signal.action in (SignalAction.BUY, SignalAction.SELL):
+            plan: OrderPlan | None = None
+            reason = f"signal {signal.action.value}"
+            if risk.max_holding_bars is not None and book.position and book.entry_time is not None:
+                held = j - bisect_left(py_times, book.entry_time) + 1  # the entry's bar included
+                plan = plan_time_exit(risk, position=book.position, held=held, reference=price(c[j]))
+                reason = f"time exit after {held} bars"  # decided before (and instead of) the signal's order
+            if plan is None and signal.action in (SignalAction.BUY, SignalAction.SELL):
+                reason = f"signal {signal.action.value}"
                 plan = plan_order(
                     signal,
                     risk,
@@ -683,6 +706,7 @@ def replay(
                     size_increment=SIZE_INCREMENT,
                     min_tick=min_tick,
                 )
+            if plan is not None:
                 order_note = plan.note
                 if plan.placed:
                     placed.append(
@@ -698,7 +722,8 @@ def replay(
                         closing=plan.closing,
                         stop=plan.stop,
                         target=plan.target,
-                        reason=f"signal {signal.action.value}",
+                        reason=reason,
+                        trail=plan.trail,
                     )
             out = analysed.outcome
             decisions.append(

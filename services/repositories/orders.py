@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.enums import OrderSide, OrderStatus, OrderType, RunMode, TimeInForce
-from models.order_states import ACTIVE, ORDER_TRANSITIONS, TERMINAL, transition
+from models.order_states import ACTIVE, ORDER_TRANSITIONS, TERMINAL, WORKING, transition
 from models.tables import Order, OrderEvent, utc_now
 from services.errors import Problem
 from services.repositories._common import check_decimal, check_text, raise_problems
@@ -69,6 +69,8 @@ def create(
     reference_price: Decimal | None = None,
     created_at: dt.datetime | None = None,
     parent_id: int | None = None,
+    trail_amount: Decimal | None = None,
+    trail_percent: Decimal | None = None,
 ) -> Order:
     """Insert an order row (status ``created`` unless adopting an external order) and its first event.
 
@@ -87,6 +89,8 @@ def create(
             problems.append(Problem(name, f"must be positive, got {value}"))
     if order_type is OrderType.LIMIT and limit_price is None:
         problems.append(Problem("limit_price", "a limit order needs a limit price"))
+    if order_type is OrderType.TRAIL and (stop_price is None or (trail_amount is None) == (trail_percent is None)):
+        problems.append(Problem("trail", "a trailing stop needs its initial stop and an amount or a percent"))
     raise_problems(f"{_SOURCE} {key!r}", problems)
     row = Order(
         idempotency_key=key,
@@ -111,6 +115,8 @@ def create(
         expires_at=expires_at,
         reference_price=reference_price,
         parent_id=parent_id,
+        trail_amount=trail_amount,
+        trail_percent=trail_percent,
     )
     if created_at is not None:
         row.created_at = created_at
@@ -293,14 +299,23 @@ def get_for_update(session: Session, order_id: int) -> Order | None:
 
 
 def retryable(session: Session, max_attempts: int) -> list[Order]:
-    """Orders back in ``created`` after a submit error, with attempts left."""
+    """Orders back in ``created`` after a submit error, with attempts left: entries and plain orders, and bracket
+    children to re-attach (:func:`reattaching`; the others are sent with their entry)."""
     query = select(Order).where(
         Order.status == OrderStatus.CREATED,
         Order.last_submit_error.is_not(None),
         Order.submit_attempts < max_attempts,
-        Order.parent_id.is_(None),  # a bracket child is sent with its entry
     )
-    return [o for o in session.scalars(query.order_by(Order.id)) if not is_dry_run(o)]
+    rows = session.scalars(query.order_by(Order.id))
+    return [o for o in rows if not is_dry_run(o) and (o.parent_id is None or reattaching(session, o))]
+
+
+def reattaching(session: Session, order: Order) -> bool:
+    """Whether ``order`` is a bracket child whose entry is at the broker, working or holding fills: unsent itself
+    (the broker lost it, or only the entry got through), it is sent on its own to protect what the entry holds.
+    An entry still unsent or unresolved (``submitting``) takes its children with it instead."""
+    entry = get(session, order.parent_id) if order.parent_id is not None else None
+    return entry is not None and (entry.status in WORKING or entry.filled_quantity > 0)
 
 
 def archivable(session: Session, before: dt.datetime) -> list[Order]:
