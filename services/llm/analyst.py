@@ -28,6 +28,7 @@ from typing import Final, Protocol
 from models.enums import AnalystKind
 from models.strategy import IndicatorSpec, StrategyDefinition
 from services.errors import LlmTransientError
+from services.events import EventKind, Resource, TraderEvent, json_value, publish, strategy_resource
 from services.indicators import IndicatorResult
 from services.llm.context import MarketSnapshot, build_prompt_context, snapshot_from
 from services.llm.offline import OFFLINE_MODEL, offline_analysis
@@ -246,6 +247,8 @@ def analyze(
     if completion_tokens is None:
         completion_tokens = len(reply.text or "") // _CHARS_PER_TOKEN
     cost = estimate_cost(model, prompt_tokens, completion_tokens)
+    if spent < settings.daily_budget_usd <= spent + cost.usd:  # this call spent the rest: the next are refused
+        publish(budget_event(request.strategy_name, spent + cost.usd, settings.daily_budget_usd, model))
     answered = replace(
         base_record,
         response_text=reply.text if reply.text is not None else reply.refusal,
@@ -262,6 +265,13 @@ def analyze(
         return finish(replace(answered, error=str(failure)), failure=failure, cost_estimated=flagged,
                       attempts=reply.attempts)  # fmt: skip
     return finish(answered, analysis=analysis, cost_estimated=flagged, attempts=reply.attempts)
+
+
+def budget_event(strategy_name: str, spent: Decimal, budget: Decimal, model: str) -> TraderEvent:
+    told = f"LLM daily budget reached: {spent} of {budget} USD spent today (UTC); further calls ABSTAIN"
+    payload = {"spent_usd": json_value(spent), "budget_usd": json_value(budget), "model": model}
+    budget_resource = Resource("trader.llm.budget", "LLM budget")
+    return TraderEvent(EventKind.LLM_BUDGET, budget_resource, told, payload, (strategy_resource(strategy_name),))
 
 
 def spent_today(store: LlmCallStore, now: dt.datetime) -> Decimal:

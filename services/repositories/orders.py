@@ -16,6 +16,7 @@ from models.enums import OrderSide, OrderStatus, OrderType, RunMode, TimeInForce
 from models.order_states import ACTIVE, ORDER_TRANSITIONS, TERMINAL, transition
 from models.tables import Order, OrderEvent, utc_now
 from services.errors import Problem
+from services.events import ORDER_STATUS_EVENTS, order_event, publish
 from services.repositories._common import check_decimal, check_text, raise_problems
 
 _SOURCE = "order"
@@ -141,6 +142,8 @@ def set_status(session: Session, order: Order, target: OrderStatus, detail: str 
         order.archived_at = now
     session.add(OrderEvent(order_id=order.id, at=now, from_status=current, to_status=target, detail=detail))
     session.flush()
+    if (kind := ORDER_STATUS_EVENTS.get(target)) is not None:  # told once committed (services.events)
+        publish(order_event(kind, order, f"{target.value}" + (f": {detail}" if detail else "")), session=session)
     return True
 
 
