@@ -18,11 +18,14 @@ from typing import Any
 
 import pytest
 from prefect import flow, get_client
+from prefect.blocks.notifications import SlackWebhook
 from prefect.runtime import flow_run
+from pydantic import SecretStr
 
 from deployments.bootstrap import bootstrap
 from deployments.local_server import ServerInfo
 from deployments.notifications import AUTOMATION_PREFIX, NOTICES
+from services.errors import ConfigurationError
 from services.events import EventKind, Resource, TraderEvent, publish, strategy_resource, use_sink
 from services.settings import load_settings
 from tasks.events import PrefectSink
@@ -154,6 +157,23 @@ def test_each_kind_arrives_through_prefect_automations(prefect_api: ServerInfo, 
         assert {"trader: kill switch ENGAGED", "trader: kill switch released"} <= subjects
         assert "trader: approval needed for notify-test:SPY:BUY" in subjects
         assert "trader: trader.test.abstain_streak keeps abstaining" in subjects  # no name: the id
+
+        env = {"TRADER_NOTIFICATIONS__WEBHOOK_URL": receiver.url + "?v=2", "TRADER_NOTIFICATIONS__ORDER_FILLED": "0",
+               f"TRADER_NOTIFICATIONS__{DISABLED.value.upper()}": "false"}  # fmt: skip
+        switched = bootstrap(load_settings(env))  # a switch turned off and a new URL
+        assert switched.deleted == ["automation trader: order_filled"]
+        assert "block custom-webhook/trader-notifications" in switched.updated
+        assert not switched.created and not switched.updated[1:]  # the automations point at the same block
+
+        slack = SlackWebhook(url=SecretStr("https://hooks.slack.com/services/T000/B000/XXXX"))  # type: ignore[arg-type]
+        slack_id = slack.save("trader-slack-test", overwrite=True)
+        to_slack = bootstrap(load_settings({"TRADER_NOTIFICATIONS__BLOCK": "slack-webhook/trader-slack-test"}))
+        assert "block slack-webhook/trader-slack-test" in to_slack.unchanged and len(to_slack.updated) >= 9
+        with get_client(sync_client=True) as client:
+            (filled,) = client.read_automations_by_name(f"{AUTOMATION_PREFIX}order_filled")
+        assert [a.block_document_id for a in filled.actions] == [slack_id]  # type: ignore[union-attr]
+        with pytest.raises(ConfigurationError, match="no such block"):
+            bootstrap(load_settings({"TRADER_NOTIFICATIONS__BLOCK": "slack-webhook/not-there"}))
         assert not subjects_with(f"{DISABLED.value} message")
     finally:
         off = bootstrap(load_settings({}))  # no target: the automations go away again
