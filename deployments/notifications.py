@@ -3,7 +3,8 @@ notification block. Prefect's automation engine does the sending (triggers and a
 our code only emits events (:mod:`services.events`, :mod:`tasks.events`).
 
 * **Where to**: ``TRADER_NOTIFICATIONS__WEBHOOK_URL`` -> bootstrap keeps a Custom Webhook block
-  ``trader-notifications`` posting JSON ``{"subject", "body", "text"}`` there; or
+  ``trader-notifications`` posting JSON ``{"subject", "body", "text"}`` there (the URL kept as the block's secret);
+  or
   ``TRADER_NOTIFICATIONS__BLOCK=TYPE/NAME`` names a block made beforehand (Slack webhook, email, ...). Neither:
   notifications are off and bootstrap removes its automations.
 * **What**: one automation ``trader: <kind>`` per switch turned on in ``TRADER_NOTIFICATIONS__*`` (plus flow runs
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 AUTOMATION_PREFIX: Final = "trader: "
 WEBHOOK_BLOCK: Final = "trader-notifications"
 WEBHOOK_BLOCK_TYPE: Final = "custom-webhook"
+# The URL is a secret of the block (a Slack-style URL is a credential), filled in by the block when it sends.
+WEBHOOK_URL_SECRET: Final = "webhook_url"
+WEBHOOK_URL_TEMPLATE: Final = "{{" + WEBHOOK_URL_SECRET + "}}"
 # What the generic webhook receives: {{subject}} / {{body}} are the block's own placeholders ("text" suits Slack).
 WEBHOOK_JSON: Final = {"subject": "{{subject}}", "body": "{{body}}", "text": "{{subject}}\n{{body}}"}
 
@@ -138,11 +142,17 @@ def _target_block(client: SyncPrefectClient, settings: NotificationSettings, rep
         have = client.read_block_document_by_name(WEBHOOK_BLOCK, block_type_slug=WEBHOOK_BLOCK_TYPE)
     except ObjectNotFound:
         have = None
-    if have is not None and have.data.get("url") == url and have.data.get("json_data") == WEBHOOK_JSON:
+    want = {"url": WEBHOOK_URL_TEMPLATE, "json_data": WEBHOOK_JSON, "secrets": {WEBHOOK_URL_SECRET: url}}
+    if have is not None and all(have.data.get(k) == v for k, v in want.items()):
         report.unchanged.append(label)
         assert have.id is not None
         return have.id
-    block = CustomWebhookNotificationBlock(name="ibkr-trader", url=url, json_data=dict(WEBHOOK_JSON))
+    block = CustomWebhookNotificationBlock(
+        name="ibkr-trader",
+        url=WEBHOOK_URL_TEMPLATE,
+        json_data=dict(WEBHOOK_JSON),
+        secrets={WEBHOOK_URL_SECRET: url},
+    )
     block_id: UUID = block.save(WEBHOOK_BLOCK, overwrite=True)  # type: ignore[assignment]
     (report.updated if have is not None else report.created).append(label)
     return block_id

@@ -120,6 +120,8 @@ def test_each_kind_arrives_through_prefect_automations(prefect_api: ServerInfo, 
     with get_client(sync_client=True) as client:
         names = {a.name for a in client.read_automations() if a.name.startswith(AUTOMATION_PREFIX)}
         counts = {n: len(client.read_automations_by_name(n)) for n in names}
+        shown = client.read_block_document_by_name("trader-notifications", "custom-webhook", include_secrets=False)
+    assert receiver.url not in json.dumps(shown.data)  # the URL is the block's secret, not shown in the UI
     try:
         assert names == {n.automation for n in NOTICES if n.switch != DISABLED.value}
         assert set(counts.values()) == {1}
