@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli.common import cli_errors, console, fail, settings
+from cli.common import cli_errors, console, fail, one_shot_broker, settings
 
 app = typer.Typer(help="The broker session (TWS / IB Gateway).", no_args_is_help=True)
 
@@ -18,14 +18,11 @@ def mask(account: str) -> str:
 @cli_errors
 def status() -> None:
     """Connect once (no retries), print state, server version and the account (masked), or the error (exit 1)."""
-    from services.broker.ib_adapter import IBBroker
-    from services.broker.loop_owner import SyncBroker
-    from services.broker.pacing import Backoff
     from services.errors import BrokerConnectionError
 
     ib = settings().ib
     endpoint = f"{ib.host}:{ib.port} clientId {ib.client_id}"
-    broker = SyncBroker(lambda: IBBroker.from_settings(ib, reconnect=Backoff(attempts=0), auto_reconnect=False))
+    broker = one_shot_broker()
     try:
         try:
             broker.connect()

@@ -20,6 +20,7 @@ from services.errors import InputError, StopError, TraderError
 if TYPE_CHECKING:  # the CLI imports the data stack only in the command that runs (``trader --help`` stays fast)
     from sqlalchemy.orm import Session
 
+    from services.broker.loop_owner import SyncBroker
     from services.settings import Settings
 
 P = ParamSpec("P")
@@ -84,3 +85,13 @@ def db_session() -> Iterator[Session]:
     ensure_schema()
     with session_scope(settings().database_url()) as session:
         yield session
+
+
+def one_shot_broker() -> SyncBroker:
+    """A broker session for one command: connects once without retries or reconnects (caller connects and closes)."""
+    from services.broker.ib_adapter import IBBroker
+    from services.broker.loop_owner import SyncBroker
+    from services.broker.pacing import Backoff
+
+    ib = settings().ib
+    return SyncBroker(lambda: IBBroker.from_settings(ib, reconnect=Backoff(attempts=0), auto_reconnect=False))

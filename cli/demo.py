@@ -80,7 +80,9 @@ def demo(
             broker_factory=lambda: IBBroker.from_settings(ib, host="127.0.0.1", port=sim.port),
             clock=lambda: sim.clock.now,
         )
-        analyst = "LLM " + settings().llm.model if settings().llm.api_key else "OFFLINE analyst (no API key set)"
+        llm = settings().llm
+        offline = llm.resolved_provider == "offline"
+        analyst = "OFFLINE analyst (no LLM configured)" if offline else f"LLM {llm.model} via {llm.resolved_provider}"
         console.print(f"analyst: {analyst}\n")
         with use_runtime(runtime):
             try:

@@ -22,6 +22,7 @@ from cli import (
     data,
     demo,
     deploy,
+    llm,
     orders,
     prompts,
     replay,
@@ -66,6 +67,7 @@ for name, group in {
     "prompts": prompts.app,
     "broker": broker.app,
     "approvals": approvals.app,
+    "llm": llm.app,
 }.items():
     app.add_typer(group, name=name, cls=TraderGroup)
 app.command("positions")(orders.positions)

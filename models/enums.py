@@ -97,6 +97,15 @@ class SignalAction(StrEnum):
     ABSTAIN = "ABSTAIN"
 
 
+class LlmProvider(StrEnum):
+    """Which LLM endpoint step 5 talks to (``TRADER_LLM__PROVIDER``); ``offline`` is the deterministic rules analyst."""
+
+    OFFLINE = "offline"
+    OPENAI = "openai"
+    AZURE = "azure"
+    COMPATIBLE = "compatible"  # any OpenAI-compatible base URL: Ollama, vLLM, llama.cpp server, LM Studio, proxies
+
+
 class AnalystKind(StrEnum):
     """Who produced an analysis: the configured LLM, or the deterministic offline analyst."""
 

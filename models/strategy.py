@@ -20,6 +20,7 @@ from models.bars import FIXED_BAR_SECONDS, SECONDS_PER_DAY
 from models.enums import ApprovalRule, BarSize, OrderType, SecType, SizingMethod, TimeInForce, WhatToShow
 
 NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{1,62}$"
+SYMBOL_PATTERN: Final = r"^[A-Z0-9.]{1,12}$"
 
 _SECONDS: Final = {"S": 1, "D": 86_400, "W": 7 * 86_400, "M": 30 * 86_400, "Y": 365 * 86_400}
 _DURATION_RE: Final = re.compile(r"^(\d+) ([SDWMY])$")
@@ -136,6 +137,49 @@ class IndicatorSpec(_Doc):
         return max(periods, default=1) * 3
 
 
+MAX_TIMEFRAMES: Final = 3
+# Lookbacks tried, shortest first, when a timeframe gives none: the first one that serves the indicators' warm-up.
+_TIMEFRAME_LOOKBACKS: Final = ("5 D", "10 D", "30 D", "60 D", "90 D", "6 M", "1 Y", "2 Y", "5 Y", "10 Y", "20 Y")
+_RTH_SECONDS: Final = 23_400  # 09:30-16:00
+
+
+def estimated_bars(bar_size: BarSize, lookback: str, *, use_rth: bool) -> int:
+    """Trading bars a lookback gives (weekdays only; 6.5 h sessions when ``use_rth``; 252 days, 52 weeks or 12
+    months a year). An estimate for sizing a request, not a count of IB's answer."""
+    seconds = duration_seconds(lookback)
+    if bar_size is BarSize.MONTH_1:
+        return seconds * 12 // (365 * SECONDS_PER_DAY)
+    if bar_size is BarSize.WEEK_1:
+        return seconds * 52 // (365 * SECONDS_PER_DAY)
+    weekdays = seconds * 252 // (365 * SECONDS_PER_DAY)
+    if bar_size is BarSize.DAY_1:
+        return weekdays
+    session = _RTH_SECONDS if use_rth else SECONDS_PER_DAY
+    return weekdays * max(1, session // BAR_SECONDS[bar_size])
+
+
+class Timeframe(_Doc):
+    """A higher timeframe the strategy looks at besides its main bars (context: the chart gets a pane, the prompt a
+    section). Written as a bar size (``"1 day"``) or a mapping; without a lookback the shortest that serves the
+    indicators' warm-up is used; without indicators the strategy's own are computed on these bars."""
+
+    bar_size: BarSize
+    lookback: str | None = Field(default=None, description="IB duration string; default: enough for the warm-up.")
+    indicators: list[IndicatorSpec] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bar_size(cls, value: Any) -> Any:
+        return {"bar_size": value} if isinstance(value, str) else value
+
+    @field_validator("lookback")
+    @classmethod
+    def _valid_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            duration_seconds(value)
+        return value
+
+
 class PromptRef(_Doc):
     template: str = Field(pattern=NAME_PATTERN)
     version: int = Field(ge=1)
@@ -221,6 +265,20 @@ class SignalRules(_Doc):
     max_data_age_bars: int = Field(default=3, ge=1, description="ABSTAIN when the newest bar is older than this.")
 
 
+class LlmOptions(_Doc):
+    """How step 5 uses the LLM for this strategy (the endpoint itself is ``TRADER_LLM__*``)."""
+
+    vision: bool = Field(
+        default=True, description="Send the chart image (only to a model that reads images: TRADER_LLM__VISION)."
+    )
+    daily_budget_usd: Decimal | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="This strategy's LLM spend per UTC day, checked besides the global TRADER_LLM__DAILY_BUDGET_USD.",
+    )
+
+
 class Approval(_Doc):
     """Whether an order of the strategy waits for a person (Prefect UI form or ``trader approve``) before it is sent.
 
@@ -250,7 +308,7 @@ class StrategyDefinition(_Doc):
 
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
-    symbol: str = Field(pattern=r"^[A-Z0-9.]{1,12}$")
+    symbol: str = Field(pattern=SYMBOL_PATTERN)
     conid: int = Field(gt=0, description="IB contract id.")
     sec_type: SecType = SecType.STK
     exchange: str = "SMART"
@@ -261,11 +319,15 @@ class StrategyDefinition(_Doc):
     what_to_show: WhatToShow = WhatToShow.TRADES
     use_rth: bool = True
     indicators: Annotated[list[IndicatorSpec], Field(min_length=1)]
+    timeframes: list[Timeframe] = Field(
+        default_factory=list, description=f"Up to {MAX_TIMEFRAMES} higher bar sizes as context."
+    )
     prompt: PromptRef
     schedule: Schedule
     risk: Risk
     rules: SignalRules = Field(default_factory=SignalRules)
     approval: Approval = Field(default_factory=Approval)
+    llm: LlmOptions = Field(default_factory=LlmOptions)
     active: bool = True
 
     @field_validator("lookback")
@@ -294,6 +356,54 @@ class StrategyDefinition(_Doc):
             problems.append(f"indicators produce duplicate columns {duplicates}: give them distinct aliases")
         if self.risk.sizing.notional is not None and self.risk.sizing.notional > self.risk.max_notional_per_order:
             problems.append("risk.sizing.notional exceeds risk.max_notional_per_order")
+        problems += self._timeframe_problems()
         if problems:
             raise ValueError("\n".join(problems))
+        if self.timeframes:  # fill in the default lookbacks: the stored document says what is fetched
+            object.__setattr__(self, "timeframes", [self._with_lookback(tf) for tf in self.timeframes])
         return self
+
+    def timeframe_indicators(self, timeframe: Timeframe) -> list[IndicatorSpec]:
+        return timeframe.indicators if timeframe.indicators is not None else self.indicators
+
+    def _timeframe_problems(self) -> list[str]:
+        problems: list[str] = []
+        if len(self.timeframes) > MAX_TIMEFRAMES:
+            problems.append(f"timeframes: at most {MAX_TIMEFRAMES}, got {len(self.timeframes)}")
+        sizes = [tf.bar_size for tf in self.timeframes]
+        if len(set(sizes)) != len(sizes):
+            problems.append("timeframes: each bar size at most once")
+        for i, tf in enumerate(self.timeframes):
+            where = f"timeframes[{i}] ({tf.bar_size.value})"
+            if BAR_SECONDS[tf.bar_size] <= BAR_SECONDS[self.bar_size]:
+                problems.append(f"{where}: must be a higher timeframe than the main bars ({self.bar_size.value})")
+                continue
+            specs = self.timeframe_indicators(tf)
+            if not specs:
+                problems.append(f"{where}: indicators must not be empty (omit them to use the strategy's)")
+                continue
+            warmup = max(spec.warmup_bars for spec in specs)
+            if tf.lookback is None:
+                if self._default_lookback(tf.bar_size, warmup) is None:
+                    problems.append(f"{where}: no lookback within IB's limit gives the ~{warmup} bars needed")
+                continue
+            if duration_seconds(tf.lookback) > MAX_DURATION_SECONDS[tf.bar_size]:
+                problems.append(f"{where}: lookback {tf.lookback!r} exceeds IB's limit for the bar size")
+            bars = estimated_bars(tf.bar_size, tf.lookback, use_rth=self.use_rth)
+            if bars < warmup:
+                problems.append(f"{where}: lookback {tf.lookback!r} gives ~{bars} bars; the indicators need ~{warmup}")
+        return problems
+
+    def _default_lookback(self, bar_size: BarSize, warmup: int) -> str | None:
+        for lookback in _TIMEFRAME_LOOKBACKS:
+            if duration_seconds(lookback) > MAX_DURATION_SECONDS[bar_size]:
+                return None
+            if estimated_bars(bar_size, lookback, use_rth=self.use_rth) >= warmup:
+                return lookback
+        return None
+
+    def _with_lookback(self, tf: Timeframe) -> Timeframe:
+        if tf.lookback is not None:
+            return tf
+        warmup = max(spec.warmup_bars for spec in self.timeframe_indicators(tf))
+        return tf.model_copy(update={"lookback": self._default_lookback(tf.bar_size, warmup)})

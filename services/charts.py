@@ -5,6 +5,11 @@ volume, then one pane per other indicator spec (RSI, MACD with its three outputs
 flagged by validation are marked with a red ``x`` above the candle and their volume bar is red. The x axis is a
 category axis of bar labels, so weekends and holidays leave no gaps.
 
+**Higher timeframes.** A strategy's context timeframes (``IndicatorResult.timeframes``) each get one more pane at
+the bottom, with its own x axis: its candlesticks and its Overlap Studies indicators (its other indicators are in
+the prompt), titled with its bar size; the main price pane is then titled with its own bar size too, and the image
+grows by :data:`TIMEFRAME_PANE_PX` per timeframe.
+
 **PNG.** 900x600 by default (a few tens of KB), rendered by kaleido through headless Chromium. The browser is
 kept WARM for the life of the process: the first render starts it (about 2-3 s), later renders reuse it
 (a few hundred ms). We run our own long-lived ``kaleido.Kaleido`` on a private event-loop thread instead of
@@ -36,8 +41,9 @@ import numpy as np
 import pandas as pd
 
 from models.bars import REQUIRED_COLUMNS, TIMESTAMP
+from services.bars.sizes import infer_bar_size
 from services.errors import InputError, SkipError
-from services.indicators import FLAGGED, IndicatorColumn, IndicatorResult
+from services.indicators import FLAGGED, IndicatorColumn, IndicatorResult, TimeframeIndicators
 
 __all__ = ["ChartRenderError", "ChartResult", "render_chart", "render_png", "start_renderer", "stop_renderer"]
 
@@ -48,6 +54,7 @@ START_TIMEOUT_S: Final = 60.0
 RENDER_TIMEOUT_S: Final = 30.0
 RENDER_TABS: Final = 2
 PLOTLY_JS_NAME: Final = "plotly.min.js"
+TIMEFRAME_PANE_PX: Final = 220
 _GAP: Final = 0.02
 # Horizontal guide lines for bounded oscillators.
 _GUIDES: Final[dict[str, tuple[float, ...]]] = {
@@ -354,6 +361,85 @@ def build_figure(frame: pd.DataFrame, indicators: IndicatorResult, *, title: str
     return {"data": data, "layout": layout}, panes
 
 
+def _pane_title(text: str, yaxis: str, top: float) -> dict[str, Any]:
+    return {
+        "text": f"<b>{_escape(text)}</b>",
+        "xref": "paper",
+        "yref": "paper",
+        "x": 0.0,
+        "y": top,
+        "xanchor": "left",
+        "yanchor": "top",
+        "showarrow": False,
+        "font": {"size": 11},
+        "bgcolor": "rgba(255,255,255,0.7)",
+        "name": f"pane-title-{yaxis}",
+    }
+
+
+def add_timeframe_panes(
+    fig: dict[str, Any], panes: list[str], timeframes: tuple[TimeframeIndicators, ...], *, main_label: str, height: int
+) -> tuple[list[str], int]:
+    """Append one pane per higher timeframe below the figure's panes (which keep ``height`` px); return the pane
+    names (each timeframe as its bar size) and the new height in px."""
+    if not timeframes:
+        return panes, height
+    layout, data = fig["layout"], fig["data"]
+    total = height + TIMEFRAME_PANE_PX * len(timeframes)
+    share = height / total  # the existing panes keep their pixel heights
+    for key, axis in layout.items():
+        if key.startswith("yaxis"):
+            lo, hi = axis["domain"]
+            axis["domain"] = [1 - share + lo * share, 1 - share + hi * share]
+    annotations = layout.setdefault("annotations", [])
+    annotations.append(_pane_title(f"{main_label} (main)", "y", 1.0))
+    slot = (1 - share) / len(timeframes)
+    first_axis = len(panes) + 1
+    for k, tf in enumerate(timeframes):
+        n = str(first_axis + k)
+        top = 1 - share - k * slot - 48 / total  # room for the pane above's tick labels and this pane's title
+        bottom = 1 - share - (k + 1) * slot + 22 / total  # and for this pane's own tick labels
+        layout[f"yaxis{n}"] = {"domain": [max(0.0, bottom), top], "tickfont": {"size": 9}, "gridcolor": "#e5e5e5"}
+        layout[f"xaxis{n}"] = {
+            "type": "category",
+            "anchor": f"y{n}",
+            "nticks": 6,
+            "tickfont": {"size": 8},
+            "rangeslider": {"visible": False},
+            "gridcolor": "#e5e5e5",
+        }
+        frame = tf.result.frame
+        x = _labels(frame)
+        label = tf.bar_size.value
+        data.append(
+            {
+                "type": "candlestick",
+                "name": label,
+                "x": x,
+                **{c: _series(frame[c].to_numpy(dtype=float)) for c in ("open", "high", "low", "close")},
+                "xaxis": f"x{n}",
+                "yaxis": f"y{n}",
+                "showlegend": False,
+            }
+        )
+        for j, col in enumerate(c for c in tf.result.columns if c.is_overlay):
+            data.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines",
+                    "name": f"{label} {col.name}",
+                    "x": x,
+                    "y": _series(frame[col.name].to_numpy(dtype=float)),
+                    "line": {"width": 1.0, "color": _COLORS[j % len(_COLORS)]},
+                    "xaxis": f"x{n}",
+                    "yaxis": f"y{n}",
+                    "showlegend": False,
+                }
+            )
+        annotations.append(_pane_title(f"{label} (higher timeframe)", f"y{n}", top + 20 / total))
+    return [*panes, *(tf.bar_size.value for tf in timeframes)], total
+
+
 def _write_plotlyjs(directory: Path) -> Path:
     target = directory / PLOTLY_JS_NAME
     if target.exists():
@@ -396,6 +482,12 @@ def render_chart(
     Raises ``InputError`` for unusable input and :class:`ChartRenderError` when the browser fails.
     """
     fig, panes = build_figure(frame, indicators, title=title)
+    if indicators.timeframes:
+        main = infer_bar_size(frame[TIMESTAMP])
+        fig_panes = add_timeframe_panes(
+            fig, panes, indicators.timeframes, main_label=main.value if main else "main bars", height=height
+        )
+        panes, height = fig_panes
     started = time.perf_counter()
     png = render_png(fig, width=width, height=height)
     render_ms = (time.perf_counter() - started) * 1000

@@ -22,6 +22,7 @@ import pandas as pd
 from talib import abstract
 
 from models.bars import TIMESTAMP
+from models.enums import BarSize
 from models.strategy import IndicatorSpec, talib_function_info
 from services.errors import InputError, Problem
 
@@ -32,7 +33,7 @@ OVERLAP_GROUP: Final = "Overlap Studies"
 # talib's stubs do not declare abstract.Function (it is generated at import time).
 _FUNCTION: Final[Any] = getattr(abstract, "Function")  # noqa: B009
 
-__all__ = ["FLAGGED", "IndicatorColumn", "IndicatorResult", "compute_indicators"]
+__all__ = ["FLAGGED", "IndicatorColumn", "IndicatorResult", "TimeframeIndicators", "compute_indicators"]
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,19 @@ class IndicatorResult:
     latest: dict[str, float | None]
     latest_timestamp: pd.Timestamp | None
     specs: tuple[IndicatorSpec, ...] = field(default=())
+    timeframes: tuple[TimeframeIndicators, ...] = field(default=())  # the strategy's higher timeframes (context)
 
     def column_names(self) -> list[str]:
         """Return the indicator column names in spec order."""
         return [c.name for c in self.columns]
+
+
+@dataclass(frozen=True)
+class TimeframeIndicators:
+    """A higher timeframe's bars with their indicators (computed like the main bars')."""
+
+    bar_size: BarSize
+    result: IndicatorResult
 
 
 def _flag_mask(frame: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.bool_]]:

@@ -7,17 +7,20 @@ Unknown ``TRADER_*`` variables are rejected, so a typo never silently falls back
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 from collections.abc import Mapping
 from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from models.enums import BadRowPolicy, RunMode, TradingMode
+from models.enums import BadRowPolicy, LlmProvider, RunMode, TradingMode
 from services.errors import ConfigurationError, InputError, Problem
 
 ENV_PREFIX = "TRADER_"
@@ -54,14 +57,128 @@ class IBSettings(_Section):
     contract_cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=0, description="Contract details cache TTL.")
 
 
+class ModelPriceSetting(_Section):
+    """A model's list price in USD per 1M tokens (an entry of ``TRADER_LLM__PRICES``)."""
+
+    input_per_m: Decimal = Field(ge=0, allow_inf_nan=False)
+    output_per_m: Decimal = Field(ge=0, allow_inf_nan=False)
+
+
+TokenLimitParam = Literal["max_tokens", "max_completion_tokens"]
+
+
 class LLMSettings(_Section):
-    api_key: SecretStr | None = Field(default=None, description="Without a key the offline analyst is used.")
-    base_url: str | None = Field(default=None, description="Any OpenAI-compatible endpoint; default OpenAI's.")
-    model: str = Field(default="gpt-4o-mini")
+    """The analyst of step 5. ``provider`` unset: ``compatible`` when ``base_url`` is set, ``openai`` when only
+    ``api_key`` is, else ``offline`` (the deterministic rules analyst, the default). Checked at start-up: a provider
+    missing what it needs is a settings error naming the variable."""
+
+    provider: LlmProvider | None = Field(
+        default=None, description="offline, openai, azure or compatible; unset: inferred from base_url / api_key."
+    )
+    api_key: SecretStr | None = Field(default=None, description="The endpoint's key; a local server needs none.")
+    base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint (…/v1); for azure the resource endpoint."
+    )
+    model: str = Field(default="gpt-4o-mini", min_length=1, description="Model name (azure: the deployed model).")
+    deployment: str | None = Field(default=None, description="Azure deployment name.")
+    api_version: str = Field(default="2024-10-21", description="Azure api-version query parameter.")
+    token_limit_param: TokenLimitParam | None = Field(
+        default=None,
+        description="Which request field caps the answer; unset: max_completion_tokens for openai, max_tokens else.",
+    )
+    vision: bool = Field(default=True, description="The model reads images; false: the prompt goes without the chart.")
+    prices: dict[str, ModelPriceSetting] = Field(
+        default_factory=dict, description="Extra or overriding price table entries, JSON keyed by model name."
+    )
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
     daily_budget_usd: Decimal = Field(default=Decimal("5.00"), ge=0)
     temperature: float = Field(default=0.0, ge=0, le=2)
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _prices_from_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not JSON ({exc}); e.g. '{{\"my-model\": {{\"input_per_m\": \"1\", "
+                                 f"\"output_per_m\": \"2\"}}}}'") from None  # fmt: skip
+        if isinstance(value, Mapping):
+            return {str(name).strip().lower(): price for name, price in value.items()}
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL with a host")
+        return value.strip()
+
+    def key(self) -> str | None:
+        """The API key, or ``None`` when unset or blank."""
+        if self.api_key is None:
+            return None
+        return self.api_key.get_secret_value().strip() or None
+
+    @property
+    def resolved_provider(self) -> LlmProvider:
+        if self.provider is not None:
+            return self.provider
+        if self.base_url is not None:
+            return LlmProvider.COMPATIBLE
+        return LlmProvider.OPENAI if self.key() is not None else LlmProvider.OFFLINE
+
+    @property
+    def is_local(self) -> bool:
+        """A compatible endpoint without a key or on a loopback / private address: free, outside the budget."""
+        if self.resolved_provider is not LlmProvider.COMPATIBLE:
+            return False
+        return self.key() is None or _private_host(urlsplit(self.base_url or "").hostname or "")
+
+    @property
+    def endpoint(self) -> str:
+        """Which model server answers: provider, host, port and path of the base URL (never its credentials), and the
+        Azure deployment. Part of the LLM cache key, so one model name on two endpoints never shares an answer."""
+        parts = urlsplit(self.base_url or "")
+        where = f"{parts.scheme}://{parts.hostname or ''}:{parts.port or ''}{parts.path}" if self.base_url else ""
+        return f"{self.resolved_provider.value}|{where}|{(self.deployment or '').strip()}"
+
+    @property
+    def token_param(self) -> TokenLimitParam:
+        if self.token_limit_param is not None:
+            return self.token_limit_param
+        return "max_completion_tokens" if self.resolved_provider is LlmProvider.OPENAI else "max_tokens"
+
+    @model_validator(mode="after")
+    def _provider_has_what_it_needs(self) -> LLMSettings:
+        provider = self.resolved_provider
+        missing: list[str] = []
+        if provider in (LlmProvider.OPENAI, LlmProvider.AZURE) and self.key() is None:
+            missing.append("TRADER_LLM__API_KEY")
+        if provider in (LlmProvider.AZURE, LlmProvider.COMPATIBLE) and self.base_url is None:
+            what = " (the resource endpoint, https://NAME.openai.azure.com)" if provider is LlmProvider.AZURE else ""
+            missing.append("TRADER_LLM__BASE_URL" + what)
+        if provider is LlmProvider.AZURE and not (self.deployment or "").strip():
+            missing.append("TRADER_LLM__DEPLOYMENT (the deployment name)")
+        if missing:
+            raise ValueError(f"provider {provider.value} needs {' and '.join(missing)}")
+        if self.deployment is not None and provider is not LlmProvider.AZURE:
+            raise ValueError(f"TRADER_LLM__DEPLOYMENT applies to provider azure only, not {provider.value}")
+        return self
+
+
+def _private_host(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith((".localhost", ".local")):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local
 
 
 class TradingSettings(_Section):

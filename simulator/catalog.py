@@ -33,6 +33,7 @@ import pandas as pd
 
 from models.bars import FIXED_BAR_SECONDS
 from models.enums import BarSize
+from services.broker.types import MAX_SYMBOL_MATCHES, symbol_match_rank
 from services.errors import InputError
 
 EXCHANGE_TZ: Final = "US/Eastern"
@@ -175,6 +176,11 @@ class Instrument:
         return self.symbol
 
     @property
+    def derivative_sec_types(self) -> tuple[str, ...]:
+        """The derivative kinds IB lists on the instrument in a symbol search (as IB lists them for SPY / SPX)."""
+        return ("OPT", "FUT", "IOPT", "WAR", "BAG") if self.sec_type == "IND" else ("CFD", "OPT", "IOPT", "WAR", "BAG")
+
+    @property
     def valid_exchanges(self) -> str:
         if self.sec_type == "IND":
             return self.primary_exchange
@@ -272,6 +278,11 @@ class Catalog:
         if exchange and exchange not in {"SMART", inst.primary_exchange, *inst.valid_exchanges.split(",")}:
             return []
         return [inst]
+
+    def matching(self, pattern: str) -> list[Instrument]:
+        """IB's answer set to ``reqMatchingSymbols``: ticker prefix matches first, then name-word matches."""
+        ranked = [(r, i) for i in self if (r := symbol_match_rank(pattern, i.symbol, i.long_name)) is not None]
+        return [i for _, i in sorted(ranked, key=lambda ri: (ri[0], ri[1].symbol))][:MAX_SYMBOL_MATCHES]
 
     def daily_end(self) -> datetime | None:
         """The latest completion time of any daily series (the default market clock)."""

@@ -1,7 +1,7 @@
 """Request handlers: one method per client message id (client.py layouts), mixed into :class:`SimServer`.
 
 Startup sync: 61 -> 61*/62, 5 -> 5*/3*/53, 99 -> 101*/102, 6 -> 6*/7*/8/54, 76 -> 73*/74, 7 -> 11*/59*/55.
-Data: 9 -> 10*/52 or 200, 20 -> 17 or 162/321/200, 1 -> 58, ticks [, 57]. Orders: 3, 4, 58 via the order desk.
+Data: 9 -> 10*/52 or 200, 81 -> 79, 20 -> 17 or 162/321/200, 1 -> 58, ticks [, 57]. Orders: 3, 4, 58 via the order desk.
 """
 
 from __future__ import annotations
@@ -151,6 +151,10 @@ class RequestHandlers:
             conn.send(m.contract_details(conn.version, req_id, inst, exchange, self.clock.now.date()))
         conn.send(m.contract_details_end(req_id))
 
+    def _matching_symbols(self, conn: Connection, fields: list[str]) -> None:
+        req_id = int(fields[1])
+        conn.send(m.symbol_samples(conn.version, req_id, self.catalog.matching(fields[2])))
+
     def _historical(self, conn: Connection, fields: list[str]) -> None:
         req = history.parse_request(fields)
         found = self._resolve(fields, 2)
@@ -288,5 +292,6 @@ class RequestHandlers:
         64: _cancel_positions,
         76: _account_updates_multi,
         77: _ignore,  # cancelAccountUpdatesMulti
+        81: _matching_symbols,
         99: _completed_orders,
     }

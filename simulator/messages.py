@@ -97,6 +97,18 @@ def contract_details_end(req_id: int) -> Fields:
     return [52, 1, req_id]
 
 
+def symbol_samples(server_version: int, req_id: int, found: Sequence[Instrument]) -> Fields:
+    """Message 79 (reqMatchingSymbols' answer): per contract conId, symbol, secType, primaryExchange, currency,
+    the count and list of derivative sec types, then (>= 176) description and issuerId."""
+    fields: Fields = [79, req_id, len(found)]
+    for inst in found:
+        kinds = inst.derivative_sec_types
+        fields += [inst.con_id, inst.symbol, inst.sec_type, inst.primary_exchange, inst.currency, len(kinds), *kinds]
+        if server_version >= 176:
+            fields += [inst.long_name, ""]
+    return fields
+
+
 def historical_data(req_id: int, start: str, end: str, rows: Sequence[Sequence[str]]) -> Fields:
     fields: Fields = [17, req_id, start, end, len(rows)]
     for row in rows:

@@ -1,7 +1,14 @@
-"""Step 5: render the versioned prompt and analyse it with the chart (LLM, or the offline analyst)."""
+"""Step 5: render the versioned prompt and analyse it with the chart (LLM, or the offline analyst).
+
+The artifact shows the analyst, whether the chart image was sent, the prompt, the raw reply and cost tables: this
+call, the strategy's calls today (UTC) by model ($, tokens, mean latency, cache hits), and today's spend of every
+strategy against the daily budgets.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
 from pathlib import Path
 
 from prefect import task
@@ -10,14 +17,16 @@ from prefect.cache_policies import NO_CACHE
 from models.strategy import StrategyDefinition
 from services.db import session_scope
 from services.indicators import IndicatorResult
-from services.llm.analyst import ChatBackend, analyze, build_request
+from services.llm.analyst import ChatBackend, analyze, build_request, make_backend
+from services.llm.costs import CostRow, Grouping, summarize
 from services.llm.outcome import AnalysisOutcome
 from services.llm.prompts import RenderedPrompt
 from services.llm.reply import LlmReply
+from services.llm.store import LlmCallStore
 from services.repositories import prompt_templates
 from services.runtime import get_runtime
 from services.settings import LLMSettings
-from tasks.artifacts import artifact_key, fenced, key_values, publish_markdown
+from tasks.artifacts import artifact_key, fenced, key_values, markdown_table, publish_markdown
 from tasks.market_gate import LLM_CALLS, limited
 from tasks.timeouts import ANALYSIS_TIMEOUT_S
 
@@ -42,12 +51,55 @@ class RateLimitedBackend:
 
 
 def _backend(settings: LLMSettings) -> ChatBackend | None:
-    """The rate-limited LLM client, or ``None`` without an API key (``analyze`` then runs the offline analyst)."""
-    if settings.api_key is None or not settings.api_key.get_secret_value().strip():
-        return None
-    from services.llm.analyst import _make_backend
+    """The rate-limited LLM client, or ``None`` for provider offline (``analyze`` then runs the offline analyst)."""
+    inner = make_backend(settings)
+    return None if inner is None else RateLimitedBackend(inner)
 
-    return RateLimitedBackend(_make_backend(settings))
+
+def _cost_rows(rows: list[CostRow], by: str) -> str:
+    return markdown_table(
+        [
+            {
+                by: r.key,
+                "calls": r.calls,
+                "requests": r.requests,
+                "cache hits": r.cache_hits,
+                "tokens in / out": f"{r.prompt_tokens} / {r.completion_tokens}",
+                "USD": r.cost_usd,
+                "mean latency (ms)": r.mean_latency_ms if r.mean_latency_ms is not None else "-",
+            }
+            for r in rows
+        ]
+    )
+
+
+def cost_tables(
+    store: LlmCallStore,
+    now: dt.datetime,
+    outcome: AnalysisOutcome,
+    strategy: str,
+    budgets: tuple[Decimal, Decimal | None],
+) -> str:
+    """Markdown: this call; the strategy's calls today (UTC) by model; today's spend of every strategy against the
+    daily budgets ``(global, the strategy's or None)``. Only this strategy's rows are read (a SQL sum for the rest)."""
+    day = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    mine = store.usage_since(day, strategy_name=strategy)
+    this = [c for c in mine if outcome.call_id is not None and c.id == outcome.call_id]
+    date = day.date().isoformat()
+    groups: list[tuple[str, Grouping, list[CostRow]]] = [
+        ("this call", "call", summarize(this, "call")),
+        (f"{strategy} on {date} (UTC) by model", "model", summarize(mine, "model")),
+    ]
+    parts: list[str] = []
+    for title, by, rows in groups:
+        parts += [f"**{title}**", _cost_rows(rows, by) if rows else "(no calls)"]
+    overall, own = budgets
+    line = f"**all strategies on {date} (UTC)**: {store.spent_since(day)} USD of the {overall} USD daily budget"
+    if own is not None:
+        line += f"; {strategy}: {sum((c.cost_usd for c in mine), Decimal(0))} USD of its {own} USD"
+    if outcome.local:
+        line += "; this endpoint is local: free, outside the budgets"
+    return "\n\n".join([*parts, line])
 
 
 @task(name="5 llm analysis", cache_policy=NO_CACHE, timeout_seconds=ANALYSIS_TIMEOUT_S)
@@ -63,23 +115,24 @@ def analyse(
         template = prompt_templates.require(session, definition.prompt.template, definition.prompt.version)
         body, name = template.body, f"{template.name} v{template.version}"
     request = build_request(definition, indicators, body, template_name=name)
-    outcome = analyze(
-        request,
-        settings=runtime.settings.llm,
-        store=runtime.llm_store(),
-        chart_png=chart_png,
-        now=runtime.clock(),
-        backend=_backend(runtime.settings.llm),
-    )
+    store = runtime.llm_store()
+    now = runtime.clock()
+    llm = runtime.settings.llm
+    outcome = analyze(request, settings=llm, store=store, chart_png=chart_png, now=now, backend=_backend(llm))
     run_dir.mkdir(parents=True, exist_ok=True)
     prompt_path = run_dir / "prompt.md"
     prompt_path.write_text(f"# system\n\n{outcome.prompt.system}\n\n# user\n\n{outcome.prompt.text}\n")
     if outcome.raw_text is not None:
         (run_dir / "response.json").write_text(outcome.raw_text)
-    label = "OFFLINE analyst (deterministic rules, no LLM)" if outcome.analyst == "offline" else f"LLM {outcome.model}"
+    if outcome.analyst == "offline":
+        label = "OFFLINE analyst (deterministic rules, no LLM)"
+    else:
+        where = " (local endpoint: free, outside the budget)" if outcome.local else ""
+        label = f"LLM {outcome.model} via {llm.resolved_provider.value}{where}"
     summary = key_values(
         [
             ("analyst", label),
+            ("chart image", outcome.image),
             ("prompt template", name),
             ("prompt sha256", outcome.prompt.sha256),
             ("cached response", outcome.cached),
@@ -95,6 +148,8 @@ def analyse(
         [
             "## Step 5: analysis",
             summary,
+            "### Cost",
+            cost_tables(store, now, outcome, definition.name, (llm.daily_budget_usd, definition.llm.daily_budget_usd)),
             "### Rendered prompt",
             fenced(outcome.prompt.text),
             "### Raw response",

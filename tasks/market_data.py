@@ -1,4 +1,11 @@
-"""Step 2: fetch the strategy's bars from the broker and validate them (Great Expectations)."""
+"""Step 2: fetch the strategy's bars from the broker and validate them (Great Expectations).
+
+A strategy's higher ``timeframes`` are FETCHED from the broker too (one more historical request each, through the
+same global limit and client-side pacing), not resampled from the main bars: IB's higher bars are not what
+resampling the main bars gives (daily bars carry the official close and auction volume; regular-hours hourly bars
+start at 09:30 with a half-hour first bar), and the main lookback rarely covers the higher one's. Each timeframe's
+bars are validated like the main bars; a batch that fails validation fails the step (the run ABSTAINs).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from models.bars import TIMESTAMP
-from models.strategy import StrategyDefinition
+from models.enums import BarSize
+from models.strategy import StrategyDefinition, Timeframe
 from services.bars.validation import ValidationResult, validate_bars
 from services.broker.types import BarRequest, ContractInfo
 from services.errors import DataError
@@ -24,9 +32,20 @@ FLAGGED = "flagged"
 
 
 @dataclass(frozen=True)
+class TimeframeBars:
+    """A higher timeframe's validated bars (``frame`` has the ``flagged`` column like the main bars)."""
+
+    bar_size: BarSize
+    lookback: str
+    frame: pd.DataFrame
+    validation: ValidationResult
+
+
+@dataclass(frozen=True)
 class MarketData:
     frame: pd.DataFrame  # canonical bars with a bool ``flagged`` column
     validation: ValidationResult
+    timeframes: tuple[TimeframeBars, ...] = ()  # the strategy's higher timeframes, in its order
 
     @property
     def last_bar_time(self) -> pd.Timestamp:
@@ -77,7 +96,12 @@ def fetch_market_data(definition: StrategyDefinition, contract: ContractInfo) ->
     except DataError as exc:
         publish_markdown(key, f"## Step 2: market data\n\nValidation failed the batch:\n\n{fenced_text(exc)}", "Failed")
         raise
-    data = MarketData(result.frame, result)
+    try:
+        higher = tuple(_fetch_timeframe(definition, contract, tf) for tf in definition.timeframes)
+    except DataError as exc:
+        publish_markdown(key, f"## Step 2: market data\n\nA higher timeframe failed:\n\n{fenced_text(exc)}", "Failed")
+        raise
+    data = MarketData(result.frame, result, higher)
     issues = [
         {"bar (UTC)": i.timestamp.isoformat() if i.timestamp else "batch", "rule": i.rule, "detail": i.detail}
         for i in result.issues
@@ -100,8 +124,58 @@ def fetch_market_data(definition: StrategyDefinition, contract: ContractInfo) ->
     ]
     if issues:
         body.append(markdown_table(issues))
+    if higher:
+        body += ["### Higher timeframes (context)", markdown_table([_timeframe_row(tf) for tf in higher])]
+        tf_issues = [
+            {
+                "timeframe": tf.bar_size.value,
+                "bar (UTC)": i.timestamp.isoformat() if i.timestamp else "batch",
+                "rule": i.rule,
+                "detail": i.detail,
+            }
+            for tf in higher
+            for i in tf.validation.issues
+        ]
+        if tf_issues:
+            body += ["### Higher-timeframe issues (rows kept out of their indicators)", markdown_table(tf_issues)]
     publish_markdown(key, "\n\n".join(body), f"{definition.symbol} bars and validation")
     return data
+
+
+def _fetch_timeframe(definition: StrategyDefinition, contract: ContractInfo, timeframe: Timeframe) -> TimeframeBars:
+    """One more historical request (the global limit and the broker's pacing apply), validated like the main bars."""
+    runtime = get_runtime()
+    assert timeframe.lookback is not None  # the definition fills in the default
+    request = BarRequest(
+        bar_size=timeframe.bar_size,
+        duration=timeframe.lookback,
+        what_to_show=definition.what_to_show,
+        use_rth=definition.use_rth,
+    )
+    with limited(IB_HISTORICAL):
+        frame = runtime.broker().historical_bars(contract, request)
+    what = f"{definition.symbol} {timeframe.bar_size.value} {timeframe.lookback} (higher timeframe)"
+    if frame.empty:
+        raise DataError(f"no bars for {what}")
+    try:
+        result = validate_bars(frame, bar_size=timeframe.bar_size, policy=runtime.settings.trading.bad_row_policy)
+    except DataError as exc:
+        raise DataError(f"{what}: {exc}") from exc
+    return TimeframeBars(timeframe.bar_size, timeframe.lookback, result.frame, result)
+
+
+def _timeframe_row(tf: TimeframeBars) -> dict[str, Any]:
+    frame = tf.frame
+    return {
+        "bar size": tf.bar_size.value,
+        "lookback": tf.lookback,
+        "rows": len(frame),
+        "first bar (UTC)": pd.Timestamp(frame[TIMESTAMP].iloc[0]).isoformat(),
+        "last bar (UTC)": pd.Timestamp(frame[TIMESTAMP].iloc[-1]).isoformat(),
+        "last close": f"{frame['close'].iloc[-1]:.4f}",
+        "validation": "passed" if tf.validation.passed else f"{len(tf.validation.issues)} issue(s)",
+        "rows excluded": tf.validation.rows_flagged + tf.validation.rows_dropped,
+    }
 
 
 def fenced_text(exc: Exception) -> str:

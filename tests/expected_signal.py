@@ -29,7 +29,7 @@ EXPECTATION_CLIENT_ID = 97
 
 def offline_signal(settings: Settings, definition: StrategyDefinition, sim_port: int, now: datetime) -> Signal:
     """The offline analyst's signal for ``definition`` at market time ``now`` on the bars the simulator serves."""
-    assert settings.llm.api_key is None, "the expectation is the offline analyst's"
+    assert settings.llm.resolved_provider == "offline", "the expectation is the offline analyst's"
     runtime = Runtime(
         settings,
         broker_factory=lambda: IBBroker.from_settings(settings.ib, port=sim_port, client_id=EXPECTATION_CLIENT_ID),

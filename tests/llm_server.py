@@ -4,7 +4,26 @@ Scriptable: queue responses with :meth:`LoopbackLLMServer.enqueue` (answers, HTT
 held until a ``threading.Event`` is set or the client hangs up: a timeout without a real-time race); every
 request body is recorded in :attr:`LoopbackLLMServer.requests`. When the queue is empty the server answers
 HTTP 418 with "no scripted response left" (a non-retryable 4xx), so an unexpected extra request fails the
-test loudly instead of hanging. Only ``POST /v1/chat/completions`` exists; anything else is 404.
+test loudly instead of hanging.
+
+It speaks one of four dialects (``flavor``), as their documentation describes them:
+
+* ``openai`` (default): ``POST /v1/chat/completions``, ``Authorization: Bearer`` checked when ``api_key`` is given;
+  errors ``{"error": {"message", "type", "param", "code"}}``.
+* ``ollama`` (OpenAI compatibility, docs/openai.md): ``POST /v1/chat/completions``, no auth (the key is ignored),
+  reads ``max_tokens`` (not ``max_completion_tokens``); answers carry ``system_fingerprint: "fp_ollama"`` and
+  usage ``prompt_tokens`` / ``completion_tokens`` / ``total_tokens``, no ``refusal``; errors ``{"error":
+  {"message", "type": "invalid_request_error" | "not_found_error" | "api_error", "param": null, "code": null}}``.
+* ``vllm`` (OpenAI-compatible server): ``POST /v1/chat/completions``, ``Authorization: Bearer`` checked only when
+  started with ``api_key`` (401 ``{"error": "Unauthorized"}``); answers carry ``stop_reason``,
+  ``reasoning_content``, empty ``tool_calls`` and ``prompt_logprobs``; errors ``{"object": "error", "message",
+  "type", "param", "code"}``.
+* ``azure`` (Azure OpenAI REST): ``POST /openai/deployments/{deployment}/chat/completions?api-version=...``, the
+  ``api-key`` header; answers carry ``prompt_filter_results`` and per-choice ``content_filter_results``; errors
+  ``{"error": {"code", "message"}}`` (401 for a wrong key, 404 ``DeploymentNotFound``, 404 without api-version).
+
+Anything else is 404 in the flavor's error shape. :meth:`LoopbackLLMServer.error` scripts an error in that shape;
+:func:`stream` an event-stream reply and :func:`tool_call` a tool-call reply.
 
 Usage::
 
@@ -24,9 +43,28 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["LoopbackLLMServer", "RecordedRequest", "Scripted", "answer", "error", "refusal"]
+__all__ = [
+    "Flavor",
+    "LoopbackLLMServer",
+    "RecordedRequest",
+    "Scripted",
+    "answer",
+    "error",
+    "refusal",
+    "stream",
+    "tool_call",
+]
+
+Flavor = Literal["openai", "ollama", "vllm", "azure"]
+TOKEN_FIELD: dict[Flavor, str] = {  # the answer-length field each reads (the documented one)
+    "openai": "max_completion_tokens",
+    "ollama": "max_tokens",
+    "vllm": "max_tokens",
+    "azure": "max_tokens",
+}
 
 
 @dataclass(frozen=True)
@@ -39,6 +77,7 @@ class Scripted:
     body: Any = None  # dict -> JSON; str/bytes sent as is
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    content_type: str = "application/json"
     hold: threading.Event | None = field(default=None, compare=False)
 
 
@@ -94,16 +133,91 @@ def answer(
     return Scripted(200, body, delay_s=delay_s)
 
 
+def tool_call(arguments: str | dict[str, Any] | None, *, name: str = "submit_analysis") -> Scripted:
+    """Return a 200 whose message is a tool call (content null) with ``arguments`` (a dict is JSON-encoded)."""
+    scripted = answer(None)
+    function: dict[str, Any] = {"name": name}
+    if arguments is not None:
+        function["arguments"] = json.dumps(arguments) if isinstance(arguments, dict) else arguments
+    message = scripted.body["choices"][0]["message"]
+    message["tool_calls"] = [{"id": "call_1", "type": "function", "function": function}]
+    scripted.body["choices"][0]["finish_reason"] = "tool_calls"
+    return scripted
+
+
+def stream(
+    content: str | dict[str, Any], *, pieces: int = 4, usage: bool = True, finish: bool = True, done: bool = True
+) -> Scripted:
+    """Return a ``text/event-stream`` 200 (what a server that streams regardless sends): ``content`` in ``pieces``
+    delta chunks, a usage chunk, then ``data: [DONE]``; ``finish=False, done=False`` cut it off mid-way."""
+    text = json.dumps(content) if isinstance(content, dict) else content
+    size = max(1, -(-len(text) // pieces))
+    base = {"id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": 0, "model": "gpt-4o-mini"}
+    chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}]
+    for start in range(0, len(text), size):
+        chunks.append({**base, "choices": [{"index": 0, "delta": {"content": text[start : start + size]}}]})
+    if finish:
+        chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if usage:
+        chunks.append({**base, "choices": [], "usage": {"prompt_tokens": 1200, "completion_tokens": 80}})
+    lines = [f"data: {json.dumps(c)}\n\n" for c in chunks] + (["data: [DONE]\n\n"] if done else [])
+    return Scripted(200, "".join(lines), content_type="text/event-stream")
+
+
 def refusal(text: str = "I can't help with that.") -> Scripted:
     """Return a structured-outputs refusal: no content, the ``refusal`` field set."""
     return answer(None, refusal_text=text)
 
 
-def error(status: int, message: str = "scripted error", *, retry_after_ms: int | None = None) -> Scripted:
-    """Return an OpenAI-style error body with ``status`` (and a ``retry-after-ms`` header when given)."""
+def error(
+    status: int, message: str = "scripted error", *, retry_after_ms: int | None = None, flavor: Flavor = "openai"
+) -> Scripted:
+    """Return an error body in ``flavor``'s shape with ``status`` (and a ``retry-after-ms`` header when given)."""
     headers = {} if retry_after_ms is None else {"retry-after-ms": str(retry_after_ms)}
-    body = {"error": {"message": message, "type": "scripted", "param": None, "code": str(status)}}
+    body: dict[str, Any]
+    if flavor == "ollama":
+        kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+        body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    elif flavor == "vllm":
+        kind = {400: "BadRequestError", 404: "NotFoundError"}.get(status, "InternalServerError")
+        body = {"object": "error", "message": message, "type": kind, "param": None, "code": status}
+    elif flavor == "azure":
+        body = {"error": {"code": str(status), "message": message}}
+    else:
+        body = {"error": {"message": message, "type": "scripted", "param": None, "code": str(status)}}
     return Scripted(status, body, headers)
+
+
+_FILTERS = {name: {"filtered": False, "severity": "safe"} for name in ("hate", "self_harm", "sexual", "violence")}
+
+
+def _flavored(flavor: Flavor, body: Any) -> Any:
+    """A scripted OpenAI chat completion dressed as ``flavor`` answers it (other bodies unchanged)."""
+    if not isinstance(body, dict) or body.get("object") != "chat.completion" or flavor == "openai":
+        return body
+    body = json.loads(json.dumps(body))  # a deep copy: the scripted body may be enqueued twice
+    choices = [c for c in body.get("choices", []) if isinstance(c, dict)]
+    if flavor == "ollama":
+        body["system_fingerprint"] = "fp_ollama"
+        for choice in choices:
+            choice.pop("logprobs", None)
+            if isinstance(choice.get("message"), dict):
+                choice["message"].pop("refusal", None)
+    elif flavor == "vllm":
+        body["prompt_logprobs"] = None
+        if isinstance(body.get("usage"), dict):
+            body["usage"]["prompt_tokens_details"] = None
+        for choice in choices:
+            choice["stop_reason"] = None
+            if isinstance(choice.get("message"), dict):
+                choice["message"].setdefault("tool_calls", [])
+                choice["message"]["reasoning_content"] = None
+    elif flavor == "azure":
+        body["system_fingerprint"] = "fp_azure"
+        body["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": _FILTERS}]
+        for choice in choices:
+            choice["content_filter_results"] = _FILTERS
+    return body
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -121,13 +235,14 @@ class _Handler(BaseHTTPRequestHandler):
             body = raw
         owner = self.server.owner
         owner._record(RecordedRequest("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-        if self.path.rstrip("/") != "/v1/chat/completions":
-            self._send(error(404, f"no route {self.path}"))
+        refused = owner._refuse(self.path, {k.lower(): v for k, v in self.headers.items()})
+        if refused is not None:
+            self._send(refused)
             return
         self._send(owner._next())
 
     def do_GET(self) -> None:
-        self._send(error(404, f"no route {self.path}"))
+        self._send(self.server.owner.error(404, f"no route {self.path}"))
 
     def _client_hung_up(self) -> bool:
         readable, _, _ = select.select([self.connection], [], [], 0)
@@ -146,7 +261,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if self._client_hung_up():
                     self.server.owner._abandon()
                     return
-        body = scripted.body
+        body = _flavored(self.server.owner.flavor, scripted.body)
         data = (
             json.dumps(body).encode()
             if isinstance(body, dict | list)
@@ -156,7 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         try:
             self.send_response(scripted.status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", scripted.content_type)
             self.send_header("Content-Length", str(len(data)))
             for name, value in scripted.headers.items():
                 self.send_header(name, value)
@@ -172,9 +287,20 @@ class _Server(ThreadingHTTPServer):
 
 
 class LoopbackLLMServer:
-    """Serve on 127.0.0.1 at a free port until :meth:`stop` (or the ``with`` block ends)."""
+    """Serve on 127.0.0.1 at a free port until :meth:`stop` (or the ``with`` block ends), as ``flavor`` does.
 
-    def __init__(self) -> None:
+    ``api_key``: the key the server demands (openai, vllm: ``Authorization: Bearer``; azure: ``api-key``; ollama
+    ignores keys); ``None`` demands none (azure always demands one). ``deployment``: azure's deployment name.
+    """
+
+    def __init__(
+        self, flavor: Flavor = "openai", *, api_key: str | None = None, deployment: str = "trader-gpt4o-mini"
+    ) -> None:
+        if flavor == "azure" and api_key is None:
+            raise ValueError("an azure endpoint always demands an api-key")
+        self.flavor: Flavor = flavor
+        self.api_key = api_key
+        self.deployment = deployment
         self._queue: deque[Scripted] = deque()
         self._requests: list[RecordedRequest] = []
         self._abandoned = 0
@@ -191,7 +317,18 @@ class LoopbackLLMServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        """What a client is configured with: ``…/v1``, or for azure the resource endpoint."""
+        root = f"http://127.0.0.1:{self.port}"
+        return root if self.flavor == "azure" else root + "/v1"
+
+    @property
+    def token_field(self) -> str:
+        """The request field this flavor reads as the answer's length cap."""
+        return TOKEN_FIELD[self.flavor]
+
+    def error(self, status: int, message: str = "scripted error", **kw: Any) -> Scripted:
+        """An error in this server's flavor (see :func:`error`)."""
+        return error(status, message, flavor=self.flavor, **kw)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -243,4 +380,28 @@ class LoopbackLLMServer:
         with self._lock:
             if self._queue:
                 return self._queue.popleft()
-        return error(418, "no scripted response left")
+        return self.error(418, "no scripted response left")
+
+    def _refuse(self, path: str, headers: dict[str, str]) -> Scripted | None:
+        """The flavor's answer to a wrong route or credential, or ``None`` when the request may be served."""
+        parts = urlsplit(path)
+        route = parts.path.rstrip("/")
+        if self.flavor == "azure":
+            if route != f"/openai/deployments/{self.deployment}/chat/completions":
+                if route.startswith("/openai/deployments/") and route.endswith("/chat/completions"):
+                    return Scripted(404, {"error": {"code": "DeploymentNotFound", "message": (
+                        "The API deployment for this resource does not exist.")}})  # fmt: skip
+                return self.error(404, "Resource not found")
+            if not parse_qs(parts.query).get("api-version"):
+                return self.error(404, "Resource not found")
+            if headers.get("api-key") != self.api_key:
+                return self.error(401, "Access denied due to invalid subscription key or wrong API endpoint.")
+            return None
+        if route != "/v1/chat/completions":
+            return self.error(404, f"no route {path}")
+        key_checked = self.api_key is not None and self.flavor != "ollama"
+        if key_checked and headers.get("authorization") != f"Bearer {self.api_key}":
+            if self.flavor == "vllm":
+                return Scripted(401, {"error": "Unauthorized"})
+            return self.error(401, "Incorrect API key provided.")
+        return None

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from models.enums import AnalystKind, SignalAction
+from models.enums import AnalystKind, LlmProvider, SignalAction
 from models.strategy import StrategyDefinition
 from services.bars.loader import load_bars
 from services.events import EventKind, strategy_resource, use_sink
@@ -49,16 +49,25 @@ BUY = {
 }
 
 
+def spy_definition() -> StrategyDefinition:
+    return load_strategy_file(ROOT / "examples" / "strategies" / "spy-sma-cross.yaml")
+
+
+def spy_request(definition: StrategyDefinition) -> AnalysisRequest:
+    """``definition``'s analysis request over the last 250 SPY sample bars."""
+    frame = load_bars(SPY).frame.tail(250).reset_index(drop=True)
+    name, body = load_template(ROOT / "examples" / "prompts", definition.prompt)
+    return build_request(definition, compute_indicators(frame, definition.indicators), body, template_name=name)
+
+
 @pytest.fixture(scope="module")
 def definition() -> StrategyDefinition:
-    return load_strategy_file(ROOT / "examples" / "strategies" / "spy-sma-cross.yaml")
+    return spy_definition()
 
 
 @pytest.fixture(scope="module")
 def request_(definition: StrategyDefinition) -> AnalysisRequest:
-    frame = load_bars(SPY).frame.tail(250).reset_index(drop=True)
-    name, body = load_template(ROOT / "examples" / "prompts", definition.prompt)
-    return build_request(definition, compute_indicators(frame, definition.indicators), body, template_name=name)
+    return spy_request(definition)
 
 
 @pytest.fixture
@@ -69,6 +78,7 @@ def server() -> Iterator[LoopbackLLMServer]:
 
 def settings(server: LoopbackLLMServer, **kw: Any) -> LLMSettings:
     values: dict[str, Any] = {
+        "provider": LlmProvider.OPENAI,  # OpenAI's API at a loopback URL: priced, budgeted
         "api_key": SecretStr(KEY),
         "base_url": server.base_url,
         "model": "gpt-4o-mini",
@@ -81,15 +91,7 @@ def settings(server: LoopbackLLMServer, **kw: Any) -> LLMSettings:
 
 
 def backend(cfg: LLMSettings) -> OpenAIAnalyst:
-    assert cfg.api_key is not None
-    return OpenAIAnalyst(
-        api_key=cfg.api_key,
-        model=cfg.model,
-        base_url=cfg.base_url,
-        timeout_s=cfg.timeout_s,
-        max_retries=cfg.max_retries,
-        backoff_s=0.01,
-    )
+    return OpenAIAnalyst.from_settings(cfg, backoff_s=0.01)
 
 
 def run(req: AnalysisRequest, cfg: LLMSettings, store: LlmCallStore, *, png: bytes | None = PNG) -> AnalysisOutcome:
@@ -142,6 +144,22 @@ def test_identical_second_call_is_served_from_cache_without_a_request(
     server.enqueue(answer(BUY))
     third = run(request_, cfg, store, png=PNG + b"x")
     assert not third.cached and len(server.requests) == 2
+
+
+def test_the_same_model_at_another_endpoint_is_asked_not_served_from_the_cache(
+    server: LoopbackLLMServer, request_: AnalysisRequest
+) -> None:
+    store = InMemoryLlmCallStore()
+    with LoopbackLLMServer() as other:
+        server.enqueue(answer(BUY))
+        other.enqueue(answer({**BUY, "action": "HOLD"}))
+        first = run(request_, settings(server), store)
+        second = run(request_, settings(other), store)  # same model name, same prompt and image
+    assert not second.cached and len(other.requests) == 1 and first.cache_key != second.cache_key
+    assert first.analysis is not None and second.analysis is not None
+    assert (first.analysis.action, second.analysis.action) == (SignalAction.BUY, SignalAction.HOLD)
+    # Userinfo in the URL is no part of the endpoint, so it neither leaks into the key's input nor splits the cache.
+    assert settings(server).endpoint == settings(server, base_url=server.base_url.replace("//", "//u:p@")).endpoint
 
 
 def test_budget_exhausted_makes_no_request_and_abstains(
@@ -300,11 +318,11 @@ def test_unknown_model_and_missing_usage_are_flagged_estimates(
     assert outcome.ok and outcome.cost_estimated and outcome.cost_usd > 0
 
 
-def test_without_api_key_the_offline_analyst_answers_and_no_request_is_made(
+def test_with_nothing_configured_the_offline_analyst_answers_and_no_request_is_made(
     server: LoopbackLLMServer, request_: AnalysisRequest, definition: StrategyDefinition
 ) -> None:
     store = InMemoryLlmCallStore()
-    outcome = analyze(request_, settings=settings(server, api_key=None), store=store, chart_png=PNG, now=NOW)
+    outcome = analyze(request_, settings=LLMSettings(), store=store, chart_png=PNG, now=NOW)
     assert server.requests == []
     assert outcome.analyst is AnalystKind.OFFLINE and outcome.cost_usd == 0 and outcome.analysis is not None
     assert outcome.analysis.reasoning.startswith(OFFLINE_LABEL)

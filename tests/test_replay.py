@@ -212,7 +212,7 @@ def test_decide_every_and_window(definition: StrategyDefinition, daily: pd.DataF
         ({"start": "2015-06-01", "end": "2015-12-31"}, "no bars between"),
         ({"start": "2010-06-01", "end": "2010-01-01"}, "before start"),
         ({"start": "2010-01-01", "end": "2010-02-01", "decide_every": 0}, "decide_every"),
-        ({"start": "2010-01-01", "end": "2010-02-01", "analyst": "llm"}, "API key"),
+        ({"start": "2010-01-01", "end": "2010-02-01", "analyst": "llm"}, "needs a configured endpoint"),
         ({"start": "not a date", "end": "2010-02-01"}, "not a date"),
     ],
 )

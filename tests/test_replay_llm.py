@@ -11,12 +11,14 @@ import datetime as dt
 import json
 import shutil
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
+from models.strategy import LlmOptions
 from services.bars.loader import load_bars
 from services.errors import InputError
 from services.llm.store import InMemoryLlmCallStore
@@ -56,6 +58,7 @@ def llm_settings(server: LoopbackLLMServer, budget: str = "1.00") -> Settings:
     return load_settings(
         {},
         llm={
+            "provider": "openai",  # OpenAI's API at a loopback URL: priced and budgeted like OpenAI
             "api_key": KEY,
             "base_url": server.base_url,
             "model": "gpt-4o-mini",
@@ -134,3 +137,20 @@ def test_training_cutoffs() -> None:
     assert cutoff_for("my-local-model")[1] is False
     assert possibly_contaminated("gpt-4o", dt.date(2014, 12, 1))
     assert not possibly_contaminated("gpt-4o", dt.date(2024, 1, 2))
+
+
+def test_budget_precheck_counts_the_strategy_budget_and_skips_local_endpoints(
+    daily: pd.DataFrame, server: LoopbackLLMServer
+) -> None:
+    capped = load_strategy_file(STRATEGY).model_copy(update={"llm": LlmOptions(daily_budget_usd=Decimal("0.0001"))})
+    with pytest.raises(InputError) as err:
+        replay(capped, daily, analyst="llm", settings=llm_settings(server), store=InMemoryLlmCallStore(),
+               charts=False, **WINDOW)  # type: ignore[arg-type]  # fmt: skip
+    assert "the strategy's llm.daily_budget_usd" in err.value.summary() and server.requests == []
+    # the same strategy against a local endpoint (no key): free, so no budget applies
+    local = load_settings({}, llm={"base_url": server.base_url, "timeout_s": 5.0, "max_retries": 0,
+                                   "daily_budget_usd": "0"})  # fmt: skip
+    server.enqueue(*(answer(a) for a in ANSWERS))
+    result = replay(capped, daily, analyst="llm", settings=local, store=InMemoryLlmCallStore(), charts=False,
+                    **WINDOW)  # type: ignore[arg-type]  # fmt: skip
+    assert result.llm_requests == 5 and result.metrics.llm_cost_usd == 0

@@ -1,15 +1,25 @@
 import datetime as dt
+from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cli import common
 from cli.main import app
 from models.enums import SecType
+from services.broker.ib_adapter import IBBroker
+from services.broker.loop_owner import SyncBroker
+from services.broker.memory import MemoryBroker
+from services.broker.pacing import ManualClock
 from services.broker.types import ContractInfo, ContractSpec
 from services.db import session_scope
+from services.errors import InputError
 from services.repositories import contracts
-from services.symbols import refresh_all, resolve
+from services.settings import IBSettings
+from services.symbols import MAX_BATCH, ResolveStatus, parse_symbols, refresh_all, resolve, resolve_batch
+from simulator import SimConfig, SimServer
 
 SPY = ContractInfo(
     conid=756733,
@@ -66,9 +76,117 @@ def test_cli_search_and_stats(tmp_path, monkeypatch):
     assert runner.invoke(app, ["init"]).exit_code == 0
     url = common.settings().database_url()
     resolve(lambda: session_scope(url), CountingSource(SPY), SPY.to_spec(), ttl=dt.timedelta(days=1))
-    found = runner.invoke(app, ["symbols", "search", "s&p 500"])
+    found = runner.invoke(app, ["symbols", "search", "--cached", "s&p 500"])
     assert found.exit_code == 0 and "756733" in found.output
-    assert "no cached contract" in runner.invoke(app, ["symbols", "search", "ZZZ"]).output
+    assert "no cached contract" in runner.invoke(app, ["symbols", "search", "--cached", "ZZZ"]).output
     stats = runner.invoke(app, ["symbols", "stats"])
     assert "entries 1" in stats.output and "misses 1" in stats.output
     common.settings.cache_clear()
+
+
+# ---- against IB's reply shapes: real ib_async over the socket to the TWS simulator ----
+
+
+@pytest.fixture
+def sim_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SimServer]:
+    monkeypatch.setenv("TRADER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TRADER_IB__CONNECT_TIMEOUT_S", "2")
+    common.settings.cache_clear()
+    with SimServer.in_thread(SimConfig(port=0, accounts=("DU1234567",))) as sim:
+        monkeypatch.setenv("TRADER_IB__PORT", str(sim.port))
+        yield sim
+    common.settings.cache_clear()
+
+
+def test_cli_search_asks_ib_and_caches_the_matches(sim_env: SimServer) -> None:
+    runner = CliRunner()
+    found = runner.invoke(app, ["symbols", "search", "sp"])
+    assert found.exit_code == 0, found.output
+    assert "SPX" in found.stdout and "756733" in found.stdout and "CFD OPT IOPT" in found.stdout
+    assert "2 match(es) from IB, 2 cached" in found.stdout
+    url = common.settings().database_url()
+    with session_scope(url) as session:
+        rows = {row.symbol: row for row in contracts.search(session, "s")}
+    assert set(rows) == {"SPX", "SPY"}
+    spy = rows["SPY"]
+    assert (spy.conid, spy.sec_type, spy.primary_exchange, spy.long_name) == (
+        756733,
+        "STK",
+        "ARCA",
+        "SPDR S&P 500 ETF TRUST",
+    )
+    assert spy.details["derivative_sec_types"] == ["CFD", "OPT", "IOPT", "WAR", "BAG"]
+    assert ContractInfo.from_json(spy.details).min_tick == Decimal("0.01")  # full details: step 1 can use the row
+    nothing = runner.invoke(app, ["symbols", "search", "zzzz"])
+    assert nothing.exit_code == 0 and "IB knows no contract matching 'zzzz'" in nothing.stdout
+
+
+def test_cli_search_without_ib_shows_what_the_cache_learned(sim_env: SimServer) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["symbols", "search", "apple"]).exit_code == 0
+    sim_env.refuse_connections()  # IB is gone: nothing listens on the port
+    offline = runner.invoke(app, ["symbols", "search", "apple"])
+    assert offline.exit_code == 0, offline.output
+    assert "IB not reachable" in offline.stderr and "showing cached contracts only" in offline.stderr
+    assert "265598" in offline.stdout and "APPLE INC" in offline.stdout
+
+
+def test_cli_resolve_reports_each_symbol_and_fails_if_any_did(sim_env: SimServer) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["symbols", "resolve", "spy", "AAPL", "NOSUCH", "SPY"])
+    assert result.exit_code == 1
+    lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│ ")}
+    assert "resolved" in lines["SPY"] and "756733" in lines["SPY"] and "(IB)" in lines["SPY"]
+    assert "resolved" in lines["AAPL"] and "265598" in lines["AAPL"]
+    assert "not found" in lines["NOSUCH"]
+    assert "2 of 3 resolved" in result.stdout and result.stderr.strip() == "not resolved: NOSUCH"
+    again = runner.invoke(app, ["symbols", "resolve", "SPY", "SPX", "--sec-type", "IND"])
+    assert again.exit_code == 1  # SPY is no index
+    ind = runner.invoke(app, ["symbols", "resolve", "SPX", "--sec-type", "ind"])
+    assert ind.exit_code == 0 and "416904" in ind.stdout
+    cached = runner.invoke(app, ["symbols", "resolve", "SPY"])
+    assert cached.exit_code == 0 and "(cache)" in cached.stdout
+    bad = runner.invoke(app, ["symbols", "resolve", "SP Y", "--sec-type", "OPT"])
+    assert bad.exit_code == 2 and "--sec-type" in bad.stderr
+
+
+def test_batch_resolve_waits_on_the_message_pacing(db_url: str) -> None:
+    clock = ManualClock()
+    with SimServer.in_thread(SimConfig(port=0, accounts=("DU1234567",))) as sim:
+        settings = IBSettings(port=sim.port, client_id=9, connect_timeout_s=5, max_messages_per_s=2)
+        broker = SyncBroker(lambda: IBBroker.from_settings(settings, clock=clock))
+        with broker:
+            results = resolve_batch(
+                lambda: session_scope(db_url), broker, ["SPY", "AAPL", "SPX", "NOSUCH", "QQQ"], ttl=dt.timedelta(days=1)
+            )
+            ib = broker.broker
+            assert isinstance(ib, IBBroker)
+            waited = ib.msg_limiter.total_wait_s
+    assert [(r.symbol, r.status) for r in results] == [
+        ("SPY", ResolveStatus.RESOLVED),
+        ("AAPL", ResolveStatus.RESOLVED),
+        ("SPX", ResolveStatus.NOT_FOUND),  # an index, asked as a stock
+        ("NOSUCH", ResolveStatus.NOT_FOUND),
+        ("QQQ", ResolveStatus.NOT_FOUND),
+    ]
+    assert waited >= 1.0  # five requests at two per second: the limiter held the later ones back (simulated time)
+
+
+def test_batch_resolve_reports_an_ambiguous_symbol_with_its_candidates(db_url: str) -> None:
+    from dataclasses import replace
+
+    nyse = replace(SPY, conid=999001, primary_exchange="NYSE")
+    broker = SyncBroker(lambda: MemoryBroker([SPY, nyse]))
+    with broker:
+        [result] = resolve_batch(lambda: session_scope(db_url), broker, ["SPY"], ttl=dt.timedelta(days=1))
+    assert result.status is ResolveStatus.AMBIGUOUS and not result.ok
+    assert sorted(c.conid for c in result.candidates) == [756733, 999001]
+
+
+def test_bad_symbol_lists_are_refused_before_any_request() -> None:
+    with pytest.raises(InputError) as caught:
+        parse_symbols(["SPY", "sp y", "", "A" * 13])
+    assert [p.location for p in caught.value.problems] == ["symbols[1]", "symbols[2]", "symbols[3]"]
+    assert parse_symbols([" spy", "SPY", "brk.b"]) == ["SPY", "BRK.B"]
+    with pytest.raises(InputError):
+        parse_symbols([f"S{i}" for i in range(MAX_BATCH + 1)])

@@ -15,7 +15,15 @@ from models.bars import TIMESTAMP
 from models.enums import OrderSide, OrderType, SecType, TimeInForce
 from services.broker import _bars
 from services.broker.ib_errors import map_order_status
-from services.broker.types import AccountValues, BrokerOrder, BrokerPosition, ContractInfo, Execution, Quote
+from services.broker.types import (
+    AccountValues,
+    BrokerOrder,
+    BrokerPosition,
+    ContractInfo,
+    Execution,
+    Quote,
+    SymbolMatch,
+)
 
 UNSET_DOUBLE: Final = 1.7976931348623157e308
 UNSET_INTEGER: Final = 2**31 - 1
@@ -51,6 +59,21 @@ def aware_utc(value: datetime | date) -> datetime:
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     return datetime(value.year, value.month, value.day, tzinfo=UTC)
+
+
+def symbol_match(description: Any) -> SymbolMatch:
+    """Map an ib_async ``ContractDescription`` (a ``reqMatchingSymbols`` answer)."""
+    c = description.contract
+    return SymbolMatch(
+        conid=int(c.conId),
+        symbol=str(c.symbol),
+        sec_type=str(c.secType),
+        primary_exchange=str(c.primaryExchange or ""),
+        currency=str(c.currency or ""),
+        derivative_sec_types=tuple(str(t) for t in (description.derivativeSecTypes or ())),
+        description=str(getattr(c, "description", "") or ""),
+        issuer_id=str(getattr(c, "issuerId", "") or ""),
+    )
 
 
 def contract_info(details: Any) -> ContractInfo:

@@ -69,6 +69,7 @@ from services.broker.types import (
     LinkStatus,
     OrderRequest,
     Quote,
+    SymbolMatch,
 )
 from services.errors import (
     BrokerConnectionError,
@@ -85,6 +86,7 @@ log = logging.getLogger(__name__)
 _WORKING: Final = frozenset({"PreSubmitted", "Submitted", "Filled", "PendingCancel", "ValidationError"})
 _DONE: Final = frozenset({"Cancelled", "ApiCancelled", "Inactive", "Filled"})
 _REJECT_GRACE_S: Final = 0.25  # an Inactive/Cancelled status may precede its error code by a frame or two
+_SYMBOL_SEARCHES_PER_S: Final = 1  # IB answers one reqMatchingSymbols per second (matching_symbols.html)
 _HIST_CACHE_S: Final = 15.0  # identical historical requests within this window are served from the last answer
 # attempts: retries of connect() (bounded); the reconnect loop after a drop retries forever, waits capped at max_s
 DEFAULT_RECONNECT: Final = Backoff(attempts=3, base_s=0.5, max_s=60.0)
@@ -120,6 +122,7 @@ class IBBroker:
         self.order_ack_timeout_s = order_ack_timeout_s
         self.clock: Clock = clock or SystemClock()
         self.msg_limiter = MessageRateLimiter(max_messages_per_s, clock=self.clock)
+        self.symbol_limiter = MessageRateLimiter(_SYMBOL_SEARCHES_PER_S, clock=self.clock)
         self.hist_limiter = hist_limiter or HistoricalLimiter(clock=self.clock)
         self.reconnect_backoff = reconnect
         self.pacing_retry = pacing_retry
@@ -369,11 +372,22 @@ class IBBroker:
 
     async def contract_details(self, spec: ContractSpec) -> list[ContractInfo]:
         ib = await self._ready()
+        await self.msg_limiter.acquire()
         try:
             details = await self._request(ib.reqContractDetailsAsync(_spec_contract(spec)))
         except ContractNotFoundError:
             return []
         return [conv.contract_info(d) for d in details]
+
+    async def matching_symbols(self, pattern: str) -> list[SymbolMatch]:
+        """``reqMatchingSymbols``, paced at one search per second besides the message limiter."""
+        ib = await self._ready()
+        await self.symbol_limiter.acquire()
+        await self.msg_limiter.acquire()
+        found = await self._request(ib.reqMatchingSymbolsAsync(pattern))
+        if found is None:  # ib_async gives up after 4 s and returns None
+            raise BrokerConnectionError(f"no answer from IB to the symbol search {pattern!r}")
+        return [conv.symbol_match(d) for d in found]
 
     async def qualify(self, spec: ContractSpec) -> ContractInfo:
         found = await self.contract_details(spec)

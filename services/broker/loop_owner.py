@@ -30,6 +30,7 @@ from services.broker.types import (
     LinkStatus,
     OrderRequest,
     Quote,
+    SymbolMatch,
 )
 from services.errors import BrokerConnectionError
 
@@ -175,6 +176,9 @@ class SyncBroker:
 
     def contract_details(self, spec: ContractSpec) -> list[ContractInfo]:
         return self._run(self.broker.contract_details(spec))
+
+    def matching_symbols(self, pattern: str) -> list[SymbolMatch]:
+        return self._run(self.broker.matching_symbols(pattern))
 
     def historical_bars(self, contract: ContractInfo, request: BarRequest) -> pd.DataFrame:
         return self._run(self.broker.historical_bars(contract, request))

@@ -27,6 +27,7 @@ from services.bars.sizes import infer_bar_size
 from services.broker import _bars
 from services.broker.ib_errors import map_order_status
 from services.broker.types import (
+    MAX_SYMBOL_MATCHES,
     AccountValues,
     BarRequest,
     Bracket,
@@ -38,6 +39,8 @@ from services.broker.types import (
     Execution,
     OrderRequest,
     Quote,
+    SymbolMatch,
+    symbol_match_rank,
 )
 from services.errors import BrokerConnectionError, ContractNotFoundError, DataError, OrderRejectedError
 from services.market import (
@@ -277,6 +280,20 @@ class MemoryBroker:
     async def contract_details(self, spec: ContractSpec) -> list[ContractInfo]:
         self._require_socket()
         return [c for c in self._contracts.values() if _matches(c, spec)]
+
+    async def matching_symbols(self, pattern: str) -> list[SymbolMatch]:
+        """IB's matching rule over the known contracts (no derivative types: the memory broker lists none)."""
+        self._require_socket()
+        ranked = [
+            (rank, c)
+            for c in self._contracts.values()
+            if (rank := symbol_match_rank(pattern, c.symbol, c.long_name)) is not None
+        ]
+        ranked.sort(key=lambda rc: (rc[0], rc[1].symbol, rc[1].conid))
+        return [
+            SymbolMatch(c.conid, c.symbol, str(c.sec_type), c.primary_exchange, c.currency, description=c.long_name)
+            for _, c in ranked[:MAX_SYMBOL_MATCHES]
+        ]
 
     async def qualify(self, spec: ContractSpec) -> ContractInfo:
         found = await self.contract_details(spec)

@@ -23,6 +23,7 @@ from services.broker.types import (
     Execution,
     OrderRequest,
     Quote,
+    SymbolMatch,
 )
 
 
@@ -49,6 +50,11 @@ class BrokerPort(Protocol):
 
     async def contract_details(self, spec: ContractSpec) -> list[ContractInfo]:
         """Return every contract matching ``spec`` (empty list when none)."""
+        ...
+
+    async def matching_symbols(self, pattern: str) -> list[SymbolMatch]:
+        """Ask the broker which contracts match ``pattern`` (a ticker's first letters or a word of the name);
+        at most ``MAX_SYMBOL_MATCHES``, empty when none."""
         ...
 
     async def historical_bars(self, contract: ContractInfo, request: BarRequest) -> pd.DataFrame:

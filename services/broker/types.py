@@ -124,6 +124,39 @@ class ContractInfo:
         return cls(**kwargs)
 
 
+MAX_SYMBOL_MATCHES = 16  # IB's reqMatchingSymbols answers at most 16 descriptions
+
+
+@dataclass(frozen=True)
+class SymbolMatch:
+    """One of IB's answers to a symbol search (``reqMatchingSymbols``: a ContractDescription).
+
+    ``sec_type`` is IB's spelling (it may be a type the system does not trade); ``derivative_sec_types`` lists the
+    derivative kinds IB lists on it (``OPT``, ``WAR``...); ``description`` is the long name (server version >= 176).
+    """
+
+    conid: int
+    symbol: str
+    sec_type: str
+    primary_exchange: str
+    currency: str
+    derivative_sec_types: tuple[str, ...] = ()
+    description: str = ""
+    issuer_id: str = ""
+
+
+def symbol_match_rank(pattern: str, symbol: str, long_name: str) -> int | None:
+    """IB's matching rule for a symbol search, case-insensitive: 0 when ``pattern`` starts the ticker, 1 when it
+    starts a word of the security's name (a several-word pattern: from a word start), ``None`` for no match.
+    Answers are listed by rank, then symbol."""
+    needle = " ".join(pattern.split()).upper()
+    if not needle:
+        return None
+    if symbol.upper().startswith(needle):
+        return 0
+    return 1 if f" {needle}" in f" {' '.join(long_name.split()).upper()}" else None
+
+
 @dataclass(frozen=True)
 class BarRequest:
     """One historical-bars request. ``end=None`` means "up to now"; ``duration`` uses IB's syntax ("5 D", "1 Y")."""

@@ -1,13 +1,17 @@
 """Step 5 as a service: ``analyze(request, ...)`` -> :class:`~services.llm.outcome.AnalysisOutcome`.
 
-* **LLM or offline.** No API key (``settings.api_key`` unset or empty) -> the deterministic offline analyst,
-  labelled ``AnalystKind.OFFLINE`` in the outcome and in the call record.
-* **Cache.** ``cache_key = sha256(model, system prompt + rendered prompt, chart PNG bytes)``. A stored successful
-  response under that key is reused: no request, cost 0, ``cached=True`` (recorded as a cached row).
-* **Budget.** The daily budget is per UTC day: before a call, ``store.spent_since(00:00 UTC of now)`` is
-  compared with ``settings.daily_budget_usd``; at or over it no request is made and the outcome fails with
-  ``FailureKind.BUDGET`` ("budget exhausted"), so the signal ABSTAINs. (Concurrent runs may each pass the check
-  and overshoot by at most one call each.)
+* **LLM or offline.** ``settings.resolved_provider`` is ``offline`` (nothing configured: no key, no base URL, or
+  ``TRADER_LLM__PROVIDER=offline``) -> the deterministic offline analyst, labelled ``AnalystKind.OFFLINE`` in the
+  outcome and in the call record. Otherwise OpenAI, Azure or any OpenAI-compatible endpoint (:func:`make_backend`).
+* **Vision.** The chart goes with the prompt only when the model reads images (``settings.vision``) and the
+  strategy asks for it (``llm.vision``); otherwise the same prompt goes without it and ``outcome.image`` says why.
+* **Cache.** ``cache_key = sha256(endpoint, model, system prompt + rendered prompt, chart PNG bytes)``. A stored
+  successful response under that key is reused: no request, cost 0, ``cached=True`` (recorded as a cached row).
+* **Budget.** The daily budgets are per UTC day: before a call, ``store.spent_since(00:00 UTC of now)`` is
+  compared with ``settings.daily_budget_usd`` and, when the strategy sets ``llm.daily_budget_usd``, the strategy's
+  own spend with it; at or over either no request is made and the outcome fails with ``FailureKind.BUDGET``
+  ("budget exhausted"), so the signal ABSTAINs. (Concurrent runs may each pass the check and overshoot by at most
+  one call each.) A local endpoint (``settings.is_local``) costs 0 and is not checked against either budget.
 * **Every call is recorded** through the :class:`~services.llm.store.LlmCallStore`: model, prompt hash, the
   request (image replaced by its size and hash, never the key), response text, tokens, cost, latency, cached
   flag and error.
@@ -25,7 +29,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Final, Protocol
 
-from models.enums import AnalystKind
+from models.enums import AnalystKind, LlmProvider
 from models.strategy import IndicatorSpec, StrategyDefinition
 from services.errors import LlmTransientError
 from services.events import EventKind, Resource, TraderEvent, json_value, publish, strategy_resource
@@ -33,14 +37,14 @@ from services.indicators import IndicatorResult
 from services.llm.context import MarketSnapshot, build_prompt_context, snapshot_from
 from services.llm.offline import OFFLINE_MODEL, offline_analysis
 from services.llm.outcome import AnalysisFailure, AnalysisOutcome
-from services.llm.pricing import estimate_cost
-from services.llm.prompts import RenderedPrompt, render_prompt
-from services.llm.reply import LlmReply, LlmRequestError, LlmTimeoutError, LlmUnusableReplyError
+from services.llm.pricing import call_cost
+from services.llm.prompts import RenderedPrompt, render_prompt, with_timeframe_sections
+from services.llm.reply import CONTENT, LlmReply, LlmRequestError, LlmTimeoutError, LlmUnusableReplyError
 from services.llm.schema import Analysis, AnalysisParseError, FailureKind, parse_analysis
 from services.llm.store import LlmCallRecord, LlmCallStore
 from services.settings import LLMSettings
 
-__all__ = ["AnalysisRequest", "ChatBackend", "analyze", "build_request", "cache_key"]
+__all__ = ["AnalysisRequest", "ChatBackend", "analyze", "build_request", "cache_key", "image_for", "make_backend"]
 
 # When the server reports no usage, charge a conservative estimate (~4 characters per token, plus a
 # high-detail image) so the budget still counts the call; the outcome flags the cost as estimated.
@@ -50,12 +54,15 @@ _IMAGE_TOKENS_ESTIMATE: Final = 1_500
 
 @dataclass(frozen=True)
 class AnalysisRequest:
-    """Everything step 5 needs: the rendered prompt, the market snapshot and the strategy's indicator specs."""
+    """Everything step 5 needs: the rendered prompt, the market snapshot, the strategy's indicator specs, whether
+    it wants the chart sent and its own daily budget (USD, ``None``: only the global one)."""
 
     strategy_name: str
     prompt: RenderedPrompt
     snapshot: MarketSnapshot
     specs: tuple[IndicatorSpec, ...] = ()
+    vision: bool = True
+    daily_budget_usd: Decimal | None = None
 
 
 class ChatBackend(Protocol):
@@ -73,15 +80,23 @@ def build_request(
 ) -> AnalysisRequest:
     """Render the strategy's prompt over the indicators; raise ``InputError`` for template or data problems."""
     context = build_prompt_context(definition, indicators)
-    prompt = render_prompt(template_body, context, name=template_name)
+    prompt = render_prompt(with_timeframe_sections(template_body, context), context, name=template_name)
     snapshot = snapshot_from(indicators, symbol=definition.symbol, bar_size=definition.bar_size)
-    return AnalysisRequest(definition.name, prompt, snapshot, tuple(definition.indicators))
+    return AnalysisRequest(
+        definition.name,
+        prompt,
+        snapshot,
+        tuple(definition.indicators),
+        vision=definition.llm.vision,
+        daily_budget_usd=definition.llm.daily_budget_usd,
+    )
 
 
-def cache_key(model: str, prompt: RenderedPrompt, chart_png: bytes | None) -> str:
-    """Return sha256 over the model name, the full prompt (system + text) and the image bytes."""
+def cache_key(model: str, prompt: RenderedPrompt, chart_png: bytes | None, *, endpoint: str) -> str:
+    """Return sha256 over the endpoint (``LLMSettings.endpoint``), the model name, the full prompt (system + text)
+    and the image bytes."""
     digest = hashlib.sha256()
-    for part in (model.encode(), prompt.system.encode(), prompt.text.encode(), chart_png or b""):
+    for part in (endpoint.encode(), model.encode(), prompt.system.encode(), prompt.text.encode(), chart_png or b""):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
@@ -118,21 +133,44 @@ def _offline(request: AnalysisRequest, store: LlmCallStore, now: dt.datetime) ->
         raw_text=text,
         latency_ms=latency_ms,
         call_id=call_id,
+        image="not used (offline analyst)",
     )
 
 
-def _make_backend(settings: LLMSettings) -> ChatBackend:
+def make_backend(settings: LLMSettings) -> ChatBackend | None:
+    """The LLM client ``settings`` describe, or ``None`` for the offline analyst."""
+    if settings.resolved_provider is LlmProvider.OFFLINE:
+        return None
     from services.llm.client import OpenAIAnalyst
 
-    assert settings.api_key is not None
-    return OpenAIAnalyst(
-        api_key=settings.api_key,
-        model=settings.model,
-        base_url=settings.base_url,
-        timeout_s=settings.timeout_s,
-        max_retries=settings.max_retries,
-        temperature=settings.temperature,
-    )
+    return OpenAIAnalyst.from_settings(settings)
+
+
+def image_for(request: AnalysisRequest, settings: LLMSettings, chart_png: bytes | None) -> tuple[bytes | None, str]:
+    """The image to send (or ``None``) and what the artifact says about it."""
+    if chart_png is None:
+        return None, "none (no chart was drawn)"
+    if not settings.vision:
+        return None, "not sent: the model is text-only (TRADER_LLM__VISION=false); same prompt without the image"
+    if not request.vision:
+        return None, "not sent: the strategy asks for none (llm.vision: false); same prompt without the image"
+    return chart_png, f"sent ({len(chart_png)} bytes PNG)"
+
+
+def _over_budget(request: AnalysisRequest, settings: LLMSettings, store: LlmCallStore, now: dt.datetime) -> str | None:
+    """Why no request may be made today, or ``None``."""
+    day = _day_start(now)
+    spent = store.spent_since(day)
+    if spent >= settings.daily_budget_usd:
+        return f"budget exhausted: spent {spent} of {settings.daily_budget_usd} USD today (UTC); no request made"
+    if request.daily_budget_usd is not None:
+        own = store.spent_since(day, strategy_name=request.strategy_name)
+        if own >= request.daily_budget_usd:
+            return (
+                f"strategy budget exhausted: {request.strategy_name} spent {own} of its {request.daily_budget_usd} "
+                "USD today (UTC, llm.daily_budget_usd); no request made"
+            )
+    return None
 
 
 def analyze(
@@ -144,20 +182,21 @@ def analyze(
     now: dt.datetime,
     backend: ChatBackend | None = None,
 ) -> AnalysisOutcome:
-    """Analyse with the LLM (cache and budget first) or, without an API key, the offline analyst.
+    """Analyse with the configured LLM (cache and budget first) or, with provider offline, the offline analyst.
 
     ``now`` (timezone-aware) stamps the records and picks the budget day. ``backend`` replaces the client built
     from ``settings`` (tests pass an ``OpenAIAnalyst`` with a short backoff).
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    if settings.api_key is None or not settings.api_key.get_secret_value().strip():
+    llm = backend if backend is not None else make_backend(settings)
+    if llm is None:
         return _offline(request, store, now)
-    llm = backend if backend is not None else _make_backend(settings)
     model = llm.model
     prompt = request.prompt
-    key = cache_key(model, prompt, chart_png)
-    request_json = llm.request_json(prompt, chart_png)
+    image, image_note = image_for(request, settings, chart_png)
+    key = cache_key(model, prompt, image, endpoint=settings.endpoint)
+    request_json = llm.request_json(prompt, image)
 
     base_record = LlmCallRecord(
         model=model,
@@ -195,6 +234,8 @@ def analyze(
             attempts=attempts,
             cache_key=key,
             call_id=call_id,
+            image=image_note,
+            local=settings.is_local,
         )
 
     hit = store.find_cached(key)
@@ -214,15 +255,14 @@ def analyze(
             )
             return finish(cached, analysis=analysis)
 
-    spent = store.spent_since(_day_start(now))
-    if spent >= settings.daily_budget_usd:
-        reason = f"budget exhausted: spent {spent} of {settings.daily_budget_usd} USD today (UTC); no request made"
-        failure = AnalysisFailure(FailureKind.BUDGET, reason)
+    refused = None if settings.is_local else _over_budget(request, settings, store, now)
+    if refused is not None:
+        failure = AnalysisFailure(FailureKind.BUDGET, refused)
         return finish(replace(base_record, error=str(failure)), failure=failure)
 
     started = time.perf_counter()
     try:
-        reply = llm.complete(prompt, chart_png)
+        reply = llm.complete(prompt, image)
     except (LlmTransientError, LlmRequestError) as exc:
         if isinstance(exc, LlmTimeoutError):
             kind = FailureKind.TIMEOUT
@@ -232,7 +272,10 @@ def analyze(
             kind = FailureKind.OFF_SCHEMA
         else:
             kind = FailureKind.HTTP_ERROR
-        failure = AnalysisFailure(kind, str(exc))
+        reason = str(exc)
+        if kind is FailureKind.HTTP_ERROR and image is not None and "image" in reason.lower():
+            reason += " (a text-only model? TRADER_LLM__VISION=false sends the same prompt without the chart)"
+        failure = AnalysisFailure(kind, reason)
         latency_ms = round((time.perf_counter() - started) * 1000)
         attempts = int(getattr(exc, "attempts", 0))
         return finish(replace(base_record, error=str(failure), latency_ms=latency_ms), failure=failure,
@@ -243,12 +286,13 @@ def analyze(
     completion_tokens = reply.completion_tokens
     if prompt_tokens is None:
         chars = len(prompt.system) + len(prompt.text)
-        prompt_tokens = chars // _CHARS_PER_TOKEN + (_IMAGE_TOKENS_ESTIMATE if chart_png else 0)
+        prompt_tokens = chars // _CHARS_PER_TOKEN + (_IMAGE_TOKENS_ESTIMATE if image else 0)
     if completion_tokens is None:
         completion_tokens = len(reply.text or "") // _CHARS_PER_TOKEN
-    cost = estimate_cost(model, prompt_tokens, completion_tokens)
-    if spent < settings.daily_budget_usd <= spent + cost.usd:  # this call spent the rest: the next are refused
-        publish(budget_event(request.strategy_name, spent + cost.usd, settings.daily_budget_usd, model))
+    cost = call_cost(settings, model, prompt_tokens, completion_tokens)
+    reached = None if settings.is_local else _budget_reached(request, settings, store, now, cost.usd, model)
+    if reached is not None:
+        publish(reached)  # this call spent the rest of a budget: the next ones are refused (a notification)
     answered = replace(
         base_record,
         response_text=reply.text if reply.text is not None else reply.refusal,
@@ -257,21 +301,42 @@ def analyze(
         cost_usd=cost.usd,
         latency_ms=reply.latency_ms,
     )
-    flagged = estimated or not cost.known
+    flagged = (estimated and not settings.is_local) or not cost.known
     try:
         analysis = parse_analysis(reply.text, refusal=reply.refusal)
     except AnalysisParseError as exc:
-        failure = AnalysisFailure(exc.kind, exc.reason)
+        where = "" if reply.source == CONTENT else f" (in the reply's {reply.source})"
+        failure = AnalysisFailure(exc.kind, exc.reason + where)
         return finish(replace(answered, error=str(failure)), failure=failure, cost_estimated=flagged,
                       attempts=reply.attempts)  # fmt: skip
     return finish(answered, analysis=analysis, cost_estimated=flagged, attempts=reply.attempts)
 
 
-def budget_event(strategy_name: str, spent: Decimal, budget: Decimal, model: str) -> TraderEvent:
-    told = f"LLM daily budget reached: {spent} of {budget} USD spent today (UTC); further calls ABSTAIN"
-    payload = {"spent_usd": json_value(spent), "budget_usd": json_value(budget), "model": model}
-    budget_resource = Resource("trader.llm.budget", "LLM budget")
-    return TraderEvent(EventKind.LLM_BUDGET, budget_resource, told, payload, (strategy_resource(strategy_name),))
+def _budget_reached(
+    request: AnalysisRequest, settings: LLMSettings, store: LlmCallStore, now: dt.datetime, cost: Decimal, model: str
+) -> TraderEvent | None:
+    """The LLM_BUDGET event when this call (not yet stored) takes today's spend to the global or the strategy's
+    budget; told once a day per budget, by the call that crosses it (every later one is refused before it asks)."""
+    day = _day_start(now)
+    budgets = [("daily", store.spent_since(day), settings.daily_budget_usd)]
+    if request.daily_budget_usd is not None:
+        own = store.spent_since(day, strategy_name=request.strategy_name)
+        budgets.append((f"{request.strategy_name}'s daily", own, request.daily_budget_usd))
+    for label, spent, budget in budgets:
+        if spent < budget <= spent + cost:
+            total = spent + cost
+            told = f"LLM {label} budget reached: {total} of {budget} USD spent today (UTC); further calls ABSTAIN"
+            payload = {
+                "budget": label,
+                "spent_usd": json_value(total),
+                "budget_usd": json_value(budget),
+                "model": model,
+            }
+            budget_resource = Resource("trader.llm.budget", "LLM budget")
+            return TraderEvent(
+                EventKind.LLM_BUDGET, budget_resource, told, payload, (strategy_resource(request.strategy_name),)
+            )
+    return None
 
 
 def spent_today(store: LlmCallStore, now: dt.datetime) -> Decimal:

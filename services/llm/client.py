@@ -1,8 +1,13 @@
 """The LLM adapter: the ONLY module that imports ``openai``; no openai type leaves it.
 
-:class:`OpenAIAnalyst` sends the rendered prompt plus the chart PNG (a base64 ``image_url`` data URI) to
-``chat.completions.create`` with a strict JSON-schema ``response_format``, against any OpenAI-compatible
-endpoint (``base_url``).
+:class:`OpenAIAnalyst` sends the rendered prompt plus the chart PNG (a base64 ``image_url`` data URI, when the
+analyst passes one) to ``chat.completions.create`` with a strict JSON-schema ``response_format``: to OpenAI, to any
+OpenAI-compatible endpoint (``base_url``: Ollama, vLLM, llama.cpp server, LM Studio, proxies; a local one needs no
+key, the SDK gets the placeholder :data:`NO_KEY`), or to Azure OpenAI through the SDK's ``AzureOpenAI`` client
+(deployment and ``api-version``). The answer cap goes in ``max_completion_tokens`` (OpenAI) or ``max_tokens``
+(what compatible servers and Azure read), per ``token_param``. The body of a 200 is read raw and handed to
+:func:`services.llm.completion.reply_from_body`, so every shape (tool calls, content parts, an event stream, an
+error object) ends in a reply or :class:`~services.llm.reply.LlmUnusableReplyError`, never in an SDK exception.
 
 Retries are ours, not the SDK's (the SDK client is built with ``max_retries=0``), so attempts are counted
 and reported: 408, 409, 429, 5xx, timeouts and connection errors are retried up to ``max_retries`` times with
@@ -29,6 +34,8 @@ from urllib.parse import urlsplit, urlunsplit
 import openai
 from pydantic import SecretStr
 
+from models.enums import LlmProvider
+from services.llm.completion import reply_from_body
 from services.llm.prompts import RenderedPrompt
 from services.llm.reply import (
     LlmReply,
@@ -38,8 +45,10 @@ from services.llm.reply import (
     LlmUnusableReplyError,
 )
 from services.llm.schema import response_format
+from services.settings import LLMSettings, TokenLimitParam
 
 __all__ = [
+    "NO_KEY",
     "LlmReply",
     "LlmRequestError",
     "LlmRetriesExhaustedError",
@@ -51,6 +60,7 @@ __all__ = [
 
 RETRYABLE_STATUS: Final = frozenset({408, 409, 429})
 MAX_COMPLETION_TOKENS: Final = 800
+NO_KEY: Final = "no-key"  # what the SDK gets for a local endpoint without a key (it insists on a string)
 
 
 def image_data_uri(png: bytes) -> str:
@@ -79,9 +89,13 @@ class OpenAIAnalyst:
     def __init__(
         self,
         *,
-        api_key: SecretStr | str,
+        api_key: SecretStr | str | None,
         model: str,
         base_url: str | None = None,
+        provider: LlmProvider = LlmProvider.OPENAI,
+        deployment: str | None = None,
+        api_version: str | None = None,
+        token_param: TokenLimitParam = "max_completion_tokens",
         timeout_s: float = 60.0,
         max_retries: int = 2,
         temperature: float = 0.0,
@@ -91,13 +105,19 @@ class OpenAIAnalyst:
         image_detail: Literal["low", "high", "auto"] = "low",
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
-        if not key:
-            raise ValueError("OpenAIAnalyst needs an API key; without one use the offline analyst")
+        key = (api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key or "").strip()
+        if provider is LlmProvider.OFFLINE:
+            raise ValueError("the offline analyst has no LLM client")
+        if not key and provider is not LlmProvider.COMPATIBLE:
+            raise ValueError(f"provider {provider.value} needs an API key; without one use the offline analyst")
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         self.model = model
         self.base_url = base_url
+        self.provider = provider
+        self.deployment = deployment
+        self.api_version = api_version
+        self.token_param = token_param
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.temperature = temperature
@@ -106,12 +126,46 @@ class OpenAIAnalyst:
         self.image_detail = image_detail
         self._sleep = sleep
         self._secret = key
-        self._client = openai.OpenAI(
-            api_key=key, base_url=base_url, timeout=timeout_s, max_retries=0, http_client=http_client
+        self._client: openai.OpenAI
+        if provider is LlmProvider.AZURE:
+            if not (base_url and deployment and api_version):
+                raise ValueError("azure needs base_url (the resource endpoint), deployment and api_version")
+            self._client = openai.AzureOpenAI(
+                api_key=key,
+                azure_endpoint=base_url,
+                azure_deployment=deployment,
+                api_version=api_version,
+                timeout=timeout_s,
+                max_retries=0,
+                http_client=http_client,
+            )
+        else:
+            self._client = openai.OpenAI(
+                api_key=key or NO_KEY, base_url=base_url, timeout=timeout_s, max_retries=0, http_client=http_client
+            )
+
+    @classmethod
+    def from_settings(cls, settings: LLMSettings, **options: Any) -> OpenAIAnalyst:
+        """The client ``settings`` describe (``options``: the tuning knobs, e.g. ``backoff_s`` in tests)."""
+        return cls(
+            api_key=settings.key(),
+            model=settings.model,
+            base_url=settings.base_url,
+            provider=settings.resolved_provider,
+            deployment=settings.deployment,
+            api_version=settings.api_version,
+            token_param=settings.token_param,
+            timeout_s=settings.timeout_s,
+            max_retries=settings.max_retries,
+            temperature=settings.temperature,
+            **options,
         )
 
     def __repr__(self) -> str:
-        return f"OpenAIAnalyst(model={self.model!r}, base_url={self.base_url!r}, max_retries={self.max_retries})"
+        return (
+            f"OpenAIAnalyst(provider={self.provider.value!r}, model={self.model!r}, "
+            f"base_url={_without_userinfo(self.base_url)!r}, max_retries={self.max_retries})"
+        )
 
     def messages(self, prompt: RenderedPrompt, chart_png: bytes | None, *, image_url: str | None = None) -> list[Any]:
         """Return the chat messages: the system prompt, then the prompt text and the chart image."""
@@ -127,14 +181,17 @@ class OpenAIAnalyst:
         if chart_png is not None:
             digest = hashlib.sha256(chart_png).hexdigest()
             placeholder = f"data:image/png;base64,<{len(chart_png)} bytes, sha256 {digest}>"
-        body = {
+        body: dict[str, Any] = {
+            "provider": self.provider.value,
             "model": self.model,
             "base_url": _without_userinfo(self.base_url),
             "temperature": self.temperature,
-            "max_completion_tokens": MAX_COMPLETION_TOKENS,
+            self.token_param: MAX_COMPLETION_TOKENS,
             "response_format": response_format(),
             "messages": self.messages(prompt, chart_png, image_url=placeholder),
         }
+        if self.provider is LlmProvider.AZURE:
+            body.update(deployment=self.deployment, api_version=self.api_version)
         return json.dumps(body, sort_keys=True)
 
     def _delay(self, attempt: int, exc: Exception) -> float:
@@ -149,20 +206,21 @@ class OpenAIAnalyst:
         """Send one analysis request (retrying transient failures); raise our errors, never openai's."""
         messages = self.messages(prompt, chart_png)
         # Typed as Any: the SDK's overloads want TypedDict messages; ours are checked by the loopback tests.
-        create: Any = self._client.chat.completions.create
+        create: Any = self._client.chat.completions.with_raw_response.create
         started = time.perf_counter()
         attempts = self.max_retries + 1
         failures: list[str] = []
         all_timeouts = True
         for attempt in range(1, attempts + 1):
             try:
-                response = create(
+                raw = create(
                     model=self.model,
                     messages=messages,
                     temperature=self.temperature,
-                    max_completion_tokens=MAX_COMPLETION_TOKENS,
                     response_format=response_format(),
+                    **{self.token_param: MAX_COMPLETION_TOKENS},
                 )
+                body = raw.http_response.text
             except openai.APITimeoutError as exc:
                 failures.append(f"attempt {attempt}: timeout after {self.timeout_s:g}s")
                 last: Exception = exc
@@ -181,46 +239,20 @@ class OpenAIAnalyst:
                 all_timeouts = False
                 failures.append(f"attempt {attempt}: HTTP {status}")
                 last = exc
-            except openai.APIError as exc:  # e.g. a 200 whose body is not a chat completion
+            except openai.APIError as exc:  # anything else the SDK objects to in a 200
                 raise LlmUnusableReplyError(
                     f"unusable response from the model endpoint: {type(exc).__name__}", attempts=attempt
                 ) from None
-            except ValueError:  # the SDK decodes a 200's body as JSON unchecked (an HTML error page, say)
-                raise LlmUnusableReplyError(
-                    "the model endpoint's HTTP 200 body is not a chat completion (not JSON)", attempts=attempt
-                ) from None
             else:
-                return self._reply(response, started, attempt)
+                latency_ms = round((time.perf_counter() - started) * 1000)
+                content_type = str(raw.headers.get("content-type", ""))
+                return reply_from_body(body, content_type, model=self.model, latency_ms=latency_ms, attempts=attempt)
             if attempt < attempts:
                 self._sleep(self._delay(attempt, last))
         summary = f"gave up after {attempts} attempt(s): " + "; ".join(failures)
         if all_timeouts:
             raise LlmTimeoutError(summary, attempts=attempts)
         raise LlmRetriesExhaustedError(summary, attempts=attempts)
-
-    def _reply(self, response: Any, started: float, attempts: int) -> LlmReply:
-        latency_ms = round((time.perf_counter() - started) * 1000)
-        choices = getattr(response, "choices", None) or []
-        if not choices:
-            raise LlmUnusableReplyError("the model endpoint returned no choices", attempts=attempts)
-        message = getattr(choices[0], "message", None)
-        if message is None:
-            raise LlmUnusableReplyError("the model endpoint returned a choice with no message", attempts=attempts)
-        content = message.content
-        if content is not None and not isinstance(content, str):
-            what = "a JSON object" if isinstance(content, dict) else f"a {type(content).__name__}"
-            raise LlmUnusableReplyError(f"the message content is not text but {what}", attempts=attempts)
-        usage = getattr(response, "usage", None)
-        return LlmReply(
-            text=content,
-            refusal=getattr(message, "refusal", None),
-            model=str(getattr(response, "model", None) or self.model),
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None),
-            latency_ms=latency_ms,
-            attempts=attempts,
-            finish_reason=choices[0].finish_reason,
-        )
 
 
 def _without_userinfo(url: str | None) -> str | None:

@@ -24,6 +24,7 @@ from services.indicators import FLAGGED, IndicatorColumn, IndicatorResult
 __all__ = ["MarketSnapshot", "build_prompt_context", "snapshot_from"]
 
 DEFAULT_LAST_N: Final = 10
+DEFAULT_TIMEFRAME_LAST_N: Final = 5
 
 
 @dataclass(frozen=True)
@@ -97,18 +98,13 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def build_prompt_context(
-    definition: StrategyDefinition, indicators: IndicatorResult, *, last_n: int = DEFAULT_LAST_N
-) -> dict[str, Any]:
-    """Return the template context: symbol, bar size, last ``last_n`` bars, returns, range, indicators, risk."""
-    good = _good(indicators.frame)
-    if good.empty:
-        raise InputError("bars", "no usable (non-flagged) bars")
+def _market(good: pd.DataFrame, bar_size: BarSize, last_n: int) -> dict[str, Any]:
+    """as_of, last close, the last ``last_n`` bars, returns and range of non-flagged bars (not empty)."""
     close = good["close"].to_numpy(dtype=np.float64)
     tail = good.tail(last_n)
     bars = [
         {
-            "time": _fmt_time(pd.Timestamp(row[TIMESTAMP]), definition.bar_size),
+            "time": _fmt_time(pd.Timestamp(row[TIMESTAMP]), bar_size),
             "open": round(float(row["open"]), 4),
             "high": round(float(row["high"]), 4),
             "low": round(float(row["low"]), 4),
@@ -122,6 +118,47 @@ def build_prompt_context(
     }
     high, low = float(good["high"].max()), float(good["low"].min())
     position = round((float(close[-1]) - low) / (high - low) * 100, 1) if high > low else None
+    return {
+        "as_of": _fmt_time(pd.Timestamp(good[TIMESTAMP].iloc[-1]), bar_size),
+        "last_close": round(float(close[-1]), 4),
+        "bars": bars,
+        "bar_count": len(good),
+        "returns": returns,
+        "range": {"high": round(high, 4), "low": round(low, 4), "position_pct": position, "bars": len(good)},
+    }
+
+
+def _timeframes(indicators: IndicatorResult, last_n: int) -> list[dict[str, Any]]:
+    """One entry per higher timeframe: its bar size, market block and indicator values (same keys as the main)."""
+    out: list[dict[str, Any]] = []
+    for tf in indicators.timeframes:
+        good = _good(tf.result.frame)
+        if good.empty:
+            raise InputError(f"{tf.bar_size.value} bars", "no usable (non-flagged) bars")
+        out.append(
+            {
+                "bar_size": tf.bar_size.value,
+                **_market(good, tf.bar_size, last_n),
+                "flagged_count": len(tf.result.frame) - len(good),
+                "indicators": {name: _round(value) for name, value in tf.result.latest.items()},
+            }
+        )
+    return out
+
+
+def build_prompt_context(
+    definition: StrategyDefinition,
+    indicators: IndicatorResult,
+    *,
+    last_n: int = DEFAULT_LAST_N,
+    timeframe_last_n: int = DEFAULT_TIMEFRAME_LAST_N,
+) -> dict[str, Any]:
+    """Return the template context: symbol, bar size, last ``last_n`` bars, returns, range, indicators, risk, and
+    ``timeframes`` (one entry per higher timeframe, its last ``timeframe_last_n`` bars; empty without any)."""
+    good = _good(indicators.frame)
+    if good.empty:
+        raise InputError("bars", "no usable (non-flagged) bars")
+    market = _market(good, definition.bar_size, last_n)
     risk = definition.risk
     rules = definition.rules
     return {
@@ -130,14 +167,15 @@ def build_prompt_context(
         "symbol": definition.symbol,
         "currency": definition.currency,
         "bar_size": definition.bar_size.value,
-        "as_of": _fmt_time(pd.Timestamp(good[TIMESTAMP].iloc[-1]), definition.bar_size),
-        "last_close": round(float(close[-1]), 4),
-        "bars": bars,
-        "bar_count": len(good),
+        "as_of": market["as_of"],
+        "last_close": market["last_close"],
+        "bars": market["bars"],
+        "bar_count": market["bar_count"],
         "flagged_count": len(indicators.frame) - len(good),
-        "returns": returns,
-        "range": {"high": round(high, 4), "low": round(low, 4), "position_pct": position, "bars": len(good)},
+        "returns": market["returns"],
+        "range": market["range"],
         "indicators": {name: _round(value) for name, value in indicators.latest.items()},
+        "timeframes": _timeframes(indicators, timeframe_last_n),
         "risk": {
             "stop_loss_pct": None if risk.stop_loss_pct is None else str(risk.stop_loss_pct),
             "take_profit_pct": None if risk.take_profit_pct is None else str(risk.take_profit_pct),

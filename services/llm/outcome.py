@@ -29,7 +29,8 @@ class AnalysisOutcome:
 
     ``reference_price`` is the newest usable close (instrument currency), used as the entry when the analysis
     names none. ``cost_usd`` is 0 for cache hits, offline runs and calls never made; ``cost_estimated`` is True
-    when the model is missing from the price table and the default price was used.
+    when the model is missing from the price table and the default price was used (or the server reported no
+    usage). ``image`` says whether the chart went with the prompt (a text-only model gets the same prompt alone).
     """
 
     analyst: AnalystKind
@@ -48,6 +49,8 @@ class AnalysisOutcome:
     attempts: int = 0
     cache_key: str | None = None
     call_id: int | None = None  # id of the llm_calls record written for this analysis
+    image: str = "none"  # whether the chart image went with the prompt, and if not why
+    local: bool = False  # a local endpoint: free, outside the budget
 
     def __post_init__(self) -> None:
         if (self.analysis is None) == (self.failure is None):

@@ -3,9 +3,10 @@
 Source: OpenAI's published list prices (https://openai.com/api/pricing, standard tier, text input /
 output; image input is billed as input tokens and is already inside ``prompt_tokens``), as known on
 2025-08-15. Prices change: check the page and update :data:`PRICES` (and the date) when they do.
-Other OpenAI-compatible endpoints (local servers, proxies) are not in the table: they are charged at
-:data:`DEFAULT_PRICE` (configurable per call) and the result says ``known=False`` so the cost is flagged
-as an estimate.
+Users extend or override the table with ``TRADER_LLM__PRICES`` (:func:`price_table`). A model found in
+neither is charged at :data:`DEFAULT_PRICE` and the result says ``known=False`` so the cost is flagged as an
+estimate. A local endpoint (``LLMSettings.is_local``: a compatible server without a key or on a loopback /
+private address) costs 0 and is outside the budget (:func:`call_cost`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,20 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
-__all__ = ["DEFAULT_PRICE", "PRICES", "PRICES_AS_OF", "Cost", "ModelPrice", "cost_usd", "estimate_cost", "price_for"]
+from services.settings import LLMSettings
+
+__all__ = [
+    "DEFAULT_PRICE",
+    "PRICES",
+    "PRICES_AS_OF",
+    "Cost",
+    "ModelPrice",
+    "call_cost",
+    "cost_usd",
+    "estimate_cost",
+    "price_for",
+    "price_table",
+]
 
 PRICES_AS_OF: Final = "2025-08-15"
 _MILLION: Final = Decimal(1_000_000)
@@ -95,3 +109,18 @@ def cost_usd(
 ) -> Decimal:
     """Return the USD cost of a call (8 decimal places, matching the DB column's scale)."""
     return estimate_cost(model, prompt_tokens, completion_tokens, table=table, default=default).usd
+
+
+def price_table(settings: LLMSettings) -> dict[str, ModelPrice]:
+    """:data:`PRICES` with the user's ``TRADER_LLM__PRICES`` entries added (theirs win)."""
+    extra = {name: ModelPrice(p.input_per_m, p.output_per_m) for name, p in settings.prices.items()}
+    return {**PRICES, **extra}
+
+
+def call_cost(settings: LLMSettings, model: str, prompt_tokens: int, completion_tokens: int) -> Cost:
+    """The cost of one call to the configured endpoint: 0 (and known) for a local endpoint, else the table's."""
+    if settings.is_local:
+        if prompt_tokens < 0 or completion_tokens < 0:
+            raise ValueError("token counts cannot be negative")
+        return Cost(Decimal(0), True)
+    return estimate_cost(model, prompt_tokens, completion_tokens, table=price_table(settings))

@@ -35,6 +35,7 @@ __all__ = [
     "render_prompt",
     "sample_context",
     "template_filename",
+    "with_timeframe_sections",
 ]
 
 SYSTEM_PROMPT: Final = (
@@ -50,6 +51,45 @@ _ENV: Final = BoundedSandbox(
     lstrip_blocks=True,
     keep_trailing_newline=True,
 )
+
+
+# One section per higher timeframe, appended to a template that does not place ``timeframes`` itself.
+TIMEFRAME_SECTION: Final = """
+Higher timeframes (context for the trend; the answer above is still about {{ bar_size }} bars):
+{% for tf in timeframes %}
+
+Higher timeframe {{ tf.bar_size }} (context; the chart's "{{ tf.bar_size }}" pane), as of {{ tf.as_of }}: \
+last close {{ tf.last_close }}.
+{% if tf.flagged_count %}
+Note: {{ tf.flagged_count }} {{ tf.bar_size }} bar(s) failed validation and were left out.
+{% endif %}
+Returns: 1 bar {{ tf.returns["1_bars_pct"] if tf.returns["1_bars_pct"] is not none else "n/a" }} %, \
+5 bars {{ tf.returns["5_bars_pct"] if tf.returns["5_bars_pct"] is not none else "n/a" }} %, \
+20 bars {{ tf.returns["20_bars_pct"] if tf.returns["20_bars_pct"] is not none else "n/a" }} %.
+Range over the last {{ tf.range.bars }} bars: low {{ tf.range.low }}, high {{ tf.range.high }}; \
+the close sits at {{ tf.range.position_pct if tf.range.position_pct is not none else "n/a" }} % of that range.
+Indicators ({{ tf.bar_size }}, newest bar):
+{% for name, value in tf.indicators | dictsort %}
+- {{ name }}: {{ value if value is not none else "not available yet" }}
+{% endfor %}
+Last {{ tf.bars | length }} bars of {{ tf.bar_size }} (oldest first):
+| time | open | high | low | close | volume |
+|---|---|---|---|---|---|
+{% for bar in tf.bars %}
+| {{ bar.time }} | {{ bar.open }} | {{ bar.high }} | {{ bar.low }} | {{ bar.close }} | \
+{{ bar.volume if bar.volume is not none else "" }} |
+{% endfor %}
+{% endfor %}
+"""
+
+
+def with_timeframe_sections(template_body: str, context: Mapping[str, Any]) -> str:
+    """Return the body with :data:`TIMEFRAME_SECTION` appended when the context has higher timeframes and the
+    template does not use ``timeframes`` itself; otherwise the body unchanged (single-timeframe prompts are
+    exactly what the template renders)."""
+    if not context.get("timeframes") or "timeframes" in template_body:
+        return template_body
+    return template_body.rstrip("\n") + "\n" + TIMEFRAME_SECTION
 
 
 @dataclass(frozen=True)
@@ -158,6 +198,19 @@ def sample_context() -> dict[str, Any]:
         "returns": {"1_bars_pct": 0.5, "5_bars_pct": -1.2, "20_bars_pct": 3.4},
         "range": {"high": 110.0, "low": 90.0, "position_pct": 55.0, "bars": 250},
         "indicators": _SampleIndicators({"sma_20": 100.5, "rsi_14": 55.0}),
+        "timeframes": [
+            {
+                "bar_size": "1 week",
+                "as_of": "2025-12-29",
+                "last_close": 101.0,
+                "bars": [dict(bar) for _ in range(5)],
+                "bar_count": 52,
+                "flagged_count": 0,
+                "returns": {"1_bars_pct": 1.0, "5_bars_pct": 2.0, "20_bars_pct": 5.0},
+                "range": {"high": 110.0, "low": 85.0, "position_pct": 64.0, "bars": 52},
+                "indicators": _SampleIndicators({"sma_20": 98.0, "rsi_14": 60.0}),
+            }
+        ],
         "risk": {
             "stop_loss_pct": "2",
             "take_profit_pct": "4",

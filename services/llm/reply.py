@@ -6,7 +6,17 @@ from dataclasses import dataclass
 
 from services.errors import LlmTransientError, SkipError
 
-__all__ = ["LlmReply", "LlmRequestError", "LlmRetriesExhaustedError", "LlmTimeoutError"]
+__all__ = [
+    "CONTENT",
+    "LlmReply",
+    "LlmRequestError",
+    "LlmRetriesExhaustedError",
+    "LlmTimeoutError",
+    "LlmUnusableReplyError",
+]
+
+
+CONTENT = "message content"  # where a reply's text usually comes from (else a tool call, content parts, a stream)
 
 
 class LlmRequestError(SkipError):
@@ -20,7 +30,8 @@ class LlmRequestError(SkipError):
 
 class LlmUnusableReplyError(LlmRequestError):
     """An HTTP 200 that is not a usable chat completion: a body that is not JSON, no choices, a choice without a
-    message, message content that is not text."""
+    message, message content that is not text, a tool call without arguments, a stream cut off or carrying an error
+    (see ``services.llm.completion``)."""
 
 
 class LlmRetriesExhaustedError(LlmTransientError):
@@ -47,3 +58,4 @@ class LlmReply:
     latency_ms: int
     attempts: int
     finish_reason: str | None
+    source: str = CONTENT  # where ``text`` came from, e.g. "tool call 'submit' arguments"

@@ -3,7 +3,8 @@
 Every analysis writes one record: a model call (with tokens, cost, latency), a cache hit (``cached=True``,
 cost 0), an offline run (``analyst=offline``, cost 0) or a call that was not made or failed (``error`` set).
 ``find_cached`` returns only records with a response and no error, so a malformed answer is never replayed.
-``spent_since`` sums ``cost_usd`` of records created at or after an instant (the daily budget).
+``spent_since`` sums ``cost_usd`` of records created at or after an instant (the daily budgets: all strategies, or
+one); ``usage_since`` returns their cost columns (:class:`CallUsage`, for ``services.llm.costs``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
     from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["DbLlmCallStore", "InMemoryLlmCallStore", "LlmCallRecord", "LlmCallStore"]
+    from models.tables import LlmCall
+
+__all__ = ["CallUsage", "DbLlmCallStore", "InMemoryLlmCallStore", "LlmCallRecord", "LlmCallStore"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,39 @@ class LlmCallRecord:
             raise ValueError("cost_usd must not be negative")
 
 
+@dataclass(frozen=True)
+class CallUsage:
+    """The cost columns of one record (no request or response text)."""
+
+    id: int
+    created_at: dt.datetime
+    model: str
+    analyst: AnalystKind
+    strategy_name: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost_usd: Decimal
+    latency_ms: int | None
+    cached: bool
+    failed: bool  # the record has an error (a failed or refused call)
+
+    @classmethod
+    def of(cls, call: LlmCallRecord) -> CallUsage:
+        return cls(
+            id=call.id or 0,
+            created_at=call.created_at,
+            model=call.model,
+            analyst=call.analyst,
+            strategy_name=call.strategy_name,
+            prompt_tokens=call.prompt_tokens,
+            completion_tokens=call.completion_tokens,
+            cost_usd=call.cost_usd,
+            latency_ms=call.latency_ms,
+            cached=call.cached,
+            failed=call.error is not None,
+        )
+
+
 class LlmCallStore(Protocol):
     """Records LLM calls, finds cached responses and sums the spend."""
 
@@ -61,8 +97,12 @@ class LlmCallStore(Protocol):
         """Return the newest successful record (response, no error) under ``cache_key``."""
         ...
 
-    def spent_since(self, since: dt.datetime) -> Decimal:
-        """Return the USD cost of records created at or after ``since``."""
+    def spent_since(self, since: dt.datetime, *, strategy_name: str | None = None) -> Decimal:
+        """Return the USD cost of records created at or after ``since`` (of one strategy when named)."""
+        ...
+
+    def usage_since(self, since: dt.datetime, *, strategy_name: str | None = None) -> list[CallUsage]:
+        """Return the cost columns of records created at or after ``since``, oldest first (of one strategy)."""
         ...
 
 
@@ -91,11 +131,19 @@ class InMemoryLlmCallStore:
             ]
         return max(hits, key=lambda c: (c.created_at, c.id or 0)) if hits else None
 
-    def spent_since(self, since: dt.datetime) -> Decimal:
+    def spent_since(self, since: dt.datetime, *, strategy_name: str | None = None) -> Decimal:
+        return sum((c.cost_usd for c in self.usage_since(since, strategy_name=strategy_name)), Decimal(0))
+
+    def usage_since(self, since: dt.datetime, *, strategy_name: str | None = None) -> list[CallUsage]:
         if since.tzinfo is None:
             raise ValueError("since must be timezone-aware")
         with self._lock:
-            return sum((c.cost_usd for c in self._calls if c.created_at >= since), Decimal(0))
+            calls = [
+                CallUsage.of(c)
+                for c in self._calls
+                if c.created_at >= since and (strategy_name is None or c.strategy_name == strategy_name)
+            ]
+        return sorted(calls, key=lambda c: (c.created_at, c.id))
 
 
 class DbLlmCallStore:
@@ -138,29 +186,54 @@ class DbLlmCallStore:
 
         with session_scope(self._target) as session:
             row = llm_calls.find_cached(session, cache_key)
-            if row is None:
-                return None
-            return LlmCallRecord(
-                id=row.id,
-                model=row.model,
-                analyst=AnalystKind(row.analyst),
-                prompt_sha256=row.prompt_sha256,
-                request_json=row.request_json,
-                created_at=row.created_at,
-                response_text=row.response_text,
-                cache_key=row.cache_key,
-                prompt_tokens=row.prompt_tokens,
-                completion_tokens=row.completion_tokens,
-                cost_usd=row.cost_usd,
-                latency_ms=row.latency_ms,
-                cached=row.cached,
-                error=row.error,
-                strategy_name=row.strategy_name,
-            )
+            return None if row is None else _record_of(row)
 
-    def spent_since(self, since: dt.datetime) -> Decimal:
+    def spent_since(self, since: dt.datetime, *, strategy_name: str | None = None) -> Decimal:
         from services.db import session_scope
         from services.repositories import llm_calls
 
         with session_scope(self._target) as session:
-            return llm_calls.spent_since(session, since)
+            return llm_calls.spent_since(session, since, strategy_name=strategy_name)
+
+    def usage_since(self, since: dt.datetime, *, strategy_name: str | None = None) -> list[CallUsage]:
+        from services.db import session_scope
+        from services.repositories import llm_calls
+
+        with session_scope(self._target) as session:
+            rows = llm_calls.usage_since(session, since, strategy_name=strategy_name)
+            return [
+                CallUsage(
+                    id=r[0],
+                    created_at=r[1],
+                    model=r[2],
+                    analyst=AnalystKind(r[3]),
+                    strategy_name=r[4],
+                    prompt_tokens=r[5],
+                    completion_tokens=r[6],
+                    cost_usd=Decimal(r[7]),
+                    latency_ms=r[8],
+                    cached=bool(r[9]),
+                    failed=bool(r[10]),
+                )
+                for r in rows
+            ]
+
+
+def _record_of(row: LlmCall) -> LlmCallRecord:
+    return LlmCallRecord(
+        id=row.id,
+        model=row.model,
+        analyst=AnalystKind(row.analyst),
+        prompt_sha256=row.prompt_sha256,
+        request_json=row.request_json,
+        created_at=row.created_at,
+        response_text=row.response_text,
+        cache_key=row.cache_key,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        cost_usd=row.cost_usd,
+        latency_ms=row.latency_ms,
+        cached=row.cached,
+        error=row.error,
+        strategy_name=row.strategy_name,
+    )

@@ -72,16 +72,16 @@ import numpy as np
 import pandas as pd
 
 from models.bars import TIMESTAMP
-from models.enums import AnalystKind, ExitKind, OrderSide, OrderType, RunMode, SignalAction, TimeInForce
+from models.enums import AnalystKind, ExitKind, LlmProvider, OrderSide, OrderType, RunMode, SignalAction, TimeInForce
 from models.strategy import BAR_SECONDS, StrategyDefinition, duration_seconds
 from services.bars.validation import validate_bars
 from services.errors import InputError, Problem
 from services.indicators import FLAGGED, IndicatorResult, compute_indicators
-from services.llm.analyst import AnalysisRequest, ChatBackend, analyze, build_request, cache_key
+from services.llm.analyst import AnalysisRequest, ChatBackend, analyze, build_request, cache_key, image_for
 from services.llm.context import MarketSnapshot
 from services.llm.offline import OFFLINE_MODEL, offline_analysis
 from services.llm.outcome import AnalysisOutcome
-from services.llm.pricing import estimate_cost
+from services.llm.pricing import call_cost
 from services.llm.prompts import RenderedPrompt, load_template
 from services.llm.store import LlmCallStore
 from services.market import Bar, Slippage, bar_price, bracket_exit, ib_fixed_commission, to_price
@@ -507,7 +507,8 @@ def replay(
     ``template`` is ``(name, body)`` of the prompt (default: the shipped file for ``definition.prompt``);
     ``backend`` replaces the LLM client built from settings; ``clock`` gives the wall time that stamps LLM
     records and picks the budget day. Raises ``InputError`` for bad parameters, no bars in the window, an LLM
-    replay without an API key, or an LLM replay whose uncached calls would exceed the remaining daily budget.
+    replay without a configured LLM endpoint, or an LLM replay whose uncached calls would exceed the remaining
+    daily budget (global or the strategy's).
     """
     problems: list[Problem] = []
     start_ts, end_ts = _utc_ts(start, "start"), _utc_ts(end, "end")
@@ -523,9 +524,14 @@ def replay(
         problems.append(Problem("slippage_bps", f"must be >= 0, got {slippage_bps}"))
     if initial_cash <= 0:
         problems.append(Problem("initial_cash", f"must be positive, got {initial_cash}"))
-    key = settings.llm.api_key
-    if analyst == "llm" and backend is None and (key is None or not key.get_secret_value().strip()):
-        problems.append(Problem("analyst", "llm needs an API key (TRADER_LLM__API_KEY); use --analyst offline"))
+    if analyst == "llm" and backend is None and settings.llm.resolved_provider is LlmProvider.OFFLINE:
+        problems.append(
+            Problem(
+                "analyst",
+                "llm needs a configured endpoint (TRADER_LLM__API_KEY, TRADER_LLM__BASE_URL or TRADER_LLM__PROVIDER); "
+                "use --analyst offline",
+            )
+        )
     missing = [c for c in (TIMESTAMP, "open", "high", "low", "close", "volume") if c not in bars.columns]
     if missing:
         problems.append(Problem("bars", f"missing column(s) {', '.join(missing)}"))
@@ -789,25 +795,35 @@ def _check_budget(
     store: LlmCallStore,
     now: dt.datetime,
 ) -> None:
-    """Refuse (``InputError``) when the uncached calls' estimated cost exceeds today's remaining budget."""
+    """Refuse (``InputError``) when the uncached calls' estimated cost exceeds today's remaining budget (global, or
+    the strategy's ``llm.daily_budget_usd``). A local endpoint costs nothing and is not checked."""
+    if settings.llm.is_local:
+        return
     uncached: dict[str, Decimal] = {}
     for request, png in requests.values():
-        key = cache_key(model, request.prompt, png)
+        image = image_for(request, settings.llm, png)[0]
+        key = cache_key(model, request.prompt, image, endpoint=settings.llm.endpoint)
         if key in uncached or store.find_cached(key) is not None:
             continue
         chars = len(request.prompt.system) + len(request.prompt.text)
-        tokens = chars // 4 + (EST_IMAGE_TOKENS if png else 0)
-        uncached[key] = estimate_cost(model, tokens, EST_COMPLETION_TOKENS).usd
+        tokens = chars // 4 + (EST_IMAGE_TOKENS if image else 0)
+        uncached[key] = call_cost(settings.llm, model, tokens, EST_COMPLETION_TOKENS).usd
     if not uncached:
         return
     day_start = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     remaining = settings.llm.daily_budget_usd - store.spent_since(day_start)
+    budget, variable = settings.llm.daily_budget_usd, "TRADER_LLM__DAILY_BUDGET_USD"
+    own = next(iter(requests.values()))[0]
+    if own.daily_budget_usd is not None:
+        left = own.daily_budget_usd - store.spent_since(day_start, strategy_name=own.strategy_name)
+        if left < remaining:
+            remaining, budget, variable = left, own.daily_budget_usd, "the strategy's llm.daily_budget_usd"
     estimate = sum(uncached.values(), Decimal(0))
     if estimate > remaining:
         raise InputError(
             "replay",
             f"{len(uncached)} uncached LLM calls (of {len(requests)} decisions) would cost about "
             f"{estimate:.4f} USD with {model}, more than the {max(remaining, Decimal(0)):.4f} USD left of today's "
-            f"budget ({settings.llm.daily_budget_usd} USD): shorten the window, raise --decide-every, or raise "
-            "TRADER_LLM__DAILY_BUDGET_USD",
+            f"budget ({budget} USD): shorten the window, raise --decide-every, or raise "
+            f"{variable}",
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -90,11 +91,40 @@ def find_cached(session: Session, cache_key: str) -> LlmCall | None:
     ).one_or_none()
 
 
-def spent_since(session: Session, since: dt.datetime) -> Decimal:
-    """Return the USD cost of calls created at or after ``since`` (``Decimal("0")`` when none)."""
+def spent_since(session: Session, since: dt.datetime, *, strategy_name: str | None = None) -> Decimal:
+    """Return the USD cost of calls created at or after ``since`` (``Decimal("0")`` when none), optionally of one
+    strategy only."""
     since = require_aware(_SOURCE, "since", since)
-    total = session.scalar(select(func.sum(LlmCall.cost_usd)).where(LlmCall.created_at >= since))
+    query = select(func.sum(LlmCall.cost_usd)).where(LlmCall.created_at >= since)
+    if strategy_name is not None:
+        query = query.where(LlmCall.strategy_name == strategy_name)
+    total = session.scalar(query)
     return Decimal(0) if total is None else Decimal(total)
+
+
+USAGE_COLUMNS = (
+    LlmCall.id,
+    LlmCall.created_at,
+    LlmCall.model,
+    LlmCall.analyst,
+    LlmCall.strategy_name,
+    LlmCall.prompt_tokens,
+    LlmCall.completion_tokens,
+    LlmCall.cost_usd,
+    LlmCall.latency_ms,
+    LlmCall.cached,
+    LlmCall.error.is_not(None),
+)
+
+
+def usage_since(session: Session, since: dt.datetime, *, strategy_name: str | None = None) -> list[tuple[Any, ...]]:
+    """The cost columns (:data:`USAGE_COLUMNS`, no request or response text) of the calls created at or after
+    ``since``, oldest first, optionally of one strategy only."""
+    since = require_aware(_SOURCE, "since", since)
+    query = select(*USAGE_COLUMNS).where(LlmCall.created_at >= since).order_by(LlmCall.created_at, LlmCall.id)
+    if strategy_name is not None:
+        query = query.where(LlmCall.strategy_name == strategy_name)
+    return [tuple(row) for row in session.execute(query)]
 
 
 def recent(session: Session, *, limit: int = 50, strategy_name: str | None = None) -> Sequence[LlmCall]:

@@ -47,6 +47,18 @@ async def test_qualify_details_and_unknown_symbol(harness: Harness, ib_log: IBLo
         await harness.broker.qualify(ContractSpec("NOSUCH"))
 
 
+async def test_matching_symbols_by_ticker_prefix_then_name_word(harness: Harness) -> None:
+    by_prefix = await harness.broker.matching_symbols("sp")
+    assert [(s.symbol, s.conid, s.sec_type) for s in by_prefix] == [
+        ("SPX", KNOWN_SYMBOLS["SPX"].con_id, "IND"),
+        ("SPY", KNOWN_SYMBOLS["SPY"].con_id, "STK"),
+    ]
+    assert by_prefix[1].primary_exchange == "ARCA" and by_prefix[1].description == "SPDR S&P 500 ETF TRUST"
+    by_word = await harness.broker.matching_symbols("apple")
+    assert [s.symbol for s in by_word] == ["AAPL"]
+    assert await harness.broker.matching_symbols("zzzz") == []
+
+
 COMPARED = (TIMESTAMP, "open", "high", "low", "close", "volume")
 
 

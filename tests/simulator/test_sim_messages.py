@@ -131,3 +131,19 @@ def test_the_log_guard_catches_silent_decoder_errors(ib_log: LogGuard) -> None:
     ib_log.allow(r"Error handling fields")
     assert ib_log.unexpected()  # decoder errors can never be allowed
     ib_log.handler.records.clear()  # this test provoked it on purpose
+
+
+@pytest.mark.parametrize(("version", "size"), [(178, 3 + 2 * 13), (175, 3 + 2 * 11)])
+async def test_symbol_samples_layout_decodes(version: int, size: int) -> None:
+    k = KNOWN_SYMBOLS["SPX"]
+    spx = Instrument(k.con_id, k.symbol, k.sec_type, k.primary_exchange, k.long_name)
+    frame = _wire(m.symbol_samples(version, 9, [spx, _spy()]))
+    assert len(frame) == size  # two contracts of 6 fields + 5 derivative types (+ description, issuerId >= 176)
+    ib = _ib(version)
+    answer = ib.wrapper.startReq(9)
+    ib.client.decoder.interpret(frame)
+    first, second = answer.result()
+    assert (first.contract.conId, first.contract.symbol, first.contract.secType) == (416904, "SPX", "IND")
+    assert (second.contract.primaryExchange, second.contract.currency) == ("ARCA", "USD")
+    assert second.derivativeSecTypes == ["CFD", "OPT", "IOPT", "WAR", "BAG"]
+    assert second.contract.description == ("SPDR S&P 500 ETF TRUST" if version >= 176 else "")
