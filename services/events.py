@@ -104,6 +104,8 @@ def strategy_resource(name: str) -> Resource:
 def order_event(kind: EventKind, order: Order, message: str) -> TraderEvent:
     """An event about ``order``, related to its strategy and linked to the run that made it."""
     what = f"{order.side.value} {json_value(order.quantity)} {order.symbol}"
+    if order.run_mode is not None:
+        what += f", {order.run_mode.value}"  # a dry-run fill is not money
     payload = {
         "order_id": order.id,
         "key": order.idempotency_key,

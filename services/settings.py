@@ -250,6 +250,13 @@ class NotificationSettings(_Section):
     reconcile_failed: bool = Field(default=True, description="Notify when a reconciliation fails.")
     flow_run_failed: bool = Field(default=True, description="Notify when any flow run ends Failed or Crashed.")
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
     @model_validator(mode="after")
     def _one_target(self) -> NotificationSettings:
         if self.webhook_url is not None and self.block is not None:

@@ -151,7 +151,7 @@ def test_a_fill_is_told_once_with_its_order_strategy_and_run(
     assert filled.resource == Resource(f"trader.order.{result.order_id}", result.key, role="order")
     assert filled.related == (strategy_resource("spy-test"),)
     assert filled.payload["filled"] == "10" and filled.payload["status"] == "filled"
-    assert filled.message.startswith(f"order {result.key} (BUY 10 SPY): filled")
+    assert filled.message.startswith(f"order {result.key} (BUY 10 SPY, dry_run): filled")
 
 
 def test_a_broker_rejection_and_a_gate_refusal_are_told_as_rejected(
