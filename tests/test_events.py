@@ -32,6 +32,7 @@ from services.events import (
 from services.orders import kill_switch
 from services.orders.monitor import expire_unsent, reconcile, record_dry_run_fills
 from services.orders.submit import OrderIntent, submit_order
+from services.repositories import orders as orders_repo
 from services.runtime import Runtime, use_runtime
 from services.settings import TradingSettings, load_settings
 from services.signals import abstain_streak_event
@@ -73,11 +74,14 @@ def memory(db_url: str) -> Iterator[tuple[MemoryBroker, SyncBroker]]:
 CTX = send_ctx(NOW, marks={"SPY": D("101")})
 
 
-def intent(minute: int = 45, *, side: OrderSide = OrderSide.BUY, valid_h: float = 6) -> OrderIntent:
+def intent(
+    minute: int = 45, *, side: OrderSide = OrderSide.BUY, valid_h: float = 6, bracket: bool = False
+) -> OrderIntent:
     bar_time = BAR0 + dt.timedelta(minutes=minute)
+    exits = {"take_profit": D("104"), "stop_loss": D("98")} if bracket else {}
     return OrderIntent(
         "spy-test", "SPY", side, D(10), bar_time, order_type=OrderType.MARKET, conid=SPY.conid,
-        expires_at=bar_time + dt.timedelta(hours=valid_h), reference_price=D("101"),
+        expires_at=bar_time + dt.timedelta(hours=valid_h), reference_price=D("101"), **exits,
     )  # fmt: skip
 
 
@@ -160,9 +164,13 @@ def test_a_broker_rejection_and_a_gate_refusal_are_told_as_rejected(
     mb, broker = memory
     mb.reject_next_order("margin", code=201)
     by_broker = submit_order(db_url, broker, SPY, intent(45), CTX)
-    by_gate = submit_order(db_url, broker, SPY, intent(46), send_ctx(NOW, trading=TradingSettings(dry_run=False)))
+    refusing = send_ctx(NOW, trading=TradingSettings(dry_run=False))
+    by_gate = submit_order(db_url, broker, SPY, intent(46, bracket=True), refusing)  # entry and its two exits
     assert (by_broker.status, by_gate.status) == (OrderStatus.REJECTED, OrderStatus.RISK_REJECTED)
-    rejected = told.of(EventKind.ORDER_REJECTED)
+    with session_scope(db_url) as session:
+        exits = orders_repo.children(session, by_gate.order_id)
+        assert [c.status for c in exits] == [OrderStatus.RISK_REJECTED] * 2
+    rejected = told.of(EventKind.ORDER_REJECTED)  # the bracket's refusal is told once, by its entry
     assert [e.payload["order_id"] for e in rejected] == [by_broker.order_id, by_gate.order_id]
     assert "IB 201" in rejected[0].message and "trading_mode" in rejected[1].message
     assert told.kinds() == [EventKind.ORDER_REJECTED, EventKind.ORDER_REJECTED]
