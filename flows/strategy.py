@@ -7,6 +7,9 @@ closed or inside IB's reset window: no signal, no order.
 Any step that cannot produce its output (unknown contract, no or invalid data, a template error) ends
 the run with an ABSTAIN signal that carries the reason; nothing after it runs and nothing is ordered.
 
+A BUY or SELL gets its decision chart (entry, stop, target and the signal drawn on the chart) before the order
+step; drawing it never stops the order (``tasks/chart.py``).
+
 When the strategy's ``approval`` rule holds the order, the run pauses after step 7 for a decision (Prefect UI
 form or ``trader approve``/``reject``); approved it sends (step 8 re-runs the risk gate), rejected or timed out
 it ends Completed "not approved: <reason>" with nothing placed (``tasks/approval.py``).
@@ -31,7 +34,7 @@ from services.runtime import get_runtime
 from services.strategies import find_definition
 from tasks.analysis import analyse
 from tasks.approval import approval_description, settle_approval, wait_for_approval
-from tasks.chart import draw_chart
+from tasks.chart import decision_chart, draw_chart
 from tasks.indicators import calculate_indicators
 from tasks.market_data import fetch_market_data
 from tasks.market_gate import skip_state
@@ -51,6 +54,7 @@ class StrategyRunResult:
     run_dir: Path
     chart_png: Path | None = None
     chart_html: Path | None = None
+    decision_chart: Path | None = None  # BUY/SELL: the chart with entry, stop, target and the signal drawn
     prompt: Path | None = None
     order: OrderStepResult | None = None
 
@@ -92,7 +96,7 @@ def strategy_run(strategy: str) -> StrategyRunResult:
         return skipped  # type: ignore[return-value]
     assert definition is not None  # skip_state stops a deleted strategy
     run_dir = _run_dir(definition)
-    chart = outcome = data = contract = None
+    chart = outcome = data = contract = indicators = None
     failure: str | None = None
     try:
         contract = run_step(resolve_symbol, definition)
@@ -105,6 +109,7 @@ def strategy_run(strategy: str) -> StrategyRunResult:
     finally:  # one API call: name (with the bar time once known) and tags, whatever happened above
         _label_run(definition, _bar_label(definition, data.last_bar_time) if data is not None else None)
     stored: StoredSignal = decide(definition, data, outcome, failure)
+    drawn = decision_chart(definition, indicators, stored, run_dir)  # BUY/SELL only; never stops the order
     order = decision = None
     if stored.signal.action in (SignalAction.BUY, SignalAction.SELL) and contract is not None and data is not None:
         order = place_order(definition, contract, data, stored)
@@ -121,6 +126,7 @@ def strategy_run(strategy: str) -> StrategyRunResult:
         run_dir=run_dir,
         chart_png=chart.png_path if chart else None,
         chart_html=chart.html_path if chart else None,
+        decision_chart=drawn,
         prompt=run_dir / "prompt.md" if outcome else None,
         order=order,
     )

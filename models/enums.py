@@ -113,6 +113,15 @@ class AnalystKind(StrEnum):
     OFFLINE = "offline"
 
 
+class DecisionPolicy(StrEnum):
+    """How a strategy combines its indicator rules with the LLM's view (``decision.policy``)."""
+
+    LLM_ONLY = "llm_only"  # the LLM decides (the rules only stand in when no LLM is configured)
+    RULES_ONLY = "rules_only"  # the rules decide; no LLM call
+    BOTH_AGREE = "both_agree"  # BUY/SELL only when rules and LLM say the same, else HOLD
+    WEIGHTED = "weighted"  # weighted vote of the rules and the LLM against a threshold
+
+
 class OrderSide(StrEnum):
     BUY = "BUY"
     SELL = "SELL"

@@ -17,7 +17,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.bars import FIXED_BAR_SECONDS, SECONDS_PER_DAY
-from models.enums import ApprovalRule, BarSize, OrderType, SecType, SizingMethod, TimeInForce, WhatToShow
+from models.enums import (
+    ApprovalRule,
+    BarSize,
+    DecisionPolicy,
+    OrderType,
+    SecType,
+    SizingMethod,
+    TimeInForce,
+    WhatToShow,
+)
+from models.rule_expr import Condition, RuleSyntaxError, parse_condition
 
 NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{1,62}$"
 SYMBOL_PATTERN: Final = r"^[A-Z0-9.]{1,12}$"
@@ -127,6 +137,14 @@ class IndicatorSpec(_Doc):
             return self.alias
         period = self.params.get("timeperiod")
         return f"{self.function.lower()}_{int(period)}" if period is not None else self.function.lower()
+
+    def output_columns(self) -> list[tuple[str, str]]:
+        """Return ``(talib output, column name)`` per output: ``prefix`` alone, or ``prefix_output`` for several."""
+        info = talib_function_info(self.function)
+        assert info is not None  # checked by the field validator
+        outputs: list[str] = list(info["output_names"])
+        prefix = self.column_prefix
+        return [(out, prefix if len(outputs) == 1 else f"{prefix}_{out}") for out in outputs]
 
     @property
     def warmup_bars(self) -> int:
@@ -265,6 +283,64 @@ class SignalRules(_Doc):
     max_data_age_bars: int = Field(default=3, ge=1, description="ABSTAIN when the newest bar is older than this.")
 
 
+# Names a rule may read besides the indicator columns (the newest usable bar's close).
+RULE_PRICE_NAMES: Final = ("close",)
+DEFAULT_RULES_THRESHOLD: Final = 1 / 3
+
+
+class Rule(_Doc):
+    """One indicator rule: when ``when`` holds on the newest usable bar, it votes ``action`` with ``weight``.
+
+    Rules sharing a ``group`` are alternatives (e.g. "RSI < 30 -> BUY" and "RSI > 70 -> SELL"): the group counts
+    once, with its largest weight, in the total the vote is divided by.
+    """
+
+    when: str = Field(description="Condition in the rule language, e.g. 'sma_fast > sma_slow and rsi_14 < 70'.")
+    action: Literal["BUY", "SELL"]
+    weight: float = Field(default=1.0, gt=0, le=1000)
+    name: str | None = Field(default=None, max_length=60, description="Label in reasons (default: the condition).")
+    group: str | None = Field(default=None, max_length=60)
+
+    @field_validator("when")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        try:
+            return parse_condition(value).source
+        except RuleSyntaxError as exc:
+            raise ValueError(f"rule {value!r}: {exc}") from None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.when
+
+    @property
+    def condition(self) -> Condition:
+        return parse_condition(self.when)  # cached by source text
+
+    @property
+    def names(self) -> frozenset[str]:
+        return self.condition.names
+
+
+class Decision(_Doc):
+    """How the signal combines the indicator rules and the LLM (see ``services/decision.py``).
+
+    ``rules`` empty: the offline analyst's rules (trend, RSI, Bollinger Bands, MACD over the strategy's indicators).
+    Without an LLM configured every policy falls back to the rules (the run is labelled offline).
+    """
+
+    policy: DecisionPolicy = DecisionPolicy.LLM_ONLY
+    rules: list[Rule] = Field(default_factory=list)
+    rules_threshold: float = Field(
+        default=DEFAULT_RULES_THRESHOLD,
+        gt=0,
+        le=1,
+        description="The rules say BUY at score >= this, SELL at <= -this (score -1..1).",
+    )
+    llm_weight: float = Field(default=1.0, gt=0, le=1000, description="weighted: the LLM's weight (x its confidence).")
+    threshold: float = Field(default=0.5, gt=0, le=1, description="weighted: |combined score| needed for BUY/SELL.")
+
+
 class LlmOptions(_Doc):
     """How step 5 uses the LLM for this strategy (the endpoint itself is ``TRADER_LLM__*``)."""
 
@@ -327,6 +403,7 @@ class StrategyDefinition(_Doc):
     risk: Risk
     rules: SignalRules = Field(default_factory=SignalRules)
     approval: Approval = Field(default_factory=Approval)
+    decision: Decision = Field(default_factory=Decision)
     llm: LlmOptions = Field(default_factory=LlmOptions)
     active: bool = True
 
@@ -354,6 +431,7 @@ class StrategyDefinition(_Doc):
         duplicates = sorted({p for p in prefixes if prefixes.count(p) > 1})
         if duplicates:
             problems.append(f"indicators produce duplicate columns {duplicates}: give them distinct aliases")
+        problems += self._unknown_rule_names()
         if self.risk.sizing.notional is not None and self.risk.sizing.notional > self.risk.max_notional_per_order:
             problems.append("risk.sizing.notional exceeds risk.max_notional_per_order")
         problems += self._timeframe_problems()
@@ -362,6 +440,22 @@ class StrategyDefinition(_Doc):
         if self.timeframes:  # fill in the default lookbacks: the stored document says what is fetched
             object.__setattr__(self, "timeframes", [self._with_lookback(tf) for tf in self.timeframes])
         return self
+
+    def rule_names(self) -> list[str]:
+        """Names a rule may read: ``close`` and every indicator column of this strategy."""
+        return [*RULE_PRICE_NAMES, *(name for spec in self.indicators for _, name in spec.output_columns())]
+
+    def _unknown_rule_names(self) -> list[str]:
+        known = set(self.rule_names())
+        problems = []
+        for i, rule in enumerate(self.decision.rules):
+            unknown = sorted(rule.names - known)
+            if unknown:
+                problems.append(
+                    f"decision.rules[{i}] ({rule.when!r}) reads unknown name(s) {', '.join(map(repr, unknown))}: "
+                    f"known are {', '.join(sorted(known))}"
+                )
+        return problems
 
     def timeframe_indicators(self, timeframe: Timeframe) -> list[IndicatorSpec]:
         return timeframe.indicators if timeframe.indicators is not None else self.indicators

@@ -22,6 +22,10 @@ browser is stopped at interpreter exit (``atexit``) or by :func:`stop_renderer`.
 path from ``assets_dir``, where :func:`render_chart` writes it once (default: ``out_dir``; the strategy flow
 passes the runs root, so every run directory shares one copy instead of writing 4.7 MB per run). No CDN, so it
 works offline; copy the runs directory, not a single file.
+
+**Decision chart.** ``render_chart(..., marks=DecisionMarks(...))`` draws the same chart with the signal on it
+(:func:`annotate_decision`): the BUY/SELL marker at its bar, entry, stop and target as levels running into a few
+empty bars on the right, and the risk and reward zones between them.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,7 +50,17 @@ from services.bars.sizes import infer_bar_size
 from services.errors import InputError, SkipError
 from services.indicators import FLAGGED, IndicatorColumn, IndicatorResult, TimeframeIndicators
 
-__all__ = ["ChartRenderError", "ChartResult", "render_chart", "render_png", "start_renderer", "stop_renderer"]
+__all__ = [
+    "ChartRenderError",
+    "ChartResult",
+    "DecisionMarks",
+    "annotate_decision",
+    "png_size",
+    "render_chart",
+    "render_png",
+    "start_renderer",
+    "stop_renderer",
+]
 
 DEFAULT_WIDTH: Final = 900
 DEFAULT_HEIGHT: Final = 600
@@ -361,6 +376,110 @@ def build_figure(frame: pd.DataFrame, indicators: IndicatorResult, *, title: str
     return {"data": data, "layout": layout}, panes
 
 
+@dataclass(frozen=True)
+class DecisionMarks:
+    """What the decision chart draws on the price pane: the signal at its bar, and entry / stop / target."""
+
+    action: str  # BUY or SELL
+    bar_time: pd.Timestamp  # the signal's bar (UTC bar start)
+    entry: Decimal
+    stop: Decimal | None = None
+    target: Decimal | None = None
+    confidence: float | None = None
+    risk_reward: Decimal | None = None
+
+
+_FUTURE_SLOTS: Final = 6  # empty bars right of the signal bar, where the levels run
+_ENTRY, _STOP, _TARGET = "#1f4e9c", "#d62728", "#2ca02c"
+
+
+def annotate_decision(fig: dict[str, Any], frame: pd.DataFrame, marks: DecisionMarks) -> None:
+    """Draw ``marks`` on a :func:`build_figure` figure, as a trader would: a marker at the signal bar (a green
+    triangle under a BUY's low, a red one over a SELL's high), entry / stop / target as lines from that bar into a
+    few empty bars on the right, labelled with price and distance, and the risk (red) and reward (green) zones
+    between them. Raises ``InputError`` for an action other than BUY/SELL or a bar not in ``frame``."""
+    if marks.action not in ("BUY", "SELL"):
+        raise InputError("chart", f"the decision chart marks BUY or SELL, not {marks.action!r}")
+    x = _labels(frame)
+    times = pd.DatetimeIndex(frame[TIMESTAMP])
+    hits = np.flatnonzero(times == pd.Timestamp(marks.bar_time))
+    if hits.size == 0:
+        raise InputError("chart", f"signal bar {pd.Timestamp(marks.bar_time).isoformat()} is not among the bars")
+    i = int(hits[-1])
+    future = [f"+{k}" for k in range(1, _FUTURE_SLOTS + 1)]
+    layout = fig["layout"]
+    for name, axis in layout.items():  # the main panes' shared axis (not a higher timeframe's own)
+        if name == "xaxis" or (name.startswith("xaxis") and axis.get("matches") == "x"):
+            axis.update(categoryorder="array", categoryarray=[*x, *future])
+    buy = marks.action == "BUY"
+    row = frame.iloc[i]
+    anchor = float(row["low"]) * 0.995 if buy else float(row["high"]) * 1.005
+    entry = float(marks.entry)
+    span = [x[i], future[-1]]
+    right = len(x) + _FUTURE_SLOTS - 1  # category axes place shapes and annotations by index
+    data: list[dict[str, Any]] = fig["data"]
+    label = marks.action + (f" {marks.confidence:.2f}" if marks.confidence is not None else "")
+    data.append(
+        {
+            "type": "scatter",
+            "mode": "markers+text",
+            "name": f"signal {marks.action}",
+            "x": [x[i]],
+            "y": [round(anchor, 6)],
+            "text": [label],
+            "textposition": "bottom center" if buy else "top center",
+            "textfont": {"size": 10, "color": _TARGET if buy else _STOP},
+            "marker": {"symbol": "triangle-up" if buy else "triangle-down", "size": 14,
+                       "color": _TARGET if buy else _STOP, "line": {"width": 1, "color": "#333333"}},
+            "xaxis": "x",
+            "yaxis": "y",
+        }
+    )  # fmt: skip
+    shapes: list[dict[str, Any]] = layout.setdefault("shapes", [])
+    annotations: list[dict[str, Any]] = layout.setdefault("annotations", [])
+    levels = [("entry", marks.entry, _ENTRY, "solid"), ("stop", marks.stop, _STOP, "dash"),
+              ("target", marks.target, _TARGET, "dash")]  # fmt: skip
+    for name, level, color, dash in levels:
+        if level is None:
+            continue
+        value = float(level)
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": f"{name} {value:.2f}",
+                "x": span,
+                "y": [value, value],
+                "line": {"width": 1.6, "color": color, "dash": dash},
+                "xaxis": "x",
+                "yaxis": "y",
+                "hoverinfo": "name",
+            }
+        )
+        if name == "entry":
+            distance = f", R/R {marks.risk_reward}" if marks.risk_reward is not None else ""
+        else:
+            distance = f" ({(value / entry - 1) * 100:+.1f} %)"
+        annotations.append(
+            {"x": right, "y": value, "xref": "x", "yref": "y", "xanchor": "left", "showarrow": False,
+             "text": f"{name} {value:.2f}{distance}", "font": {"size": 9, "color": color}}
+        )  # fmt: skip
+        if name != "entry":
+            shapes.append(
+                {"type": "rect", "xref": "x", "yref": "y", "x0": i - 0.4, "x1": right,
+                 "y0": entry, "y1": value, "fillcolor": color, "opacity": 0.12, "line": {"width": 0},
+                 "layer": "below"}
+            )  # fmt: skip
+    layout["margin"] = {**layout["margin"], "r": 90}  # room for the level labels
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """Return ``(width, height)`` in pixels from a PNG's header (IHDR); raise ValueError for anything else."""
+    if len(png) < 24 or not png.startswith(b"\x89PNG\r\n\x1a\n") or png[12:16] != b"IHDR":
+        raise ValueError("not a PNG image")
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
 def _pane_title(text: str, yaxis: str, top: float) -> dict[str, Any]:
     return {
         "text": f"<b>{_escape(text)}</b>",
@@ -474,14 +593,18 @@ def render_chart(
     width: int = DEFAULT_WIDTH,
     height: int = DEFAULT_HEIGHT,
     assets_dir: Path | None = None,
+    marks: DecisionMarks | None = None,
 ) -> ChartResult:
     """Draw ``frame`` (canonical bars, optional ``flagged``) with ``indicators``; PNG bytes plus HTML text.
 
     With ``out_dir`` the files ``<stem>.png`` and ``<stem>.html`` are written there; the HTML loads
     ``plotly.min.js`` from ``assets_dir`` (default ``out_dir``) by a relative path, written there once.
+    With ``marks`` it is the decision chart (:func:`annotate_decision`).
     Raises ``InputError`` for unusable input and :class:`ChartRenderError` when the browser fails.
     """
     fig, panes = build_figure(frame, indicators, title=title)
+    if marks is not None:
+        annotate_decision(fig, frame, marks)
     if indicators.timeframes:
         main = infer_bar_size(frame[TIMESTAMP])
         fig_panes = add_timeframe_panes(

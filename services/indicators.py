@@ -139,15 +139,15 @@ def compute_indicators(frame: pd.DataFrame, specs: Sequence[IndicatorSpec]) -> I
     for spec in specs:
         info = talib_function_info(spec.function)
         assert info is not None  # checked above
-        outputs: list[str] = list(info["output_names"])
+        named = spec.output_columns()
+        outputs = [output for output, _ in named]
         fn = _FUNCTION(spec.function)
         if n_good:
             result = fn(arrays, **spec.params)
             values = [result] if len(outputs) == 1 else list(result)
         else:
             values = [np.empty(0) for _ in outputs]
-        for output, series in zip(outputs, values, strict=True):
-            name = spec.column_prefix if len(outputs) == 1 else f"{spec.column_prefix}_{output}"
+        for (output, name), series in zip(named, values, strict=True):
             full = np.full(len(frame), np.nan)
             full[good] = np.asarray(series, dtype=np.float64)
             new_data[name] = full

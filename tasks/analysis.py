@@ -28,6 +28,7 @@ from services.runtime import get_runtime
 from services.settings import LLMSettings
 from tasks.artifacts import artifact_key, fenced, key_values, markdown_table, publish_markdown
 from tasks.market_gate import LLM_CALLS, limited
+from tasks.run_log import step_log
 from tasks.timeouts import ANALYSIS_TIMEOUT_S
 
 
@@ -141,6 +142,7 @@ def analyse(
             ("cost (USD)", f"{outcome.cost_usd}{' (estimated)' if outcome.cost_estimated else ''}"),
             ("latency (ms)", outcome.latency_ms),
             ("result", "ok" if outcome.failure is None else f"{outcome.failure.kind}: {outcome.failure.reason}"),
+            ("decision policy", _policy(definition, outcome)),
             ("prompt file", str(prompt_path)),
         ]
     )
@@ -157,4 +159,30 @@ def analyse(
         ]
     )
     publish_markdown(artifact_key(definition.name, "analysis"), markdown, f"{definition.symbol} analysis ({label})")
+    step_log("analysis", _story(outcome, definition))
     return outcome
+
+
+def _policy(definition: StrategyDefinition, outcome: AnalysisOutcome) -> str:
+    """The strategy's decision policy, with each component's vote when it combined rules and LLM."""
+    policy = definition.decision.policy.value
+    return f"{policy}: {', '.join(map(str, outcome.votes))}" if outcome.votes else policy
+
+
+def _story(outcome: AnalysisOutcome, definition: StrategyDefinition) -> str:
+    who = f"offline rules ({outcome.model})" if outcome.analyst == "offline" else f"LLM {outcome.model}"
+    if outcome.analysis is not None:
+        said = f"{outcome.analysis.action} confidence {outcome.analysis.confidence:.2f}"
+    else:
+        said = f"failed ({outcome.failure})"
+    tokens = (
+        "n/a"
+        if outcome.prompt_tokens is None and outcome.completion_tokens is None
+        else f"{outcome.prompt_tokens} in / {outcome.completion_tokens} out"
+    )
+    return (
+        f"{who} -> {said}; policy {_policy(definition, outcome)}; cost {outcome.cost_usd} USD"
+        f"{' (estimated)' if outcome.cost_estimated else ''}, tokens {tokens}, latency {outcome.latency_ms} ms, "
+        f"cached {'yes' if outcome.cached else 'no'}, attempts {outcome.attempts}, image {outcome.image}"
+        + (", local endpoint (free)" if outcome.local else "")
+    )

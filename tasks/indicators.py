@@ -13,6 +13,7 @@ from models.strategy import StrategyDefinition
 from services.indicators import IndicatorResult, TimeframeIndicators, compute_indicators
 from tasks.artifacts import artifact_key, publish_table
 from tasks.market_data import MarketData
+from tasks.run_log import figures, step_log
 from tasks.timeouts import INDICATORS_TIMEOUT_S
 
 
@@ -44,4 +45,6 @@ def calculate_indicators(definition: StrategyDefinition, data: MarketData) -> In
         for tf in higher:
             rows += _rows(tf.result, f"{tf.bar_size.value}: ")
     publish_table(artifact_key(definition.name, "indicators"), rows, f"{definition.symbol} latest indicator values")
+    bar = result.latest_timestamp.isoformat() if result.latest_timestamp is not None else "no usable bar"
+    step_log("indicators", f"latest at {bar}: {figures(result.latest.items())}")
     return result

@@ -26,6 +26,7 @@ from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, key_values, markdown_table, publish_markdown
 from tasks.market_gate import IB_HISTORICAL, limited
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, retry_if_transient
+from tasks.run_log import step_log
 from tasks.timeouts import MARKET_DATA_TIMEOUT_S
 
 FLAGGED = "flagged"
@@ -139,6 +140,17 @@ def fetch_market_data(definition: StrategyDefinition, contract: ContractInfo) ->
         if tf_issues:
             body += ["### Higher-timeframe issues (rows kept out of their indicators)", markdown_table(tf_issues)]
     publish_markdown(key, "\n\n".join(body), f"{definition.symbol} bars and validation")
+    first, last = (pd.Timestamp(data.frame[TIMESTAMP].iloc[i]).isoformat() for i in (0, -1))
+    step_log(
+        "market data",
+        f"{len(data.frame)} bars {first} .. {last}"
+        f" ({request.bar_size.value}, {request.duration}), {result.rows_flagged} flagged, {result.rows_dropped} "
+        f"dropped, validation {'passed' if result.passed else f'{len(result.issues)} issue(s)'}, "
+        f"last close {float(data.frame['close'].iloc[-1]):.4f}"
+        + "".join(
+            f"; {tf.bar_size.value}: {len(tf.frame)} bars, {tf.validation.rows_flagged} flagged" for tf in higher
+        ),
+    )
     return data
 
 

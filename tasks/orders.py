@@ -37,12 +37,13 @@ from services.orders.approval import approval_rows, hold_for, is_pending
 from services.orders.context import fetch_account
 from services.orders.dry_run import work_protection
 from services.orders.monitor import cancel_protective, record_dry_run_fills
-from services.orders.planning import plan_order, sizing_atr
+from services.orders.planning import OrderPlan, plan_order, sizing_atr
 from services.orders.submit import OrderBroker, OrderIntent, SendContext, SubmitResult, signal_expiry, submit_order
 from services.positions import strategy_position
 from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, publish_table
 from tasks.market_data import MarketData
+from tasks.run_log import step_log
 from tasks.signal import StoredSignal
 from tasks.timeouts import ORDER_TIMEOUT_S
 
@@ -142,6 +143,7 @@ def order_for_signal(
         # the in-memory broker is gone after this step: its fills are recorded now, so positions (and the next
         # decision's position limit) see them at once
         record_dry_run_fills(runtime.database_url, result.order_id, result.key, broker.executions())
+    step_log("order", _story(plan, result))
     if closing and result.status is OrderStatus.FILLED:
         cancel_protective(
             runtime.database_url,
@@ -151,6 +153,25 @@ def order_for_signal(
             f"position closed by {result.key}",
         )
     return result
+
+
+def _story(plan: OrderPlan, result: SubmitResult) -> str:
+    """Quantity, how it was sized and the gate's verdict, in one line (no account id: it is not a figure here)."""
+    decision = result.risk_decision or {}
+    if plan.refusal is not None:
+        verdict = f"refused by the plan ({plan.refusal.name}: {plan.refusal.detail})"
+    elif "approved" in decision:
+        verdict = (
+            "gate approved" if decision["approved"] else "gate REJECTED: " + "; ".join(decision.get("reasons", []))
+        )
+    else:
+        verdict = "gate not run"
+    sizing = f"; sizing {plan.sizing}" if plan.sizing else ""
+    return (
+        f"{plan.note}{sizing}; {verdict}; status {result.status.value}"
+        + (" (reused)" if result.reused else "")
+        + (f", sent as {result.key}" if result.sent else f", {result.key} not sent")
+    )
 
 
 def _rows(result: SubmitResult, dry_run: bool) -> list[dict[str, Any]]:

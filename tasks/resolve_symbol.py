@@ -14,6 +14,7 @@ from services.db import session_scope
 from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, key_values, publish_markdown
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, retry_if_transient
+from tasks.run_log import step_log
 from tasks.timeouts import RESOLVE_TIMEOUT_S
 
 
@@ -52,6 +53,12 @@ def resolve_symbol(definition: StrategyDefinition) -> ContractInfo:
             ]
         ),
         f"Contract details for {definition.symbol}",
+    )
+    step_log(
+        "resolve",
+        f"{contract.symbol} conid {contract.conid} on {contract.exchange} (primary {contract.primary_exchange}), "
+        f"{contract.sec_type} {contract.currency}, min tick {contract.min_tick}, "
+        + ("cache hit" if resolution.cache_hit else "from the broker (cache miss)"),
     )
     return contract
 

@@ -19,6 +19,7 @@ from services.runtime import get_runtime
 from services.signals import Signal, abstain_streak_event, generate_signal
 from tasks.artifacts import artifact_key, publish_table
 from tasks.market_data import MarketData
+from tasks.run_log import step_log
 from tasks.timeouts import SIGNAL_TIMEOUT_S
 
 
@@ -93,10 +94,26 @@ def decide(
                 "target": None if signal.target is None else str(signal.target),
                 "risk/reward": None if signal.risk_reward is None else str(signal.risk_reward),
                 "analyst": signal.analyst.value,
+                "decision policy": definition.decision.policy.value,
+                "votes": "; ".join(map(str, outcome.votes)) if outcome is not None and outcome.votes else None,
                 "reason": signal.reason,
                 "signal id": signal_id,
             }
         ],
         f"{definition.name}: {signal.action.value}",
+    )
+    levels = ", ".join(
+        f"{name} {value}"
+        for name, value in (
+            ("confidence", None if signal.confidence is None else f"{signal.confidence:.2f}"),
+            ("entry", signal.entry),
+            ("stop", signal.stop),
+            ("target", signal.target),
+            ("R/R", signal.risk_reward),
+        )
+        if value is not None
+    )
+    step_log(
+        "signal", f"{signal.action.value}" + (f" ({levels})" if levels else "") + f" id {signal_id}: {signal.reason}"
     )
     return StoredSignal(signal_id, signal)

@@ -6,24 +6,30 @@ request body is recorded in :attr:`LoopbackLLMServer.requests`. When the queue i
 HTTP 418 with "no scripted response left" (a non-retryable 4xx), so an unexpected extra request fails the
 test loudly instead of hanging.
 
-It speaks one of four dialects (``flavor``), as their documentation describes them:
+It speaks one of four dialects (``flavor``), each checked against that project's own source (cited at the code
+that imitates it):
 
 * ``openai`` (default): ``POST /v1/chat/completions``, ``Authorization: Bearer`` checked when ``api_key`` is given;
   errors ``{"error": {"message", "type", "param", "code"}}``.
-* ``ollama`` (OpenAI compatibility, docs/openai.md): ``POST /v1/chat/completions``, no auth (the key is ignored),
-  reads ``max_tokens`` (not ``max_completion_tokens``); answers carry ``system_fingerprint: "fp_ollama"`` and
-  usage ``prompt_tokens`` / ``completion_tokens`` / ``total_tokens``, no ``refusal``; errors ``{"error":
-  {"message", "type": "invalid_request_error" | "not_found_error" | "api_error", "param": null, "code": null}}``.
-* ``vllm`` (OpenAI-compatible server): ``POST /v1/chat/completions``, ``Authorization: Bearer`` checked only when
-  started with ``api_key`` (401 ``{"error": "Unauthorized"}``); answers carry ``stop_reason``,
-  ``reasoning_content``, empty ``tool_calls`` and ``prompt_logprobs``; errors ``{"object": "error", "message",
-  "type", "param", "code"}``.
-* ``azure`` (Azure OpenAI REST): ``POST /openai/deployments/{deployment}/chat/completions?api-version=...``, the
-  ``api-key`` header; answers carry ``prompt_filter_results`` and per-choice ``content_filter_results``; errors
-  ``{"error": {"code", "message"}}`` (401 for a wrong key, 404 ``DeploymentNotFound``, 404 without api-version).
+* ``ollama`` (OpenAI compatibility, ollama/ollama docs/api/openai-compatibility.mdx, openai/openai.go):
+  ``POST /v1/chat/completions``, no auth (the key is "required but ignored"), reads ``max_tokens`` (not
+  ``max_completion_tokens``); answers carry ``system_fingerprint: "fp_ollama"`` and usage ``prompt_tokens`` /
+  ``completion_tokens`` / ``total_tokens``, no ``refusal`` and no ``logprobs`` (omitted when empty); errors
+  ``{"error": {"message", "type": "invalid_request_error" | "not_found_error" | "api_error", "param": null,
+  "code": null}}``; an unknown path is gin's plain-text 404, a GET on the chat path gin's plain-text 405.
+* ``vllm`` (OpenAI-compatible server, v0.10.1 and later): ``POST /v1/chat/completions``, ``Authorization: Bearer``
+  checked only when started with ``api_key`` (401 ``{"error": "Unauthorized"}``); answers carry the vLLM extension
+  fields as ``null`` (``stop_reason``, ``token_ids``, ``reasoning``, ``prompt_logprobs``, ``prompt_token_ids``,
+  ``kv_transfer_params``...), no ``tool_calls`` when there are none; errors ``{"error": {"message", "type":
+  "BadRequestError" | "NotFoundError" | ..., "param", "code": <int status>}}`` (the flat ``{"object": "error",
+  ...}`` of vLLM <= 0.10.0 is :func:`vllm_legacy_error`).
+* ``azure`` (Azure OpenAI REST, Azure/azure-rest-api-specs .../inference/stable/2024-10-21/inference.json):
+  ``POST /openai/deployments/{deployment}/chat/completions?api-version=...``, the ``api-key`` header; answers carry
+  ``prompt_filter_results`` and per-choice ``content_filter_results``; errors ``{"error": {"code", "message"}}``
+  (401 for a wrong key, 404 ``DeploymentNotFound``, 404 "Resource not found" without api-version).
 
-Anything else is 404 in the flavor's error shape. :meth:`LoopbackLLMServer.error` scripts an error in that shape;
-:func:`stream` an event-stream reply and :func:`tool_call` a tool-call reply.
+Anything else is 404 (in the flavor's error shape; Ollama's is plain text). :meth:`LoopbackLLMServer.error` scripts
+an error in that shape; :func:`stream` an event-stream reply and :func:`tool_call` a tool-call reply.
 
 Usage::
 
@@ -56,13 +62,20 @@ __all__ = [
     "refusal",
     "stream",
     "tool_call",
+    "vllm_legacy_error",
 ]
 
 Flavor = Literal["openai", "ollama", "vllm", "azure"]
 TOKEN_FIELD: dict[Flavor, str] = {  # the answer-length field each reads (the documented one)
     "openai": "max_completion_tokens",
+    # ollama/ollama openai/openai.go ChatCompletionRequest has MaxTokens `json:"max_tokens"` and no
+    # max_completion_tokens; docs/api/openai-compatibility.mdx lists only `max_tokens`.
     "ollama": "max_tokens",
+    # vllm-project/vllm vllm/entrypoints/openai/chat_completion/protocol.py: both fields, max_tokens "deprecated in
+    # favor of the max_completion_tokens field"; serving reads `max_completion_tokens or max_tokens`.
     "vllm": "max_tokens",
+    # Azure/azure-rest-api-specs .../stable/2024-10-21/inference.json chatCompletionsRequestCommon: max_tokens
+    # (deprecated in favour of max_completion_tokens, which the same version also accepts).
     "azure": "max_tokens",
 }
 
@@ -176,19 +189,47 @@ def error(
     headers = {} if retry_after_ms is None else {"retry-after-ms": str(retry_after_ms)}
     body: dict[str, Any]
     if flavor == "ollama":
+        # ollama/ollama openai/openai.go NewError: 400 invalid_request_error, 404 not_found_error, else api_error;
+        # Error{Param any, Code *string} left unset, so both serialize as null.
         kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
         body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
     elif flavor == "vllm":
-        kind = {400: "BadRequestError", 404: "NotFoundError"}.get(status, "InternalServerError")
-        body = {"object": "error", "message": message, "type": kind, "param": None, "code": status}
+        # vllm-project/vllm vllm/entrypoints/openai/engine/protocol.py ErrorResponse{error: ErrorInfo{message, type,
+        # param, code: int}} and engine/serving.py create_error_response (BadRequestError 400, NotFoundError 404,
+        # NotImplementedError 501, InternalServerError 500); nested since vLLM PR #22099 (v0.10.1).
+        kind = {400: "BadRequestError", 404: "NotFoundError", 501: "NotImplementedError"}.get(
+            status, "InternalServerError"
+        )
+        body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
     elif flavor == "azure":
+        # Azure/azure-rest-api-specs .../stable/2024-10-21/inference.json errorResponse{error: error{code: string,
+        # message, param, type, inner_error}}; the service sends code and message (the status as a string for
+        # 401/404, see MicrosoftDocs/azure-docs#114602, chatboxai/chatbox#861).
         body = {"error": {"code": str(status), "message": message}}
     else:
         body = {"error": {"message": message, "type": "scripted", "param": None, "code": str(status)}}
     return Scripted(status, body, headers)
 
 
+def vllm_legacy_error(status: int, message: str = "scripted error") -> Scripted:
+    """The flat error body vLLM <= 0.10.0 sent (``{"object": "error", "message", "type", "param", "code"}``, quoted
+    in vllm-project/vllm#12886 and foundation-model-stack/fms-guardrails-orchestrator#511): old servers still run."""
+    kind = {400: "BadRequestError", 404: "NotFoundError"}.get(status, "InternalServerError")
+    return Scripted(status, {"object": "error", "message": message, "type": kind, "param": None, "code": status})
+
+
+CHAT_PATH = "/v1/chat/completions"
+AZURE_NO_DEPLOYMENT = ("The API deployment for this resource does not exist. If you created the deployment within "
+                       "the last 5 minutes, please wait a moment and try again.")  # fmt: skip
+AZURE_ACCESS_DENIED = ("Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a "
+                       "valid key for an active subscription and use a correct regional API endpoint for your "
+                       "resource.")  # fmt: skip
+
+# Azure/azure-rest-api-specs .../stable/2024-10-21/inference.json contentFilterSeverityResult {filtered, severity:
+# safe|low|medium|high} per category (hate, sexual, violence, self_harm); the prompt's results
+# (contentFilterPromptResults) add jailbreak, a contentFilterDetectedResult {filtered, detected}.
 _FILTERS = {name: {"filtered": False, "severity": "safe"} for name in ("hate", "self_harm", "sexual", "violence")}
+_PROMPT_FILTERS = {**_FILTERS, "jailbreak": {"filtered": False, "detected": False}}
 
 
 def _flavored(flavor: Flavor, body: Any) -> Any:
@@ -198,23 +239,34 @@ def _flavored(flavor: Flavor, body: Any) -> Any:
     body = json.loads(json.dumps(body))  # a deep copy: the scripted body may be enqueued twice
     choices = [c for c in body.get("choices", []) if isinstance(c, dict)]
     if flavor == "ollama":
+        # ollama/ollama openai/openai.go ToChatCompletion: SystemFingerprint "fp_ollama"; Message has no refusal;
+        # Choice.Logprobs is `omitempty` (absent unless asked for); Usage prompt/completion/total_tokens.
         body["system_fingerprint"] = "fp_ollama"
         for choice in choices:
             choice.pop("logprobs", None)
             if isinstance(choice.get("message"), dict):
                 choice["message"].pop("refusal", None)
     elif flavor == "vllm":
-        body["prompt_logprobs"] = None
+        # vllm-project/vllm vllm/entrypoints/openai/chat_completion/protocol.py ChatCompletionResponse /
+        # ChatCompletionResponseChoice / ChatMessage, sent as model_dump() (api_router.py), so unset fields are null;
+        # ChatMessage drops an empty tool_calls list; "reasoning" replaced "reasoning_content" (vLLM PR #27752).
+        body.update(service_tier=None, system_fingerprint=None, prompt_logprobs=None, prompt_token_ids=None,
+                    kv_transfer_params=None)  # fmt: skip
         if isinstance(body.get("usage"), dict):
             body["usage"]["prompt_tokens_details"] = None
         for choice in choices:
-            choice["stop_reason"] = None
+            choice.update(stop_reason=None, token_ids=None)
+            choice.setdefault("logprobs", None)
             if isinstance(choice.get("message"), dict):
-                choice["message"].setdefault("tool_calls", [])
-                choice["message"]["reasoning_content"] = None
+                choice["message"].update(annotations=None, audio=None, function_call=None, reasoning=None)
+                if not choice["message"].get("tool_calls"):
+                    choice["message"].pop("tool_calls", None)
     elif flavor == "azure":
+        # Azure/azure-rest-api-specs .../stable/2024-10-21/inference.json createChatCompletionResponse:
+        # prompt_filter_results [{prompt_index, content_filter_results}] and per choice content_filter_results;
+        # system_fingerprint is a free string (this value is made up).
         body["system_fingerprint"] = "fp_azure"
-        body["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": _FILTERS}]
+        body["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": _PROMPT_FILTERS}]
         for choice in choices:
             choice["content_filter_results"] = _FILTERS
     return body
@@ -242,7 +294,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(owner._next())
 
     def do_GET(self) -> None:
-        self._send(self.server.owner.error(404, f"no route {self.path}"))
+        owner = self.server.owner
+        if owner.flavor == "ollama" and urlsplit(self.path).path.rstrip("/") == CHAT_PATH:
+            # ollama/ollama server/routes.go sets gin's HandleMethodNotAllowed; gin-gonic/gin gin.go default405Body.
+            self._send(Scripted(405, "405 method not allowed", content_type="text/plain"))
+            return
+        self._send(owner._unknown_route(self.path))
 
     def _client_hung_up(self) -> bool:
         readable, _, _ = select.select([self.connection], [], [], 0)
@@ -382,26 +439,48 @@ class LoopbackLLMServer:
                 return self._queue.popleft()
         return self.error(418, "no scripted response left")
 
+    def _unknown_route(self, path: str) -> Scripted:
+        if self.flavor == "ollama":
+            # Ollama's router is gin (server/routes.go, gin.Default(), no NoRoute handler): gin-gonic/gin gin.go
+            # default404Body "404 page not found", plain text.
+            return Scripted(404, "404 page not found", content_type="text/plain")
+        # vllm: an unknown path falls to FastAPI's own 404, which the stored vLLM sources do not show; kept in the
+        # flavor's error shape (the client reads either as an HTTP 404).
+        return self.error(404, f"no route {path}")
+
     def _refuse(self, path: str, headers: dict[str, str]) -> Scripted | None:
         """The flavor's answer to a wrong route or credential, or ``None`` when the request may be served."""
         parts = urlsplit(path)
         route = parts.path.rstrip("/")
         if self.flavor == "azure":
+            # The path and header are what the openai package's AzureOpenAI sends (openai/lib/azure.py: base_url
+            # "{azure_endpoint}/openai/deployments/{azure_deployment}", default_query api-version, header api-key) and
+            # what Azure/azure-rest-api-specs .../stable/2024-10-21/inference.json documents (server
+            # https://{endpoint}/openai, path /deployments/{deployment-id}/chat/completions, api-version a required
+            # query parameter, securitySchemes apiKey: header "api-key").
             if route != f"/openai/deployments/{self.deployment}/chat/completions":
                 if route.startswith("/openai/deployments/") and route.endswith("/chat/completions"):
-                    return Scripted(404, {"error": {"code": "DeploymentNotFound", "message": (
-                        "The API deployment for this resource does not exist.")}})  # fmt: skip
+                    # The service's words, quoted in MicrosoftDocs/azure-docs#114013 and chatboxai/chatbox#861.
+                    return Scripted(404, {"error": {"code": "DeploymentNotFound", "message": AZURE_NO_DEPLOYMENT}})
                 return self.error(404, "Resource not found")
             if not parse_qs(parts.query).get("api-version"):
+                # 404, not 400: MicrosoftDocs/azure-docs#114602; body {"code": "404", "message": "Resource not found"}
+                # as quoted in langchain-ai/langchain#13284 and ThinkInAIXYZ/deepchat#262.
                 return self.error(404, "Resource not found")
             if headers.get("api-key") != self.api_key:
-                return self.error(401, "Access denied due to invalid subscription key or wrong API endpoint.")
+                # Body {"error": {"code": "401", "message": ...}} as quoted in SciSharp/BotSharp#386 and
+                # microsoft/semantic-kernel#10337.
+                return self.error(401, AZURE_ACCESS_DENIED)
             return None
-        if route != "/v1/chat/completions":
-            return self.error(404, f"no route {path}")
         key_checked = self.api_key is not None and self.flavor != "ollama"
-        if key_checked and headers.get("authorization") != f"Bearer {self.api_key}":
-            if self.flavor == "vllm":
-                return Scripted(401, {"error": "Unauthorized"})
+        key_ok = not key_checked or headers.get("authorization") == f"Bearer {self.api_key}"
+        if self.flavor == "vllm" and not key_ok and route.startswith("/v1"):
+            # vllm-project/vllm vllm/entrypoints/openai/server_utils.py (later serve/middleware/authenticate.py)
+            # AuthenticationMiddleware, ahead of routing: JSONResponse({"error": "Unauthorized"}, status_code=401)
+            # for any /v1 path whose "Authorization: Bearer" token is not one of --api-key.
+            return Scripted(401, {"error": "Unauthorized"})
+        if route != CHAT_PATH:
+            return self._unknown_route(path)
+        if not key_ok:
             return self.error(401, "Incorrect API key provided.")
         return None

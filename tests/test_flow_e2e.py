@@ -3,6 +3,10 @@ socket with the real ib_async client, the offline analyst, and the Prefect UI in
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
@@ -14,6 +18,8 @@ from prefect.client.schemas.filters import (
     ArtifactFilterFlowRunId,
     FlowRunFilter,
     FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
 )
 from sqlalchemy import select
 
@@ -100,11 +106,11 @@ async def test_six_tasks_and_one_artifact_per_step(latest_run, trader):
     names = sorted(tr.name.rsplit("-", 1)[0] for tr in task_runs)
     steps = ["1 resolve symbol", "2 market data", "3 indicators", "4 chart", "5 llm analysis", "6 signal"]
     assert latest_run.action == "BUY"  # pinned by test_the_run_decides_what_the_services_decide_on_the_same_bars
-    assert names == [*steps, "7 order"]
+    assert names == [*steps, "6b decision chart", "7 order"]
     assert all(tr.state is not None and tr.state.is_completed() for tr in task_runs)
 
     artifacts = await _artifacts(latest_run.flow_run_id)
-    expected = [*STEPS, "order"]
+    expected = [*STEPS, "decision-chart", "order"]
     assert sorted(a.key for a in artifacts) == sorted(f"spy-sma-cross-{step}" for step in expected)
     chart = next(a for a in artifacts if a.key == "spy-sma-cross-chart")
     assert "data:image/png;base64," in chart.data
@@ -118,7 +124,43 @@ async def test_six_tasks_and_one_artifact_per_step(latest_run, trader):
         assert row.llm_call_id is not None  # the analysis record of this run (offline analysts are recorded too)
     assert latest_run.chart_png is not None and latest_run.chart_png.stat().st_size > 10_000
     assert latest_run.chart_html is not None and latest_run.chart_html.exists()
+    decision = next(a for a in artifacts if a.key == "spy-sma-cross-decision-chart")  # a BUY: drawn with its levels
+    assert "data:image/png;base64," in decision.data and "## Decision: BUY" in decision.data
+    assert latest_run.decision_chart == latest_run.run_dir / "decision.png" and latest_run.decision_chart.exists()
     assert latest_run.prompt is not None and "SPY" in latest_run.prompt.read_text()
+
+
+async def test_the_run_log_tells_the_story_one_line_per_step(latest_run):
+    """The run page's log (the server's logs API) has one INFO line per step with its figures."""
+    assert latest_run.flow_run_id is not None
+    steps = ("resolve", "market data", "indicators", "chart", "analysis", "signal", "decision chart", "order")
+    run_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(latest_run.flow_run_id)]))
+    deadline = time.monotonic() + 30  # the run's logs reach the server in batches
+    async with get_client() as client:
+        while True:
+            logs = await client.read_logs(log_filter=run_filter)
+            lines = {s: [log.message for log in logs if log.message.startswith(f"{s}: ")] for s in steps}
+            if all(lines.values()) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    assert {s: len(found) for s, found in lines.items()} == dict.fromkeys(steps, 1), lines
+    assert all(log.level == logging.INFO for log in logs if log.message.startswith(tuple(f"{s}: " for s in steps)))
+    story = {s: found[0] for s, found in lines.items()}
+    assert story["resolve"].startswith("resolve: SPY conid 756733 on SMART")
+    bars = (
+        r"market data: \d+ bars 2016-12-\d\dT00:00:00\+00:00 \.\. 2017-12-29T00:00:00\+00:00 \(1 day, 1 Y\), 0 flagged"
+    )
+    assert re.match(bars, story["market data"]), story["market data"]
+    assert "sma_fast 266.1675" in story["indicators"] and "rsi_14 " in story["indicators"]
+    assert re.search(r"chart: 900x600 PNG \d+ KB", story["chart"])
+    assert story["analysis"].startswith("analysis: offline rules (offline-rules-v1) -> BUY confidence ")
+    assert "policy llm_only" in story["analysis"] and "cost 0 USD" in story["analysis"]
+    assert "latency " in story["analysis"]
+    assert story["signal"].startswith("signal: BUY (confidence ") and latest_run.reason in story["signal"]
+    assert re.search(r"order: BUY \d+ LMT @ [\d.]+ \(open \d+\); sizing risk_based: risk ", story["order"])
+    # 21:00 UTC is after the close: the send-time gate refuses, and the line says so and why
+    assert latest_run.order is not None and latest_run.order.status == "risk_rejected"
+    assert "; gate REJECTED: market_open: SPY market closed; status risk_rejected," in story["order"]
 
 
 async def test_broken_rows_are_excluded_and_listed(prefect_api, trader):

@@ -28,7 +28,16 @@ from services.llm.schema import FailureKind
 from services.llm.store import DbLlmCallStore, InMemoryLlmCallStore, LlmCallStore
 from services.settings import LLMSettings, load_settings
 from services.signals import generate_signal
-from tests.llm_server import Flavor, LoopbackLLMServer, Scripted, answer, error, stream, tool_call
+from tests.llm_server import (
+    Flavor,
+    LoopbackLLMServer,
+    Scripted,
+    answer,
+    error,
+    stream,
+    tool_call,
+    vllm_legacy_error,
+)
 from tests.test_events import Recorder
 from tests.test_llm_analyst import BUY, NOW, PNG, spy_definition, spy_request
 from tests.trader_cli import Invoke
@@ -155,18 +164,25 @@ def test_a_local_ollama_needs_only_its_base_url_costs_nothing_and_skips_the_budg
 
 
 def test_vllm_with_its_api_key_and_error_shape(request_: AnalysisRequest, definition: StrategyDefinition) -> None:
+    too_long_text = (
+        "This model's maximum context length is 4096 tokens. However, your request has 5210 input "
+        "tokens. Please reduce the length of the input messages."
+    )  # vLLM's wording (engine/serving.py)
     with LoopbackLLMServer("vllm", api_key=KEY) as vllm:
         cfg = llm_env({"TRADER_LLM__BASE_URL": vllm.base_url, "TRADER_LLM__API_KEY": KEY,
                        "TRADER_LLM__MODEL": "Qwen/Qwen2.5-VL-7B-Instruct"})  # fmt: skip
-        vllm.enqueue(answer(BUY), vllm.error(400, "This model's maximum context length is 4096 tokens."))
+        vllm.enqueue(answer(BUY), vllm.error(400, too_long_text), vllm_legacy_error(400, "old server: too long"))
         ok = run(request_, cfg)
         too_long = run(request_, cfg, png=PNG + b"1")
+        legacy = run(request_, cfg, png=PNG + b"3")
         wrong_key = run(request_, cfg.model_copy(update={"api_key": None}), png=PNG + b"2")
         sent = vllm.requests
     assert ok.ok and ok.cost_usd == 0 and ok.local  # loopback: a local server even with a key
     assert sent[0].headers["authorization"] == f"Bearer {KEY}" and sent[0].body["max_tokens"] == 800
     assert too_long.failure is not None and too_long.failure.kind is FailureKind.HTTP_ERROR
-    assert "maximum context length is 4096" in too_long.failure.reason  # top-level "message" of vLLM's shape
+    assert "maximum context length is 4096" in too_long.failure.reason  # error.message of vLLM's nested shape
+    assert legacy.failure is not None and legacy.failure.kind is FailureKind.HTTP_ERROR
+    assert "old server: too long" in legacy.failure.reason  # the top-level "message" of vLLM <= 0.10.0
     assert wrong_key.failure is not None and "HTTP 401" in wrong_key.failure.reason
     assert signal_of(too_long, definition, request_).action is SignalAction.ABSTAIN
 
@@ -285,6 +301,7 @@ def test_a_text_only_model_gets_the_same_prompt_without_the_image(
         text_only.image  # fmt: skip
     assert with_image.image.startswith("sent") and text_only.cache_key != with_image.cache_key
     # A text-only model refusing the image says how to turn images off.
+    # Ollama's ErrNoVisionModel (ollama/ollama model/model.go until commit 7b22ac968, July 2026, removed as dead code).
     ollama.enqueue(ollama.error(400, "this model is missing data required for image input"))
     refused = run(request_, llm_env({"TRADER_LLM__BASE_URL": ollama.base_url}), png=PNG + b"1")
     assert refused.failure is not None and "TRADER_LLM__VISION=false" in refused.failure.reason

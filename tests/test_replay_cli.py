@@ -70,7 +70,7 @@ def test_replay_prints_a_table(trader: Invoke) -> None:
         (("--file", str(STRATEGY), "--data", str(DAILY), "--to", "2013-01-01"), "--from: required"),
         (("--file", str(STRATEGY), "--data", str(DAILY), "--from", "2013-02-30", "--to", "2013-03-01"), "not a date"),
         (("--file", str(STRATEGY), "--data", str(DAILY), *WINDOW, "--analyst", "gpt"), "offline or llm"),
-        (("--file", str(STRATEGY), "--data", str(DAILY), *WINDOW, "--analyst", "llm"), "API key"),
+        (("--file", str(STRATEGY), "--data", str(DAILY), *WINDOW, "--analyst", "llm"), "configured endpoint"),
         (("--file", str(STRATEGY), "--data", str(DAILY), *WINDOW, "--decide-every", "0"), "decide_every"),
         (("--file", str(STRATEGY), *WINDOW), "no bar file for ORCL"),
         (("--file", str(STRATEGY), "--data", str(DAILY), "--from", "2016-01-01", "--to", "2016-12-31"), "no bars"),

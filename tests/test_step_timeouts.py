@@ -48,7 +48,7 @@ class HangingQualifyBroker(MemoryBroker):
 
 def test_every_task_in_tasks_has_its_timeout() -> None:
     from tasks.analysis import analyse
-    from tasks.chart import draw_chart
+    from tasks.chart import draw_chart, draw_decision_chart
     from tasks.indicators import calculate_indicators
     from tasks.market_data import fetch_market_data
     from tasks.orders import place_order
@@ -60,10 +60,12 @@ def test_every_task_in_tasks_has_its_timeout() -> None:
         "2 market data": MARKET_DATA_TIMEOUT_S,
         "3 indicators": INDICATORS_TIMEOUT_S,
     }
-    assert {t.name: t.timeout_seconds for t in (draw_chart, analyse, decide, place_order)} == {
+    steps = (draw_chart, analyse, decide, draw_decision_chart, place_order)
+    assert {t.name: t.timeout_seconds for t in steps} == {
         "4 chart": CHART_TIMEOUT_S,
         "5 llm analysis": ANALYSIS_TIMEOUT_S,
         "6 signal": SIGNAL_TIMEOUT_S,
+        "6b decision chart": CHART_TIMEOUT_S,
         "7 order": ORDER_TIMEOUT_S,
     }
 

@@ -3,6 +3,9 @@
 * **LLM or offline.** ``settings.resolved_provider`` is ``offline`` (nothing configured: no key, no base URL, or
   ``TRADER_LLM__PROVIDER=offline``) -> the deterministic offline analyst, labelled ``AnalystKind.OFFLINE`` in the
   outcome and in the call record. Otherwise OpenAI, Azure or any OpenAI-compatible endpoint (:func:`make_backend`).
+* **Rules and LLM combined.** The strategy's ``decision.policy`` (``services/decision.py``): ``rules_only`` asks
+  no LLM (the rules answer, labelled offline); ``both_agree`` / ``weighted`` combine the LLM's answer with the
+  rules' vote; ``llm_only`` (default) leaves it alone.
 * **Vision.** The chart goes with the prompt only when the model reads images (``settings.vision``) and the
   strategy asks for it (``llm.vision``); otherwise the same prompt goes without it and ``outcome.image`` says why.
 * **Cache.** ``cache_key = sha256(endpoint, model, system prompt + rendered prompt, chart PNG bytes)``. A stored
@@ -25,17 +28,18 @@ import datetime as dt
 import hashlib
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Final, Protocol
 
-from models.enums import AnalystKind, LlmProvider
-from models.strategy import IndicatorSpec, StrategyDefinition
+from models.enums import AnalystKind, DecisionPolicy, LlmProvider
+from models.strategy import Decision, IndicatorSpec, StrategyDefinition
+from services.decision import combine, rules_decision
 from services.errors import LlmTransientError
 from services.events import EventKind, Resource, TraderEvent, json_value, publish, strategy_resource
 from services.indicators import IndicatorResult
 from services.llm.context import MarketSnapshot, build_prompt_context, snapshot_from
-from services.llm.offline import OFFLINE_MODEL, offline_analysis
+from services.llm.offline import OFFLINE_MODEL
 from services.llm.outcome import AnalysisFailure, AnalysisOutcome
 from services.llm.pricing import call_cost
 from services.llm.prompts import RenderedPrompt, render_prompt, with_timeframe_sections
@@ -55,12 +59,14 @@ _IMAGE_TOKENS_ESTIMATE: Final = 1_500
 @dataclass(frozen=True)
 class AnalysisRequest:
     """Everything step 5 needs: the rendered prompt, the market snapshot, the strategy's indicator specs, whether
-    it wants the chart sent and its own daily budget (USD, ``None``: only the global one)."""
+    it wants the chart sent, its own daily budget (USD, ``None``: only the global one) and its decision policy
+    (rules and LLM combined, ``services/decision.py``)."""
 
     strategy_name: str
     prompt: RenderedPrompt
     snapshot: MarketSnapshot
     specs: tuple[IndicatorSpec, ...] = ()
+    decision: Decision = field(default_factory=Decision)
     vision: bool = True
     daily_budget_usd: Decimal | None = None
 
@@ -89,6 +95,7 @@ def build_request(
         tuple(definition.indicators),
         vision=definition.llm.vision,
         daily_budget_usd=definition.llm.daily_budget_usd,
+        decision=definition.decision,
     )
 
 
@@ -109,7 +116,7 @@ def _day_start(now: dt.datetime) -> dt.datetime:
 
 def _offline(request: AnalysisRequest, store: LlmCallStore, now: dt.datetime) -> AnalysisOutcome:
     started = time.perf_counter()
-    analysis = offline_analysis(request.snapshot, request.specs)
+    analysis = rules_decision(request.snapshot, request.specs, request.decision)
     latency_ms = round((time.perf_counter() - started) * 1000)
     text = analysis.model_dump_json()
     call_id = store.record(
@@ -189,6 +196,8 @@ def analyze(
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    if request.decision.policy is DecisionPolicy.RULES_ONLY:  # the rules decide: no LLM call at all
+        return _offline(request, store, now)
     llm = backend if backend is not None else make_backend(settings)
     if llm is None:
         return _offline(request, store, now)
@@ -217,7 +226,7 @@ def analyze(
         attempts: int = 0,
     ) -> AnalysisOutcome:
         call_id = store.record(record)
-        return AnalysisOutcome(
+        outcome = AnalysisOutcome(
             analyst=AnalystKind.LLM,
             model=model,
             prompt=prompt,
@@ -237,6 +246,7 @@ def analyze(
             image=image_note,
             local=settings.is_local,
         )
+        return combine(outcome, request.snapshot, request.specs, request.decision)  # the strategy's policy
 
     hit = store.find_cached(key)
     if hit is not None and hit.response_text is not None:

@@ -8,7 +8,7 @@ the strategy's risk settings, never a setting, key or endpoint.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
@@ -38,6 +38,8 @@ class MarketSnapshot:
     latest: dict[str, float | None]
     columns: tuple[IndicatorColumn, ...]
     flagged_latest: bool  # the newest bar in the frame (not the snapshot's) is flagged
+    # the usable bar before it: indicator values and "close" (rules' crosses_above / crosses_below read them)
+    previous: dict[str, float | None] = field(default_factory=dict)
 
     def values_of(self, function: str) -> list[tuple[IndicatorColumn, float]]:
         """Return (column, value) pairs of every output of ``function`` with a value."""
@@ -71,6 +73,12 @@ def snapshot_from(indicators: IndicatorResult, *, symbol: str, bar_size: BarSize
     if not math.isfinite(close) or close <= 0:
         raise InputError("bars", f"newest usable close is {close!r}")
     flagged_latest = bool(frame[FLAGGED].iloc[-1]) if FLAGGED in frame.columns else False
+    previous: dict[str, float | None] = {}
+    if len(good) >= 2:
+        before = good.iloc[-2]
+        for name in (*indicators.latest, "close"):
+            value = float(before[name])
+            previous[name] = None if math.isnan(value) else value
     return MarketSnapshot(
         symbol=symbol,
         bar_size=bar_size,
@@ -79,6 +87,7 @@ def snapshot_from(indicators: IndicatorResult, *, symbol: str, bar_size: BarSize
         latest=dict(indicators.latest),
         columns=indicators.columns,
         flagged_latest=flagged_latest,
+        previous=previous,
     )
 
 

@@ -1,7 +1,10 @@
 """The OFFLINE analyst: deterministic rules over the latest indicator values, no LLM, no I/O.
 
-Used when no API key is configured. It returns the same :class:`~services.llm.schema.Analysis` as the LLM,
-and its reasoning starts with :data:`OFFLINE_LABEL` so nobody mistakes it for a model's view.
+It is one rule set of :mod:`services.rules` (the strategy's ``decision.rules`` replace it when given): the rules
+below are written in the rule language for the indicators the strategy has, and voted like any other rules.
+Used when no API key is configured, and as the rules side of a combined decision (``services/decision.py``).
+It returns the same :class:`~services.llm.schema.Analysis` as the LLM, and its reasoning starts with
+:data:`OFFLINE_LABEL` so nobody mistakes it for a model's view.
 
 Votes (weight, direction), each only when the indicator is present and warmed up:
 
@@ -22,32 +25,28 @@ Same input -> same output.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from decimal import Decimal
+from functools import lru_cache
 from typing import Final
 
-from models.strategy import IndicatorSpec
+from models.rule_expr import PREVIOUS_PREFIX
+from models.strategy import DEFAULT_RULES_THRESHOLD, IndicatorSpec, Rule
 from services.llm.context import MarketSnapshot
-from services.llm.schema import Analysis
+from services.llm.schema import MAX_REASONING_CHARS, Analysis
+from services.rules import RulesVerdict, evaluate_rules
 
-__all__ = ["OFFLINE_LABEL", "OFFLINE_MODEL", "offline_analysis"]
+__all__ = ["OFFLINE_LABEL", "OFFLINE_MODEL", "default_rules", "offline_analysis", "rule_values", "rules_analysis"]
 
 OFFLINE_LABEL: Final = "offline analyst (deterministic rules, no LLM)"
 OFFLINE_MODEL: Final = "offline-rules-v1"
 MOVING_AVERAGES: Final = frozenset({"SMA", "EMA", "WMA", "DEMA", "TEMA", "TRIMA", "KAMA", "T3"})
 RSI_LOW: Final = 30.0
 RSI_HIGH: Final = 70.0
-THRESHOLD: Final = 1 / 3
+THRESHOLD: Final = DEFAULT_RULES_THRESHOLD
 ATR_STOP: Final = Decimal(2)
 ATR_TARGET: Final = Decimal(3)
 DEFAULT_HORIZON_BARS: Final = 5
-
-
-@dataclass(frozen=True)
-class _Vote:
-    weight: int
-    direction: int  # +1 up, -1 down, 0 neutral
-    text: str
 
 
 def _period_of(prefix: str, specs: dict[str, IndicatorSpec]) -> float:
@@ -58,70 +57,81 @@ def _period_of(prefix: str, specs: dict[str, IndicatorSpec]) -> float:
     return float(digits) if digits else 30.0
 
 
-def _trend(snap: MarketSnapshot, close: float, specs: dict[str, IndicatorSpec]) -> _Vote | None:
-    mas = sorted(
-        (
-            (_period_of(c.prefix, specs), c.name, v)
-            for c in snap.columns
-            if c.function in MOVING_AVERAGES
-            for v in [snap.latest.get(c.name)]
-            if v is not None
-        ),
-    )
-    if not mas:
-        return None
+def _rule(when: str, action: str, weight: float, name: str, group: str) -> Rule:
+    return Rule.model_validate({"when": when, "action": action, "weight": weight, "name": name, "group": group})
+
+
+@lru_cache(maxsize=256)
+def _rules_for(
+    mas: tuple[str, ...], rsi: str | None, bands: tuple[str, str] | None, macd: tuple[str, ...] | None
+) -> tuple[Rule, ...]:
+    rules: list[Rule] = []
     if len(mas) == 1:
-        _, name, value = mas[0]
-        direction = 1 if close > value else -1 if close < value else 0
-        return _Vote(
-            1,
-            direction,
-            f"close {close:.2f} {'above' if direction > 0 else 'below' if direction < 0 else 'at'} {name} {value:.2f}",
-        )
-    (_, fast_name, fast), (_, slow_name, slow) = mas[0], mas[-1]
-    if fast > slow and close > slow:
-        return _Vote(2, 1, f"uptrend: {fast_name} {fast:.2f} > {slow_name} {slow:.2f}, close above")
-    if fast < slow and close < slow:
-        return _Vote(2, -1, f"downtrend: {fast_name} {fast:.2f} < {slow_name} {slow:.2f}, close below")
-    return _Vote(2, 0, f"no clear trend: {fast_name} {fast:.2f}, {slow_name} {slow:.2f}, close {close:.2f}")
+        (ma,) = mas
+        rules += [
+            _rule(f"close > {ma}", "BUY", 1, f"close above {ma}", "trend"),
+            _rule(f"close < {ma}", "SELL", 1, f"close below {ma}", "trend"),
+        ]
+    elif mas:
+        fast, slow = mas[0], mas[-1]
+        rules += [
+            _rule(f"{fast} > {slow} and close > {slow}", "BUY", 2, "uptrend", "trend"),
+            _rule(f"{fast} < {slow} and close < {slow}", "SELL", 2, "downtrend", "trend"),
+        ]
+    if rsi is not None:
+        rules += [
+            _rule(f"{rsi} < {RSI_LOW:g}", "BUY", 1, f"{rsi} oversold", "rsi"),
+            _rule(f"{rsi} > {RSI_HIGH:g}", "SELL", 1, f"{rsi} overbought", "rsi"),
+        ]
+    if bands is not None:
+        upper, lower = bands
+        rules += [
+            _rule(f"close < {lower}", "BUY", 1, "close below the lower Bollinger band", "bollinger"),
+            _rule(f"close > {upper}", "SELL", 1, "close above the upper Bollinger band", "bollinger"),
+        ]
+    if macd is not None:
+        up, down = (f"{macd[0]} > 0", f"{macd[0]} < 0") if len(macd) == 1 else (
+            f"{macd[0]} > {macd[1]}", f"{macd[0]} < {macd[1]}")  # fmt: skip
+        rules += [
+            _rule(up, "BUY", 1, "MACD histogram positive", "macd"),
+            _rule(down, "SELL", 1, "MACD histogram negative", "macd"),
+        ]
+    return tuple(rules)
 
 
-def _rsi(snap: MarketSnapshot) -> _Vote | None:
-    values = snap.values_of("RSI")
-    if not values:
-        return None
-    col, rsi = values[0]
-    if rsi < RSI_LOW:
-        return _Vote(1, 1, f"{col.name} {rsi:.1f} oversold (< {RSI_LOW:.0f})")
-    if rsi > RSI_HIGH:
-        return _Vote(1, -1, f"{col.name} {rsi:.1f} overbought (> {RSI_HIGH:.0f})")
-    return _Vote(1, 0, f"{col.name} {rsi:.1f} neutral")
+def default_rules(snap: MarketSnapshot, specs: Sequence[IndicatorSpec] = ()) -> tuple[Rule, ...]:
+    """The offline analyst's rules for the indicators of ``snap`` that have a value (see the module docstring)."""
+    by_prefix = {s.column_prefix: s for s in specs}
+    mas = sorted(
+        (_period_of(c.prefix, by_prefix), c.name, v)
+        for c in snap.columns
+        if c.function in MOVING_AVERAGES
+        for v in [snap.latest.get(c.name)]
+        if v is not None
+    )
+    ma_names = (mas[0][1],) if len(mas) == 1 else (mas[0][1], mas[-1][1]) if mas else ()
+    rsi = snap.values_of("RSI")
+    bands = {col.output: col.name for col, _ in snap.values_of("BBANDS")}
+    macd = {col.output: col.name for col, _ in snap.values_of("MACD")}
+    macd_names: tuple[str, ...] | None = None
+    if "macdhist" in macd:
+        macd_names = (macd["macdhist"],)
+    elif "macd" in macd and "macdsignal" in macd:
+        macd_names = (macd["macd"], macd["macdsignal"])
+    return _rules_for(
+        ma_names,
+        rsi[0][0].name if rsi else None,
+        (bands["upperband"], bands["lowerband"]) if "upperband" in bands and "lowerband" in bands else None,
+        macd_names,
+    )
 
 
-def _bollinger(snap: MarketSnapshot, close: float) -> _Vote | None:
-    bands = {col.output: value for col, value in snap.values_of("BBANDS")}
-    if "upperband" not in bands or "lowerband" not in bands:
-        return None
-    upper, lower = bands["upperband"], bands["lowerband"]
-    if close < lower:
-        return _Vote(1, 1, f"close below lower Bollinger band {lower:.2f}")
-    if close > upper:
-        return _Vote(1, -1, f"close above upper Bollinger band {upper:.2f}")
-    width = upper - lower
-    pct_b = (close - lower) / width if width > 0 else 0.5
-    return _Vote(1, 0, f"close inside Bollinger bands (%b {pct_b:.2f})")
-
-
-def _macd(snap: MarketSnapshot) -> _Vote | None:
-    parts = {col.output: value for col, value in snap.values_of("MACD")}
-    if "macdhist" in parts:
-        hist = parts["macdhist"]
-    elif "macd" in parts and "macdsignal" in parts:
-        hist = parts["macd"] - parts["macdsignal"]
-    else:
-        return None
-    direction = 1 if hist > 0 else -1 if hist < 0 else 0
-    return _Vote(1, direction, f"MACD histogram {hist:+.3f}")
+def rule_values(snap: MarketSnapshot) -> dict[str, float | None]:
+    """What a rule reads: the newest usable bar's indicator values and its ``close``, and the bar's before it
+    under ``prev:<name>`` (for ``crosses_above`` / ``crosses_below``)."""
+    values = {**snap.latest, "close": float(snap.last_close)}
+    values.update((PREVIOUS_PREFIX + name, value) for name, value in snap.previous.items())
+    return values
 
 
 def _atr(snap: MarketSnapshot) -> Decimal | None:
@@ -134,39 +144,54 @@ def _atr(snap: MarketSnapshot) -> Decimal | None:
     return Decimal(repr(round(value, 6)))
 
 
-def offline_analysis(snap: MarketSnapshot, specs: list[IndicatorSpec] | tuple[IndicatorSpec, ...] = ()) -> Analysis:
-    """Return the deterministic analysis of ``snap`` (``specs`` give the moving-average periods when aliased)."""
-    close = float(snap.last_close)
-    by_prefix = {s.column_prefix: s for s in specs}
-    votes = [v for v in (_trend(snap, close, by_prefix), _rsi(snap), _bollinger(snap, close), _macd(snap)) if v]
-    if not votes:
-        return Analysis(
+def rules_analysis(
+    snap: MarketSnapshot,
+    specs: Sequence[IndicatorSpec] = (),
+    rules: Sequence[Rule] = (),
+    *,
+    threshold: float = THRESHOLD,
+) -> tuple[RulesVerdict, Analysis]:
+    """The vote of ``rules`` (none: :func:`default_rules`) on ``snap``, and the analysis it makes.
+
+    ``specs`` give the moving-average periods when aliased.
+    """
+    chosen = tuple(rules) or default_rules(snap, specs)
+    verdict = evaluate_rules(chosen, rule_values(snap), threshold=threshold)
+    if not verdict.votes:
+        return verdict, Analysis(
             action="HOLD",
             confidence=0.0,
             reasoning=f"{OFFLINE_LABEL}: no usable indicator values (none present or all still warming up)",
             entry=snap.last_close,
             horizon_bars=DEFAULT_HORIZON_BARS,
         )
-    total = sum(v.weight for v in votes)
-    score = sum(v.weight * v.direction for v in votes) / total
-    action = "BUY" if score >= THRESHOLD else "SELL" if score <= -THRESHOLD else "HOLD"
-    confidence = round(0.5 + 0.45 * abs(score), 2) if action != "HOLD" else round(0.5 - 0.45 * abs(score), 2)
-    stop = target = None
-    atr = _atr(snap)
+    action, stop, target, atr = verdict.action, None, None, _atr(snap)
     if atr is not None and action != "HOLD":
         sign = 1 if action == "BUY" else -1
         stop = (snap.last_close - sign * ATR_STOP * atr).quantize(Decimal("0.0001"))
         target = (snap.last_close + sign * ATR_TARGET * atr).quantize(Decimal("0.0001"))
         if stop <= 0:
             stop = None
-    reasons = "; ".join(v.text for v in votes)
-    return Analysis(
+    return verdict, Analysis(
         action=action,
-        confidence=confidence,
-        reasoning=f"{OFFLINE_LABEL}: score {score:+.2f} -> {action}. {reasons}"
-        + (f"; stop/target at {ATR_STOP}/{ATR_TARGET} ATR ({atr:.4f})" if stop is not None else ""),
+        confidence=verdict.confidence,
+        reasoning=(
+            f"{OFFLINE_LABEL}: score {verdict.score:+.2f} -> {action}. {verdict.text}"
+            + (f"; stop/target at {ATR_STOP}/{ATR_TARGET} ATR ({atr:.4f})" if stop is not None else "")
+        )[:MAX_REASONING_CHARS],
         entry=snap.last_close,
         stop=stop,
         target=target,
         horizon_bars=DEFAULT_HORIZON_BARS,
     )
+
+
+def offline_analysis(
+    snap: MarketSnapshot,
+    specs: Sequence[IndicatorSpec] = (),
+    rules: Sequence[Rule] = (),
+    *,
+    threshold: float = THRESHOLD,
+) -> Analysis:
+    """Return the deterministic analysis of ``snap``: the vote of ``rules`` (none: the default rules)."""
+    return rules_analysis(snap, specs, rules, threshold=threshold)[1]

@@ -9,7 +9,22 @@ from models.enums import AnalystKind
 from services.llm.prompts import RenderedPrompt
 from services.llm.schema import Analysis, FailureKind
 
-__all__ = ["AnalysisFailure", "AnalysisOutcome"]
+__all__ = ["AnalysisFailure", "AnalysisOutcome", "ComponentVote"]
+
+
+@dataclass(frozen=True)
+class ComponentVote:
+    """One side of a combined decision (``services/decision.py``): the rules or the LLM, and how it voted."""
+
+    component: str  # "rules" | "llm"
+    action: str  # BUY / SELL / HOLD
+    confidence: float
+    weight: float | None = None  # weighted policy only
+    detail: str = ""
+
+    def __str__(self) -> str:
+        weight = f", weight {self.weight:g}" if self.weight is not None else ""
+        return f"{self.component} {self.action} (confidence {self.confidence:.2f}{weight})"
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,8 @@ class AnalysisOutcome:
     attempts: int = 0
     cache_key: str | None = None
     call_id: int | None = None  # id of the llm_calls record written for this analysis
+    policy: str | None = None  # the decision policy that combined rules and LLM (None: one analyst alone)
+    votes: tuple[ComponentVote, ...] = ()  # each component's vote when combined
     image: str = "none"  # whether the chart image went with the prompt, and if not why
     local: bool = False  # a local endpoint: free, outside the budget
 

@@ -22,7 +22,7 @@ fills come from. The rules (``README.md``, "Orders"):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Final
 
@@ -57,6 +57,7 @@ class OrderPlan:
     target: Decimal | None  # its take-profit
     note: str  # what was planned, or why nothing was
     refusal: CheckResult | None = None
+    sizing: str = ""  # how the opening quantity was sized (the sizing rule's arithmetic), "" when none was
 
     @property
     def quantity(self) -> Decimal:
@@ -155,7 +156,8 @@ def plan_order(
         detail = "; ".join(f"{c.name}: {c.detail}" for c in failed)
         return nothing(failed[0].name, f"not opened: risk {detail}")
     opening = _qty(sized.quantity)
-    return plan(Decimal(0), sized.quantity, what.format(qty=opening) + f" (open {opening})")
+    planned = plan(Decimal(0), sized.quantity, what.format(qty=opening) + f" (open {opening})")
+    return replace(planned, sizing=f"{sized.method.value}: {sized.detail}")
 
 
 def _qty(value: Decimal) -> Decimal:

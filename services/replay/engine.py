@@ -12,10 +12,10 @@ Orders fill on later bars by the market model (:mod:`services.market`).
 decision reads row ``t``; ``tests/test_replay.py`` proves this equals recomputing on the truncated frame, and that
 changing bars after a decision point never changes that decision.
 
-**Offline analyst.** The deterministic offline analyst reads only the market snapshot (newest usable bar and its
-indicator values), so for it the engine builds the snapshot directly from the precomputed rows (the same
-values :func:`services.llm.context.snapshot_from` gives on the truncated frame, also proven in the tests) and
-renders no prompt and no chart: 20 years of daily bars replay in about 0.35 s of CPU
+**Offline analyst.** The deterministic offline analyst (the strategy's rules, ``services/decision.py``) reads only the
+market snapshot (newest usable bar and its indicator values), so for it the engine builds the snapshot directly from
+the precomputed rows (the same values :func:`services.llm.context.snapshot_from` gives on the truncated frame, also
+proven in the tests) and renders no prompt and no chart: 20 years of daily bars replay in about 0.35 s of CPU
 (``benchmarks/bench_replay.py``).
 
 **LLM analyst.** Each decision builds the real request (:func:`services.llm.analyst.build_request` over the
@@ -72,14 +72,25 @@ import numpy as np
 import pandas as pd
 
 from models.bars import TIMESTAMP
-from models.enums import AnalystKind, ExitKind, LlmProvider, OrderSide, OrderType, RunMode, SignalAction, TimeInForce
+from models.enums import (
+    AnalystKind,
+    DecisionPolicy,
+    ExitKind,
+    LlmProvider,
+    OrderSide,
+    OrderType,
+    RunMode,
+    SignalAction,
+    TimeInForce,
+)
 from models.strategy import BAR_SECONDS, StrategyDefinition, duration_seconds
 from services.bars.validation import validate_bars
+from services.decision import rules_decision
 from services.errors import InputError, Problem
 from services.indicators import FLAGGED, IndicatorResult, compute_indicators
 from services.llm.analyst import AnalysisRequest, ChatBackend, analyze, build_request, cache_key, image_for
 from services.llm.context import MarketSnapshot
-from services.llm.offline import OFFLINE_MODEL, offline_analysis
+from services.llm.offline import OFFLINE_MODEL
 from services.llm.outcome import AnalysisOutcome
 from services.llm.pricing import call_cost
 from services.llm.prompts import RenderedPrompt, load_template
@@ -454,12 +465,20 @@ def _snapshot(
     stamps: list[pd.Timestamp],
     last_good: int,
     flagged_latest: bool,
+    previous_good: int = -1,
 ) -> MarketSnapshot:
-    """The snapshot :func:`services.llm.context.snapshot_from` gives on the bars up to ``last_good``'s bar."""
+    """The snapshot :func:`services.llm.context.snapshot_from` gives on the bars up to ``last_good``'s bar
+    (``previous_good``: the usable bar before it, -1 for none)."""
     latest: dict[str, float | None] = {}
+    previous: dict[str, float | None] = {}
     for name, values in columns.items():
         value = values[last_good]
         latest[name] = None if value != value else value  # NaN: still warming up
+        if previous_good >= 0:
+            before = values[previous_good]
+            previous[name] = None if before != before else before
+    if previous_good >= 0:
+        previous["close"] = close[previous_good]
     return MarketSnapshot(
         symbol=definition.symbol,
         bar_size=definition.bar_size,
@@ -468,6 +487,7 @@ def _snapshot(
         latest=latest,
         columns=ind.columns,
         flagged_latest=flagged_latest,
+        previous=previous,
     )
 
 
@@ -524,7 +544,13 @@ def replay(
         problems.append(Problem("slippage_bps", f"must be >= 0, got {slippage_bps}"))
     if initial_cash <= 0:
         problems.append(Problem("initial_cash", f"must be positive, got {initial_cash}"))
-    if analyst == "llm" and backend is None and settings.llm.resolved_provider is LlmProvider.OFFLINE:
+    rules_only = definition.decision.policy is DecisionPolicy.RULES_ONLY  # no LLM call, whatever ``analyst`` says
+    if (
+        analyst == "llm"
+        and not rules_only
+        and backend is None
+        and settings.llm.resolved_provider is LlmProvider.OFFLINE
+    ):
         problems.append(
             Problem(
                 "analyst",
@@ -566,7 +592,7 @@ def replay(
     flagged_list: list[bool] = flagged.tolist()
     last_good_list: list[int] = last_good_upto.tolist()
 
-    llm = analyst == "llm"
+    llm = analyst == "llm" and not rules_only
     model = OFFLINE_MODEL
     requests: dict[int, tuple[AnalysisRequest, bytes | None]] = {}
     warnings: list[str] = []
@@ -621,8 +647,9 @@ def replay(
             elif lg < 0:
                 analysed = _Analysed(None, "no usable (non-flagged) bar yet")
             else:
-                snap = _snapshot(definition, ind, columns, c, stamps, lg, flagged_j)
-                analysis = offline_analysis(snap, definition.indicators)
+                before = last_good_list[lg - 1] if lg > 0 else -1
+                snap = _snapshot(definition, ind, columns, c, stamps, lg, flagged_j, before)
+                analysis = rules_decision(snap, definition.indicators, definition.decision)  # the live path's rules
                 analysed = _Analysed(
                     AnalysisOutcome(
                         analyst=AnalystKind.OFFLINE,
@@ -729,7 +756,7 @@ def replay(
         "first_bar": times[first].isoformat(),
         "last_bar": times[n - 1].isoformat(),
         "decide_every": decide_every,
-        "analyst": analyst,
+        "analyst": "offline" if rules_only else analyst,  # rules_only: the rules decide, no LLM
         "model": model,
         "slippage_bps": str(slippage_bps),
         "initial_cash": str(initial_cash),

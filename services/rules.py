@@ -1,0 +1,132 @@
+"""The indicator-rule vote: a strategy's rules (``decision.rules``) evaluated on the newest usable bar.
+
+Each rule's condition (the language of :mod:`models.rule_expr`, parsed once) reads the newest bar's indicator
+values and ``close`` (and, for ``crosses_above`` / ``crosses_below``, the previous usable bar's under ``prev:``). A
+rule whose names have no value yet (warming up) does not apply.
+
+``score = sum(sign * weight of the rules that hold) / total`` in [-1, 1], ``sign`` +1 for BUY and -1 for SELL, and
+``total`` the weights of the applicable rules, a ``group`` of alternatives counting once with its largest weight.
+BUY when ``score >= threshold``, SELL when ``score <= -threshold``, else HOLD. Confidence (2 places): BUY/SELL
+``0.5 + 0.45 * |score|``, HOLD ``0.5 - 0.45 * |score|``; no applicable rule: HOLD with confidence 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Final, Literal
+
+from models.strategy import Rule
+
+__all__ = ["RuleSet", "RuleVote", "RulesVerdict", "evaluate_rules", "rule_set", "vote_action", "vote_confidence"]
+
+VoteAction = Literal["BUY", "SELL", "HOLD"]
+_SIGN: Final = {"BUY": 1, "SELL": -1}
+
+
+@dataclass(frozen=True)
+class RuleVote:
+    """One group's vote (a rule without a group is its own group)."""
+
+    label: str
+    weight: float
+    direction: int  # +1 BUY, -1 SELL, 0 no vote
+    text: str
+
+
+@dataclass(frozen=True)
+class RulesVerdict:
+    action: VoteAction
+    score: float
+    confidence: float
+    votes: tuple[RuleVote, ...]
+    not_applicable: tuple[str, ...] = ()
+    total: float = 0.0  # the weights the score was divided by
+
+    @property
+    def text(self) -> str:
+        """The votes in words: ``uptrend -> BUY (weight 2) [sma_fast 103.00, ...]; rsi: no vote ...``."""
+        parts = [v.text for v in self.votes]
+        if self.not_applicable:
+            parts.append("no value yet for " + ", ".join(self.not_applicable))
+        return "; ".join(parts)
+
+
+def vote_confidence(action: VoteAction, score: float) -> float:
+    """The confidence of a vote's outcome: BUY/SELL ``0.5 + 0.45 |score|``, HOLD ``0.5 - 0.45 |score|``."""
+    return round(0.5 + 0.45 * abs(score), 2) if action != "HOLD" else round(0.5 - 0.45 * abs(score), 2)
+
+
+def vote_action(score: float, threshold: float) -> VoteAction:
+    return "BUY" if score >= threshold else "SELL" if score <= -threshold else "HOLD"
+
+
+@dataclass(frozen=True)
+class _Member:
+    rule: Rule
+    sign: int
+    evaluate: Callable[[Mapping[str, float | None]], bool | None]
+    names: tuple[str, ...]
+
+
+class RuleSet:
+    """Rules compiled once for repeated voting (a replay votes on every bar): conditions, signs, name lists."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = tuple(rules)
+        groups: dict[str, list[_Member]] = {}
+        for r in self.rules:
+            member = _Member(r, _SIGN[r.action], r.condition.evaluate, tuple(sorted(r.names)))
+            groups.setdefault(r.group or r.label, []).append(member)
+        self._groups = tuple(
+            (label, tuple(members), tuple(sorted({n for m in members for n in m.names})))
+            for label, members in groups.items()
+        )
+
+    def vote(self, values: Mapping[str, float | None], *, threshold: float) -> RulesVerdict:
+        """Vote over ``values`` (column name -> newest value, ``close`` included); see the module docstring."""
+        not_applicable: list[str] = []
+        votes: list[RuleVote] = []
+        total = points = 0.0
+        for label, members, names in self._groups:
+            weight = net = 0.0
+            texts: list[str] = []
+            for m in members:
+                held = m.evaluate(values)
+                if held is None:
+                    not_applicable.append(m.rule.label)
+                    continue
+                weight = max(weight, m.rule.weight)
+                if held:
+                    net += m.sign * m.rule.weight
+                    texts.append(
+                        f"{m.rule.label} -> {m.rule.action} (weight {m.rule.weight:g}){_values_text(m.names, values)}"
+                    )
+            if weight == 0.0:  # no member applies
+                continue
+            text = "; ".join(texts) if texts else f"{label}: no vote (weight {weight:g}){_values_text(names, values)}"
+            votes.append(RuleVote(label, weight, 1 if net > 0 else -1 if net < 0 else 0, text))
+            total += weight
+            points += net
+        if total == 0:
+            return RulesVerdict("HOLD", 0.0, 0.0, (), tuple(not_applicable))
+        score = max(-1.0, min(1.0, points / total))
+        action = vote_action(score, threshold)
+        return RulesVerdict(action, score, vote_confidence(action, score), tuple(votes), tuple(not_applicable), total)
+
+
+def _values_text(names: tuple[str, ...], values: Mapping[str, float | None]) -> str:
+    shown = [f"{n} {value:.2f}" for n in names if (value := values.get(n)) is not None]
+    return f" [{', '.join(shown)}]" if shown else ""
+
+
+@lru_cache(maxsize=256)
+def rule_set(rules: tuple[Rule, ...]) -> RuleSet:
+    """The compiled :class:`RuleSet` of ``rules`` (cached: a strategy's rules compile once per process)."""
+    return RuleSet(rules)
+
+
+def evaluate_rules(rules: Sequence[Rule], values: Mapping[str, float | None], *, threshold: float) -> RulesVerdict:
+    """Vote ``rules`` over ``values`` (column name -> newest value, ``close`` included); see the module docstring."""
+    return rule_set(tuple(rules)).vote(values, threshold=threshold)
