@@ -2,18 +2,21 @@
 triggers and actions services on, as ``prefect server start`` runs them), ``trader bootstrap``'s automations and
 webhook block, and a loopback HTTP receiver started here as the webhook target.
 
-A flow run publishes one event of every kind through the installed Prefect sink (``tasks.events``), and another
-flow run fails: every enabled kind reaches the receiver as Prefect's notification (the server posts it; nothing
-here posts to the receiver), with the flow run's UI link; the kind switched off has no automation and never
-arrives, though its event was emitted first.
+A flow run publishes one event of every kind through the installed Prefect sink (``tasks.events``; the kill
+switch's from a real engage and release on a trader database), and another flow run fails: every enabled kind
+reaches the receiver as Prefect's notification (the server posts it; nothing here posts to the receiver), with
+the flow run's UI link; the kind switched off has no automation and never arrives, though its event was emitted
+first.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +30,7 @@ from deployments.local_server import ServerInfo
 from deployments.notifications import AUTOMATION_PREFIX, NOTICES
 from services.errors import ConfigurationError
 from services.events import EventKind, Resource, TraderEvent, publish, strategy_resource, use_sink
+from services.orders import kill_switch
 from services.settings import load_settings
 from tasks.events import PrefectSink
 from tests.waiting import eventually
@@ -76,11 +80,14 @@ def receiver() -> Iterator[Receiver]:
     started.close()
 
 
+REAL = (EventKind.KILL_SWITCH_ENGAGED, EventKind.KILL_SWITCH_RELEASED)  # sent by the kill switch itself
+
+
 def _events(order_run: str) -> list[TraderEvent]:
-    """One event of each kind, the one switched off first."""
+    """One event of each other kind, the one switched off first."""
     order = Resource("trader.order.9001", "notify-test:SPY:BUY", role="order")
     strategy = strategy_resource("notify-test")
-    kinds = [DISABLED, *(k for k in EventKind if k is not DISABLED)]
+    kinds = [DISABLED, *(k for k in EventKind if k is not DISABLED and k not in REAL)]
     return [
         TraderEvent(
             kind,
@@ -100,9 +107,11 @@ def order_run() -> str:
 
 
 @flow(name="notify-emitter")
-def emit_all(order_run_id: str) -> str:
+def emit_all(order_run_id: str, db_url: str) -> str:
     for event in _events(order_run_id):
         publish(event)
+    kill_switch.engage(db_url, "notification test", changed_by="tester")  # the real sites, as the kill-switch flow
+    kill_switch.release(db_url, changed_by="tester", reason="all clear")
     return str(flow_run.get_id())
 
 
@@ -111,7 +120,11 @@ def failing_run() -> None:
     raise RuntimeError("boom for the notification test")
 
 
-def test_each_kind_arrives_through_prefect_automations(prefect_api: ServerInfo, receiver: Receiver) -> None:
+def test_each_kind_arrives_through_prefect_automations(
+    prefect_api: ServerInfo, receiver: Receiver, _sqlite_template: Path, tmp_path: Path
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'trader.db'}"
+    shutil.copyfile(_sqlite_template, tmp_path / "trader.db")  # a migrated trader database
     settings = load_settings(
         {"TRADER_NOTIFICATIONS__WEBHOOK_URL": receiver.url, f"TRADER_NOTIFICATIONS__{DISABLED.value.upper()}": "false"}
     )
@@ -130,7 +143,7 @@ def test_each_kind_arrives_through_prefect_automations(prefect_api: ServerInfo, 
 
         with use_sink(PrefectSink()):
             orders_run = order_run()
-            emitter_run = emit_all(orders_run)
+            emitter_run = emit_all(orders_run, db_url)
         failed = failing_run(return_state=True)
         assert failed.is_failed()
         failed_id = str(failed.state_details.flow_run_id)
@@ -140,16 +153,21 @@ def test_each_kind_arrives_through_prefect_automations(prefect_api: ServerInfo, 
         def subjects_with(text: str) -> list[dict[str, Any]]:
             return [b for b in receiver.received() if text in b["body"]]
 
+        first_lines = {f"{k.value} message" for k in enabled if k not in REAL} | {
+            "kill switch engaged by tester: notification test (0 unsent orders ended)",
+            "kill switch released by tester: all clear",
+        }
+
         def all_arrived() -> bool:
             got = {b["body"].split("\n", 1)[0] for b in receiver.received()}
-            messages = {f"{k.value} message" for k in enabled}
+            messages = first_lines
             return messages <= got and any(f"/runs/flow-run/{failed_id}" in b["body"] for b in receiver.received())
 
         eventually(all_arrived, timeout_s=60, poll_s=0.2)
         bodies = receiver.received()
-        for kind in enabled:
-            (body,) = [b for b in bodies if b["body"].startswith(f"{kind.value} message")]
-            run_id = orders_run if kind.value.startswith("order_") else emitter_run
+        for line in first_lines:
+            (body,) = [b for b in bodies if b["body"].startswith(line)]
+            run_id = orders_run if line.startswith("order_") else emitter_run
             assert f"/runs/flow-run/{run_id}" in body["body"], body
             assert body["text"] == f"{body['subject']}\n{body['body']}"
         # only this run's: another test's failed run may be told too while the automation exists
