@@ -37,7 +37,8 @@ def _require_active(name: str) -> None:
 
 @cli_errors
 def bootstrap() -> None:
-    """Create the work pool, the global concurrency/rate limits and the variables (safe to run twice)."""
+    """Create the work pool, the global concurrency/rate limits, the variables and the notification automations
+    (TRADER_NOTIFICATIONS__*; safe to run twice)."""
     from deployments.bootstrap import bootstrap as run_bootstrap
 
     _require_server()

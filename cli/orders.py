@@ -201,6 +201,9 @@ def halt(
         raise InputError("trader halt", [Problem("--reason", "must not be empty")])
     with db_session():
         pass  # the schema exists (a clear error otherwise)
+    from tasks.events import install
+
+    install()  # the halt is told through Prefect (a notification) when PREFECT_API_URL is set
     result = kill_switch.engage(settings().database_url(), reason, changed_by="cli")
     console.print(f"kill switch ENGAGED: {reason}")
     if result.ended:
@@ -234,5 +237,8 @@ def resume(reason: Annotated[str | None, typer.Option(help="Recorded in the hist
 
     with db_session():
         pass
+    from tasks.events import install
+
+    install()
     kill_switch.release(settings().database_url(), changed_by="cli", reason=reason)
     console.print("kill switch released")

@@ -14,7 +14,8 @@ Creates or corrects, on the server at ``PREFECT_API_URL``:
   | ``llm-calls`` | 4 | 1.0 | at most 4 concurrent starts, 60 LLM calls / min |
 
 * the **variables** (non-secret, visible in the UI): ``trader_work_pool``, ``trader_trading_mode``,
-  ``trader_dry_run``, ``trader_ib_reset_window``.
+  ``trader_dry_run``, ``trader_ib_reset_window``;
+* the **notification automations** (``trader: <kind>``) and their block (:mod:`deployments.notifications`).
 
 Secrets are NOT variables: keep the OpenAI key and the IB account in Prefect Secret blocks (``openai-api-key``,
 ``ib-account``) or ``TRADER_*`` environment variables of the worker, never in deployment parameters, and set
@@ -37,6 +38,7 @@ from prefect.client.schemas.actions import (
 )
 from prefect.exceptions import ObjectNotFound
 
+from deployments.notifications import sync_notifications
 from services.settings import Settings
 from tasks.market_gate import IB_HISTORICAL, IB_MESSAGES, LLM_CALLS, RESET_END, RESET_START
 
@@ -56,12 +58,12 @@ class BootstrapReport:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        return [
-            f"{label}: {', '.join(names) if names else '-'}"
-            for label, names in (("created", self.created), ("updated", self.updated), ("unchanged", self.unchanged))
-        ]
+        groups = (("created", self.created), ("updated", self.updated), ("unchanged", self.unchanged))
+        lines = [f"{label}: {', '.join(names) if names else '-'}" for label, names in groups]
+        return lines + ([f"deleted: {', '.join(self.deleted)}"] if self.deleted else [])
 
 
 def limits_for(settings: Settings) -> list[Limit]:
@@ -170,7 +172,8 @@ def _variable(client: SyncPrefectClient, name: str, value: Any, report: Bootstra
 
 
 def bootstrap(settings: Settings, client: SyncPrefectClient | None = None) -> BootstrapReport:
-    """Create or correct the work pool, the global limits and the variables; return what was done."""
+    """Create or correct the work pool, the global limits, the variables and the notification automations
+    (:mod:`deployments.notifications`); return what was done."""
     if client is None:
         with get_client(sync_client=True) as own:
             return bootstrap(settings, own)
@@ -181,6 +184,7 @@ def bootstrap(settings: Settings, client: SyncPrefectClient | None = None) -> Bo
         _limit(client, limit, report)
     for name, value in variables_for(settings).items():
         _variable(client, name, value, report)
+    sync_notifications(client, settings.notifications, report)
     return report
 
 

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from services.broker.loop_owner import SyncBroker
@@ -77,11 +77,12 @@ class Runtime:
         if self.broker_factory is not None:
             return self.broker_factory
         ib = self.settings.ib
+        outage = timedelta(minutes=self.settings.notifications.ib_outage_minutes)
 
         def build() -> BrokerPort:
             from services.broker.ib_adapter import IBBroker
 
-            return IBBroker.from_settings(ib)
+            return IBBroker.from_settings(ib, outage_notice_after=outage)
 
         return build
 

@@ -217,6 +217,53 @@ class PrefectSettings(_Section):
     ui_url: str | None = Field(default=None, description="Base URL of the Prefect UI for printed links.")
 
 
+class NotificationSettings(_Section):
+    """What ``trader bootstrap`` makes Prefect automations for, and where they send (``deployments.notifications``).
+
+    The code emits every event regardless; a switch turned off means that kind has no automation."""
+
+    webhook_url: SecretStr | None = Field(
+        default=None,
+        description="Generic webhook (JSON POST of subject, body, text) that notifications go to; bootstrap keeps "
+        "a Custom Webhook block for it.",
+    )
+    block: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9-]+/[A-Za-z0-9_-]+$",
+        description="Instead of the webhook: an existing notification block as TYPE/NAME, e.g. "
+        "slack-webhook/trader-slack or email/trader-mail.",
+    )
+    order_filled: bool = Field(default=True, description="Notify on an order filled.")
+    order_rejected: bool = Field(default=True, description="... rejected by the broker or by the risk gate.")
+    order_expired: bool = Field(default=True, description="... expired (its signal's validity ran out).")
+    approval_pending: bool = Field(default=True, description="... an order waits for approval.")
+    abstain_streak: int = Field(
+        default=3, ge=0, description="Notify when a strategy gives this many ABSTAIN signals in a row; 0: off."
+    )
+    ib_reconnected: bool = Field(default=True, description="Notify when IB is back after an outage.")
+    ib_outage_minutes: float = Field(
+        default=5.0, ge=0, description="... of at least this many minutes (shorter ones only go to the log)."
+    )
+    llm_budget: bool = Field(default=True, description="Notify when the LLM daily budget is reached.")
+    kill_switch: bool = Field(default=True, description="Notify when the kill switch is engaged or released.")
+    daily_loss: bool = Field(default=True, description="Notify when the daily loss limit is hit.")
+    reconcile_failed: bool = Field(default=True, description="Notify when a reconciliation fails.")
+    flow_run_failed: bool = Field(default=True, description="Notify when any flow run ends Failed or Crashed.")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> NotificationSettings:
+        if self.webhook_url is not None and self.block is not None:
+            raise ValueError("set webhook_url or block, not both")
+        return self
+
+
 # Set while load_settings() builds from an explicit mapping: then the process environment is not read at all.
 _ENV_SOURCES_OFF: ContextVar[bool] = ContextVar("trader_env_sources_off", default=False)
 
@@ -233,7 +280,7 @@ class SimSettings(_Section):
 
 
 class Settings(BaseSettings):
-    """Root settings. Sections: database, ib, llm, trading, prefect, sim."""
+    """Root settings. Sections: database, ib, llm, trading, prefect, sim, notifications."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -250,6 +297,7 @@ class Settings(BaseSettings):
     trading: TradingSettings = Field(default_factory=TradingSettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
     sim: SimSettings = Field(default_factory=SimSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
 
     @classmethod
     def settings_customise_sources(

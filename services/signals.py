@@ -23,6 +23,7 @@ Otherwise the analyst's action stands.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Final
@@ -32,9 +33,10 @@ import pandas as pd
 
 from models.enums import AnalystKind, BarSize, SignalAction
 from models.strategy import BAR_SECONDS, StrategyDefinition
+from services.events import EventKind, TraderEvent, strategy_resource
 from services.llm.outcome import AnalysisOutcome
 
-__all__ = ["Signal", "data_age_bars", "generate_signal"]
+__all__ = ["Signal", "abstain_streak_event", "data_age_bars", "generate_signal"]
 
 _HUNDRED: Final = Decimal(100)
 _PRICE_Q: Final = Decimal("0.0001")
@@ -182,3 +184,19 @@ def generate_signal(
             SignalAction.HOLD, f"{action.value} not taken: risk/reward {risk_reward} < min {rules.min_risk_reward}"
         )
     return decided(action, f"{action.value}: {analysis.reasoning}")
+
+
+def abstain_streak_event(
+    strategy_name: str, symbol: str, recent: Sequence[SignalAction], streak: int, reason: str
+) -> TraderEvent | None:
+    """The ABSTAIN_STREAK event when the newest ``streak`` of ``recent`` (the strategy's signals, newest first,
+    this run's included) are ABSTAIN and the one before is not: told once per streak, on its ``streak``-th run;
+    ``streak`` 0 is off."""
+    newest = list(recent[: streak + 1])
+    if streak < 1 or len(newest) < streak or any(a is not SignalAction.ABSTAIN for a in newest[:streak]):
+        return None
+    if len(newest) > streak and newest[streak] is SignalAction.ABSTAIN:
+        return None  # the streak is longer: already told
+    told = f"{strategy_name} ({symbol}): {streak} ABSTAIN signals in a row; last: {reason}"
+    payload = {"strategy": strategy_name, "symbol": symbol, "streak": streak, "reason": reason}
+    return TraderEvent(EventKind.ABSTAIN_STREAK, strategy_resource(strategy_name), told, payload)

@@ -12,10 +12,11 @@ from prefect.runtime import flow_run
 from models.enums import AnalystKind, SignalAction
 from models.strategy import StrategyDefinition
 from services.db import session_scope
+from services.events import publish
 from services.llm.outcome import AnalysisOutcome
 from services.repositories import prompt_templates, signals
 from services.runtime import get_runtime
-from services.signals import Signal, generate_signal
+from services.signals import Signal, abstain_streak_event, generate_signal
 from tasks.artifacts import artifact_key, publish_table
 from tasks.market_data import MarketData
 from tasks.run_log import step_log
@@ -70,6 +71,11 @@ def decide(
             flow_run_id=_flow_run_id(),
             llm_call_id=outcome.call_id if outcome is not None else None,
         )
+        streak = runtime.settings.notifications.abstain_streak
+        recent = [r.action for r in signals.list_for_strategy(session, definition.name, limit=max(streak, 0) + 1)]
+        told = abstain_streak_event(definition.name, definition.symbol, recent, streak, signal.reason)
+        if told is not None:
+            publish(told, session=session)
         template = prompt_templates.get(session, definition.prompt.template, definition.prompt.version)
         if template is not None and outcome is not None:
             prompt_templates.mark_used(session, template)

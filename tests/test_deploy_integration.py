@@ -25,13 +25,17 @@ from prefect.client.schemas.filters import (
 )
 from sqlalchemy import select
 
+from deployments.approvals import decide, resolve_run
 from deployments.bootstrap import bootstrap
 from deployments.sync import MANAGED_TAG, desired_from_database, managed_deployments, sync_deployments
 from deployments.triggers import idempotency_key, trigger_strategy
+from models.enums import OrderStatus
+from models.strategy import StrategyDefinition
 from models.tables import Signal
 from services import strategies as store
 from services.db import init_database, session_scope
 from services.prompt_library import seed_templates
+from services.repositories import orders as orders_repo
 from services.repositories import strategies as repo
 from services.settings import Settings, load_settings
 from simulator import SimConfig, SimServer
@@ -237,7 +241,9 @@ def test_a_process_worker_runs_scheduled_and_triggered_runs(
 ) -> None:
     """A real `prefect worker start --type process` picks up, from the pool, and completes: a strategy run made by
     the scheduler from a near-term (every-minute) strategy schedule, an `order-monitor` run scheduled by
-    prefect.yaml's cron, and a triggered strategy run."""
+    prefect.yaml's cron, and a triggered strategy run. Meanwhile a run of a strategy with ``approval: always``
+    pauses in its own process with its order held, and an approval through the resume API (what ``trader approve``
+    sends) resumes it: the order reaches the simulator."""
     monitor = {d.name: d for d in client.read_deployments(deployment_filter=DeploymentFilter())}.get("order-monitor")
     if monitor is None:
         pytest.fail("needs the prefect.yaml deployments (test_prefect_deploy_all_from_the_repository_root)")
@@ -248,7 +254,15 @@ def test_a_process_worker_runs_scheduled_and_triggered_runs(
         )
         minute = minute.model_copy(update={"schedule": minute.schedule.model_copy(update={"cron": "* * * * *"})})
         store.save_definition(session, minute)
-    assert sync_deployments(desired_from_database(url), work_pool=POOL, client=client).created == ["spy-minute"]
+        held = minute.model_dump() | {
+            "name": "spy-held",
+            "lookback": "301 D",
+            "schedule": minute.schedule.model_dump() | {"cron": "0 0 1 1 *"},
+        }
+        held["approval"] = {"rule": "always", "timeout_minutes": 10}  # distinct lookback: IB's identical-request rule
+        store.save_definition(session, StrategyDefinition.model_validate(held))
+    created = sync_deployments(desired_from_database(url), work_pool=POOL, client=client).created
+    assert sorted(created) == ["spy-held", "spy-minute"]
     scheduled_id = client.read_deployment_by_name("strategy-run/spy-minute").id
     aapl_id = client.read_deployment_by_name("strategy-run/aapl-rsi-reversion").id
 
@@ -260,6 +274,12 @@ def test_a_process_worker_runs_scheduled_and_triggered_runs(
     spy_id = client.read_deployment_by_name("strategy-run/spy-sma-cross").id
     run = trigger_strategy("spy-sma-cross", datetime(2017, 12, 27, 21, 0, tzinfo=UTC))
     client.update_flow_run(run.id, job_variables=fixed_clock(session_now))  # before any worker can claim it
+    held_run = trigger_strategy("spy-held", datetime(2017, 12, 27, 20, 50, tzinfo=UTC))
+    # 15:50 New York (market open: the gate passes and the order is held); not a dry run: the approved order goes
+    # to the simulator; its own clientId, as the paused run stays connected
+    to_sim = fixed_clock(datetime(2017, 12, 27, 20, 50, tzinfo=UTC))
+    to_sim["env"] |= {"TRADER_TRADING__DRY_RUN": "false", "TRADER_IB__CLIENT_ID": "43"}
+    client.update_flow_run(held_run.id, job_variables=to_sim)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TRADER_"))}
     with SimServer.in_thread(SimConfig(data_dir=REPO / "data" / "samples", now=session_now)) as sim:
         env |= {
@@ -284,9 +304,16 @@ def test_a_process_worker_runs_scheduled_and_triggered_runs(
         try:
             # the next minute's scheduled run plus a fresh Python per run: allow up to eight minutes
             deadline = time.monotonic() + 480
-            state = weekend_state = scheduled = monitored = weekend = None
+            state = weekend_state = scheduled = monitored = weekend = held_state = None
+            paused_seen = approved = False
             while time.monotonic() < deadline:
                 state = client.read_flow_run(run.id).state
+                held_state = client.read_flow_run(held_run.id).state
+                if not approved and held_state is not None and held_state.is_paused():
+                    paused_seen = True
+                    _, waiting_run = resolve_run(url, str(held_run.id))  # its order waits, linked to this run
+                    decide(client, waiting_run, "approve", reason="process worker test", approver="tester")
+                    approved = True
                 if weekend is None and state is not None and state.is_final():
                     # only now: the deployment's concurrency limit (1, CANCEL_NEW) would cancel a second run
                     weekend = client.create_flow_run_from_deployment(
@@ -295,12 +322,18 @@ def test_a_process_worker_runs_scheduled_and_triggered_runs(
                 weekend_state = client.read_flow_run(weekend.id).state if weekend is not None else None
                 scheduled = scheduled or _completed_run(client, scheduled_id, auto_scheduled=True)
                 monitored = monitored or _completed_run(client, monitor.id, auto_scheduled=True)
-                finals = [s is not None and s.is_final() for s in (state, weekend_state)]
+                finals = [s is not None and s.is_final() for s in (state, weekend_state, held_state)]
                 if all(finals) and scheduled and monitored:
                     break
                 time.sleep(2)
             with session_scope(url) as session:
                 definition = store.get_definition(session, "spy-sma-cross")
+                held_orders = [
+                    (o.idempotency_key, o.status, dict(o.approval or {}))
+                    for o in orders_repo.list_orders(session)
+                    if o.flow_run_id == str(held_run.id) and o.parent_id is None
+                ]
+            at_sim = [o for key, _, _ in held_orders for o in sim.state.orders_by_ref(key)]
             expected = offline_signal(settings, definition, sim.port, session_now)  # same bars, without the flow
         finally:
             worker.terminate()
@@ -311,6 +344,7 @@ def test_a_process_worker_runs_scheduled_and_triggered_runs(
             log.close()
             with session_scope(url) as session:
                 repo.delete(session, "spy-minute")
+                repo.delete(session, "spy-held")
             sync_deployments(desired_from_database(url), work_pool=POOL, client=client)
     output = (tmp_path / "worker.log").read_text()[-4000:]
     assert state is not None and state.is_final(), f"triggered run not finished: {state}\n{output}"
@@ -320,6 +354,10 @@ def test_a_process_worker_runs_scheduled_and_triggered_runs(
     assert scheduled is not None, f"no scheduled run of the every-minute strategy completed\n{output}"
     assert monitored is not None, f"no scheduled order-monitor run completed\n{output}"
     assert _runs(client, aapl_id) == [], "the deactivated strategy must get no run"
+    assert paused_seen and held_state is not None and held_state.is_completed(), f"{held_state}\n{output}"
+    [(_, held_status, held_doc)] = held_orders
+    assert (held_doc["state"], held_doc["by"], held_doc["reason"]) == ("approved", "tester", "process worker test")
+    assert held_status in (OrderStatus.SUBMITTED, OrderStatus.FILLED) and len(at_sim) == 1, f"{held_status}\n{output}"
     print(f"worker: triggered {state.name} ({state.message}); scheduled {scheduled.name} {scheduled.state.name}; "
           f"order-monitor {monitored.name} {monitored.state.name}")  # fmt: skip
     with session_scope(settings.database_url()) as session:

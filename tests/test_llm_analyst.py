@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from models.enums import AnalystKind, LlmProvider, SignalAction
 from models.strategy import StrategyDefinition
 from services.bars.loader import load_bars
+from services.events import EventKind, strategy_resource, use_sink
 from services.indicators import compute_indicators
 from services.llm.analyst import AnalysisRequest, analyze, build_request
 from services.llm.client import OpenAIAnalyst
@@ -30,6 +31,7 @@ from services.settings import LLMSettings
 from services.signals import generate_signal
 from services.strategies import load_strategy_file
 from tests.llm_server import LoopbackLLMServer, Scripted, answer, error, refusal
+from tests.test_events import Recorder
 
 ROOT = Path(__file__).resolve().parents[1]
 SPY = Path(__file__).resolve().parents[1] / "data" / "samples" / "yahoofinance-SPY-20080101-20180101.csv"
@@ -166,9 +168,14 @@ def test_budget_exhausted_makes_no_request_and_abstains(
     store = InMemoryLlmCallStore()
     cfg = settings(server, daily_budget_usd=Decimal("0.00030"))
     server.enqueue(answer(BUY, prompt_tokens=1000, completion_tokens=100), answer(BUY, prompt_tokens=1000))
-    assert run(request_, cfg, store).ok  # spends 0.00021
-    assert run(request_, cfg, store, png=PNG + b"1").ok  # 0.00021 + ... still under at check time
-    blocked = run(request_, cfg, store, png=PNG + b"2")
+    with use_sink(Recorder()) as told:
+        assert run(request_, cfg, store).ok  # spends 0.00021
+        assert run(request_, cfg, store, png=PNG + b"1").ok  # 0.00021 + ... still under at check time
+        blocked = run(request_, cfg, store, png=PNG + b"2")
+    # the trader is told once (services.events): by the call that spent the rest, not by every refusal
+    (reached,) = told.events  # type: ignore[attr-defined]
+    assert reached.kind is EventKind.LLM_BUDGET and reached.payload["budget_usd"] == "0.0003"
+    assert reached.related == (strategy_resource(request_.strategy_name),)
     assert len(server.requests) == 2 and server.pending == 0
     assert blocked.failure is not None and blocked.failure.kind is FailureKind.BUDGET
     assert "budget exhausted" in blocked.failure.reason and blocked.cost_usd == 0

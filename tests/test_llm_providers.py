@@ -18,6 +18,7 @@ import pytest
 from models.enums import AnalystKind, LlmProvider, SignalAction
 from models.strategy import StrategyDefinition
 from services.errors import InputError
+from services.events import use_sink
 from services.llm.analyst import AnalysisRequest, analyze
 from services.llm.client import NO_KEY, OpenAIAnalyst
 from services.llm.costs import summarize
@@ -37,6 +38,7 @@ from tests.llm_server import (
     tool_call,
     vllm_legacy_error,
 )
+from tests.test_events import Recorder
 from tests.test_llm_analyst import BUY, NOW, PNG, spy_definition, spy_request
 from tests.trader_cli import Invoke
 
@@ -316,11 +318,14 @@ def test_a_strategy_budget_stops_that_strategy_only(request_: AnalysisRequest, d
         cfg = llm_env({"TRADER_LLM__PROVIDER": "openai", "TRADER_LLM__API_KEY": KEY,
                        "TRADER_LLM__BASE_URL": server.base_url, "TRADER_LLM__DAILY_BUDGET_USD": "1"})  # fmt: skip
         server.enqueue(answer(BUY, prompt_tokens=1000, completion_tokens=100), answer(BUY))  # 0.00021 USD
-        first = run(capped, cfg, store)
-        blocked = run(capped, cfg, store, png=PNG + b"1")
-        elsewhere = run(other, cfg, store, png=PNG + b"1")
+        with use_sink(Recorder()) as told:
+            first = run(capped, cfg, store)
+            blocked = run(capped, cfg, store, png=PNG + b"1")
+            elsewhere = run(other, cfg, store, png=PNG + b"1")
         assert len(server.requests) == 2
     assert first.ok and elsewhere.ok
+    (reached,) = told.events  # type: ignore[attr-defined]  # the first call reached the strategy's budget
+    assert reached.payload["budget"] == "spy-sma-cross's daily" and reached.payload["budget_usd"] == "0.0002"
     assert blocked.failure is not None and blocked.failure.kind is FailureKind.BUDGET
     assert "strategy budget exhausted: spy-sma-cross spent 0.00021000 of its 0.0002 USD" in blocked.failure.reason
     assert signal_of(blocked, definition, request_).action is SignalAction.ABSTAIN

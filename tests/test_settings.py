@@ -98,3 +98,18 @@ def test_a_zero_daily_loss_limit_is_rejected() -> None:
     with pytest.raises(InputError, match=r"trading\.max_daily_loss_usd"):
         load_settings({"TRADER_TRADING__MAX_DAILY_LOSS_USD": "0"})
     assert load_settings({"TRADER_TRADING__MAX_DAILY_LOSS_USD": "0.01"}).trading.max_daily_loss_usd > 0
+
+
+def test_notification_settings_refuse_a_bad_target() -> None:
+    """One target at most, a URL that is one, a block named TYPE/NAME; every problem named (issue 15)."""
+    with pytest.raises(InputError) as caught:
+        load_settings(
+            {"TRADER_NOTIFICATIONS__WEBHOOK_URL": "hooks.slack.com/x", "TRADER_NOTIFICATIONS__BLOCK": "slack"}
+        )
+    text = str(caught.value)
+    assert "notifications.webhook_url" in text and "http:// or https://" in text and "notifications.block" in text
+    with pytest.raises(InputError, match="set webhook_url or block, not both"):
+        load_settings({"TRADER_NOTIFICATIONS__WEBHOOK_URL": "https://x.test/h",
+                       "TRADER_NOTIFICATIONS__BLOCK": "slack-webhook/trader-slack"})  # fmt: skip
+    ok = load_settings({"TRADER_NOTIFICATIONS__BLOCK": "slack-webhook/trader-slack"}).notifications
+    assert ok.block == "slack-webhook/trader-slack" and ok.abstain_streak == 3 and ok.order_filled

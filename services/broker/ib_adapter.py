@@ -78,6 +78,7 @@ from services.errors import (
     OrderRejectedError,
     TraderError,
 )
+from services.events import EventKind, Resource, TraderEvent, publish
 from services.settings import IBSettings
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class IBBroker:
         auto_reconnect: bool = True,
         market_data_type: int | None = None,
         rng: random.Random | None = None,
+        outage_notice_after: timedelta | None = None,
     ) -> None:
         self.host, self.port, self.client_id, self.account = host, port, client_id, account
         self.connect_timeout_s = connect_timeout_s
@@ -127,6 +129,7 @@ class IBBroker:
         self.auto_reconnect = auto_reconnect
         self.market_data_type = market_data_type
         self.rng = rng or random.Random()
+        self.outage_notice_after = outage_notice_after  # a reconnect after at least this long is told about
         self.reconnects = 0
         self.reconnect_attempts = 0  # failed attempts in the current outage
         self.pacing_retries = 0
@@ -340,6 +343,8 @@ class IBBroker:
                 log.info("IB link restored at %s (%s)", self.endpoint, _since(self._down_since, now))
             elif not self._ever_connected:
                 log.info("IB connected to %s (server version %s)", self.endpoint, self.server_version)
+            if self._ever_connected and self._down_since is not None:
+                self._tell_outage(self._down_since, now)
             self._ever_connected = True
             self._down_since = None
         elif state is Connectivity.LOST:
@@ -352,6 +357,16 @@ class IBBroker:
                 return
             how = "reconnecting" if self.auto_reconnect else "no automatic reconnect"
             log.warning("IB disconnected from %s since %s (%s)", self.endpoint, _iso(self._down_since), how)
+
+    def _tell_outage(self, down_since: datetime, now: datetime) -> None:
+        threshold = self.outage_notice_after
+        if threshold is None or now - down_since < threshold:
+            return
+        minutes = (now - down_since).total_seconds() / 60
+        told = f"IB at {self.endpoint} back after {minutes:.1f} min down (since {_iso(down_since)})"
+        payload = {"endpoint": self.endpoint, "down_since": _iso(down_since), "down_minutes": round(minutes, 2)}
+        broker = Resource(f"trader.broker.{self.host}:{self.port}", self.endpoint)
+        publish(TraderEvent(EventKind.IB_RECONNECTED, broker, told, payload))
 
     # ---- contracts and data ----
 

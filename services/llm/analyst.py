@@ -36,6 +36,7 @@ from models.enums import AnalystKind, DecisionPolicy, LlmProvider
 from models.strategy import Decision, IndicatorSpec, StrategyDefinition
 from services.decision import combine, rules_decision
 from services.errors import LlmTransientError
+from services.events import EventKind, Resource, TraderEvent, json_value, publish, strategy_resource
 from services.indicators import IndicatorResult
 from services.llm.context import MarketSnapshot, build_prompt_context, snapshot_from
 from services.llm.offline import OFFLINE_MODEL
@@ -299,6 +300,9 @@ def analyze(
     if completion_tokens is None:
         completion_tokens = len(reply.text or "") // _CHARS_PER_TOKEN
     cost = call_cost(settings, model, prompt_tokens, completion_tokens)
+    reached = None if settings.is_local else _budget_reached(request, settings, store, now, cost.usd, model)
+    if reached is not None:
+        publish(reached)  # this call spent the rest of a budget: the next ones are refused (a notification)
     answered = replace(
         base_record,
         response_text=reply.text if reply.text is not None else reply.refusal,
@@ -316,6 +320,33 @@ def analyze(
         return finish(replace(answered, error=str(failure)), failure=failure, cost_estimated=flagged,
                       attempts=reply.attempts)  # fmt: skip
     return finish(answered, analysis=analysis, cost_estimated=flagged, attempts=reply.attempts)
+
+
+def _budget_reached(
+    request: AnalysisRequest, settings: LLMSettings, store: LlmCallStore, now: dt.datetime, cost: Decimal, model: str
+) -> TraderEvent | None:
+    """The LLM_BUDGET event when this call (not yet stored) takes today's spend to the global or the strategy's
+    budget; told once a day per budget, by the call that crosses it (every later one is refused before it asks)."""
+    day = _day_start(now)
+    budgets = [("daily", store.spent_since(day), settings.daily_budget_usd)]
+    if request.daily_budget_usd is not None:
+        own = store.spent_since(day, strategy_name=request.strategy_name)
+        budgets.append((f"{request.strategy_name}'s daily", own, request.daily_budget_usd))
+    for label, spent, budget in budgets:
+        if spent < budget <= spent + cost:
+            total = spent + cost
+            told = f"LLM {label} budget reached: {total} of {budget} USD spent today (UTC); further calls ABSTAIN"
+            payload = {
+                "budget": label,
+                "spent_usd": json_value(total),
+                "budget_usd": json_value(budget),
+                "model": model,
+            }
+            budget_resource = Resource("trader.llm.budget", "LLM budget")
+            return TraderEvent(
+                EventKind.LLM_BUDGET, budget_resource, told, payload, (strategy_resource(request.strategy_name),)
+            )
+    return None
 
 
 def spent_today(store: LlmCallStore, now: dt.datetime) -> Decimal:

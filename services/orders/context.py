@@ -16,6 +16,7 @@ from models.tables import Order, utc_now
 from services import calendar
 from services.broker.types import AccountValues
 from services.errors import InputError, TraderError
+from services.events import EventKind, Resource, TraderEvent, json_value, publish
 from services.market_hours import order_market_open
 from services.orders.risk import RiskContext
 from services.positions import pnl_since
@@ -26,6 +27,7 @@ from services.repositories import trading_state
 from services.settings import TradingSettings
 
 RECONCILIATION_KEY: Final = "reconciliation"
+DAILY_LOSS: Final = Resource("trader.risk.daily-loss", "daily-loss breaker")
 NEW_YORK: Final = ZoneInfo("America/New_York")
 
 
@@ -85,6 +87,14 @@ def gather_context(
     pnl = pnl_since(session, session_open(now), marks).total
     loss = (-pnl).quantize(Decimal("0.00000001"))
     if loss >= trading.max_daily_loss_usd:
+        if trading_state.daily_loss_trip(session, day) is None:  # the first trip of the day is told about
+            told = f"daily loss limit hit: loss {loss} >= {trading.max_daily_loss_usd} USD; no new orders today"
+            payload = {
+                "day": day.isoformat(),
+                "loss": json_value(loss),
+                "limit": json_value(trading.max_daily_loss_usd),
+            }
+            publish(TraderEvent(EventKind.DAILY_LOSS, DAILY_LOSS, told, payload), session=session)
         trading_state.trip_daily_loss(session, day, loss, trading.max_daily_loss_usd, now=now)
     tripped = trading_state.daily_loss_trip(session, day) is not None
     expiry_problem = None

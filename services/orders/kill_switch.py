@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from models.enums import OrderStatus
 from services.db import session_scope
 from services.errors import InputError, Problem
+from services.events import EventKind, Resource, TraderEvent, publish
 from services.orders.send_lock import send_lock
 from services.repositories import orders as orders_repo
 from services.repositories import trading_state
+
+KILL_SWITCH = Resource("trader.kill-switch", "kill switch")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ def engage(db_url: str, reason: str, *, changed_by: str, now: dt.datetime | None
             orders_repo.set_status(session, row, OrderStatus.CANCELLED, f"halt: {reason} (never sent)")
             ended.append(row.idempotency_key)
         trading_state.set_kill_switch(session, True, reason, changed_by=changed_by, now=at, ended_orders=len(ended))
+        told = f"kill switch engaged by {changed_by}: {reason} ({len(ended)} unsent orders ended)"
+        publish(_switch_event(EventKind.KILL_SWITCH_ENGAGED, told, changed_by, reason, at), session=session)
     return HaltResult(reason, at, tuple(ended))
 
 
@@ -49,6 +54,13 @@ def release(db_url: str, *, changed_by: str, reason: str | None = None, now: dt.
     with send_lock(db_url, exclusive=True), session_scope(db_url) as session:
         at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
         trading_state.set_kill_switch(session, False, reason, changed_by=changed_by, now=at)
+        told = f"kill switch released by {changed_by}" + (f": {reason}" if reason else "")
+        publish(_switch_event(EventKind.KILL_SWITCH_RELEASED, told, changed_by, reason, at), session=session)
+
+
+def _switch_event(kind: EventKind, told: str, by: str, reason: str | None, at: dt.datetime) -> TraderEvent:
+    payload = {"changed_by": by, "reason": reason, "at": at.isoformat()}
+    return TraderEvent(kind, KILL_SWITCH, told, payload)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from services import symbols
 from services.broker.types import BrokerOrder, Connectivity, ContractInfo, Execution
 from services.db import session_scope
 from services.errors import BrokerConnectionError, InputError, OrderRejectedError, TraderError
+from services.events import EventKind, Resource, TraderEvent, publish
 from services.orders.context import set_reconciliation
 from services.orders.send_lock import send_lock
 from services.orders.submit import (
@@ -32,6 +33,8 @@ from services.repositories import orders as orders_repo
 from services.repositories import strategies as strategies_repo
 from services.strategies import from_row
 from services.symbols import ContractSource
+
+RECONCILIATION = Resource("trader.reconciliation", "reconciliation")
 
 
 @dataclass
@@ -396,6 +399,10 @@ def reconcile(db_url: str, broker: OrderBroker, now: dt.datetime) -> ReconcileRe
     with session_scope(db_url) as session:
         problem = report.error or ("; ".join(report.differences) if report.differences else None)
         set_reconciliation(session, problem, now=now)
+        if problem is not None:
+            told = f"reconciliation failed, new orders are refused until a clean run: {problem}"
+            payload = {"error": report.error, "differences": report.differences}
+            publish(TraderEvent(EventKind.RECONCILE_FAILED, RECONCILIATION, told, payload), session=session)
     return report
 
 

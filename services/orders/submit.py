@@ -42,6 +42,7 @@ from services.broker.types import (
 )
 from services.db import session_scope
 from services.errors import BrokerConnectionError, OrderRejectedError, TraderError
+from services.events import EventKind, order_event, publish
 from services.market import Trail
 from services.market_hours import calendar_for
 from services.orders.context import fetch_account, gather_context, marks_for_positions
@@ -434,6 +435,9 @@ def send(
                 return _result(row, sent=False, reused=False)
             if hold_for_approval:
                 orders_repo.note(session, row, "gate passed: awaiting approval, not sent")
+                hold = row.approval or {}
+                told = f"awaiting approval until {hold.get('deadline')}: {hold.get('why')}"
+                publish(order_event(EventKind.APPROVAL_PENDING, row, told), session=session)
                 return _result(row, sent=False, reused=False)
             row.submit_attempts = attempt
             orders_repo.set_status(session, row, OrderStatus.SUBMITTING, f"attempt {attempt}: gate passed")

@@ -16,9 +16,11 @@ from models.enums import OrderSide, OrderStatus, OrderType, RunMode, TimeInForce
 from models.order_states import ACTIVE, ORDER_TRANSITIONS, TERMINAL, WORKING, transition
 from models.tables import Order, OrderEvent, utc_now
 from services.errors import Problem
+from services.events import ORDER_STATUS_EVENTS, order_event, publish
 from services.repositories._common import check_decimal, check_text, raise_problems
 
 _SOURCE = "order"
+_WITH_THE_ENTRY = frozenset({OrderStatus.RISK_REJECTED, OrderStatus.EXPIRED})  # a child's only by its entry's gate
 
 
 def get(session: Session, order_id: int) -> Order | None:
@@ -147,6 +149,10 @@ def set_status(session: Session, order: Order, target: OrderStatus, detail: str 
         order.archived_at = now
     session.add(OrderEvent(order_id=order.id, at=now, from_status=current, to_status=target, detail=detail))
     session.flush()
+    kind = ORDER_STATUS_EVENTS.get(target)
+    # told once committed (services.events); a bracket child refused or expired with its entry is told by the entry
+    if kind is not None and not (order.parent_id is not None and target in _WITH_THE_ENTRY):
+        publish(order_event(kind, order, f"{target.value}" + (f": {detail}" if detail else "")), session=session)
     return True
 
 
