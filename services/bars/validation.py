@@ -170,7 +170,8 @@ class ValidatedHistory:
 
 
 def _fingerprints(data: pd.DataFrame) -> np.ndarray[Any, Any]:
-    return pd.util.hash_pandas_object(data[list(REQUIRED_COLUMNS)], index=False).to_numpy()
+    hashes: np.ndarray[Any, Any] = pd.util.hash_pandas_object(data[list(REQUIRED_COLUMNS)], index=False).to_numpy()
+    return hashes
 
 
 def _seen_rows(old: np.ndarray[Any, Any], new: np.ndarray[Any, Any]) -> tuple[int, int] | None:
