@@ -556,7 +556,7 @@ def replay(
     bar_length = dt.timedelta(seconds=BAR_SECONDS[definition.bar_size])
     py_times: list[dt.datetime] = list(times.to_pydatetime())
     stamps: list[pd.Timestamp] = list(times)
-    end_stamps: list[pd.Timestamp] = list(times + bar_length)  # "now" of a decision: its bar's end
+    end_times: list[dt.datetime] = [t + bar_length for t in py_times]  # "now" of a decision: its bar's end
     flagged_list: list[bool] = flagged.tolist()
     last_good_list: list[int] = last_good_upto.tolist()
 
@@ -632,8 +632,8 @@ def replay(
                 signal = generate_signal(
                     analysed.outcome,
                     definition,
-                    last_bar_time=stamps[j],
-                    now=end_stamps[j],
+                    last_bar_time=when,
+                    now=end_times[j],
                     flagged_latest=flagged_j,
                 )
             tainted = llm and possibly_contaminated(model, when.date())
