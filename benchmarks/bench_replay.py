@@ -52,8 +52,8 @@ DATA = ROOT / "data" / "samples" / "synthetic" / "SYNTH-1995-2014.csv"
 STRATEGY = ROOT / "examples" / "replay" / "orcl-sma-cross.yaml"
 
 
-def run_replay(frame: pd.DataFrame) -> tuple[float, Any]:
-    definition = load_strategy_file(STRATEGY)
+def run_replay(frame: pd.DataFrame, definition: Any = None, decide_every: int = 1) -> tuple[float, Any]:
+    definition = definition or load_strategy_file(STRATEGY)
     settings = load_settings({})
     started = time.process_time()
     result = replay(
@@ -61,6 +61,7 @@ def run_replay(frame: pd.DataFrame) -> tuple[float, Any]:
         frame,
         start="1995-01-01",
         end="2014-12-31",
+        decide_every=decide_every,
         settings=settings,
         store=InMemoryLlmCallStore(),
         slippage_bps=Decimal(0),
@@ -135,19 +136,8 @@ def run_minutes(decide_every: int) -> None:
     frame = synthetic_minutes()
     made = time.process_time() - started
     doc = load_strategy_file(STRATEGY).model_dump() | {"bar_size": "1 min", "lookback": "1 D"}
-    definition = StrategyDefinition.model_validate(doc)
     gc.collect()
-    started = time.process_time()
-    result = replay(
-        definition,
-        frame,
-        start="1995-01-01",
-        end="2014-12-31",
-        decide_every=decide_every,
-        settings=load_settings({}),
-        store=InMemoryLlmCallStore(),
-    )
-    elapsed = time.process_time() - started
+    elapsed, result = run_replay(frame, StrategyDefinition.model_validate(doc), decide_every)
     goal = "met" if elapsed < 60 else "MISSED"
     print(
         f"20 years of 1-minute bars: {len(frame):,} bars (made in {made:.1f} s), replay {elapsed:.1f} s CPU = "
