@@ -5,8 +5,9 @@
 One throwaway PostgreSQL cluster holds the Prefect server's database and the trader's; one ``prefect server
 start`` on it; ONE warm worker in this process (``deployments/warm_worker.py``) runs both deployments from the
 same work pool: ``trivial-six-tasks`` (``benchmarks/trivial_flow.py``: six tasks that do nothing) and
-``strategy-run/bench-cost`` (``spy-sma-cross``, signals only, the offline analyst, the market clock at a session's
-15:50 New York, the TWS simulator in a thread with IB's historical pacing off as in ``scripts/load_test.py``).
+``--runs`` strategy deployments ``strategy-run/bench-cost-NNN`` (copies of ``spy-sma-cross``, signals only, the
+offline analyst, the market clock at a session's 15:50 New York, the TWS simulator in a thread with IB's historical
+pacing off as in ``scripts/load_test.py``; one run of each per batch: a strategy runs one at a time).
 
 Each round queues ``--runs`` trivial runs, lets the worker finish them, then ``--runs`` strategy runs, and reads
 the CPU of each process tree from /proc before and after each batch (``benchmarks/_cpu.py``): the Prefect server,
