@@ -144,7 +144,8 @@ class ValidatedHistory:
     the block), timestamps that are not strictly increasing. The fingerprint of a row is
     ``pandas.util.hash_pandas_object`` of its canonical columns (64 bits). The result is the same as a full
     validation's; GE's rules are per row but for uniqueness and order, which the strictly increasing timestamps
-    settle. Bounded (least recently used keys go first) and thread-safe.
+    settle. Bounded (least recently used keys go first; 8 bytes a row plus the issues, so 200 strategies with a
+    year of daily bars hold about 400 KB) and thread-safe.
     """
 
     def __init__(self, max_keys: int = 1024) -> None:
