@@ -14,7 +14,10 @@ the CPU of each process tree from /proc before and after each batch (``benchmark
 PostgreSQL, the worker process, Chromium (the chart renderer). The simulator's thread (IB's side) and the rest of
 the box are printed apart and are not counted. CPU seconds, unlike wall times, do not depend much on what else
 runs on the machine. Printed: CPU per run by process for both flows, the ratio strategy / trivial (goal <= 2.0)
-and the capacity it implies: runs per minute on this machine's cores if nothing else ran.
+and the capacity it implies: runs per minute on this machine's cores if nothing else ran. Then the idle rate (CPU
+per second of each process with no run in flight, measured for ``--idle-seconds`` before the rounds) and both flows'
+cost without it: the server's loops run whatever the runs do, and a batch that takes longer (on a loaded box, the
+strategy batch) is otherwise charged more of them.
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30, help="runs of each flow per round (= strategies)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of (trivial batch, strategy batch)")
     parser.add_argument("--concurrency", type=int, default=4, help="warm worker: runs at the same time")
+    parser.add_argument("--idle-seconds", type=float, default=20.0, help="idle window for the background rate")
     args = parser.parse_args()
     if min(args.runs, args.rounds, args.concurrency) < 1:
         parser.error("--runs, --rounds and --concurrency must be at least 1")
@@ -176,6 +180,7 @@ def _run(args: argparse.Namespace, root: Path, trader_url: str, server_pid: int,
         with use_runtime(runtime):
             for kind in ("trivial", "strategy"):  # warm-up: imports, Chromium, connections, GE's context
                 _batch(client, worker, deployments[kind][:2], meter)
+            idle = _idle_rate(meter, args.idle_seconds)
             for _ in range(args.rounds):
                 for kind in ("trivial", "strategy"):
                     cpu, wall = _batch(client, worker, deployments[kind], meter)
@@ -183,6 +188,30 @@ def _run(args: argparse.Namespace, root: Path, trader_url: str, server_pid: int,
                     walls[kind] += wall
             runtime.close()
     _print(totals, walls, args.runs * args.rounds, args.concurrency)
+    _print_idle(totals, walls, idle, args.runs * args.rounds)
+
+
+def _idle_rate(meter: CpuMeter, seconds: float) -> dict[str, float]:
+    """CPU seconds per wall second of each process while no run is in flight (the server's own loops)."""
+    meter.start()
+    time.sleep(seconds)
+    return {name: value / seconds for name, value in meter.stop().items()}
+
+
+def _print_idle(
+    totals: dict[str, dict[str, float]], walls: dict[str, float], idle: dict[str, float], runs: int
+) -> None:
+    """The same figures without the idle rate times each batch's wall time (a slower batch is charged more of the
+    server's background loops; on a loaded box the strategy batch's wall time grows most)."""
+    rate = sum(idle.get(name, 0.0) for name in COUNTED)
+    net = {
+        kind: sum(totals[kind].get(name, 0.0) for name in COUNTED) / runs - rate * walls[kind] / runs for kind in totals
+    }
+    parts = ", ".join(f"{name} {idle.get(name, 0.0):.3f}" for name in COUNTED)
+    print(f"idle (no run in flight): {rate:.3f} CPU s per wall second ({parts})")
+    ratio = net["strategy"] / net["trivial"] if net["trivial"] > 0 else float("nan")
+    print(f"net of the idle rate x wall time: trivial {net['trivial']:.3f}, strategy {net['strategy']:.3f} s per run, "
+          f"ratio {ratio:.2f}")  # fmt: skip
 
 
 def _print(totals: dict[str, dict[str, float]], walls: dict[str, float], runs: int, concurrency: int) -> None:
