@@ -31,6 +31,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._cpu import CpuMeter, postmaster_pid, thread_id  # noqa: E402
+
 MARKET_NOW = datetime(2017, 12, 29, 20, 50, tzinfo=UTC)  # 15:50 New York on a session day
 POOL = "trader-pool"
 
@@ -46,82 +48,6 @@ def _fmt(values: list[float]) -> str:
     if not values:
         return "n/a"
     return f"p50 {_pct(values, 0.5):.1f} s, p95 {_pct(values, 0.95):.1f} s, max {max(values):.1f} s"
-
-
-class CpuMeter:
-    """CPU seconds per component, sampled from /proc every 2 s (Linux): where a strategy run's cost goes.
-
-    Components: the Prefect server (its process tree), PostgreSQL (``postgres`` processes), the warm worker
-    (this process: flow runs, simulator thread, broker thread), Chromium (the chart renderer, our child),
-    other (anything else on the box, e.g. other jobs: it shows how loaded the machine was).
-    """
-
-    def __init__(self, server_pid: int) -> None:
-        self.server_pid = server_pid
-        self.totals: dict[str, float] = {}
-        self._last: dict[int, tuple[str, float]] = {}
-        self._hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.available = Path("/proc/self/stat").exists()
-
-    def _snapshot(self) -> dict[int, tuple[str, float, int]]:
-        procs: dict[int, tuple[str, float, int]] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            procs[int(entry)] = (cmd, (int(fields[11]) + int(fields[12])) / self._hz, int(fields[1]))
-        return procs
-
-    def _component(self, pid: int, cmd: str, procs: dict[int, tuple[str, float, int]]) -> str:
-        if cmd.startswith("postgres"):
-            return "postgres"
-        seen = 0
-        while pid > 1 and seen < 50:
-            if pid == self.server_pid:
-                return "prefect server"
-            if pid == os.getpid():
-                return "chromium" if "chrom" in cmd else "warm worker"
-            pid = procs.get(pid, ("", 0.0, 0))[2]
-            seen += 1
-        return "other"
-
-    def sample(self) -> None:
-        procs = self._snapshot()
-        for pid, (cmd, cpu, _) in procs.items():
-            name, before = self._last.get(pid, (cmd, 0.0))
-            if name != cmd:  # pid reused
-                before = 0.0
-            part = self._component(pid, cmd, procs)
-            self.totals[part] = self.totals.get(part, 0.0) + max(0.0, cpu - before)
-        self._last = {pid: (cmd, cpu) for pid, (cmd, cpu, _) in procs.items()}
-
-    def start(self) -> None:
-        """Take the baseline now (CPU used before is not counted), then sample every 2 s."""
-        if not self.available:
-            return
-        self._last = {pid: (cmd, cpu) for pid, (cmd, cpu, _) in self._snapshot().items()}
-        self.totals = {}
-
-        def loop() -> None:
-            while not self._stop.wait(2.0):
-                self.sample()
-
-        self._thread = threading.Thread(target=loop, name="cpu-meter", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> dict[str, float]:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self.sample()
-        return dict(self.totals)
 
 
 def _scheduler_env(minutes: int) -> dict[str, str]:
@@ -334,12 +260,14 @@ def main() -> None:
         os.environ |= {"PREFECT_API_URL": server.api_url, "PREFECT_HOME": str(home), "PREFECT_LOGGING_LEVEL": "WARNING"}
         os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
         try:
-            _run(args, root, trader_url, started, server.pid or 0)
+            _run(args, root, trader_url, started, server.pid or 0, postmaster_pid(pg.data_dir))
         finally:
             stop_server(home, timeout_s=30)
 
 
-def _run(args: argparse.Namespace, root: Path, trader_url: str, started: float, server_pid: int) -> None:
+def _run(
+    args: argparse.Namespace, root: Path, trader_url: str, started: float, server_pid: int, postmaster: int
+) -> None:
     from itertools import count
 
     from prefect import get_client
@@ -375,7 +303,8 @@ def _run(args: argparse.Namespace, root: Path, trader_url: str, started: float, 
                 print("server settings:", ", ".join(args.server_env))
             print(f"{args.strategies} strategies x {args.minutes} min, warm worker concurrency {args.concurrency}; "
                   f"measuring runs scheduled {window[0]:%H:%M:%S}-{window[1]:%H:%M:%S} UTC")  # fmt: skip
-            meter = CpuMeter(server_pid)
+            sim_thread = thread_id("tws-simulator")
+            meter = CpuMeter(server_pid, postmaster, {"simulator": sim_thread} if sim_thread else None)
             with use_runtime(runtime):
                 thread = threading.Thread(target=worker.run, kwargs={"max_seconds": stop_at}, daemon=True)
                 thread.start()
@@ -400,11 +329,12 @@ def _report_cpu(cpu: dict[str, float], runs: int, available: bool) -> None:
     if not available or runs <= 0:
         print("cpu per run: n/a (needs /proc and at least one finished run)")
         return
-    ours = {k: v for k, v in cpu.items() if k != "other"}
+    ours = {k: v for k, v in cpu.items() if k not in ("other", "simulator")}
     per_run = sum(ours.values()) / runs
     parts = ", ".join(f"{k} {v / runs:.2f}" for k, v in sorted(ours.items(), key=lambda kv: -kv[1]))
-    print(f"cpu per finished run ({runs} runs): {per_run:.2f} s = {parts}; other processes on the box: "
-          f"{cpu.get('other', 0.0):.0f} s in total")  # fmt: skip
+    sim, other = cpu.get("simulator", 0.0), cpu.get("other", 0.0)
+    print(f"cpu per finished run ({runs} runs): {per_run:.2f} s = {parts}; not counted: the simulator "
+          f"(IB's side) {sim:.0f} s, other processes on the box {other:.0f} s in total")  # fmt: skip
     cores = os.cpu_count() or 1
     print(f"capacity at this cost: about {60 * cores / per_run:.0f} runs/min on {cores} cores if nothing else ran")
 

@@ -1,4 +1,5 @@
-"""The composition root: settings, the database URL, the broker session and the LLM call store of a process.
+"""The composition root: settings, the database URL, the broker session, the LLM call store of a process (and the
+bars it validated before).
 
 Clients are never task arguments (Prefect would try to hash them into cache keys and store them as
 parameters). A worker process builds them once, lazily, from settings; tests and the demo install
@@ -15,12 +16,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.broker.loop_owner import SyncBroker
 from services.broker.port import BrokerPort
 from services.broker.types import LinkStatus
 from services.llm.store import DbLlmCallStore, LlmCallStore
 from services.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from services.bars.validation import ValidatedHistory
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,8 @@ class Runtime:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))  # the market's "now"
     _broker: SyncBroker | None = field(default=None, repr=False)
     _llm_store: LlmCallStore | None = field(default=None, repr=False)
+    _validated: ValidatedHistory | None = field(default=None, repr=False)
+    _validated_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # not the broker's
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -90,6 +97,15 @@ class Runtime:
         if self._llm_store is None:
             self._llm_store = DbLlmCallStore(self.database_url)
         return self._llm_store
+
+    def validated_history(self) -> ValidatedHistory:
+        """The bars Great Expectations validated before in this process (step 2 checks only new bars)."""
+        with self._validated_lock:
+            if self._validated is None:
+                from services.bars.validation import ValidatedHistory
+
+                self._validated = ValidatedHistory()
+            return self._validated
 
     def close(self) -> None:
         with self._lock:

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Final
 
-import numpy as np
 import pandas as pd
 
 from models.enums import AnalystKind, BarSize, SignalAction
@@ -67,6 +66,8 @@ class Signal:
 
 
 def _utc(value: dt.datetime | pd.Timestamp, name: str) -> dt.datetime:
+    if type(value) is dt.datetime and value.tzinfo is dt.UTC:
+        return value  # already a UTC datetime (the replay's case: no pandas round trip per decision)
     ts = pd.Timestamp(value)
     if ts.tzinfo is None:
         raise ValueError(f"{name} must be timezone-aware (UTC), got naive {value!r}")
@@ -85,11 +86,12 @@ def data_age_bars(last_bar_time: dt.datetime, now: dt.datetime, bar_size: BarSiz
     Other sizes: elapsed time since the bar start divided by the bar length (weekly = 7 days, monthly = 30).
     """
     if bar_size is BarSize.DAY_1:
-        start = np.datetime64(last_bar_time.date(), "D")
-        today = np.datetime64(now.date(), "D")
+        start, today = last_bar_time.date(), now.date()
         if today <= start:
             return 0
-        return int(np.busday_count(start, today))
+        weeks, rest = divmod((today - start).days, 7)  # what np.busday_count(start, today) counts, in pure Python
+        first = start.weekday()
+        return weeks * 5 + sum(1 for i in range(rest) if (first + i) % 7 < 5)
     elapsed = (now - last_bar_time).total_seconds()
     return max(0, int(elapsed // BAR_SECONDS[bar_size]))
 

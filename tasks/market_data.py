@@ -93,7 +93,13 @@ def fetch_market_data(definition: StrategyDefinition, contract: ContractInfo) ->
         publish_markdown(key, "## Step 2: market data\n\nThe broker returned no bars.", "No bars")
         raise DataError(f"no bars for {definition.symbol} {definition.bar_size.value} {definition.lookback}")
     try:
-        result = validate_bars(frame, bar_size=definition.bar_size, policy=runtime.settings.trading.bad_row_policy)
+        result = validate_bars(
+            frame,
+            bar_size=definition.bar_size,
+            policy=runtime.settings.trading.bad_row_policy,
+            history=runtime.validated_history(),  # GE checks only the bars this process has not validated yet
+            history_key=f"{definition.name}|{contract.conid}|{request}",
+        )
     except DataError as exc:
         publish_markdown(key, f"## Step 2: market data\n\nValidation failed the batch:\n\n{fenced_text(exc)}", "Failed")
         raise
@@ -118,6 +124,7 @@ def fetch_market_data(definition: StrategyDefinition, contract: ContractInfo) ->
                 ("validation", "passed" if result.passed else f"{len(result.issues)} issue(s)"),
                 ("policy for bad rows", result.policy.value),
                 ("rows excluded from the decision", excluded),
+                ("Great Expectations rows checked", ge_rows_text(result)),
                 ("Great Expectations time", f"{result.ge_seconds * 1000:.0f} ms"),
             ]
         ),
@@ -188,6 +195,12 @@ def _timeframe_row(tf: TimeframeBars) -> dict[str, Any]:
         "validation": "passed" if tf.validation.passed else f"{len(tf.validation.issues)} issue(s)",
         "rows excluded": tf.validation.rows_flagged + tf.validation.rows_dropped,
     }
+
+
+def ge_rows_text(result: ValidationResult) -> str:
+    if result.ge_rows is None or result.ge_rows == result.rows_checked:
+        return f"{result.rows_checked} (all)"
+    return f"{result.ge_rows} new of {result.rows_checked} (the rest validated by an earlier run, issues kept)"
 
 
 def fenced_text(exc: Exception) -> str:

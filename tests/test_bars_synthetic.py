@@ -11,7 +11,13 @@ import pytest
 
 from services import calendar
 from services.bars import load_bars, parse_bars, validate_bars
-from services.bars.synthetic import DIVIDENDS_FROM, synthetic_daily, synthetic_daily_csv
+from services.bars.synthetic import (
+    DIVIDENDS_FROM,
+    MINUTES_PER_SESSION,
+    synthetic_daily,
+    synthetic_daily_csv,
+    synthetic_minutes,
+)
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "samples" / "synthetic" / "SYNTH-1995-2014.csv"
 
@@ -79,3 +85,18 @@ def test_csv_text_parses_to_the_same_bars() -> None:
     assert len(parsed) == len(bars) == 22
     assert list(parsed["close"]) == [b.close for b in bars]
     assert list(parsed["volume"]) == [float(b.volume) for b in bars]
+
+
+def test_minutes_cut_each_session_of_the_daily_series() -> None:
+    start, end = date(2014, 3, 3), date(2014, 3, 14)  # daylight saving time starts on 2014-03-09 in New York
+    days = synthetic_daily(start, end)
+    frame = synthetic_minutes(start, end)
+    assert len(frame) == len(days) * MINUTES_PER_SESSION
+    assert validate_bars(frame).passed  # OHLC-consistent, positive, strictly increasing
+    for i, day in enumerate(days):
+        session = frame.iloc[i * MINUTES_PER_SESSION : (i + 1) * MINUTES_PER_SESSION]
+        assert session["open"].iloc[0] == day.open and session["close"].iloc[-1] == day.close
+        assert session["high"].max() <= day.high and session["low"].min() >= day.low
+        first = session["timestamp"].iloc[0].tz_convert("America/New_York")
+        assert (first.date(), first.hour, first.minute) == (day.day, 9, 30)
+    assert frame.equals(synthetic_minutes(start, end))  # the same for the same arguments

@@ -30,6 +30,10 @@ from datetime import date
 from pathlib import Path
 from typing import Final
 
+import numpy as np
+import pandas as pd
+
+from models.bars import TIMESTAMP
 from services import calendar
 
 DEFAULT_SEED: Final = 13
@@ -135,6 +139,56 @@ def synthetic_daily_csv(
             f"{bar.adj_close:.6f},{bar.volume}\n"
         )
     return "".join(lines)
+
+
+MINUTES_PER_SESSION: Final = 390  # 09:30-16:00 New York
+
+
+def synthetic_minutes(
+    start: date = DEFAULT_START, end: date = DEFAULT_END, *, seed: int = DEFAULT_SEED, first_close: float = 20.0
+) -> pd.DataFrame:
+    """The daily series of :func:`synthetic_daily`, each session cut into 390 one-minute bars (a canonical frame).
+
+    Per session a Brownian bridge from the day's open to its close (so the minutes' first open and last close are the
+    day's), each minute's high and low a little outside its open/close range, everything inside the day's high and
+    low; volume split evenly in lots of 100. Bars are stamped at their UTC start (09:30 New York onwards, daylight
+    saving time included). For benchmarks: the noise is numpy's PCG64 (the same for the same numpy), not the
+    daily series' pure-Python generator. 20 years: about 1.96 million bars in a few seconds.
+    """
+    days = synthetic_daily(start, end, seed=seed, first_close=first_close)
+    n, m = len(days), MINUTES_PER_SESSION
+    rng = np.random.Generator(np.random.PCG64(seed))
+    o = np.array([d.open for d in days])[:, None]
+    c = np.array([d.close for d in days])[:, None]
+    hi = np.array([d.high for d in days])[:, None]
+    lo = np.array([d.low for d in days])[:, None]
+    steps = np.cumsum(rng.normal(0.0, 1.0, (n, m)), axis=1)
+    t = np.arange(1, m + 1) / m
+    bridge = steps - t * steps[:, -1:]  # 0 at both ends
+    scale = (hi - lo) / 4 / np.maximum(np.abs(bridge).max(axis=1, keepdims=True), 1e-9)
+    close = np.clip(o + (c - o) * t + bridge * scale, lo, hi)
+    close[:, -1] = c[:, 0]
+    opens = np.concatenate([o, close[:, :-1]], axis=1)
+    wiggle = np.abs(rng.normal(0.0, 1.0, (2, n, m))) * (hi - lo) / 200
+    high = np.minimum(np.maximum(opens, close) + wiggle[0], hi)
+    low = np.maximum(np.minimum(opens, close) - wiggle[1], lo)
+    volume = np.repeat(np.array([d.volume // 100 // m * 100 for d in days], dtype=np.float64), m)
+    session_open = (
+        (pd.DatetimeIndex([pd.Timestamp(d.day) for d in days]) + pd.Timedelta(hours=9, minutes=30))
+        .tz_localize("America/New_York")
+        .tz_convert("UTC")
+    )
+    stamps = (session_open.as_unit("ns").asi8[:, None] + np.arange(m)[None, :] * 60_000_000_000).ravel()
+    return pd.DataFrame(
+        {
+            TIMESTAMP: pd.to_datetime(stamps, unit="ns", utc=True),
+            "open": np.round(opens.ravel(), 6),
+            "high": np.round(high.ravel(), 6),
+            "low": np.round(low.ravel(), 6),
+            "close": np.round(close.ravel(), 6),
+            "volume": volume,
+        }
+    )
 
 
 def main(argv: list[str]) -> int:

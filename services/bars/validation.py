@@ -39,7 +39,7 @@ import math
 import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -115,6 +115,7 @@ class ValidationResult:
     ge_seconds: float  # time spent inside Great Expectations (batch + validate), import excluded
     total_seconds: float
     rule_counts: dict[str, int] = field(default_factory=dict)
+    ge_rows: int | None = None  # rows Great Expectations checked this time (None: all; see ValidatedHistory)
 
     @property
     def passed(self) -> bool:
@@ -131,15 +132,98 @@ class BarValidationError(DataError):
         super().__init__(f"{len(issues)} bar issue(s): {shown}{more}")
 
 
+class ValidatedHistory:
+    """What Great Expectations validated before, per key (a strategy's request): fingerprints and issues.
+
+    A strategy on a one-minute cron fetches the same lookback again and again; all of it but the newest bar(s) was
+    validated by the previous run. For a key seen before, :func:`validate_bars` looks for the rows of the new
+    frame that are the rows validated last time (same timestamps and values, in the same order: a block of the
+    previous frame that the new one starts with; the previous newest bar may have been revised), reuses their GE
+    issues and runs GE on the rest only (with the last known row before them, for the timestamp order). Every
+    other case is a full batch: first sight, any change of history (a row revised, inserted or removed inside
+    the block), timestamps that are not strictly increasing. The fingerprint of a row is
+    ``pandas.util.hash_pandas_object`` of its canonical columns (64 bits). The result is the same as a full
+    validation's; GE's rules are per row but for uniqueness and order, which the strictly increasing timestamps
+    settle. Bounded (least recently used keys go first; 8 bytes a row plus the issues, so 200 strategies with a
+    year of daily bars hold about 400 KB) and thread-safe.
+    """
+
+    def __init__(self, max_keys: int = 1024) -> None:
+        if max_keys < 1:
+            raise InputError("max_keys", f"must be at least 1, got {max_keys}")
+        self.max_keys = max_keys
+        self._entries: OrderedDict[str, tuple[np.ndarray[Any, Any], list[tuple[int, BarIssue]]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> tuple[np.ndarray[Any, Any], list[tuple[int, BarIssue]]] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: str, hashes: np.ndarray[Any, Any], issues: list[tuple[int, BarIssue]]) -> None:
+        with self._lock:
+            self._entries[key] = (hashes, issues)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_keys:
+                self._entries.popitem(last=False)
+
+
+def _fingerprints(data: pd.DataFrame) -> np.ndarray[Any, Any]:
+    hashes: np.ndarray[Any, Any] = pd.util.hash_pandas_object(data[list(REQUIRED_COLUMNS)], index=False).to_numpy()
+    return hashes
+
+
+def _seen_rows(old: np.ndarray[Any, Any], new: np.ndarray[Any, Any]) -> tuple[int, int] | None:
+    """``(k, m)``: ``new[:m]`` is ``old[k:k + m]`` and reaches old's end (or its last row, revised); else None."""
+    for k in np.flatnonzero(old == new[0]) if len(new) and len(old) else ():
+        m = min(len(old) - int(k), len(new))
+        if np.array_equal(old[k : k + m], new[:m]):
+            return int(k), m
+        if m >= 2 and int(k) + m == len(old) and np.array_equal(old[k : k + m - 1], new[: m - 1]):
+            return int(k), m - 1  # the previous newest bar was revised (a forming bar): it is checked again
+    return None
+
+
+def _ge_row_issues_incremental(
+    data: pd.DataFrame, history: ValidatedHistory, key: str
+) -> tuple[list[tuple[int | None, BarIssue]], float, int]:
+    """GE row issues of ``data`` as :func:`_ge_row_issues` finds them, checking only the rows not seen before."""
+    hashes = _fingerprints(data)
+    stamps = data[TIMESTAMP]
+    ordered = bool(stamps.notna().all() and stamps.is_monotonic_increasing and stamps.is_unique)
+    known = history.get(key) if ordered else None
+    seen = _seen_rows(known[0], hashes) if known is not None else None
+    if known is None or seen is None:
+        issues, seconds = _ge_row_issues(data)
+        checked = len(data)
+    else:
+        k, m = seen
+        issues = [(p - k, issue) for p, issue in known[1] if k <= p < k + m]
+        seconds, checked = 0.0, len(data) - m
+        if checked:
+            part = data.iloc[m - 1 :].reset_index(drop=True)  # the last seen row gives the timestamp order
+            fresh, seconds = _ge_row_issues(part)
+            issues += [(m - 1 + p, issue) for p, issue in fresh if p is not None and p > 0]
+    if ordered:
+        history.put(key, hashes, [(p, issue) for p, issue in issues if p is not None])
+    return list(issues), seconds, checked
+
+
 def validate_bars(
     frame: pd.DataFrame,
     *,
     bar_size: BarSize | None = None,
     exchange: str = calendar.DEFAULT_EXCHANGE,
     policy: BadRowPolicy = BadRowPolicy.FLAG,
+    history: ValidatedHistory | None = None,
+    history_key: str = "",
 ) -> ValidationResult:
     """Check ``frame`` against every rule and apply ``policy`` to the rows that break one.
 
+    With ``history`` Great Expectations checks only the rows not validated before under ``history_key`` (see
+    :class:`ValidatedHistory`); the pandas rules (finite values, calendar, splits) always see the whole frame.
     Raises ``InputError`` if a canonical column is missing, ``BarValidationError`` (a ``DataError``)
     under ``BadRowPolicy.FAIL`` when any issue is found.
     """
@@ -155,7 +239,11 @@ def validate_bars(
         raise InputError("bars", f"not a canonical bar frame: wrong dtype for {kinds}")
     data = frame.drop(columns=[FLAG_COLUMN], errors="ignore").reset_index(drop=True)
     size = bar_size if bar_size is not None else infer_bar_size(data[TIMESTAMP])
-    row_issues, ge_seconds = _ge_row_issues(data)
+    ge_rows: int | None = None
+    if history is None:
+        row_issues, ge_seconds = _ge_row_issues(data)
+    else:
+        row_issues, ge_seconds, ge_rows = _ge_row_issues_incremental(data, history, history_key)
     row_issues += _finite_issues(data)
     if size is BarSize.DAY_1 and len(data):
         row_issues += _calendar_issues(data, exchange)
@@ -186,6 +274,7 @@ def validate_bars(
         ge_seconds=ge_seconds,
         total_seconds=time.perf_counter() - started,
         rule_counts=dict(Counter(i.rule for i in issues)),
+        ge_rows=ge_rows,
     )
 
 

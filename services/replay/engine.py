@@ -65,9 +65,11 @@ crashes); volume is divided by the same factor.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import math
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from functools import partial
@@ -604,7 +606,7 @@ def replay(
     bar_length = dt.timedelta(seconds=BAR_SECONDS[definition.bar_size])
     py_times: list[dt.datetime] = list(times.to_pydatetime())
     stamps: list[pd.Timestamp] = list(times)
-    end_stamps: list[pd.Timestamp] = list(times + bar_length)  # "now" of a decision: its bar's end
+    end_times: list[dt.datetime] = [t + bar_length for t in py_times]  # "now" of a decision: its bar's end
     flagged_list: list[bool] = flagged.tolist()
     last_good_list: list[int] = last_good_upto.tolist()
 
@@ -631,118 +633,121 @@ def replay(
     next_decision = 0
     total = len(decision_points)
     risk = definition.risk
-    for j in range(first, n):
-        when = py_times[j]
-        working = pending is not None and j > pending.decided_at
-        if working and pending is not None and pending.order_type is OrderType.MARKET:
-            pending = _work_pending(book, pending, when, o[j], h[j], lo_[j], c[j], slippage)  # at the open
-            working = False
-        if _exit_on_bar(book, when, o[j], h[j], lo_[j], c[j], slippage) and pending is not None and pending.closing:
-            pending = None  # its position is gone
-        if working and pending is not None:
-            pending = _work_pending(book, pending, when, o[j], h[j], lo_[j], c[j], slippage)  # a limit, intrabar
-            if book.entry_time == when:
-                _exit_on_bar(book, when, o[j], h[j], lo_[j], c[j], slippage)  # the rest of its entry bar
-        if book.position:
-            equity[j - first] = float(book.cash + book.position * price(c[j]))
-        else:
-            equity[j - first] = float(book.cash)
-        positions[j - first] = float(book.position)
-        if next_decision < total and decision_points[next_decision] == j:
-            next_decision += 1
-            lg = last_good_list[j]
-            flagged_j = flagged_list[j]
-            if llm:
-                request, png = requests[j]
-                outcome = analyze(
-                    request, settings=settings.llm, store=store, chart_png=png, now=wall(), backend=backend
-                )
-                llm_cached += int(outcome.cached)
-                llm_requests += int(not outcome.cached and outcome.attempts > 0)
-                analysed = _Analysed(outcome)
-            elif lg < 0:
-                analysed = _Analysed(None, "no usable (non-flagged) bar yet")
+    with _cyclic_gc_paused():  # see _cyclic_gc_paused: the loop makes no reference cycles
+        for j in range(first, n):
+            when = py_times[j]
+            working = pending is not None and j > pending.decided_at
+            if working and pending is not None and pending.order_type is OrderType.MARKET:
+                pending = _work_pending(book, pending, when, o[j], h[j], lo_[j], c[j], slippage)  # at the open
+                working = False
+            if _exit_on_bar(book, when, o[j], h[j], lo_[j], c[j], slippage) and pending is not None and pending.closing:
+                pending = None  # its position is gone
+            if working and pending is not None:
+                pending = _work_pending(book, pending, when, o[j], h[j], lo_[j], c[j], slippage)  # a limit, intrabar
+                if book.entry_time == when:
+                    _exit_on_bar(book, when, o[j], h[j], lo_[j], c[j], slippage)  # the rest of its entry bar
+            if book.position:
+                equity[j - first] = float(book.cash + book.position * price(c[j]))
             else:
-                before = last_good_list[lg - 1] if lg > 0 else -1
-                snap = _snapshot(definition, ind, columns, c, stamps, lg, flagged_j, before)
-                analysis = rules_decision(snap, definition.indicators, definition.decision)  # the live path's rules
-                analysed = _Analysed(
-                    AnalysisOutcome(
-                        analyst=AnalystKind.OFFLINE,
-                        model=OFFLINE_MODEL,
-                        prompt=_PLACEHOLDER_PROMPT,
-                        reference_price=snap.last_close,
-                        analysis=analysis,
+                equity[j - first] = float(book.cash)
+            positions[j - first] = float(book.position)
+            if next_decision < total and decision_points[next_decision] == j:
+                next_decision += 1
+                lg = last_good_list[j]
+                flagged_j = flagged_list[j]
+                if llm:
+                    request, png = requests[j]
+                    outcome = analyze(
+                        request, settings=settings.llm, store=store, chart_png=png, now=wall(), backend=backend
                     )
-                )
-            if analysed.outcome is None:
-                signal = Signal(SignalAction.ABSTAIN, analysed.abstain or "no analysis", AnalystKind.OFFLINE, when)
-            else:
-                signal = generate_signal(
-                    analysed.outcome,
-                    definition,
-                    last_bar_time=stamps[j],
-                    now=end_stamps[j],
-                    flagged_latest=flagged_j,
-                )
-            tainted = llm and possibly_contaminated(model, when.date())
-            contaminated += int(tainted)
-            order_note: str | None = None
-            plan: OrderPlan | None = None
-            reason = f"signal {signal.action.value}"
-            if risk.max_holding_bars is not None and book.position and book.entry_time is not None:
-                held = j - bisect_left(py_times, book.entry_time) + 1  # the entry's bar included
-                plan = plan_time_exit(risk, position=book.position, held=held, reference=price(c[j]))
-                reason = f"time exit after {held} bars"  # decided before (and instead of) the signal's order
-            if plan is None and signal.action in (SignalAction.BUY, SignalAction.SELL):
+                    llm_cached += int(outcome.cached)
+                    llm_requests += int(not outcome.cached and outcome.attempts > 0)
+                    analysed = _Analysed(outcome)
+                elif lg < 0:
+                    analysed = _Analysed(None, "no usable (non-flagged) bar yet")
+                else:
+                    before = last_good_list[lg - 1] if lg > 0 else -1
+                    snap = _snapshot(definition, ind, columns, c, stamps, lg, flagged_j, before)
+                    analysis = rules_decision(snap, definition.indicators, definition.decision)  # the live path's rules
+                    analysed = _Analysed(
+                        AnalysisOutcome(
+                            analyst=AnalystKind.OFFLINE,
+                            model=OFFLINE_MODEL,
+                            prompt=_PLACEHOLDER_PROMPT,
+                            reference_price=snap.last_close,
+                            analysis=analysis,
+                        )
+                    )
+                if analysed.outcome is None:
+                    signal = Signal(SignalAction.ABSTAIN, analysed.abstain or "no analysis", AnalystKind.OFFLINE, when)
+                else:
+                    signal = generate_signal(
+                        analysed.outcome,
+                        definition,
+                        last_bar_time=when,
+                        now=end_times[j],
+                        flagged_latest=flagged_j,
+                    )
+                tainted = llm and possibly_contaminated(model, when.date())
+                contaminated += int(tainted)
+                order_note: str | None = None
+                plan: OrderPlan | None = None
                 reason = f"signal {signal.action.value}"
-                plan = plan_order(
-                    signal,
-                    risk,
-                    symbol=definition.symbol,
-                    position=book.position,
-                    equity=book.cash + book.position * price(c[j]),
-                    atr=partial(_atr_upto, frame, j, risk.sizing.atr_period),
-                    size_increment=SIZE_INCREMENT,
-                    min_tick=min_tick,
-                )
-            if plan is not None:
-                order_note = plan.note
-                if plan.placed:
-                    placed.append(
-                        PlacedOrder(when, plan.side, plan.quantity, plan.order_type, plan.limit, plan.stop, plan.target)
+                if risk.max_holding_bars is not None and book.position and book.entry_time is not None:
+                    held = j - bisect_left(py_times, book.entry_time) + 1  # the entry's bar included
+                    plan = plan_time_exit(risk, position=book.position, held=held, reference=price(c[j]))
+                    reason = f"time exit after {held} bars"  # decided before (and instead of) the signal's order
+                if plan is None and signal.action in (SignalAction.BUY, SignalAction.SELL):
+                    reason = f"signal {signal.action.value}"
+                    plan = plan_order(
+                        signal,
+                        risk,
+                        symbol=definition.symbol,
+                        position=book.position,
+                        equity=book.cash + book.position * price(c[j]),
+                        atr=partial(_atr_upto, frame, j, risk.sizing.atr_period),
+                        size_increment=SIZE_INCREMENT,
+                        min_tick=min_tick,
                     )
-                    pending = PendingOrder(
-                        side=plan.side,
-                        quantity=plan.quantity,
-                        order_type=plan.order_type,
-                        tif=plan.tif,
-                        limit=plan.limit,
-                        decided_at=j,
-                        closing=plan.closing,
-                        stop=plan.stop,
-                        target=plan.target,
-                        reason=reason,
-                        trail=plan.trail,
+                if plan is not None:
+                    order_note = plan.note
+                    if plan.placed:
+                        placed.append(
+                            PlacedOrder(
+                                when, plan.side, plan.quantity, plan.order_type, plan.limit, plan.stop, plan.target
+                            )
+                        )
+                        pending = PendingOrder(
+                            side=plan.side,
+                            quantity=plan.quantity,
+                            order_type=plan.order_type,
+                            tif=plan.tif,
+                            limit=plan.limit,
+                            decided_at=j,
+                            closing=plan.closing,
+                            stop=plan.stop,
+                            target=plan.target,
+                            reason=reason,
+                            trail=plan.trail,
+                        )
+                out = analysed.outcome
+                decisions.append(
+                    Decision(
+                        when,
+                        signal.action,
+                        signal.reason,
+                        signal.confidence,
+                        signal.entry,
+                        signal.stop,
+                        signal.target,
+                        order_note,
+                        tainted,
+                        bool(out and out.cached),
+                        out.cost_usd if out is not None else Decimal(0),
                     )
-            out = analysed.outcome
-            decisions.append(
-                Decision(
-                    when,
-                    signal.action,
-                    signal.reason,
-                    signal.confidence,
-                    signal.entry,
-                    signal.stop,
-                    signal.target,
-                    order_note,
-                    tainted,
-                    bool(out and out.cached),
-                    out.cost_usd if out is not None else Decimal(0),
                 )
-            )
-            if progress is not None:
-                progress(next_decision, total)
+                if progress is not None:
+                    progress(next_decision, total)
     if pending is not None:
         warnings.append(f"an order decided on the last bar(s) was not filled by the end: {pending.reason}")
 
@@ -805,6 +810,24 @@ def replay(
         contaminated=contaminated,
         warnings=warnings,
     )
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for the bar loop, and restore it after (even on an error).
+
+    The loop allocates a few dozen small objects per bar (snapshot, analysis, signal, decision) and keeps the
+    decisions, so the collector ran every 700 allocations: 6 % of a one-minute replay's CPU (197,340 bars: 7.9 s
+    with it, 7.45 s without). The loop makes no reference cycles (reference counting frees everything it drops);
+    cycles made meanwhile by other threads of the process are collected once it ends.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _atr_upto(frame: pd.DataFrame, j: int, period: int) -> Decimal | None:
