@@ -114,7 +114,11 @@ def test_steps_2_and_3_fetch_validate_and_compute_each_timeframe(tmp_path: Path,
     with use_runtime(runtime):
         data = fetch_market_data.fn(definition, SPY)
         result = calculate_indicators.fn(definition, data)
+        # a timeframe with its own indicators gets those, not the strategy's
+        own = parse_strategy(_doc(timeframes=[{"bar_size": "1 week", "indicators": [{"function": "RSI"}]}]))
+        [own_tf] = calculate_indicators.fn(own, data).timeframes
     runtime.close()
+    assert own_tf.result.column_names() == ["rsi"]
     assert [(r.bar_size, r.duration) for r in requests] == [(BarSize.DAY_1, "1 Y"), (BarSize.WEEK_1, "5 Y")]
     [weekly] = data.timeframes
     assert weekly.bar_size is BarSize.WEEK_1 and 255 <= len(weekly.frame) <= 262  # five years of weeks
