@@ -127,6 +127,11 @@ async def test_six_tasks_and_one_artifact_per_step(latest_run, trader):
     decision = next(a for a in artifacts if a.key == "spy-sma-cross-decision-chart")  # a BUY: drawn with its levels
     assert "data:image/png;base64," in decision.data and "## Decision: BUY" in decision.data
     assert latest_run.decision_chart == latest_run.run_dir / "decision.png" and latest_run.decision_chart.exists()
+    # drawn with the signal's marks, not a copy of the step-4 chart
+    assert latest_run.decision_chart.read_bytes() != latest_run.chart_png.read_bytes()
+    decision_html = (latest_run.run_dir / "decision.html").read_text()
+    assert "signal BUY" in decision_html and "stop " in decision_html and "target " in decision_html
+    assert "signal BUY" not in latest_run.chart_html.read_text()
     assert latest_run.prompt is not None and "SPY" in latest_run.prompt.read_text()
 
 

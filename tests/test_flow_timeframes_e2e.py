@@ -117,5 +117,5 @@ async def test_the_chart_shows_a_pane_per_timeframe_in_chromium(run) -> None:
         candles = await page.evaluate("() => document.querySelectorAll('.trace.boxes, g.trace.ohlc').length")
         subplots = await page.evaluate("() => document.querySelectorAll('.cartesianlayer .subplot').length")
         await browser.close()
-    assert candles >= 2  # main and daily candlesticks drawn
-    assert subplots >= 4  # price, volume, RSI, the daily pane
+    assert candles == 2  # main and daily candlesticks drawn
+    assert subplots == 5  # price, volume, RSI, ATR (the main panes: 4 without the daily one), the daily pane

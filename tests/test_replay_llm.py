@@ -18,10 +18,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from models.enums import AnalystKind
 from models.strategy import LlmOptions
 from services.bars.loader import load_bars
 from services.errors import InputError
-from services.llm.store import InMemoryLlmCallStore
+from services.llm.store import InMemoryLlmCallStore, LlmCallRecord
 from services.replay.cutoffs import cutoff_for, possibly_contaminated
 from services.replay.engine import ReplayResult, replay
 from services.settings import Settings, load_settings
@@ -147,10 +148,16 @@ def test_budget_precheck_counts_the_strategy_budget_and_skips_local_endpoints(
         replay(capped, daily, analyst="llm", settings=llm_settings(server), store=InMemoryLlmCallStore(),
                charts=False, **WINDOW)  # type: ignore[arg-type]  # fmt: skip
     assert "the strategy's llm.daily_budget_usd" in err.value.summary() and server.requests == []
-    # the same strategy against a local endpoint (no key): free, so no budget applies
+    # the same strategy against a local endpoint (no key): free, so no budget applies, not even one already spent
+    # today (a paid call of this strategy over its cap and the global budget of 0 would refuse any other endpoint)
+    now = dt.datetime(2026, 1, 5, 15, 0, tzinfo=dt.UTC)
+    spent = InMemoryLlmCallStore()
+    spent.record(LlmCallRecord(model="gpt-4o-mini", analyst=AnalystKind.LLM, prompt_sha256="0" * 64,
+                               request_json="{}", created_at=now - dt.timedelta(hours=1), cost_usd=Decimal("0.001"),
+                               strategy_name=capped.name))  # fmt: skip
     local = load_settings({}, llm={"base_url": server.base_url, "timeout_s": 5.0, "max_retries": 0,
                                    "daily_budget_usd": "0"})  # fmt: skip
     server.enqueue(*(answer(a) for a in ANSWERS))
-    result = replay(capped, daily, analyst="llm", settings=local, store=InMemoryLlmCallStore(), charts=False,
+    result = replay(capped, daily, analyst="llm", settings=local, store=spent, charts=False, clock=lambda: now,
                     **WINDOW)  # type: ignore[arg-type]  # fmt: skip
     assert result.llm_requests == 5 and result.metrics.llm_cost_usd == 0

@@ -2,6 +2,7 @@ import datetime as dt
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -15,7 +16,7 @@ from services.broker.memory import MemoryBroker
 from services.broker.pacing import ManualClock
 from services.broker.types import ContractInfo, ContractSpec
 from services.db import session_scope
-from services.errors import InputError
+from services.errors import BrokerConnectionError, InputError
 from services.repositories import contracts
 from services.settings import IBSettings
 from services.symbols import MAX_BATCH, ResolveStatus, parse_symbols, refresh_all, resolve, resolve_batch
@@ -181,6 +182,30 @@ def test_batch_resolve_reports_an_ambiguous_symbol_with_its_candidates(db_url: s
         [result] = resolve_batch(lambda: session_scope(db_url), broker, ["SPY"], ttl=dt.timedelta(days=1))
     assert result.status is ResolveStatus.AMBIGUOUS and not result.ok
     assert sorted(c.conid for c in result.candidates) == [756733, 999001]
+
+
+class DroppingSource:
+    """A fake broker whose connection drops while one symbol's details are asked for."""
+
+    def __init__(self, dropped_on: str, *known: ContractInfo) -> None:
+        self.dropped_on, self.known = dropped_on, known
+        self.asked: list[str] = []
+
+    def matching_symbols(self, pattern: str) -> list[Any]:
+        return []
+
+    def contract_details(self, spec: ContractSpec) -> list[ContractInfo]:
+        self.asked.append(spec.symbol)
+        if spec.symbol == self.dropped_on:
+            raise BrokerConnectionError("IB dropped the connection")
+        return [c for c in self.known if c.symbol == spec.symbol]
+
+
+def test_batch_resolve_marks_a_broker_failure_failed_and_goes_on(db_url: str) -> None:
+    source = DroppingSource("AAPL", SPY)
+    results = resolve_batch(lambda: session_scope(db_url), source, ["AAPL", "SPY"], ttl=dt.timedelta(days=1))
+    assert [(r.symbol, r.status) for r in results] == [("AAPL", ResolveStatus.FAILED), ("SPY", ResolveStatus.RESOLVED)]
+    assert "IB dropped the connection" in results[0].error and not results[0].ok and source.asked == ["AAPL", "SPY"]
 
 
 def test_bad_symbol_lists_are_refused_before_any_request() -> None:

@@ -21,7 +21,7 @@ from services.bars.resample import resample_bars
 from services.broker.memory import MemoryBroker
 from services.broker.types import ContractInfo
 from services.charts import TIMEFRAME_PANE_PX, add_timeframe_panes, build_figure
-from services.errors import InputError
+from services.errors import DataError, InputError
 from services.indicators import TimeframeIndicators, compute_indicators
 from services.llm.context import build_prompt_context
 from services.llm.prompts import render_prompt, with_timeframe_sections
@@ -114,7 +114,11 @@ def test_steps_2_and_3_fetch_validate_and_compute_each_timeframe(tmp_path: Path,
     with use_runtime(runtime):
         data = fetch_market_data.fn(definition, SPY)
         result = calculate_indicators.fn(definition, data)
+        # a timeframe with its own indicators gets those, not the strategy's
+        own = parse_strategy(_doc(timeframes=[{"bar_size": "1 week", "indicators": [{"function": "RSI"}]}]))
+        [own_tf] = calculate_indicators.fn(own, data).timeframes
     runtime.close()
+    assert own_tf.result.column_names() == ["rsi"]
     assert [(r.bar_size, r.duration) for r in requests] == [(BarSize.DAY_1, "1 Y"), (BarSize.WEEK_1, "5 Y")]
     [weekly] = data.timeframes
     assert weekly.bar_size is BarSize.WEEK_1 and 255 <= len(weekly.frame) <= 262  # five years of weeks
@@ -127,6 +131,21 @@ def test_steps_2_and_3_fetch_validate_and_compute_each_timeframe(tmp_path: Path,
     assert pd.isna(tf.result.frame["sma_fast"].iloc[-30])  # the flagged bar stays out of the indicators
     good = weekly.frame[~weekly.frame["flagged"]]
     assert tf.result.latest["sma_fast"] == pytest.approx(good["close"].tail(20).mean())
+
+
+def test_a_higher_timeframe_failing_validation_fails_step_2_under_the_fail_policy(
+    tmp_path: Path, daily: pd.DataFrame
+) -> None:
+    definition = parse_strategy(_doc(timeframes=["1 week"]))
+    weeks = resample_bars(daily, BarSize.WEEK_1)
+    weeks.loc[weeks.index[-30], "high"] = weeks.loc[weeks.index[-30], "low"] - 1
+    memory = MemoryBroker([SPY], {"SPY": [daily, weeks]}, start=dt.datetime(2017, 12, 30, tzinfo=dt.UTC))
+    settings = load_settings({"TRADER_DATA_DIR": str(tmp_path), "TRADER_TRADING__BAD_ROW_POLICY": "fail"})
+    runtime = Runtime(settings, broker_factory=lambda: memory)
+    with use_runtime(runtime), pytest.raises(DataError) as caught:
+        fetch_market_data.fn(definition, SPY)  # the main daily bars are clean; the weekly batch is not
+    runtime.close()
+    assert str(caught.value).startswith("SPY 1 week 5 Y (higher timeframe): ")
 
 
 def _with_daily_context(frame: pd.DataFrame, definition: StrategyDefinition) -> Any:

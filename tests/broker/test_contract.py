@@ -13,10 +13,11 @@ import pytest
 from models.bars import TIMESTAMP
 from models.enums import BarSize, OrderSide, OrderStatus, OrderType, SecType
 from services.bars.loader import load_bars
+from services.broker.memory import MemoryBroker
 from services.broker.port import BrokerPort
-from services.broker.types import BarRequest, ContractSpec, OrderRequest
+from services.broker.types import BarRequest, ContractInfo, ContractSpec, OrderRequest
 from services.errors import ContractNotFoundError, OrderRejectedError
-from simulator.catalog import KNOWN_SYMBOLS, bar_files, symbol_from_filename
+from simulator.catalog import KNOWN_SYMBOLS, Catalog, Instrument, bar_files, symbol_from_filename
 from tests.broker.conftest import HarnessFactory, IBLogGuard
 from tests.broker.harness import Harness
 
@@ -57,6 +58,20 @@ async def test_matching_symbols_by_ticker_prefix_then_name_word(harness: Harness
     by_word = await harness.broker.matching_symbols("apple")
     assert [s.symbol for s in by_word] == ["AAPL"]
     assert await harness.broker.matching_symbols("zzzz") == []
+
+
+async def test_ticker_prefix_matches_rank_before_name_word_matches_in_both_implementations() -> None:
+    """The shipped catalog cannot show the ranking (no name-word match sorts before a prefix match there)."""
+    spark = ("ABCD", 900001, "STK", "NYSE", "SPARK ENERGY INC")  # "sp" starts a word of its name only
+    etf = ("SPY", 756733, "STK", "ARCA", "SPDR S&P 500 ETF TRUST")  # "sp" starts its ticker
+    catalog = Catalog([Instrument(conid, sym, kind, primary, name) for sym, conid, kind, primary, name in (spark, etf)])
+    assert [i.symbol for i in catalog.matching("sp")] == ["SPY", "ABCD"]
+    memory = MemoryBroker(
+        [ContractInfo(conid, sym, SecType(kind), "SMART", primary, "USD", Decimal("0.01"), long_name=name)
+         for sym, conid, kind, primary, name in (spark, etf)]
+    )  # fmt: skip
+    await memory.connect()
+    assert [m.symbol for m in await memory.matching_symbols("sp")] == ["SPY", "ABCD"]
 
 
 COMPARED = (TIMESTAMP, "open", "high", "low", "close", "volume")
