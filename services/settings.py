@@ -231,7 +231,7 @@ class NotificationSettings(_Section):
         default=None,
         pattern=r"^[a-z0-9-]+/[A-Za-z0-9_-]+$",
         description="Instead of the webhook: an existing notification block as TYPE/NAME, e.g. "
-        "slack-webhook/trader-slack or email/trader-mail.",
+        "slack-webhook/trader-slack or sendgrid-email/trader-mail.",
     )
     order_filled: bool = Field(default=True, description="Notify on an order filled.")
     order_rejected: bool = Field(default=True, description="... rejected by the broker or by the risk gate.")
