@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+export PATH="$HOME/.local/bin:$PATH"  # where setup.sh links uv when it had to install it
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 uv run trader init
 exec uv run trader demo "$@"
