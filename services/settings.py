@@ -42,7 +42,6 @@ class DatabaseSettings(_Section):
         default=None,
         description="SQLAlchemy URL. Default: a SQLite file trader.db in the data directory.",
     )
-    echo: bool = Field(default=False, description="Log every SQL statement.")
 
 
 class IBSettings(_Section):

@@ -79,8 +79,8 @@ def test_explicit_environ_ignores_the_process_environment(monkeypatch):
 
 
 def test_overrides_merge_into_sections_from_variables():
-    settings = load_settings({"TRADER_DATABASE__ECHO": "true"}, database={"url": "sqlite:///x.db"})
-    assert settings.database.echo is True
+    settings = load_settings({"TRADER_IB__PORT": "4002"}, database={"url": "sqlite:///x.db"}, ib={"host": "gw"})
+    assert (settings.ib.port, settings.ib.host) == (4002, "gw")
     assert settings.database.url == "sqlite:///x.db"
 
 
