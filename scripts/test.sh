@@ -12,8 +12,8 @@ echo "== ruff format --check"; uv run ruff format --check .
 echo "== mypy --strict";       uv run mypy
 echo "== pytest"
 set +e
-# two pytest-xdist workers (whole files per worker, each with its own PostgreSQL cluster and Prefect server): 6.6 min
-# against 8.9 min serial on this 2-core box; TEST_WORKERS=0 (or `-n 0`) runs serially
+# two pytest-xdist workers (whole files per worker, each with its own PostgreSQL cluster and Prefect server): see the
+# README for the measured times; TEST_WORKERS=0 (or `-n 0`) runs serially
 uv run pytest -q -p no:cacheprovider -n "${TEST_WORKERS:-2}" "$@"
 status=$?
 set -e
