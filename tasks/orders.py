@@ -103,12 +103,7 @@ def order_for_signal(
     last_close = _last_close(data)
     if signal.entry is None:
         signal = dataclasses.replace(signal, entry=last_close)
-    if dry_run:
-        _work_dry_run_protection(runtime.database_url, definition, contract, data, now)
-    with session_scope(runtime.database_url) as session:
-        position = strategy_position(session, definition.name, definition.symbol)
-        opened = strategy_position_opened(session, definition.name, definition.symbol)
-    due = _time_exit_plan(definition, data, position, opened, last_close)
+    position, due = _position_and_time_exit(runtime.database_url, definition, contract, data, now, dry_run=dry_run)
     if due is not None:  # the time exit comes first: this bar's signal order is not placed
         return _submit(definition, contract, data, due, broker=broker, dry_run=dry_run, now=now,
                        bar_time=signal.bar_time, flow_run_id=flow_run_id, signal_id=stored.id,
@@ -142,13 +137,7 @@ def time_exit_for(
     ``risk.max_holding_bars`` bars (``services.orders.planning.plan_time_exit``); None when none is due."""
     if definition.risk.max_holding_bars is None:
         return None
-    runtime = get_runtime()
-    if dry_run:
-        _work_dry_run_protection(runtime.database_url, definition, contract, data, now)
-    with session_scope(runtime.database_url) as session:
-        position = strategy_position(session, definition.name, definition.symbol)
-        opened = strategy_position_opened(session, definition.name, definition.symbol)
-    due = _time_exit_plan(definition, data, position, opened, _last_close(data))
+    _, due = _position_and_time_exit(get_runtime().database_url, definition, contract, data, now, dry_run=dry_run)
     if due is None:
         return None
     bar_time = data.last_bar_time.to_pydatetime()
@@ -166,6 +155,25 @@ def _work_dry_run_protection(
     for moved in work_protection(db_url, _memory(contract, data), contract, definition.name, now):
         log.info("dry run: %s %s -> %s on the bars since its entry filled", moved.key, moved.before.value,
                  moved.after.value)  # fmt: skip
+
+
+def _position_and_time_exit(
+    db_url: str,
+    definition: StrategyDefinition,
+    contract: ContractInfo,
+    data: MarketData,
+    now: dt.datetime,
+    *,
+    dry_run: bool,
+) -> tuple[Decimal, OrderPlan | None]:
+    """The strategy's position (in a dry run after its protective orders were worked over this run's bars) and the
+    time exit due on it, if any."""
+    if dry_run:
+        _work_dry_run_protection(db_url, definition, contract, data, now)
+    with session_scope(db_url) as session:
+        position = strategy_position(session, definition.name, definition.symbol)
+        opened = strategy_position_opened(session, definition.name, definition.symbol)
+    return position, _time_exit_plan(definition, data, position, opened, _last_close(data))
 
 
 def _time_exit_plan(
