@@ -10,7 +10,6 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from models.order_states import WORKING
 from models.strategy import StrategyDefinition
 from models.tables import Order, utc_now
 from services import calendar
@@ -100,7 +99,7 @@ def gather_context(
     expiry_problem = None
     entry = orders_repo.get(session, order.parent_id) if order.parent_id is not None else None
     if entry is not None:  # a bracket child re-attached alone: valid while its entry holds or may still fill
-        if entry.status not in WORKING and entry.filled_quantity == 0:
+        if not orders_repo.entry_holds(entry):
             expiry_problem = f"its entry {entry.idempotency_key} is {entry.status.value}: nothing to protect"
     elif order.expires_at is None:
         expiry_problem = "no expiry stored: an order without a signal validity is never sent"

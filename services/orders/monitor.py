@@ -174,7 +174,7 @@ def mark_lost(db_url: str, broker: OrderBroker, order_id: int) -> str | None:
         row = orders_repo.get_for_update(session, order_id)
         assert row is not None
         entry = orders_repo.get(session, row.parent_id) if row.parent_id is not None else None
-        holds = entry is not None and (entry.status in WORKING or entry.filled_quantity > 0)
+        holds = entry is not None and orders_repo.entry_holds(entry)
         if row.status is not OrderStatus.SUBMITTED or not holds:
             return None
         row.last_submit_error = "lost at the broker (not in its open or completed orders): to re-attach"

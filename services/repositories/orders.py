@@ -316,12 +316,17 @@ def retryable(session: Session, max_attempts: int) -> list[Order]:
     return [o for o in rows if not is_dry_run(o) and (o.parent_id is None or reattaching(session, o))]
 
 
+def entry_holds(entry: Order) -> bool:
+    """Whether a bracket's entry is at the broker working or holds fills: what its children protect."""
+    return entry.status in WORKING or entry.filled_quantity > 0
+
+
 def reattaching(session: Session, order: Order) -> bool:
     """Whether ``order`` is a bracket child whose entry is at the broker, working or holding fills: unsent itself
     (the broker lost it, or only the entry got through), it is sent on its own to protect what the entry holds.
     An entry still unsent or unresolved (``submitting``) takes its children with it instead."""
     entry = get(session, order.parent_id) if order.parent_id is not None else None
-    return entry is not None and (entry.status in WORKING or entry.filled_quantity > 0)
+    return entry is not None and entry_holds(entry)
 
 
 def archivable(session: Session, before: dt.datetime) -> list[Order]:
