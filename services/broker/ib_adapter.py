@@ -530,7 +530,7 @@ class IBBroker:
         if self._state is not Connectivity.CONNECTED or not ib.isConnected():
             raise BrokerConnectionError(f"not placing {entry.order_ref}: broker {self._state}")
         ib_contract = _info_contract(contract)
-        parent = self._find_trade(entry.order_ref, None)
+        parent = self._find_trade(entry.order_ref, bracket.entry_perm_id)
         missing = [c for c in bracket.children if self._find_trade(c.order_ref, None) is None]
         sent: list[Any] = []
         try:

@@ -247,6 +247,7 @@ class Bracket:
     entry: OrderRequest
     take_profit: OrderRequest | None = None
     stop_loss: OrderRequest | None = None
+    entry_perm_id: int | None = None  # the entry's IB permId once known: found by it too, it is never sent again
 
     def __post_init__(self) -> None:
         if not self.children:

@@ -496,7 +496,7 @@ def _reattach(
             raise _NotSent(f"its entry {entry_request.order_ref} is not found at the broker: not attached")
         child = replace(request, oca_group=None)  # the bracket names the group
         tp, sl = (child if bracket_role(child.order_ref) is r else None for r in BracketRole.children())
-        answers = broker.place_bracket(contract, Bracket(entry_request, tp, sl))
+        answers = broker.place_bracket(contract, Bracket(entry_request, tp, sl, entry_perm_id=entry_perm))
         for answer in answers:
             if answer.order_ref == request.order_ref:
                 return answer
