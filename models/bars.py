@@ -25,6 +25,7 @@ from typing import Final
 from models.enums import BarSize
 
 TIMESTAMP: Final = "timestamp"
+FLAGGED: Final = "flagged"  # the column validation adds: True on a bar it flagged (kept, not used)
 REQUIRED_COLUMNS: Final[tuple[str, ...]] = (TIMESTAMP, "open", "high", "low", "close", "volume")
 OPTIONAL_COLUMNS: Final[tuple[str, ...]] = ("adj_close", "wap", "trade_count")
 PRICE_COLUMNS: Final[tuple[str, ...]] = ("open", "high", "low", "close")

@@ -47,10 +47,10 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from models.bars import REQUIRED_COLUMNS, TIMESTAMP
+from models.bars import FLAGGED, REQUIRED_COLUMNS, TIMESTAMP
 from services.bars.sizes import infer_bar_size
 from services.errors import InputError, SkipError
-from services.indicators import FLAGGED, IndicatorColumn, IndicatorResult, TimeframeIndicators
+from services.indicators import IndicatorColumn, IndicatorResult, TimeframeIndicators
 
 __all__ = [
     "ChartRenderError",

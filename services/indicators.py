@@ -21,19 +21,18 @@ import numpy as np
 import pandas as pd
 from talib import abstract
 
-from models.bars import TIMESTAMP
+from models.bars import FLAGGED, TIMESTAMP
 from models.enums import BarSize
 from models.strategy import IndicatorSpec, talib_function_info
 from services.errors import InputError, Problem
 
-FLAGGED: Final = "flagged"
 PRICE_INPUTS: Final = frozenset({"open", "high", "low", "close", "volume"})
 OVERLAP_GROUP: Final = "Overlap Studies"
 
 # talib's stubs do not declare abstract.Function (it is generated at import time).
 _FUNCTION: Final[Any] = getattr(abstract, "Function")  # noqa: B009
 
-__all__ = ["FLAGGED", "IndicatorColumn", "IndicatorResult", "TimeframeIndicators", "compute_indicators"]
+__all__ = ["IndicatorColumn", "IndicatorResult", "TimeframeIndicators", "compute_indicators"]
 
 
 @dataclass(frozen=True)

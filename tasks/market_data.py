@@ -16,7 +16,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from models.bars import TIMESTAMP
+from models.bars import FLAGGED, TIMESTAMP
 from models.enums import BarSize
 from models.strategy import StrategyDefinition, Timeframe
 from services.bars.validation import ValidationResult, validate_bars
@@ -28,8 +28,6 @@ from tasks.market_gate import IB_HISTORICAL, limited
 from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS, retry_if_transient
 from tasks.run_log import step_log
 from tasks.timeouts import MARKET_DATA_TIMEOUT_S
-
-FLAGGED = "flagged"
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from models.bars import PRICE_COLUMNS, REQUIRED_COLUMNS, TIMESTAMP
+from models.bars import FLAGGED, PRICE_COLUMNS, REQUIRED_COLUMNS, TIMESTAMP
 from models.enums import BadRowPolicy, BarSize
 from services import calendar
 from services.bars.sizes import all_midnight_utc, infer_bar_size
@@ -75,7 +75,6 @@ RULES: Final[tuple[str, ...]] = (
     RULE_MISSING_SESSION,
     RULE_SPLIT,
 )
-FLAG_COLUMN: Final = "flagged"
 SPLIT_UNEXPLAINED_MAX: Final = 0.15
 SPLIT_MOVE_MAX: Final = 0.40
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -237,7 +236,7 @@ def validate_bars(
     if wrong:
         kinds = ", ".join(f"{c} ({frame[c].dtype})" for c in wrong)
         raise InputError("bars", f"not a canonical bar frame: wrong dtype for {kinds}")
-    data = frame.drop(columns=[FLAG_COLUMN], errors="ignore").reset_index(drop=True)
+    data = frame.drop(columns=[FLAGGED], errors="ignore").reset_index(drop=True)
     size = bar_size if bar_size is not None else infer_bar_size(data[TIMESTAMP])
     ge_rows: int | None = None
     if history is None:
@@ -261,7 +260,7 @@ def validate_bars(
     if policy is BadRowPolicy.DROP:
         out = data.loc[~flagged].reset_index(drop=True)
     else:
-        out = data.assign(**{FLAG_COLUMN: flagged})
+        out = data.assign(**{FLAGGED: flagged})
     return ValidationResult(
         frame=out,
         issues=issues,

@@ -15,11 +15,11 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from models.bars import TIMESTAMP
+from models.bars import FLAGGED, TIMESTAMP
 from models.enums import BarSize
 from models.strategy import StrategyDefinition
 from services.errors import InputError
-from services.indicators import FLAGGED, IndicatorColumn, IndicatorResult
+from services.indicators import IndicatorColumn, IndicatorResult
 
 __all__ = ["MarketSnapshot", "build_prompt_context", "snapshot_from"]
 

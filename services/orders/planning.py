@@ -35,6 +35,7 @@ from typing import Final
 
 import pandas as pd
 
+from models.bars import FLAGGED
 from models.enums import OrderSide, OrderType, SignalAction, TimeInForce
 from models.strategy import Risk
 from services.market import Trail
@@ -47,7 +48,6 @@ __all__ = ["ORDER_CHECKS", "OrderPlan", "held_bars", "plan_order", "plan_time_ex
 
 # The checks of services.orders.risk.evaluate that need no account, clock or broker.
 ORDER_CHECKS: Final = ("max_notional_per_order", "max_position", "short_selling")
-FLAGGED: Final = "flagged"
 
 
 @dataclass(frozen=True)
@@ -75,10 +75,6 @@ class OrderPlan:
     @property
     def placed(self) -> bool:
         return self.quantity > 0
-
-    @property
-    def exit_side(self) -> OrderSide:
-        return OrderSide.SELL if self.side is OrderSide.BUY else OrderSide.BUY
 
 
 def sizing_atr(frame: pd.DataFrame, period: int) -> Decimal | None:

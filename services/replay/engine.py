@@ -78,7 +78,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import pandas as pd
 
-from models.bars import TIMESTAMP
+from models.bars import FLAGGED, TIMESTAMP
 from models.enums import (
     AnalystKind,
     DecisionPolicy,
@@ -94,7 +94,7 @@ from models.strategy import BAR_SECONDS, StrategyDefinition, duration_seconds
 from services.bars.validation import validate_bars
 from services.decision import rules_decision
 from services.errors import InputError, Problem
-from services.indicators import FLAGGED, IndicatorResult, compute_indicators
+from services.indicators import IndicatorResult, compute_indicators
 from services.llm.analyst import AnalysisRequest, ChatBackend, analyze, build_request, cache_key, image_for
 from services.llm.context import MarketSnapshot
 from services.llm.offline import OFFLINE_MODEL
