@@ -27,11 +27,11 @@ def costs(
     from decimal import Decimal
 
     from services.llm.costs import Grouping, summarize
-    from services.llm.store import DbLlmCallStore
+    from services.llm.store import DbLlmCallStore, budget_day
 
     if by not in BY:
         raise InputError("--by", f"must be one of {', '.join(BY)}, not {by!r}")
-    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    today = budget_day(dt.datetime.now(dt.UTC))
     since = today - dt.timedelta(days=days - 1)
     ensure_schema()
     rows = summarize(DbLlmCallStore(settings().database_url()).usage_since(since), cast(Grouping, by))

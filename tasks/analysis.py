@@ -22,7 +22,7 @@ from services.llm.costs import CostRow, Grouping, summarize
 from services.llm.outcome import AnalysisOutcome
 from services.llm.prompts import RenderedPrompt
 from services.llm.reply import LlmReply
-from services.llm.store import LlmCallStore
+from services.llm.store import LlmCallStore, budget_day
 from services.repositories import prompt_templates
 from services.runtime import get_runtime
 from services.settings import LLMSettings
@@ -83,7 +83,7 @@ def cost_tables(
 ) -> str:
     """Markdown: this call; the strategy's calls today (UTC) by model; today's spend of every strategy against the
     daily budgets ``(global, the strategy's or None)``. Only this strategy's rows are read (a SQL sum for the rest)."""
-    day = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    day = budget_day(now)
     mine = store.usage_since(day, strategy_name=strategy)
     this = [c for c in mine if outcome.call_id is not None and c.id == outcome.call_id]
     date = day.date().isoformat()

@@ -45,7 +45,7 @@ from services.llm.pricing import call_cost
 from services.llm.prompts import RenderedPrompt, render_prompt, with_timeframe_sections
 from services.llm.reply import CONTENT, LlmReply, LlmRequestError, LlmTimeoutError, LlmUnusableReplyError
 from services.llm.schema import Analysis, AnalysisParseError, FailureKind, parse_analysis
-from services.llm.store import LlmCallRecord, LlmCallStore
+from services.llm.store import BudgetUse, LlmCallRecord, LlmCallStore, budgets_today
 from services.settings import LLMSettings
 
 __all__ = ["AnalysisRequest", "ChatBackend", "analyze", "build_request", "cache_key", "image_for", "make_backend"]
@@ -109,11 +109,6 @@ def cache_key(model: str, prompt: RenderedPrompt, chart_png: bytes | None, *, en
     return digest.hexdigest()
 
 
-def _day_start(now: dt.datetime) -> dt.datetime:
-    utc = now.astimezone(dt.UTC)
-    return utc.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 def _offline(request: AnalysisRequest, store: LlmCallStore, now: dt.datetime) -> AnalysisOutcome:
     started = time.perf_counter()
     analysis = rules_decision(request.snapshot, request.specs, request.decision)
@@ -166,18 +161,21 @@ def image_for(request: AnalysisRequest, settings: LLMSettings, chart_png: bytes 
 
 def _over_budget(request: AnalysisRequest, settings: LLMSettings, store: LlmCallStore, now: dt.datetime) -> str | None:
     """Why no request may be made today, or ``None``."""
-    day = _day_start(now)
-    spent = store.spent_since(day)
-    if spent >= settings.daily_budget_usd:
-        return f"budget exhausted: spent {spent} of {settings.daily_budget_usd} USD today (UTC); no request made"
-    if request.daily_budget_usd is not None:
-        own = store.spent_since(day, strategy_name=request.strategy_name)
-        if own >= request.daily_budget_usd:
-            return (
-                f"strategy budget exhausted: {request.strategy_name} spent {own} of its {request.daily_budget_usd} "
-                "USD today (UTC, llm.daily_budget_usd); no request made"
-            )
+    for use in _budgets(request, settings, store, now):
+        if use.spent < use.limit:
+            continue
+        if use.scope == "global":
+            return f"budget exhausted: spent {use.spent} of {use.limit} USD today (UTC); no request made"
+        return (
+            f"strategy budget exhausted: {request.strategy_name} spent {use.spent} of its {use.limit} "
+            "USD today (UTC, llm.daily_budget_usd); no request made"
+        )
     return None
+
+
+def _budgets(request: AnalysisRequest, settings: LLMSettings, store: LlmCallStore, now: dt.datetime) -> list[BudgetUse]:
+    return budgets_today(store, now, daily_budget=settings.daily_budget_usd, strategy_name=request.strategy_name,
+                         strategy_budget=request.daily_budget_usd)  # fmt: skip
 
 
 def analyze(
@@ -327,12 +325,9 @@ def _budget_reached(
 ) -> TraderEvent | None:
     """The LLM_BUDGET event when this call (not yet stored) takes today's spend to the global or the strategy's
     budget; told once a day per budget, by the call that crosses it (every later one is refused before it asks)."""
-    day = _day_start(now)
-    budgets = [("daily", store.spent_since(day), settings.daily_budget_usd)]
-    if request.daily_budget_usd is not None:
-        own = store.spent_since(day, strategy_name=request.strategy_name)
-        budgets.append((f"{request.strategy_name}'s daily", own, request.daily_budget_usd))
-    for label, spent, budget in budgets:
+    for use in _budgets(request, settings, store, now):
+        label = "daily" if use.scope == "global" else f"{request.strategy_name}'s daily"
+        spent, budget = use.spent, use.limit
         if spent < budget <= spent + cost:
             total = spent + cost
             told = f"LLM {label} budget reached: {total} of {budget} USD spent today (UTC); further calls ABSTAIN"
@@ -347,8 +342,3 @@ def _budget_reached(
                 EventKind.LLM_BUDGET, budget_resource, told, payload, (strategy_resource(request.strategy_name),)
             )
     return None
-
-
-def spent_today(store: LlmCallStore, now: dt.datetime) -> Decimal:
-    """Return the USD spent since 00:00 UTC of ``now`` (what the budget check compares)."""
-    return store.spent_since(_day_start(now))

@@ -13,7 +13,7 @@ import datetime as dt
 import threading
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from models.enums import AnalystKind
 
@@ -23,7 +23,16 @@ if TYPE_CHECKING:
 
     from models.tables import LlmCall
 
-__all__ = ["CallUsage", "DbLlmCallStore", "InMemoryLlmCallStore", "LlmCallRecord", "LlmCallStore"]
+__all__ = [
+    "BudgetUse",
+    "CallUsage",
+    "DbLlmCallStore",
+    "InMemoryLlmCallStore",
+    "LlmCallRecord",
+    "LlmCallStore",
+    "budget_day",
+    "budgets_today",
+]
 
 
 @dataclass(frozen=True)
@@ -217,6 +226,31 @@ class DbLlmCallStore:
                 )
                 for r in rows
             ]
+
+
+def budget_day(now: dt.datetime) -> dt.datetime:
+    """00:00 UTC of ``now``: the day the LLM budgets count (global and per strategy)."""
+    return now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class BudgetUse:
+    """Today's spend against one daily budget: the global one, or a strategy's own ``llm.daily_budget_usd``."""
+
+    scope: Literal["global", "strategy"]
+    spent: Decimal
+    limit: Decimal
+
+
+def budgets_today(
+    store: LlmCallStore, now: dt.datetime, *, daily_budget: Decimal, strategy_name: str, strategy_budget: Decimal | None
+) -> list[BudgetUse]:
+    """The global budget's use today (UTC), then the strategy's when it sets one."""
+    day = budget_day(now)
+    uses = [BudgetUse("global", store.spent_since(day), daily_budget)]
+    if strategy_budget is not None:
+        uses.append(BudgetUse("strategy", store.spent_since(day, strategy_name=strategy_name), strategy_budget))
+    return uses
 
 
 def _record_of(row: LlmCall) -> LlmCallRecord:

@@ -101,7 +101,7 @@ from services.llm.offline import OFFLINE_MODEL
 from services.llm.outcome import AnalysisOutcome
 from services.llm.pricing import call_cost
 from services.llm.prompts import RenderedPrompt, load_template
-from services.llm.store import LlmCallStore
+from services.llm.store import LlmCallStore, budgets_today
 from services.market import Bar, Slippage, Trail, bar_price, bracket_exit, ib_fixed_commission, to_price, trail_stop
 from services.orders.planning import OrderPlan, plan_order, plan_time_exit, sizing_atr
 from services.replay.cutoffs import possibly_contaminated
@@ -885,14 +885,16 @@ def _check_budget(
         uncached[key] = call_cost(settings.llm, model, tokens, EST_COMPLETION_TOKENS).usd
     if not uncached:
         return
-    day_start = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    remaining = settings.llm.daily_budget_usd - store.spent_since(day_start)
-    budget, variable = settings.llm.daily_budget_usd, "TRADER_LLM__DAILY_BUDGET_USD"
     own = next(iter(requests.values()))[0]
-    if own.daily_budget_usd is not None:
-        left = own.daily_budget_usd - store.spent_since(day_start, strategy_name=own.strategy_name)
-        if left < remaining:
-            remaining, budget, variable = left, own.daily_budget_usd, "the strategy's llm.daily_budget_usd"
+    global_use, *strategy_use = budgets_today(
+        store, now, daily_budget=settings.llm.daily_budget_usd, strategy_name=own.strategy_name,
+        strategy_budget=own.daily_budget_usd,
+    )  # fmt: skip
+    remaining = global_use.limit - global_use.spent
+    budget, variable = global_use.limit, "TRADER_LLM__DAILY_BUDGET_USD"
+    for use in strategy_use:
+        if use.limit - use.spent < remaining:
+            remaining, budget, variable = use.limit - use.spent, use.limit, "the strategy's llm.daily_budget_usd"
     estimate = sum(uncached.values(), Decimal(0))
     if estimate > remaining:
         raise InputError(
