@@ -12,9 +12,6 @@ from services.errors import InputError
 
 app = typer.Typer(help="LLM calls: what they cost.", no_args_is_help=True)
 
-BY = ("strategy", "model", "day")  # services.llm.costs groups by these (and by call, for the step 5 artifact)
-
-
 @app.command("costs")
 @cli_errors
 def costs(
@@ -26,11 +23,12 @@ def costs(
     import datetime as dt
     from decimal import Decimal
 
-    from services.llm.costs import Grouping, summarize
+    from services.llm.costs import GROUPINGS, Grouping, summarize
     from services.llm.store import DbLlmCallStore, budget_day
 
-    if by not in BY:
-        raise InputError("--by", f"must be one of {', '.join(BY)}, not {by!r}")
+    choices = [g for g in GROUPINGS if g != "call"]  # by call is the step 5 artifact's table
+    if by not in choices:
+        raise InputError("--by", f"must be one of {', '.join(choices)}, not {by!r}")
     today = budget_day(dt.datetime.now(dt.UTC))
     since = today - dt.timedelta(days=days - 1)
     ensure_schema()
