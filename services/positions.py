@@ -75,13 +75,12 @@ def build_positions(fills: Iterable[FillLike]) -> dict[int, PositionState]:
 def strategy_position(session: Session, strategy_name: str, symbol: str) -> Decimal:
     """The signed quantity a strategy holds in ``symbol``: the effective fills of its own orders (the account's
     position is per contract and may hold other strategies' shares)."""
-    fills = fills_repo.effective(session, symbol=symbol, strategy_name=strategy_name)
-    return sum((f.quantity if f.side is OrderSide.BUY else -f.quantity for f in fills), Decimal(0))
+    return strategy_holding(session, strategy_name, symbol)[0]
 
 
-def strategy_position_opened(session: Session, strategy_name: str, symbol: str) -> dt.datetime | None:
-    """When the strategy's open position in ``symbol`` was opened (the time of its first fill since it was last
-    flat), or None when it holds nothing."""
+def strategy_holding(session: Session, strategy_name: str, symbol: str) -> tuple[Decimal, dt.datetime | None]:
+    """The strategy's signed quantity in ``symbol`` (as :func:`strategy_position`) and when that position was opened
+    (the time of its first fill since it was last flat; None when it holds nothing), from one read of its fills."""
     held, opened = Decimal(0), None
     for f in fills_repo.effective(session, symbol=symbol, strategy_name=strategy_name):  # oldest first
         before = held
@@ -90,7 +89,7 @@ def strategy_position_opened(session: Session, strategy_name: str, symbol: str) 
             opened = None
         elif before == 0 or (before > 0) != (held > 0):  # opened from flat, or flipped through it
             opened = f.executed_at
-    return opened
+    return held, opened
 
 
 def rebuild(session: Session) -> dict[int, PositionState]:

@@ -43,7 +43,7 @@ from services.orders.dry_run import work_protection
 from services.orders.monitor import cancel_protective, record_dry_run_fills
 from services.orders.planning import OrderPlan, held_bars, plan_order, plan_time_exit, sizing_atr
 from services.orders.submit import OrderBroker, OrderIntent, SendContext, SubmitResult, signal_expiry, submit_order
-from services.positions import strategy_position, strategy_position_opened
+from services.positions import strategy_holding
 from services.runtime import get_runtime
 from tasks.artifacts import artifact_key, publish_table
 from tasks.market_data import MarketData
@@ -171,8 +171,7 @@ def _position_and_time_exit(
     if dry_run:
         _work_dry_run_protection(db_url, definition, contract, data, now)
     with session_scope(db_url) as session:
-        position = strategy_position(session, definition.name, definition.symbol)
-        opened = strategy_position_opened(session, definition.name, definition.symbol)
+        position, opened = strategy_holding(session, definition.name, definition.symbol)
     return position, _time_exit_plan(definition, data, position, opened, _last_close(data))
 
 

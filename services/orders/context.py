@@ -85,8 +85,9 @@ def gather_context(
     position = sum((p.quantity for p in positions_repo.by_symbol(session, symbol)), Decimal(0))
     pnl = pnl_since(session, session_open(now), marks).total
     loss = (-pnl).quantize(Decimal("0.00000001"))
+    tripped = trading_state.daily_loss_trip(session, day) is not None
     if loss >= trading.max_daily_loss_usd:
-        if trading_state.daily_loss_trip(session, day) is None:  # the first trip of the day is told about
+        if not tripped:  # the first trip of the day is told about
             told = f"daily loss limit hit: loss {loss} >= {trading.max_daily_loss_usd} USD; no new orders today"
             payload = {
                 "day": day.isoformat(),
@@ -95,7 +96,7 @@ def gather_context(
             }
             publish(TraderEvent(EventKind.DAILY_LOSS, DAILY_LOSS, told, payload), session=session)
         trading_state.trip_daily_loss(session, day, loss, trading.max_daily_loss_usd, now=now)
-    tripped = trading_state.daily_loss_trip(session, day) is not None
+        tripped = True
     expiry_problem = None
     entry = orders_repo.get(session, order.parent_id) if order.parent_id is not None else None
     if entry is not None:  # a bracket child re-attached alone: valid while its entry holds or may still fill
