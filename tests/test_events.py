@@ -303,7 +303,7 @@ def test_an_ib_outage_of_at_least_m_minutes_is_told_when_it_heals(told: Recorder
             runtime.broker().qualify(ContractSpec("SPY"))
             runtimes.append(runtime)
         try:
-            sim.refuse_connections(1.0)
+            sim.refuse_connections(2.0)  # well past the 0.3 s threshold, even when the drop is seen late
             eventually(lambda: all(r.broker().connectivity is not Connectivity.CONNECTED for r in runtimes))
             eventually(lambda: all(r.broker().connectivity is Connectivity.CONNECTED for r in runtimes), 20)
         finally:
