@@ -309,6 +309,7 @@ def test_an_ib_outage_of_at_least_m_minutes_is_told_when_it_heals(told: Recorder
         finally:
             for runtime in runtimes:
                 runtime.close()
+    assert len(told.events) == 1, [(e.kind, e.message) for e in told.events]  # says what came when it fails
     (back,) = told.events
     assert back.kind is EventKind.IB_RECONNECTED and back.resource.id == f"trader.broker.127.0.0.1:{sim.port}"
     assert "clientId 71" in back.message and back.payload["down_minutes"] >= 0.005
