@@ -12,6 +12,7 @@ from services.errors import InputError
 
 app = typer.Typer(help="LLM calls: what they cost.", no_args_is_help=True)
 
+
 @app.command("costs")
 @cli_errors
 def costs(
