@@ -35,13 +35,14 @@ a replay evaluating it on every bar pays no parsing.
 
 from __future__ import annotations
 
-import math
 import operator
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
+
+import numpy as np
 
 __all__ = ["PREVIOUS_PREFIX", "Condition", "RuleSyntaxError", "parse_condition"]
 
@@ -49,7 +50,7 @@ MAX_LENGTH: Final = 500
 CROSSINGS: Final = ("crosses_above", "crosses_below")
 KEYWORDS: Final = frozenset({"and", "or", "not", *CROSSINGS})
 PREVIOUS_PREFIX: Final = "prev:"
-_COMPARE: Final[dict[str, Callable[[float, float], bool]]] = {
+_COMPARE: Final[dict[str, Callable[[Any, Any], Any]]] = {
     "<": operator.lt,
     "<=": operator.le,
     ">": operator.gt,
@@ -65,9 +66,13 @@ _ALLOWED: Final = (
     "names, numbers, comparisons (< <= > >= == != crosses_above crosses_below), + - * /, parentheses and and/or/not"
 )
 
-Values = Mapping[str, float | None]
-_Num = Callable[[Values], float | None]
-_Bool = Callable[[Values], bool | None]
+Values = Mapping[str, Any]  # name -> float | None (one bar), or name -> float array (many bars, NaN: no value)
+# A compiled node returns (value, bad): ``bad`` True where a name has no value (or a division by zero), so the rule
+# does not apply there. Both are scalars for one bar and arrays for many.
+_Pair = tuple[Any, Any]
+_Num = Callable[[Values], _Pair]
+_Bool = Callable[[Values], _Pair]
+_NAN: Final = float("nan")
 
 
 class RuleSyntaxError(ValueError):
@@ -103,7 +108,7 @@ def _tokens(text: str) -> list[_Tok]:
 @dataclass(frozen=True)
 class _Expr:
     kind: str  # "num" or "bool"
-    fn: Callable[[Values], float | bool | None]
+    fn: Callable[[Values], _Pair]
     text: str
 
 
@@ -152,7 +157,7 @@ class _Parser:
             sides = "a condition after it" if word == "not" else "conditions on both sides"
             raise RuleSyntaxError(f"'{word}' needs {sides}, got the number {expr.text!r}")
         fn = expr.fn
-        return fn  # type: ignore[return-value]
+        return fn
 
     def _logical(self, word: str, operand: Callable[[], _Expr], combine: Callable[[_Bool, _Bool], _Bool]) -> _Expr:
         left = operand()
@@ -227,7 +232,7 @@ class _Parser:
             if inner.kind != "num":
                 raise RuleSyntaxError(f"'-' needs a number, got the condition {inner.text!r}")
             fn: _Num = inner.fn
-            return _Expr("num", lambda v: None if (x := fn(v)) is None else -x, f"-{inner.text}")
+            return _Expr("num", _minus(fn), f"-{inner.text}")
         if tok.kind == "number":
             self._next()
             return _Expr("num", _leaf(value=float(tok.text)), tok.text)
@@ -259,76 +264,92 @@ class _leaf:  # a name or a number; _compare reads .name / .value to specialise
     def __init__(self, *, name: str | None = None, value: float | None = None) -> None:
         self.name, self.value = name, value
 
-    def __call__(self, v: Values) -> float | None:
-        return v.get(self.name) if self.name is not None else self.value
+    def __call__(self, v: Values) -> _Pair:
+        if self.name is None:
+            return self.value, False
+        x = v.get(self.name)
+        if x is None:
+            return _NAN, True
+        return x, x != x  # x != x: NaN (still warming up); elementwise for an array
 
 
 def _either(a: _Bool, b: _Bool) -> _Bool:
-    def fn(v: Values) -> bool | None:
-        x, y = a(v), b(v)
-        return None if x is None or y is None else x or y
+    def fn(v: Values) -> _Pair:
+        (x, xb), (y, yb) = a(v), b(v)
+        return x | y, xb | yb
 
     return fn
 
 
 def _both(a: _Bool, b: _Bool) -> _Bool:
-    def fn(v: Values) -> bool | None:
-        x, y = a(v), b(v)
-        return None if x is None or y is None else x and y
+    def fn(v: Values) -> _Pair:
+        (x, xb), (y, yb) = a(v), b(v)
+        return x & y, xb | yb
 
     return fn
 
 
 def _negate(a: _Bool) -> _Bool:
-    return lambda v: None if (x := a(v)) is None else not x
+    def fn(v: Values) -> _Pair:
+        x, xb = a(v)
+        return x ^ True, xb
+
+    return fn
 
 
-def _compare(op: Callable[[float, float], bool], a: _Num, b: _Num) -> _Bool:
+def _compare(op: Callable[[Any, Any], Any], a: _Num, b: _Num) -> _Bool:
     left, right = getattr(a, "name", None), getattr(b, "name", None)
     const = getattr(b, "value", None)
     if left is not None and right is not None:  # name <op> name: the common case, one closure
 
-        def names(v: Values) -> bool | None:
+        def names(v: Values) -> _Pair:
             x, y = v.get(left), v.get(right)
-            if x is None or y is None or x != x or y != y:  # x != x: NaN
-                return None
-            return op(x, y)
+            if x is None or y is None:
+                return False, True
+            return op(x, y), (x != x) | (y != y)
 
         return names
     if left is not None and const is not None:  # name <op> number
 
-        def name_const(v: Values) -> bool | None:
+        def name_const(v: Values) -> _Pair:
             x = v.get(left)
-            return None if x is None or x != x else op(x, const)
+            if x is None:
+                return False, True
+            return op(x, const), x != x
 
         return name_const
 
-    def fn(v: Values) -> bool | None:
-        x, y = a(v), b(v)
-        if x is None or y is None or math.isnan(x) or math.isnan(y):
-            return None
-        return op(x, y)
+    def fn(v: Values) -> _Pair:
+        (x, xb), (y, yb) = a(v), b(v)
+        return op(x, y), xb | yb | (x != x) | (y != y)
 
     return fn
 
 
 def _arith(op: str, a: _Num, b: _Num) -> _Num:
-    def fn(v: Values) -> float | None:
-        x, y = a(v), b(v)
-        if x is None or y is None:
-            return None
+    def fn(v: Values) -> _Pair:
+        (x, xb), (y, yb) = a(v), b(v)
         if op == "+":
-            return x + y
+            return x + y, xb | yb
         if op == "-":
-            return x - y
+            return x - y, xb | yb
         if op == "*":
-            return x * y
-        return None if y == 0 else x / y
+            return x * y, xb | yb
+        zero = y == 0  # a division by zero: the rule does not apply
+        return x / (y + zero), xb | yb | zero
 
     return fn
 
 
-class _Previous(Mapping[str, float | None]):
+def _minus(a: _Num) -> _Num:
+    def fn(v: Values) -> _Pair:
+        x, xb = a(v)
+        return -x, xb
+
+    return fn
+
+
+class _Previous(Mapping[str, Any]):
     """The previous bar's view of a values mapping (``prev:<name>`` read as ``<name>``)."""
 
     __slots__ = ("_values",)
@@ -336,10 +357,10 @@ class _Previous(Mapping[str, float | None]):
     def __init__(self, values: Values) -> None:
         self._values = values
 
-    def __getitem__(self, name: str) -> float | None:
+    def __getitem__(self, name: str) -> Any:
         return self._values[PREVIOUS_PREFIX + name]
 
-    def get(self, name: str, default: object = None) -> float | None:
+    def get(self, name: str, default: object = None) -> Any:
         return self._values.get(PREVIOUS_PREFIX + name)
 
     def __iter__(self) -> Iterator[str]:
@@ -351,12 +372,12 @@ class _Previous(Mapping[str, float | None]):
 
 
 def _crossing(above: bool, a: _Num, b: _Num) -> _Bool:
-    def fn(v: Values) -> bool | None:
+    def fn(v: Values) -> _Pair:
         prev = _Previous(v)
-        x, y, px, py = a(v), b(v), a(prev), b(prev)
-        if x is None or y is None or px is None or py is None or math.isnan(x + y + px + py):
-            return None
-        return (px <= py and x > y) if above else (px >= py and x < y)
+        (x, xb), (y, yb), (px, pxb), (py, pyb) = a(v), b(v), a(prev), b(prev)
+        total = x + y + px + py  # NaN when any is NaN (or infinities of both signs)
+        bad = xb | yb | pxb | pyb | (total != total)
+        return ((px <= py) & (x > y)) if above else ((px >= py) & (x < y)), bad
 
     return fn
 
@@ -364,7 +385,11 @@ def _crossing(above: bool, a: _Num, b: _Num) -> _Bool:
 @dataclass(frozen=True)
 class Condition:
     """A parsed rule condition: its source, the names it reads, whether it reads the previous bar
-    (``crosses_above`` / ``crosses_below``), and its compiled evaluator."""
+    (``crosses_above`` / ``crosses_below``), and its compiled evaluator.
+
+    The compiled closures are written with operators that work on floats and on numpy arrays alike, so the one
+    evaluator serves a live run (:meth:`evaluate`, one bar) and a replay (:meth:`evaluate_many`, every bar).
+    """
 
     source: str
     names: frozenset[str]
@@ -373,7 +398,23 @@ class Condition:
 
     def evaluate(self, values: Values) -> bool | None:
         """True/False over ``values`` (name -> value); None when a name has no value (the rule does not apply)."""
+        held, bad = self._fn(values)
+        return None if bad else bool(held)
+
+    def outcome(self, values: Values) -> tuple[Any, Any]:
+        """``(held, bad)`` as compiled (``bad``: the rule does not apply): scalars for one bar, arrays for many."""
         return self._fn(values)
+
+    def evaluate_many(self, values: Mapping[str, Any], size: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """The condition on ``size`` bars at once (name -> float array, NaN: no value): ``(held, applies)``,
+        boolean arrays; ``held`` is meaningful where ``applies``. Bar ``i`` gives what :meth:`evaluate` gives on
+        the values of row ``i`` (None there is ``applies`` False)."""
+        with np.errstate(all="ignore"):
+            held, bad = self._fn(values)
+        shape = (size,)
+        return np.broadcast_to(np.asarray(held, dtype=bool), shape), np.broadcast_to(
+            ~np.asarray(bad, dtype=bool), shape
+        )
 
 
 @lru_cache(maxsize=4096)
@@ -385,4 +426,4 @@ def parse_condition(text: str) -> Condition:
         raise RuleSyntaxError(f"condition is {len(text)} characters long (max {MAX_LENGTH})")
     parser = _Parser(text)
     expr = parser.parse()
-    return Condition(text.strip(), frozenset(parser.names), expr.fn, parser.needs_previous)  # type: ignore[arg-type]
+    return Condition(text.strip(), frozenset(parser.names), expr.fn, parser.needs_previous)

@@ -15,14 +15,26 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Final, Literal
+from typing import Any, Final, Literal
+
+import numpy as np
 
 from models.strategy import Rule
 
-__all__ = ["RuleSet", "RuleVote", "RulesVerdict", "evaluate_rules", "rule_set", "vote_action", "vote_confidence"]
+__all__ = [
+    "RuleSet",
+    "RuleVote",
+    "RulesVerdict",
+    "evaluate_rules",
+    "rule_set",
+    "vote_action",
+    "vote_confidence",
+    "vote_direction",
+]
 
 VoteAction = Literal["BUY", "SELL", "HOLD"]
 _SIGN: Final = {"BUY": 1, "SELL": -1}
+_ACTIONS: Final[dict[int, VoteAction]] = {1: "BUY", -1: "SELL", 0: "HOLD"}
 
 
 @dataclass(frozen=True)
@@ -58,15 +70,20 @@ def vote_confidence(action: VoteAction, score: float) -> float:
     return round(0.5 + 0.45 * abs(score), 2) if action != "HOLD" else round(0.5 - 0.45 * abs(score), 2)
 
 
+def vote_direction(score: Any, threshold: float) -> Any:
+    """+1 (BUY) when ``score >= threshold``, -1 (SELL) when ``score <= -threshold``, else 0; elementwise on arrays."""
+    return np.where(score >= threshold, 1, np.where(score <= -threshold, -1, 0))
+
+
 def vote_action(score: float, threshold: float) -> VoteAction:
-    return "BUY" if score >= threshold else "SELL" if score <= -threshold else "HOLD"
+    return _ACTIONS[int(vote_direction(score, threshold))]
 
 
 @dataclass(frozen=True)
 class _Member:
     rule: Rule
     sign: int
-    evaluate: Callable[[Mapping[str, float | None]], bool | None]
+    outcome: Callable[[Mapping[str, float | None]], tuple[Any, Any]]
     names: tuple[str, ...]
 
 
@@ -77,7 +94,7 @@ class RuleSet:
         self.rules = tuple(rules)
         groups: dict[str, list[_Member]] = {}
         for r in self.rules:
-            member = _Member(r, _SIGN[r.action], r.condition.evaluate, tuple(sorted(r.names)))
+            member = _Member(r, _SIGN[r.action], r.condition.outcome, tuple(sorted(r.names)))
             groups.setdefault(r.group or r.label, []).append(member)
         self._groups = tuple(
             (label, tuple(members), tuple(sorted({n for m in members for n in m.names})))
@@ -86,20 +103,18 @@ class RuleSet:
 
     def vote(self, values: Mapping[str, float | None], *, threshold: float) -> RulesVerdict:
         """Vote over ``values`` (column name -> newest value, ``close`` included); see the module docstring."""
+        outcomes = [[m.outcome(values) for m in members] for _, members, _ in self._groups]
+        numbers, total_, points_ = self._tally(outcomes)
+        total, points = float(total_), float(points_)
         not_applicable: list[str] = []
         votes: list[RuleVote] = []
-        total = points = 0.0
-        for label, members, names in self._groups:
-            weight = net = 0.0
+        for (label, members, names), results, (weight_, net_) in zip(self._groups, outcomes, numbers, strict=True):
+            weight, net = float(weight_), float(net_)
             texts: list[str] = []
-            for m in members:
-                held = m.evaluate(values)
-                if held is None:
+            for m, (held, bad) in zip(members, results, strict=True):
+                if bad:
                     not_applicable.append(m.rule.label)
-                    continue
-                weight = max(weight, m.rule.weight)
-                if held:
-                    net += m.sign * m.rule.weight
+                elif held:
                     texts.append(
                         f"{m.rule.label} -> {m.rule.action} (weight {m.rule.weight:g}){_values_text(m.names, values)}"
                     )
@@ -107,13 +122,43 @@ class RuleSet:
                 continue
             text = "; ".join(texts) if texts else f"{label}: no vote (weight {weight:g}){_values_text(names, values)}"
             votes.append(RuleVote(label, weight, 1 if net > 0 else -1 if net < 0 else 0, text))
-            total += weight
-            points += net
         if total == 0:
             return RulesVerdict("HOLD", 0.0, 0.0, (), tuple(not_applicable))
-        score = max(-1.0, min(1.0, points / total))
+        score = float(np.clip(points / total, -1.0, 1.0))
         action = vote_action(score, threshold)
         return RulesVerdict(action, score, vote_confidence(action, score), tuple(votes), tuple(not_applicable), total)
+
+    def directions(self, values: Mapping[str, Any], size: int, *, threshold: float) -> np.ndarray[Any, Any]:
+        """The vote's direction on ``size`` bars at once (name -> float array, NaN: no value): +1 BUY, -1 SELL,
+        0 HOLD (no applicable rule included), as :meth:`vote` decides on each bar's values (same arithmetic)."""
+        outcomes = [[m.rule.condition.evaluate_many(values, size) for m in members] for _, members, _ in self._groups]
+        flipped = [[(held, ~applies) for held, applies in results] for results in outcomes]
+        _, total, points = self._tally(flipped)
+        with np.errstate(all="ignore"):
+            score = np.clip(points / np.where(total > 0, total, 1.0), -1.0, 1.0)
+        return np.where(np.asarray(total) > 0, vote_direction(score, threshold), 0).astype(np.int8)
+
+    def _tally(self, outcomes: list[list[tuple[Any, Any]]]) -> tuple[list[tuple[Any, Any]], Any, Any]:
+        """Per group ``(weight, net)`` and the sums ``total`` and ``points`` from each member's ``(held, bad)``:
+        a group weighs its largest applicable member's weight and nets the signed weights of the members that
+        hold. Scalars for one bar, arrays for many (the same operations, in the same order)."""
+        numbers: list[tuple[Any, Any]] = []
+        total: Any = 0.0
+        points: Any = 0.0
+        larger: Callable[[Any, Any], Any] = max  # one bar: floats; many: arrays, elementwise
+        for (_, members, _), results in zip(self._groups, outcomes, strict=True):
+            weight: Any = 0.0
+            net: Any = 0.0
+            for m, (held, bad) in zip(members, results, strict=True):
+                applies = bad ^ True
+                if isinstance(applies, np.ndarray):
+                    larger = np.maximum
+                weight = larger(weight, applies * m.rule.weight)  # x * True is x, x * False is 0.0
+                net = net + (applies & held) * (m.sign * m.rule.weight)
+            numbers.append((weight, net))
+            total = total + weight
+            points = points + net
+        return numbers, total, points
 
 
 def _values_text(names: tuple[str, ...], values: Mapping[str, float | None]) -> str:

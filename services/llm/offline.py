@@ -32,11 +32,20 @@ from typing import Final
 
 from models.rule_expr import PREVIOUS_PREFIX
 from models.strategy import DEFAULT_RULES_THRESHOLD, IndicatorSpec, Rule
+from services.indicators import IndicatorColumn
 from services.llm.context import MarketSnapshot
 from services.llm.schema import MAX_REASONING_CHARS, Analysis
 from services.rules import RulesVerdict, evaluate_rules
 
-__all__ = ["OFFLINE_LABEL", "OFFLINE_MODEL", "default_rules", "offline_analysis", "rule_values", "rules_analysis"]
+__all__ = [
+    "OFFLINE_LABEL",
+    "OFFLINE_MODEL",
+    "default_rules",
+    "default_rules_for",
+    "offline_analysis",
+    "rule_values",
+    "rules_analysis",
+]
 
 OFFLINE_LABEL: Final = "offline analyst (deterministic rules, no LLM)"
 OFFLINE_MODEL: Final = "offline-rules-v1"
@@ -101,18 +110,23 @@ def _rules_for(
 
 def default_rules(snap: MarketSnapshot, specs: Sequence[IndicatorSpec] = ()) -> tuple[Rule, ...]:
     """The offline analyst's rules for the indicators of ``snap`` that have a value (see the module docstring)."""
+    return default_rules_for(snap.columns, frozenset(n for n, v in snap.latest.items() if v is not None), specs)
+
+
+def default_rules_for(
+    columns: Sequence[IndicatorColumn], available: frozenset[str], specs: Sequence[IndicatorSpec] = ()
+) -> tuple[Rule, ...]:
+    """The offline analyst's rules when the indicator columns named in ``available`` have a value."""
     by_prefix = {s.column_prefix: s for s in specs}
     mas = sorted(
-        (_period_of(c.prefix, by_prefix), c.name, v)
-        for c in snap.columns
-        if c.function in MOVING_AVERAGES
-        for v in [snap.latest.get(c.name)]
-        if v is not None
+        (_period_of(c.prefix, by_prefix), c.name)
+        for c in columns
+        if c.function in MOVING_AVERAGES and c.name in available
     )
     ma_names = (mas[0][1],) if len(mas) == 1 else (mas[0][1], mas[-1][1]) if mas else ()
-    rsi = snap.values_of("RSI")
-    bands = {col.output: col.name for col, _ in snap.values_of("BBANDS")}
-    macd = {col.output: col.name for col, _ in snap.values_of("MACD")}
+    rsi = [c.name for c in columns if c.function == "RSI" and c.name in available]
+    bands = {c.output: c.name for c in columns if c.function == "BBANDS" and c.name in available}
+    macd = {c.output: c.name for c in columns if c.function == "MACD" and c.name in available}
     macd_names: tuple[str, ...] | None = None
     if "macdhist" in macd:
         macd_names = (macd["macdhist"],)
@@ -120,7 +134,7 @@ def default_rules(snap: MarketSnapshot, specs: Sequence[IndicatorSpec] = ()) -> 
         macd_names = (macd["macd"], macd["macdsignal"])
     return _rules_for(
         ma_names,
-        rsi[0][0].name if rsi else None,
+        rsi[0] if rsi else None,
         (bands["upperband"], bands["lowerband"]) if "upperband" in bands and "lowerband" in bands else None,
         macd_names,
     )

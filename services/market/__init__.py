@@ -15,7 +15,7 @@ the TWS simulator (:mod:`simulator.matching`, :mod:`simulator.state`), the in-me
 
 from __future__ import annotations
 
-from services.market.bars import TICK, Bar, to_price
+from services.market.bars import TICK, Bar, price_ticks, to_price
 from services.market.book import Position
 from services.market.commission import fill_commission, ib_fixed_commission
 from services.market.matching import (
@@ -43,6 +43,7 @@ __all__ = [
     "ib_fixed_commission",
     "immediate_price",
     "participation_budget",
+    "price_ticks",
     "to_price",
     "trail_stop",
     "trailing_price",

@@ -11,6 +11,8 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Final, Self
 
+import numpy as np
+
 from services.market import sessions
 
 TICK: Final = Decimal("0.01")  # US stocks' tick; the replay's adjusted prices use Decimal("0.0001")
@@ -19,6 +21,28 @@ TICK: Final = Decimal("0.01")  # US stocks' tick; the replay's adjusted prices u
 def to_price(value: float, quantum: Decimal = TICK) -> Decimal:
     """Round a float price to ``quantum`` (half-even), via its shortest repr (so 100.1 is 100.10, not 100.0999...)."""
     return Decimal(repr(float(value))).quantize(quantum, rounding=ROUND_HALF_EVEN)
+
+
+def price_ticks(
+    values: np.ndarray[Any, Any], quantum: Decimal = TICK
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """:func:`to_price` of every value, as a whole number of ``quantum`` (int64), and where it is finite.
+
+    ``rint(value / quantum)`` is :func:`to_price`'s result except within rounding error of a half tick; those values
+    (and the non-finite ones, 0 here) are rounded by :func:`to_price` itself, so the result is the same exactly.
+    """
+    scale = float(1 / quantum)
+    if scale != int(scale):
+        raise ValueError(f"quantum {quantum} is not 1 / an integer")
+    finite = np.isfinite(values)
+    with np.errstate(all="ignore"):
+        scaled = np.where(finite, values, 0.0) * scale
+        ticks = np.rint(scaled)
+        near_half = np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) <= np.maximum(1e-9, np.abs(scaled) * 1e-13)
+    out = ticks.astype(np.int64)
+    for i in np.flatnonzero(near_half & finite):
+        out[i] = int(to_price(float(values[i]), quantum) / quantum)
+    return out, finite
 
 
 @dataclass(frozen=True)

@@ -137,15 +137,14 @@ def plan_order(
     def nothing(check: str, why: str) -> OrderPlan:
         return plan(Decimal(0), Decimal(0), why, CheckResult(check, False, why))
 
-    sign = 1 if buy else -1
-    if position * sign > 0:
-        return nothing("pyramiding", f"already {'long' if buy else 'short'} {_qty(abs(position))}: no pyramiding")
+    if not order_possible(buy, position, allow_short=risk.allow_short):
+        if position != 0:
+            return nothing("pyramiding", f"already {'long' if buy else 'short'} {_qty(abs(position))}: no pyramiding")
+        return nothing("short_selling", "SELL while flat and shorting not allowed: nothing to do")
     what = f"{side.value} {{qty}} {risk.order_type.value}" + (f" @ {limit}" if limit is not None else "")
     if position != 0:
         closing = abs(position)
         return plan(closing, Decimal(0), what.format(qty=_qty(closing)) + f" (close {_qty(closing)})")
-    if not buy and not risk.allow_short:
-        return nothing("short_selling", "SELL while flat and shorting not allowed: nothing to do")
     try:
         sized = size_order(
             risk.sizing,
@@ -169,6 +168,14 @@ def plan_order(
     opening = _qty(sized.quantity)
     planned = plan(Decimal(0), sized.quantity, what.format(qty=opening) + f" (open {opening})")
     return replace(planned, sizing=f"{sized.method.value}: {sized.detail}")
+
+
+def order_possible(buy: bool, position: Decimal, *, allow_short: bool) -> bool:
+    """False when :func:`plan_order` places nothing for a BUY (``buy``) or SELL signal whatever its levels: a BUY
+    while long or a SELL while short (no pyramiding), a SELL while flat without ``risk.allow_short``."""
+    if position * (1 if buy else -1) > 0:
+        return False
+    return position != 0 or buy or allow_short
 
 
 def held_bars(bar_ends: Sequence[datetime], opened_at: datetime) -> int:

@@ -67,13 +67,13 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import math
-from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from functools import partial
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, overload
 
 import numpy as np
 import pandas as pd
@@ -90,22 +90,34 @@ from models.enums import (
     SignalAction,
     TimeInForce,
 )
+from models.rule_expr import PREVIOUS_PREFIX
 from models.strategy import BAR_SECONDS, StrategyDefinition, duration_seconds
-from services.bars.validation import validate_bars
+from services.bars.validation import ValidatedHistory, validate_bars
 from services.decision import rules_decision
 from services.errors import InputError, Problem
 from services.indicators import IndicatorResult, compute_indicators
 from services.llm.analyst import AnalysisRequest, ChatBackend, analyze, build_request, cache_key, image_for
 from services.llm.context import MarketSnapshot
-from services.llm.offline import OFFLINE_MODEL
+from services.llm.offline import OFFLINE_MODEL, default_rules_for
 from services.llm.outcome import AnalysisOutcome
 from services.llm.pricing import call_cost
 from services.llm.prompts import RenderedPrompt, load_template
 from services.llm.store import LlmCallStore, budgets_today
-from services.market import Bar, Slippage, Trail, bar_price, bracket_exit, ib_fixed_commission, to_price, trail_stop
-from services.orders.planning import OrderPlan, plan_order, plan_time_exit, sizing_atr
+from services.market import (
+    Bar,
+    Slippage,
+    Trail,
+    bar_price,
+    bracket_exit,
+    ib_fixed_commission,
+    price_ticks,
+    to_price,
+    trail_stop,
+)
+from services.orders.planning import OrderPlan, order_possible, plan_order, plan_time_exit, sizing_atr
 from services.replay.cutoffs import possibly_contaminated
 from services.replay.metrics import Metrics, compute_metrics
+from services.rules import rule_set
 from services.settings import Settings
 from services.signals import Signal, generate_signal
 
@@ -132,6 +144,9 @@ EST_COMPLETION_TOKENS: Final = 400
 EST_IMAGE_TOKENS: Final = 1_500
 _PLACEHOLDER_PROMPT: Final = RenderedPrompt(text="(offline replay: no prompt rendered)", sha256="0" * 64)
 PRICE_Q: Final = Decimal("0.0001")
+# Tests set this to make every decision while the replay runs (no bar passed over) and compare: the results must
+# be the same exactly (tests/test_replay_events.py).
+MAKE_EVERY_DECISION = False
 
 
 def price(value: float) -> Decimal:
@@ -231,7 +246,7 @@ def exit_kind(reason: str | None) -> ExitKind | None:
 class ReplayResult:
     strategy: str
     params: dict[str, Any]
-    decisions: list[Decision]
+    decisions: Sequence[Decision]  # a Decisions in a replay's result (made when read; see Decisions)
     fills: list[FillRecord]
     trades: list[Trade]  # closed round trips
     open_trade: Trade | None
@@ -257,16 +272,27 @@ class ReplayResult:
         rows = list(self.trades) + ([self.open_trade] if self.open_trade else [])
         return [_jsonable(asdict(t) | {"exit_kind": t.exit_kind}) for t in rows]
 
-    def to_json(self, *, equity_points: bool = True) -> dict[str, Any]:
+    def signal_counts(self, *, made_only: bool = False) -> dict[str, int]:
+        """Decisions by signal action. ``made_only``: only the decisions made while the replay ran (those that
+        could place an order; see :class:`Decisions`), which costs nothing; else every decision, made now where
+        needed (about 0.1 ms each)."""
+        chosen = self.decisions.made() if made_only and isinstance(self.decisions, Decisions) else self.decisions
         counts: dict[str, int] = {}
-        for d in self.decisions:
+        for d in chosen:
             counts[d.action.value] = counts.get(d.action.value, 0) + 1
+        return counts
+
+    def to_json(self, *, equity_points: bool = True, all_signals: bool = False) -> dict[str, Any]:
+        """The result as JSON data. ``signals`` counts every decision's signal only with ``all_signals`` (or when
+        every decision was made while the replay ran, as with the LLM); ``signals_made`` always counts those."""
+        made = self.decisions.made() if isinstance(self.decisions, Decisions) else list(self.decisions)
         data: dict[str, Any] = {
             "strategy": self.strategy,
             "params": _jsonable(self.params),
             "metrics": self.metrics.to_json(),
             "decisions": len(self.decisions),
-            "signals": counts,
+            "decisions_made": len(made),
+            "signals_made": self.signal_counts(made_only=True),
             "llm_requests": self.llm_requests,
             "llm_cached": self.llm_cached,
             "possibly_contaminated": self.contaminated,
@@ -274,6 +300,8 @@ class ReplayResult:
             "trades": self.trades_json(),
             "warnings": self.warnings,
         }
+        if all_signals or len(made) == len(self.decisions):
+            data["signals"] = self.signal_counts()
         if equity_points:
             data["equity"] = [[t.strftime("%Y-%m-%d %H:%M:%S"), round(float(v), 4)] for t, v in self.equity.items()]
         return data
@@ -314,13 +342,29 @@ def _utc_ts(value: dt.date | dt.datetime | str | pd.Timestamp, name: str) -> pd.
 
 
 def prepare_bars(
-    definition: StrategyDefinition, bars: pd.DataFrame, *, end: pd.Timestamp, settings: Settings, adjust: bool
+    definition: StrategyDefinition,
+    bars: pd.DataFrame,
+    *,
+    end: pd.Timestamp,
+    settings: Settings,
+    adjust: bool,
+    validated: ValidatedHistory | None = None,
 ) -> pd.DataFrame:
-    """Bars up to ``end`` (inclusive), price-adjusted if asked, validated with the ``flagged`` column set."""
+    """Bars up to ``end`` (inclusive), price-adjusted if asked, validated with the ``flagged`` column set.
+
+    With ``validated``, Great Expectations checks only the rows it has not seen under this strategy's symbol and
+    bar size (:class:`~services.bars.validation.ValidatedHistory`: a replay of the same bars again validates none).
+    """
     frame = bars.loc[bars[TIMESTAMP] <= end].reset_index(drop=True)
     if adjust:
         frame = adjust_prices(frame)
-    result = validate_bars(frame, bar_size=definition.bar_size, policy=settings.trading.bad_row_policy)
+    result = validate_bars(
+        frame,
+        bar_size=definition.bar_size,
+        policy=settings.trading.bad_row_policy,
+        history=validated,
+        history_key=f"replay:{definition.symbol}:{definition.bar_size.value}:{'adjusted' if adjust else 'raw'}",
+    )
     out = result.frame
     if FLAGGED not in out.columns:
         out = out.assign(**{FLAGGED: False})
@@ -469,6 +513,253 @@ def _exit_on_bar(book: _Book, when: dt.datetime, o: float, h: float, lo: float, 
     return True
 
 
+class Decisions(Sequence[Decision]):
+    """The decisions of a replay, in bar order. Those that could place an order were made during the replay; the
+    others (a HOLD vote, a BUY while long, ...) are made by the same function when first read, on the book as it
+    was then, and kept. Compares equal to a list of the same decisions."""
+
+    def __init__(self, points: list[int], made: dict[int, Decision], make: Callable[[int], Decision]) -> None:
+        self._points, self._made, self._make = points, made, make
+        self._during = frozenset(made)  # the bars whose decision the replay made while it ran
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+    @overload
+    def __getitem__(self, index: int) -> Decision: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Decision]: ...
+
+    def __getitem__(self, index: int | slice) -> Decision | list[Decision]:
+        if isinstance(index, slice):
+            return [self._at(j) for j in self._points[index]]
+        return self._at(self._points[index])
+
+    def _at(self, j: int) -> Decision:
+        made = self._made.get(j)
+        if made is None:
+            made = self._made[j] = self._make(j)
+        return made
+
+    def __iter__(self) -> Iterator[Decision]:
+        return (self._at(j) for j in self._points)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Decisions | list | tuple):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Decisions({len(self)} decisions, {len(self._made)} made)"
+
+    def made(self) -> list[Decision]:
+        """The decisions the replay made while it ran (those that could place an order), in bar order."""
+        return [self._made[j] for j in self._points if j in self._during]
+
+
+class _History:
+    """The book's cash, position and entry time after each bar that changed them (a decision made later reads the
+    book as it was on its bar)."""
+
+    def __init__(self, before: int, book: _Book) -> None:
+        self.bars = [before]
+        self.states = [(book.cash, book.position, book.entry_time)]
+
+    def note(self, j: int, book: _Book) -> None:
+        state = (book.cash, book.position, book.entry_time)
+        if state != self.states[-1]:
+            self.bars.append(j)
+            self.states.append(state)
+
+    def at(self, j: int) -> tuple[Decimal, Decimal, dt.datetime | None]:
+        return self.states[bisect_right(self.bars, j) - 1]
+
+
+class _Decider:
+    """One decision on bar ``j``: the analysis (offline rules, or the LLM), the signal, and the order plan (a time
+    exit first). The replay's loop and :class:`Decisions` (for the decisions it did not need) call it."""
+
+    def __init__(
+        self,
+        definition: StrategyDefinition,
+        ind: IndicatorResult,
+        columns: dict[str, list[float]],
+        close: list[float],
+        times: pd.DatetimeIndex,
+        py_times: list[dt.datetime],
+        bar_length: dt.timedelta,
+        flagged: list[bool],
+        last_good: list[int],
+        frame: pd.DataFrame,
+        min_tick: Decimal,
+        *,
+        llm: bool,
+        model: str,
+        requests: dict[int, tuple[AnalysisRequest, bytes | None]],
+        settings: Settings,
+        store: LlmCallStore,
+        backend: ChatBackend | None,
+        wall: Callable[[], dt.datetime],
+    ) -> None:
+        self.definition, self.ind, self.columns, self.close = definition, ind, columns, close
+        self.times, self.py_times, self.bar_length = times, py_times, bar_length
+        self.flagged, self.last_good, self.frame, self.min_tick = flagged, last_good, frame, min_tick
+        self.llm, self.model, self.requests = llm, model, requests
+        self.settings, self.store, self.backend, self.wall = settings, store, backend, wall
+        self.llm_requests = self.llm_cached = self.contaminated = 0
+
+    def _analysed(self, j: int) -> _Analysed:
+        if self.llm:
+            request, png = self.requests[j]
+            outcome = analyze(
+                request, settings=self.settings.llm, store=self.store, chart_png=png, now=self.wall(),
+                backend=self.backend,
+            )  # fmt: skip
+            self.llm_cached += int(outcome.cached)
+            self.llm_requests += int(not outcome.cached and outcome.attempts > 0)
+            return _Analysed(outcome)
+        lg = self.last_good[j]
+        if lg < 0:
+            return _Analysed(None, "no usable (non-flagged) bar yet")
+        before = self.last_good[lg - 1] if lg > 0 else -1
+        definition = self.definition
+        snap = _snapshot(definition, self.ind, self.columns, self.close, self.times, lg, self.flagged[j], before)
+        analysis = rules_decision(snap, definition.indicators, definition.decision)  # the live path's rules
+        return _Analysed(
+            AnalysisOutcome(
+                analyst=AnalystKind.OFFLINE,
+                model=OFFLINE_MODEL,
+                prompt=_PLACEHOLDER_PROMPT,
+                reference_price=snap.last_close,
+                analysis=analysis,
+            )
+        )
+
+    def decide(
+        self, j: int, cash: Decimal, position: Decimal, entry_time: dt.datetime | None
+    ) -> tuple[Decision, OrderPlan | None, str]:
+        """The decision on bar ``j`` for a book holding ``cash`` and ``position`` (opened at ``entry_time``), the
+        plan it makes (None: no order considered), and the placed order's reason."""
+        definition, risk, when = self.definition, self.definition.risk, self.py_times[j]
+        analysed = self._analysed(j)
+        if analysed.outcome is None:
+            signal = Signal(SignalAction.ABSTAIN, analysed.abstain or "no analysis", AnalystKind.OFFLINE, when)
+        else:
+            signal = generate_signal(
+                analysed.outcome, definition, last_bar_time=when, now=when + self.bar_length,
+                flagged_latest=self.flagged[j],
+            )  # fmt: skip
+        tainted = self.llm and possibly_contaminated(self.model, when.date())
+        self.contaminated += int(tainted)
+        plan: OrderPlan | None = None
+        reason = f"signal {signal.action.value}"
+        close = price(self.close[j])
+        if risk.max_holding_bars is not None and position and entry_time is not None:
+            held = j - bisect_left(self.py_times, entry_time) + 1  # the entry's bar included
+            plan = plan_time_exit(risk, position=position, held=held, reference=close)
+            reason = f"time exit after {held} bars"  # decided before (and instead of) the signal's order
+        if plan is None and signal.action in (SignalAction.BUY, SignalAction.SELL):
+            reason = f"signal {signal.action.value}"
+            plan = plan_order(
+                signal,
+                risk,
+                symbol=definition.symbol,
+                position=position,
+                equity=cash + position * close,
+                atr=partial(_atr_upto, self.frame, j, risk.sizing.atr_period),
+                size_increment=SIZE_INCREMENT,
+                min_tick=self.min_tick,
+            )
+        out = analysed.outcome
+        decision = Decision(
+            when,
+            signal.action,
+            signal.reason,
+            signal.confidence,
+            signal.entry,
+            signal.stop,
+            signal.target,
+            plan.note if plan is not None else None,
+            tainted,
+            bool(out and out.cached),
+            out.cost_usd if out is not None else Decimal(0),
+        )
+        return decision, plan, reason
+
+
+def _decide_later(decider: _Decider, history: _History, j: int) -> Decision:
+    """A decision the replay did not need while it ran (see :class:`Decisions`); it places nothing by the vote."""
+    decision, plan, _ = decider.decide(j, *history.at(j))
+    if plan is not None and plan.placed:  # the vote said it could not: a bug, never a silent difference
+        raise RuntimeError(f"replay: the decision on bar {j} ({decision.bar_time}) places {plan.note}")
+    return decision
+
+
+def _first_touch(j: int, n: int, highs: np.ndarray[Any, Any], lows: np.ndarray[Any, Any], book: _Book, end: int) -> int:
+    """The first bar from ``j`` (before ``end``) that :func:`_may_touch` the position's stop or target, else ``end``."""
+    long = book.position > 0
+    below = [float(x) + _MARGIN for x, hit in ((book.stop, long), (book.target, not long)) if x is not None and hit]
+    above = [float(x) - _MARGIN for x, hit in ((book.stop, not long), (book.target, long)) if x is not None and hit]
+    step = 64
+    while j < end:
+        k = min(end, j + step)
+        mask = np.zeros(k - j, dtype=bool)
+        for level in below:
+            mask |= lows[j:k] <= level
+        for level in above:
+            mask |= highs[j:k] >= level
+        hit = np.flatnonzero(mask)
+        if hit.size:
+            return j + int(hit[0])
+        j, step = k, min(step * 4, 1 << 16)
+    return end
+
+
+def _rule_votes(
+    definition: StrategyDefinition,
+    ind: IndicatorResult,
+    close: list[float],
+    flagged: np.ndarray[Any, Any],
+    last_good_upto: np.ndarray[Any, Any],
+) -> np.ndarray[Any, Any]:
+    """Per bar ``j``, the direction (+1 BUY, -1 SELL, 0 HOLD or no decision) the offline rules vote on the
+    snapshot of bar ``j`` (its newest usable bar and the one before): :meth:`services.rules.RuleSet.directions`
+    over every bar at once, with each bar's rule set (the strategy's, or the default rules for the indicators
+    that have a value there)."""
+    n = len(close)
+    raw = np.asarray(close, dtype=np.float64)
+    values: dict[str, Any] = {c.name: ind.frame[c.name].to_numpy(np.float64) for c in ind.columns}
+    values["close"] = np.array([round(x, 4) for x in close], dtype=np.float64)  # snapshot: 4-place last close
+    prev_idx = np.concatenate(([-1], last_good_upto[:-1])) if n else np.empty(0, dtype=np.int64)
+    has_prev = prev_idx >= 0
+    safe = np.where(has_prev, prev_idx, 0)
+    for name in [*values, "close"]:
+        source = raw if name == "close" else values[name]
+        values[PREVIOUS_PREFIX + name] = np.where(has_prev, source[safe], np.nan)
+    decision = definition.decision
+    names = [c.name for c in ind.columns]
+    votes = np.zeros(n, dtype=np.int8)
+    if decision.rules:
+        votes[:] = rule_set(tuple(decision.rules)).directions(values, n, threshold=decision.rules_threshold)
+    elif names:
+        present = np.column_stack([~np.isnan(values[name]) for name in names])
+        patterns, inverse = np.unique(present, axis=0, return_inverse=True)
+        for p, pattern in enumerate(patterns):
+            rows = np.flatnonzero(inverse.reshape(-1) == p)
+            rules = default_rules_for(
+                ind.columns, frozenset(nm for nm, ok in zip(names, pattern, strict=True) if ok), definition.indicators
+            )
+            if rules:
+                sub = {k: v[rows] for k, v in values.items()}
+                votes[rows] = rule_set(rules).directions(sub, rows.size, threshold=decision.rules_threshold)
+    lg = np.maximum(last_good_upto, 0)
+    out: np.ndarray[Any, Any] = np.where((last_good_upto >= 0) & ~flagged, votes[lg], 0).astype(np.int8)
+    return out
+
+
 @dataclass(frozen=True)
 class _Analysed:
     outcome: AnalysisOutcome | None
@@ -480,7 +771,7 @@ def _snapshot(
     ind: IndicatorResult,
     columns: dict[str, list[float]],
     close: list[float],
-    stamps: list[pd.Timestamp],
+    stamps: pd.DatetimeIndex,
     last_good: int,
     flagged_latest: bool,
     previous_good: int = -1,
@@ -539,14 +830,16 @@ def replay(
     charts: bool = True,
     clock: Callable[[], dt.datetime] | None = None,
     min_tick: Decimal = PRICE_Q,
+    validated: ValidatedHistory | None = None,
 ) -> ReplayResult:
     """Replay ``definition`` over ``bars`` (a canonical frame) between ``start`` and ``end`` (inclusive dates).
 
-    ``template`` is ``(name, body)`` of the prompt (default: the shipped file for ``definition.prompt``);
-    ``backend`` replaces the LLM client built from settings; ``clock`` gives the wall time that stamps LLM
-    records and picks the budget day. Raises ``InputError`` for bad parameters, no bars in the window, an LLM
-    replay without a configured LLM endpoint, or an LLM replay whose uncached calls would exceed the remaining
-    daily budget (global or the strategy's).
+    ``validated`` remembers which bars Great Expectations has validated (a long-lived process replaying the same
+    data again skips it; see :func:`prepare_bars`). ``template`` is ``(name, body)`` of the prompt (default: the
+    shipped file for ``definition.prompt``); ``backend`` replaces the LLM client built from settings; ``clock``
+    gives the wall time that stamps LLM records and picks the budget day. Raises ``InputError`` for bad
+    parameters, no bars in the window, an LLM replay without a configured LLM endpoint, or an LLM replay whose
+    uncached calls would exceed the remaining daily budget (global or the strategy's).
     """
     problems: list[Problem] = []
     start_ts, end_ts = _utc_ts(start, "start"), _utc_ts(end, "end")
@@ -582,7 +875,7 @@ def replay(
     if problems:
         raise InputError("replay", problems)
 
-    frame = prepare_bars(definition, bars, end=end_ts, settings=settings, adjust=adjust)
+    frame = prepare_bars(definition, bars, end=end_ts, settings=settings, adjust=adjust, validated=validated)
     times = pd.DatetimeIndex(frame[TIMESTAMP])
     in_window = np.flatnonzero(times >= start_ts)
     if in_window.size == 0:
@@ -605,8 +898,6 @@ def replay(
     decision_points = list(range(first, n, decide_every))
     bar_length = dt.timedelta(seconds=BAR_SECONDS[definition.bar_size])
     py_times: list[dt.datetime] = list(times.to_pydatetime())
-    stamps: list[pd.Timestamp] = list(times)
-    end_times: list[dt.datetime] = [t + bar_length for t in py_times]  # "now" of a decision: its bar's end
     flagged_list: list[bool] = flagged.tolist()
     last_good_list: list[int] = last_good_upto.tolist()
 
@@ -625,16 +916,91 @@ def replay(
     slippage = Slippage(bps=slippage_bps, quantum=PRICE_Q)
     book = _Book(cash=initial_cash, tick=min_tick)
     pending: PendingOrder | None = None
-    decisions: list[Decision] = []
     placed: list[PlacedOrder] = []
     equity = np.empty(n - first, dtype=np.float64)
     positions = np.empty(n - first, dtype=np.float64)
-    llm_requests = llm_cached = contaminated = 0
-    next_decision = 0
-    total = len(decision_points)
     risk = definition.risk
+    decider = _Decider(
+        definition, ind, columns, c, times, py_times, bar_length, flagged_list, last_good_list, frame, min_tick,
+        llm=llm, model=model, requests=requests, settings=settings, store=store, backend=backend, wall=wall,
+    )  # fmt: skip
+    # Which decision points can place an order, by the sign of the position (-1, 0, 1): with the offline analyst,
+    # those whose rules vote BUY (flat or short) or SELL (flat or long), from the one rule evaluator over all bars
+    # at once; an LLM's every decision. The others place nothing (a HOLD vote gives HOLD or ABSTAIN, a BUY while
+    # long is pyramiding): their decisions are made when first read (the same function, the book as it was).
+    points = np.asarray(decision_points, dtype=np.int64)
+    is_point = np.zeros(n, dtype=bool)
+    is_point[points] = True
+    every = llm or MAKE_EVERY_DECISION
+    if every:
+        votes = np.ones(n, dtype=np.int8)
+        wake = {-1: points, 0: points, 1: points}
+    else:
+        votes = _rule_votes(definition, ind, c, flagged, last_good_upto)
+        at = votes[points]
+        wake = {
+            side: points[
+                ((at > 0) & order_possible(True, Decimal(side), allow_short=risk.allow_short))
+                | ((at < 0) & order_possible(False, Decimal(side), allow_short=risk.allow_short))
+            ]
+            for side in (-1, 0, 1)
+        }
+    vote_list: list[int] = votes.tolist()
+    point_list: list[bool] = is_point.tolist()
+    highs, lows, closes = (frame[col].to_numpy(dtype=np.float64) for col in ("high", "low", "close"))
+    ticks: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None = None
+    eager: dict[int, Decision] = {}
+    history = _History(first - 1, book)
+
+    def next_event(j: int) -> int:
+        """The first bar from ``j`` on that can change something (no order is pending): a touch of the position's
+        stop or target, a decision that can place an order, a time exit coming due."""
+        pos = book.position
+        best = n
+        if pos and (book.stop is not None or book.target is not None):
+            if book.trail is not None:
+                return j  # a trailing stop moves on every bar
+            best = _first_touch(j, n, highs, lows, book, best)
+        arr = wake[1 if pos > 0 else -1 if pos < 0 else 0]
+        i = int(np.searchsorted(arr, j))
+        if i < arr.size:
+            best = min(best, int(arr[i]))
+        if risk.max_holding_bars is not None and pos and book.entry_time is not None:
+            due = bisect_left(py_times, book.entry_time) + risk.max_holding_bars - 2  # a bar early: the rule decides
+            i = int(np.searchsorted(points, max(j, due)))
+            if i < points.size:
+                best = min(best, int(points[i]))
+        return best
+
+    def quiet(j: int, k: int) -> None:
+        """Mark bars ``j..k-1`` (no fill, no order) to close: ``float(cash + position * price(close))`` exactly."""
+        nonlocal ticks
+        seg = slice(j - first, k - first)
+        positions[seg] = float(book.position)
+        if not book.position:
+            equity[seg] = float(book.cash)
+            return
+        scaled_cash, pos = book.cash / PRICE_Q, book.position
+        if ticks is None:
+            ticks = price_ticks(closes, PRICE_Q)
+        if scaled_cash == scaled_cash.to_integral_value() and pos == pos.to_integral_value() and ticks[1][j:k].all():
+            # whole ticks: int64 sums are exact, and one division of exact doubles rounds as float(Decimal) does
+            equity[seg] = (int(scaled_cash) + int(pos) * ticks[0][j:k]) / float(1 / PRICE_Q)
+        else:
+            for i in range(j, k):
+                equity[i - first] = float(book.cash + pos * price(c[i]))
+
+    j = first
+    reported = 0
     with _cyclic_gc_paused():  # see _cyclic_gc_paused: the loop makes no reference cycles
-        for j in range(first, n):
+        while j < n:
+            if pending is None:
+                k = next_event(j)
+                if k > j:
+                    quiet(j, k)
+                    j = k
+                    if j >= n:
+                        break
             when = py_times[j]
             working = pending is not None and j > pending.decided_at
             if working and pending is not None and pending.order_type is OrderType.MARKET:
@@ -651,67 +1017,20 @@ def replay(
             else:
                 equity[j - first] = float(book.cash)
             positions[j - first] = float(book.position)
-            if next_decision < total and decision_points[next_decision] == j:
-                next_decision += 1
-                lg = last_good_list[j]
-                flagged_j = flagged_list[j]
-                if llm:
-                    request, png = requests[j]
-                    outcome = analyze(
-                        request, settings=settings.llm, store=store, chart_png=png, now=wall(), backend=backend
-                    )
-                    llm_cached += int(outcome.cached)
-                    llm_requests += int(not outcome.cached and outcome.attempts > 0)
-                    analysed = _Analysed(outcome)
-                elif lg < 0:
-                    analysed = _Analysed(None, "no usable (non-flagged) bar yet")
-                else:
-                    before = last_good_list[lg - 1] if lg > 0 else -1
-                    snap = _snapshot(definition, ind, columns, c, stamps, lg, flagged_j, before)
-                    analysis = rules_decision(snap, definition.indicators, definition.decision)  # the live path's rules
-                    analysed = _Analysed(
-                        AnalysisOutcome(
-                            analyst=AnalystKind.OFFLINE,
-                            model=OFFLINE_MODEL,
-                            prompt=_PLACEHOLDER_PROMPT,
-                            reference_price=snap.last_close,
-                            analysis=analysis,
-                        )
-                    )
-                if analysed.outcome is None:
-                    signal = Signal(SignalAction.ABSTAIN, analysed.abstain or "no analysis", AnalystKind.OFFLINE, when)
-                else:
-                    signal = generate_signal(
-                        analysed.outcome,
-                        definition,
-                        last_bar_time=when,
-                        now=end_times[j],
-                        flagged_latest=flagged_j,
-                    )
-                tainted = llm and possibly_contaminated(model, when.date())
-                contaminated += int(tainted)
-                order_note: str | None = None
-                plan: OrderPlan | None = None
-                reason = f"signal {signal.action.value}"
-                if risk.max_holding_bars is not None and book.position and book.entry_time is not None:
-                    held = j - bisect_left(py_times, book.entry_time) + 1  # the entry's bar included
-                    plan = plan_time_exit(risk, position=book.position, held=held, reference=price(c[j]))
-                    reason = f"time exit after {held} bars"  # decided before (and instead of) the signal's order
-                if plan is None and signal.action in (SignalAction.BUY, SignalAction.SELL):
-                    reason = f"signal {signal.action.value}"
-                    plan = plan_order(
-                        signal,
-                        risk,
-                        symbol=definition.symbol,
-                        position=book.position,
-                        equity=book.cash + book.position * price(c[j]),
-                        atr=partial(_atr_upto, frame, j, risk.sizing.atr_period),
-                        size_increment=SIZE_INCREMENT,
-                        min_tick=min_tick,
-                    )
-                if plan is not None:
-                    order_note = plan.note
-                    if plan.placed:
+            history.note(j, book)
+            if point_list[j]:
+                pos = book.position
+                vote = vote_list[j]
+                due = (
+                    risk.max_holding_bars is not None
+                    and pos != 0
+                    and book.entry_time is not None
+                    and j >= bisect_left(py_times, book.entry_time) + risk.max_holding_bars - 2  # the rule decides
+                )
+                if every or due or (vote and order_possible(vote > 0, pos, allow_short=risk.allow_short)):
+                    decision, plan, reason = decider.decide(j, book.cash, pos, book.entry_time)
+                    eager[j] = decision
+                    if plan is not None and plan.placed:
                         placed.append(
                             PlacedOrder(
                                 when, plan.side, plan.quantity, plan.order_type, plan.limit, plan.stop, plan.target
@@ -730,24 +1049,15 @@ def replay(
                             reason=reason,
                             trail=plan.trail,
                         )
-                out = analysed.outcome
-                decisions.append(
-                    Decision(
-                        when,
-                        signal.action,
-                        signal.reason,
-                        signal.confidence,
-                        signal.entry,
-                        signal.stop,
-                        signal.target,
-                        order_note,
-                        tainted,
-                        bool(out and out.cached),
-                        out.cost_usd if out is not None else Decimal(0),
-                    )
-                )
-                if progress is not None:
-                    progress(next_decision, total)
+            j += 1
+            if progress is not None:  # once per decision, in order (those passed over included)
+                for done in range(reported + 1, bisect_left(decision_points, j) + 1):
+                    progress(done, len(decision_points))
+                reported = max(reported, bisect_left(decision_points, j))
+    if progress is not None:
+        for done in range(reported + 1, len(decision_points) + 1):
+            progress(done, len(decision_points))
+    decisions = Decisions(decision_points, eager, partial(_decide_later, decider, history))
     if pending is not None:
         warnings.append(f"an order decided on the last bar(s) was not filled by the end: {pending.reason}")
 
@@ -768,7 +1078,7 @@ def replay(
             gross - book.entry_commission,
             None,
         )
-    llm_cost = sum((d.cost_usd for d in decisions), Decimal(0))
+    llm_cost = sum((d.cost_usd for d in eager.values()), Decimal(0))
     metrics = compute_metrics(
         equity,
         trade_pnls=[t.pnl for t in book.trades if t.pnl is not None],
@@ -805,9 +1115,9 @@ def replay(
         positions=positions,
         metrics=metrics,
         orders=placed,
-        llm_requests=llm_requests,
-        llm_cached=llm_cached,
-        contaminated=contaminated,
+        llm_requests=decider.llm_requests,
+        llm_cached=decider.llm_cached,
+        contaminated=decider.contaminated,
         warnings=warnings,
     )
 

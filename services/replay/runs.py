@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from models.strategy import StrategyDefinition
 from models.tables import ReplayRun
 from services.bars.loader import load_bars
+from services.bars.validation import ValidatedHistory
 from services.errors import InputError
 from services.llm.prompts import load_template
 from services.llm.store import DbLlmCallStore, InMemoryLlmCallStore, LlmCallStore
@@ -105,8 +106,10 @@ def run_replay(
     initial_cash: Decimal = Decimal(100_000),
     store: LlmCallStore | None = None,
     progress: Callable[[int, int], None] | None = None,
+    validated: ValidatedHistory | None = None,
 ) -> ReplayResult:
-    """Run the replay; the LLM path records calls (and finds cached answers) in the DB's ``llm_calls``."""
+    """Run the replay; the LLM path records calls (and finds cached answers) in the DB's ``llm_calls``.
+    ``validated``: what Great Expectations validated before in this process (see ``replay``)."""
     if store is None:
         store = DbLlmCallStore(settings.database_url()) if analyst == "llm" else InMemoryLlmCallStore()
     result = replay(
@@ -122,6 +125,7 @@ def run_replay(
         initial_cash=initial_cash,
         progress=progress,
         template=inputs.template,
+        validated=validated,
     )
     result.params["data"] = inputs.data_source
     return result
@@ -131,8 +135,12 @@ def save_run(session: Session, result: ReplayResult) -> int:
     """Store the replay (params; metrics with signal counts, trades and the equity curve) and return its id."""
     data: dict[str, Any] = result.to_json()
     metrics = dict(data["metrics"])
-    for key in ("decisions", "signals", "llm_requests", "llm_cached", "possibly_contaminated", "warnings"):
-        metrics[key] = data[key]
+    for key in (
+        "decisions", "decisions_made", "signals", "signals_made", "llm_requests", "llm_cached",
+        "possibly_contaminated", "warnings",
+    ):  # fmt: skip
+        if key in data:
+            metrics[key] = data[key]
     metrics["trades_list"] = data["trades"]
     metrics["equity_curve"] = data["equity"]
     row = ReplayRun(strategy_name=result.strategy, params=data["params"], metrics=metrics)
