@@ -33,6 +33,9 @@ def _decimal(value: str, option: str) -> Decimal:
     return out
 
 
+_ACTIONS = ("BUY", "SELL", "HOLD", "ABSTAIN")
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.2f} %"
 
@@ -55,6 +58,14 @@ def replay_command(
     slippage_bps: Annotated[str, typer.Option("--slippage-bps", help="Market/stop slippage, basis points.")] = "0",
     cash: Annotated[str, typer.Option("--cash", help="Initial cash.")] = "100000",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    all_signals: Annotated[
+        bool,
+        typer.Option(
+            "--all-signals",
+            help="Count every decision's signal (stored with the run; makes the decisions that could place no "
+            "order, about 0.1 ms each).",
+        ),
+    ] = False,
 ) -> None:
     """Replay a strategy over history (no look-ahead), fill with IB commissions, print metrics, store the run."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -95,9 +106,9 @@ def replay_command(
             progress=progress,
         )
     with db_session() as session:
-        run_id = save_run(session, result)
+        run_id = save_run(session, result, all_signals=all_signals)
     if as_json:
-        data_out: dict[str, Any] = result.to_json(equity_points=False)
+        data_out: dict[str, Any] = result.to_json(equity_points=False, all_signals=all_signals)
         data_out["run_id"] = run_id
         console.print_json(json.dumps(data_out))
         return
@@ -126,6 +137,12 @@ def replay_command(
         ("LLM cost (USD)", f"{m.llm_cost_usd:.4f}"),
         ("end equity", f"{m.end_equity:,.2f}"),
     ]
+    summary = result.to_json(equity_points=False, all_signals=all_signals)
+    passed = summary["decisions"] - summary["decisions_made"]
+    rows.append(("decisions made / passed over", f"{summary['decisions_made']} / {passed}"))
+    if "signals" in summary:
+        counts = summary["signals"]
+        rows.append(("signals BUY / SELL / HOLD / ABSTAIN", " / ".join(str(counts.get(a, 0)) for a in _ACTIONS)))
     if result.params["analyst"] == "llm":
         rows += [
             ("LLM requests / cached", f"{result.llm_requests} / {result.llm_cached}"),

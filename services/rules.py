@@ -72,7 +72,8 @@ def vote_confidence(action: VoteAction, score: float) -> float:
 
 def vote_direction(score: Any, threshold: float) -> Any:
     """+1 (BUY) when ``score >= threshold``, -1 (SELL) when ``score <= -threshold``, else 0; elementwise on arrays."""
-    return np.where(score >= threshold, 1, np.where(score <= -threshold, -1, 0))
+    buy = score >= threshold
+    return 1 * buy - 1 * ((score <= -threshold) & (buy ^ True))
 
 
 def vote_action(score: float, threshold: float) -> VoteAction:
@@ -124,7 +125,7 @@ class RuleSet:
             votes.append(RuleVote(label, weight, 1 if net > 0 else -1 if net < 0 else 0, text))
         if total == 0:
             return RulesVerdict("HOLD", 0.0, 0.0, (), tuple(not_applicable))
-        score = float(np.clip(points / total, -1.0, 1.0))
+        score = max(-1.0, min(1.0, points / total))
         action = vote_action(score, threshold)
         return RulesVerdict(action, score, vote_confidence(action, score), tuple(votes), tuple(not_applicable), total)
 

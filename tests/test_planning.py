@@ -99,8 +99,10 @@ def test_the_time_exit_closes_the_whole_position_by_market_once_held_max_holding
 
     ends = [BAR + dt.timedelta(days=i) for i in range(1, 8)]  # seven completed daily bars
     opened = BAR + dt.timedelta(days=4, hours=-3)  # filled during the fourth bar (it ends at ends[3])
-    assert held_bars(ends, opened) == 4 and held_bars(ends, ends[3]) == 4 and held_bars(ends, ends[-1]) == 1
-    assert held_bars(ends, ends[-1] + dt.timedelta(seconds=1)) == 0
+    assert held_bars(ends, opened) == 4 and held_bars(ends, ends[3] - dt.timedelta(seconds=1)) == 4
+    # a fill at a bar's end is at the next bar's open (the replay counts from that bar): 3 bars, not 4
+    assert held_bars(ends, ends[3]) == 3 and held_bars(ends, ends[-2]) == 1
+    assert held_bars(ends, ends[-1]) == 0 and held_bars(ends, ends[-1] + dt.timedelta(seconds=1)) == 0
     r = risk(max_holding_bars=4)
     assert plan_time_exit(r, position=D(10), held=3, reference=D(100)) is None
     assert plan_time_exit(r, position=D(0), held=9, reference=D(100)) is None

@@ -26,7 +26,7 @@ fills come from. The rules (``README.md``, "Orders"):
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -180,8 +180,9 @@ def order_possible(buy: bool, position: Decimal, *, allow_short: bool) -> bool:
 
 def held_bars(bar_ends: Sequence[datetime], opened_at: datetime) -> int:
     """How many bars a position opened (first filled) at ``opened_at`` has been held: the completed bars (their
-    ends, ascending) that end at or after its opening fill, the bar it filled in included."""
-    return len(bar_ends) - bisect_left(bar_ends, opened_at)
+    ends, ascending) that end after its opening fill, the bar it filled in included. A fill at a bar's end is in
+    the next bar (a market order decided on a bar's close fills at the next bar's open, as in the replay)."""
+    return len(bar_ends) - bisect_right(bar_ends, opened_at)
 
 
 def plan_time_exit(risk: Risk, *, position: Decimal, held: int, reference: Decimal) -> OrderPlan | None:

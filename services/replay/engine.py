@@ -626,7 +626,7 @@ class _Decider:
             return _Analysed(None, "no usable (non-flagged) bar yet")
         before = self.last_good[lg - 1] if lg > 0 else -1
         definition = self.definition
-        snap = _snapshot(definition, self.ind, self.columns, self.close, self.times, lg, self.flagged[j], before)
+        snap = _snapshot(definition, self.ind, self.columns, self.close, self.py_times, lg, self.flagged[j], before)
         analysis = rules_decision(snap, definition.indicators, definition.decision)  # the live path's rules
         return _Analysed(
             AnalysisOutcome(
@@ -771,7 +771,7 @@ def _snapshot(
     ind: IndicatorResult,
     columns: dict[str, list[float]],
     close: list[float],
-    stamps: pd.DatetimeIndex,
+    times: list[dt.datetime],
     last_good: int,
     flagged_latest: bool,
     previous_good: int = -1,
@@ -791,7 +791,7 @@ def _snapshot(
     return MarketSnapshot(
         symbol=definition.symbol,
         bar_size=definition.bar_size,
-        last_bar_time=stamps[last_good],
+        last_bar_time=pd.Timestamp(times[last_good]),
         last_close=Decimal(repr(round(close[last_good], 4))),
         latest=latest,
         columns=ind.columns,

@@ -131,9 +131,10 @@ def run_replay(
     return result
 
 
-def save_run(session: Session, result: ReplayResult) -> int:
-    """Store the replay (params; metrics with signal counts, trades and the equity curve) and return its id."""
-    data: dict[str, Any] = result.to_json()
+def save_run(session: Session, result: ReplayResult, *, all_signals: bool = False) -> int:
+    """Store the replay (params; metrics with signal counts, trades and the equity curve) and return its id.
+    The signals of every decision are counted with ``all_signals`` (see ``ReplayResult.to_json``)."""
+    data: dict[str, Any] = result.to_json(all_signals=all_signals)
     metrics = dict(data["metrics"])
     for key in (
         "decisions", "decisions_made", "signals", "signals_made", "llm_requests", "llm_cached",
