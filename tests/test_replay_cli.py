@@ -57,6 +57,27 @@ def test_replay_file_json_is_stored_and_a_stored_strategy_gives_the_same_run(tra
     assert rows[0].params["data"] == str(DAILY)
 
 
+def test_all_signals_counts_every_decision_and_is_stored(trader: Invoke, db_url: str) -> None:
+    plain = _json(trader("replay", "--file", str(STRATEGY), "--data", str(DAILY), *WINDOW, "--json").output)
+    assert "signals" not in plain  # the passed-over decisions are not made just to be counted
+    assert 0 < plain["decisions_made"] < plain["decisions"] == 502
+    assert sum(plain["signals_made"].values()) == plain["decisions_made"]
+    full = _json(
+        trader("replay", "--file", str(STRATEGY), "--data", str(DAILY), *WINDOW, "--json", "--all-signals").output
+    )
+    assert sum(full["signals"].values()) == full["decisions"] == 502
+    for action, n in full["signals_made"].items():
+        assert full["signals"][action] >= n
+    assert full["signals"]["HOLD"] > 0 and full["metrics"] == plain["metrics"] and full["trades"] == plain["trades"]
+    with session_factory(make_engine(db_url))() as session:
+        stored = session.scalars(select(ReplayRun).order_by(ReplayRun.id)).all()[-1].metrics
+    assert stored["signals"] == full["signals"] and stored["decisions_made"] == full["decisions_made"]
+    table = trader("replay", "--file", str(STRATEGY), "--data", str(DAILY), *WINDOW, "--all-signals").output
+    counts = full["signals"]
+    expected = " / ".join(str(counts.get(a, 0)) for a in ("BUY", "SELL", "HOLD", "ABSTAIN"))
+    assert "signals BUY / SELL / HOLD / ABSTAIN" in table and expected in table
+
+
 def test_replay_prints_a_table(trader: Invoke) -> None:
     result = trader("replay", "--file", str(STRATEGY), "--data", str(DAILY), *WINDOW)
     assert result.exit_code == 0, result.output
