@@ -136,7 +136,6 @@ def run_task(
         slippage_bps=Decimal(slippage_bps),
         initial_cash=Decimal(initial_cash),
         store=runtime.llm_store() if analyst == "llm" else None,
-        validated=runtime.validated_history(),  # a worker replaying the same bars again skips GE
     )
     with session_scope(runtime.database_url) as session:
         run_id = save_run(session, result)

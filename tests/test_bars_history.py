@@ -79,3 +79,28 @@ def test_history_is_bounded_and_keyed(bars: pd.DataFrame) -> None:
     assert validate_bars(frame, history=history, history_key="a").ge_rows == 0
     with pytest.raises(InputError, match="at least 1"):
         ValidatedHistory(max_keys=0)
+
+
+def test_a_directory_keeps_the_history_for_another_process(
+    bars: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a directory another ValidatedHistory (another process) finds what was validated; an unreadable file, one
+    of another key or of another suite revision is not trusted: the full batch again, with the same result."""
+    import services.bars.validation as validation
+
+    frame = bars.iloc[:60].reset_index(drop=True)
+    assert check(frame, ValidatedHistory(directory=tmp_path)).ge_rows == 60
+    (path,) = tmp_path.glob("*.npz")
+    assert check(frame, ValidatedHistory(directory=tmp_path)).ge_rows == 0  # found on disk: GE does not run
+    grown = bars.iloc[:62].reset_index(drop=True)
+    assert check(grown, ValidatedHistory(directory=tmp_path)).ge_rows == 2
+    assert check(grown, ValidatedHistory()).ge_rows == 62  # without the directory: nothing known
+
+    other = ValidatedHistory(directory=tmp_path)
+    assert validate_bars(grown, bar_size=BarSize.DAY_1, history=other, history_key="qqq").ge_rows == 62  # other key
+
+    path.write_bytes(b"not an npz file")
+    assert check(grown, ValidatedHistory(directory=tmp_path)).ge_rows == 62  # unreadable: validated again
+    assert check(grown, ValidatedHistory(directory=tmp_path)).ge_rows == 0  # and rewritten
+    monkeypatch.setattr(validation, "_SUITE_REVISION", validation._SUITE_REVISION + 1)  # the suite changed
+    assert check(grown, ValidatedHistory(directory=tmp_path)).ge_rows == 62  # the old revision's file: not trusted

@@ -35,6 +35,8 @@ per process, so warm validations cost tens of milliseconds.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import threading
@@ -42,6 +44,7 @@ import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -63,6 +66,9 @@ RULE_INCREASING: Final = "timestamp_increasing"
 RULE_NON_SESSION: Final = "non_session_date"
 RULE_MISSING_SESSION: Final = "missing_session"
 RULE_SPLIT: Final = "split_like_jump"
+# Bumped when the Great Expectations suite changes what it finds: ValidatedHistory files of another revision are
+# not trusted.
+_SUITE_REVISION: Final = 1
 RULES: Final[tuple[str, ...]] = (
     RULE_NOT_NULL,
     RULE_FINITE,
@@ -147,10 +153,13 @@ class ValidatedHistory:
     year of daily bars hold about 400 KB) and thread-safe.
     """
 
-    def __init__(self, max_keys: int = 1024) -> None:
+    def __init__(self, max_keys: int = 1024, *, directory: Path | None = None) -> None:
+        """``directory``: also keep each key's entry in a file there, so another process finds it (a replay run
+        again from the CLI validates nothing, and does not even import Great Expectations)."""
         if max_keys < 1:
             raise InputError("max_keys", f"must be at least 1, got {max_keys}")
         self.max_keys = max_keys
+        self.directory = directory
         self._entries: OrderedDict[str, tuple[np.ndarray[Any, Any], list[tuple[int, BarIssue]]]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -159,14 +168,57 @@ class ValidatedHistory:
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
-            return entry
+                return entry
+        entry = self._load(key)
+        if entry is not None:
+            self._remember(key, entry)
+        return entry
 
     def put(self, key: str, hashes: np.ndarray[Any, Any], issues: list[tuple[int, BarIssue]]) -> None:
+        self._remember(key, (hashes, issues))
+        self._store(key, hashes, issues)
+
+    def _remember(self, key: str, entry: tuple[np.ndarray[Any, Any], list[tuple[int, BarIssue]]]) -> None:
         with self._lock:
-            self._entries[key] = (hashes, issues)
+            self._entries[key] = entry
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_keys:
                 self._entries.popitem(last=False)
+
+    def _file(self, key: str) -> Path | None:
+        if self.directory is None:
+            return None
+        return self.directory / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.npz"
+
+    def _store(self, key: str, hashes: np.ndarray[Any, Any], issues: list[tuple[int, BarIssue]]) -> None:
+        path = self._file(key)
+        if path is None:
+            return
+        rows = [[p, i.timestamp.isoformat() if i.timestamp else None, i.rule, i.detail] for p, i in issues]
+        meta = json.dumps({"key": key, "revision": _SUITE_REVISION, "issues": rows})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        with tmp.open("wb") as out:
+            np.savez(out, hashes=hashes, meta=np.array(meta))
+        os.replace(tmp, path)  # atomic: a reader sees the old entry or the new one
+
+    def _load(self, key: str) -> tuple[np.ndarray[Any, Any], list[tuple[int, BarIssue]]] | None:
+        """The key's file entry, or None (none, another suite revision, another key, or unreadable: validate)."""
+        path = self._file(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                hashes, meta = data["hashes"], json.loads(str(data["meta"]))
+            if meta.get("revision") != _SUITE_REVISION or meta.get("key") != key:
+                return None
+            issues = [
+                (int(p), BarIssue(datetime.fromisoformat(t) if t else None, str(rule), str(detail)))
+                for p, t, rule, detail in meta["issues"]
+            ]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return hashes, issues
 
 
 def _fingerprints(data: pd.DataFrame) -> np.ndarray[Any, Any]:

@@ -29,7 +29,15 @@ from services.replay.engine import AnalystChoice, ReplayResult, replay
 from services.settings import Settings
 from services.strategies import get_definition, load_strategy_file
 
-__all__ = ["SAMPLES_DIR", "ReplayInputs", "find_sample", "resolve_inputs", "run_replay", "save_run"]
+__all__ = [
+    "SAMPLES_DIR",
+    "ReplayInputs",
+    "find_sample",
+    "replay_validation",
+    "resolve_inputs",
+    "run_replay",
+    "save_run",
+]
 
 SAMPLES_DIR: Final = Path(__file__).resolve().parents[2] / "data" / "samples"
 
@@ -109,7 +117,10 @@ def run_replay(
     validated: ValidatedHistory | None = None,
 ) -> ReplayResult:
     """Run the replay; the LLM path records calls (and finds cached answers) in the DB's ``llm_calls``.
-    ``validated``: what Great Expectations validated before in this process (see ``replay``)."""
+    ``validated``: what Great Expectations validated before (default: :func:`replay_validation`, kept in the
+    data directory, so a replay of the same bars again validates none of them)."""
+    if validated is None:
+        validated = replay_validation(settings)
     if store is None:
         store = DbLlmCallStore(settings.database_url()) if analyst == "llm" else InMemoryLlmCallStore()
     result = replay(
@@ -129,6 +140,12 @@ def run_replay(
     )
     result.params["data"] = inputs.data_source
     return result
+
+
+def replay_validation(settings: Settings) -> ValidatedHistory:
+    """What Great Expectations validated for replays, kept under ``<data_dir>/validated`` (one small file per
+    symbol, bar size and price adjustment: the rows' 64-bit fingerprints and the issues found)."""
+    return ValidatedHistory(directory=settings.ensure_data_dir() / "validated")
 
 
 def save_run(session: Session, result: ReplayResult, *, all_signals: bool = False) -> int:
