@@ -208,6 +208,11 @@ def halt(
     console.print(f"kill switch ENGAGED: {reason}")
     if result.ended:
         console.print(f"{len(result.ended)} unsent orders ended: {', '.join(result.ended)}")
+    if result.kept:
+        console.print(
+            f"{len(result.kept)} protective orders to re-attach kept (re-attached after `trader resume`): "
+            + ", ".join(result.kept)
+        )
     if not cancel_all:
         return
     from services.orders.monitor import cancel_all as cancel_every

@@ -395,7 +395,8 @@ def test_a_stop_the_broker_lost_is_re_attached_by_the_retry_flow_through_the_gat
     assert len(sim.state.placed) == frames  # the gate ran: nothing went out
     with session_scope(db_url) as s:
         row = orders_repo.get_by_key(s, f"{key}:SL")
-        assert row is not None and row.risk_decision is not None and row.submit_attempts == 2  # with its entry, now
+        # lost: its attempts count from 0 again; a refusal sent nothing and used none
+        assert row is not None and row.risk_decision is not None and row.submit_attempts == 0
         assert (
             row.last_submit_error is not None and "reconciliation: test: a position difference" in row.last_submit_error
         )
@@ -412,6 +413,56 @@ def test_a_stop_the_broker_lost_is_re_attached_by_the_retry_flow_through_the_gat
     _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.CANCELLED, 100, 0), ":SL": (S.FILLED, 100, 100)})
     assert (again.avg_fill_price, _at_sim(sim, f"{key}:TP").completed_status) == (D("132.75"), "Cancelled (OCA)")
     assert sim.state.positions[(ACCOUNT, SPY_CONID)].quantity == 0
+
+
+def test_a_halt_keeps_a_lost_stop_to_re_attach_and_the_release_re_attaches_it(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
+) -> None:
+    """A halt ends the unsent orders but not a protective stop the broker lost (its position stays, like the working
+    target): refused by the gate on every retry while halted, without using its attempts, and past the retry
+    limit, it is re-attached after the release and protects. With --cancel-all it ends with the working orders."""
+    from services.orders.monitor import expire_unsent, retry_orders
+
+    key = _bracket(db_url, broker, spy, target="133.50", stop="132.75").key
+    sim.clock.advance(3, symbol="SPY")  # the parent fills on 15:10
+    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.SUBMITTED, 100, 0), ":SL": (S.SUBMITTED, 100, 0)})
+    del sim.state.orders[_at_sim(sim, f"{key}:SL").perm_id]  # TWS lost it (gone after its restart)
+    sim.drop_connections()
+    _reconnected(broker)
+    assert sync_orders(db_url, broker, START).lost_children == [f"{key}:SL"]
+    halt = kill_switch.engage(db_url, "test halt", changed_by="test", now=START)
+    assert (halt.ended, halt.kept) == ((), (f"{key}:SL",))
+    ctx = send_ctx(START + dt.timedelta(minutes=15), dry_run=False)
+    frames = len(sim.state.placed)
+    for _ in range(8):  # more retries than the 3 attempts allowed
+        [refused] = retry_orders(db_url, broker, lambda _what: spy, 3, ctx)
+        assert (refused.key, refused.status, refused.sent) == (f"{key}:SL", S.CREATED, False)
+        assert expire_unsent(db_url, ctx.now, 3) == []
+    assert len(sim.state.placed) == frames  # nothing went out while halted
+    with session_scope(db_url) as s:
+        row = orders_repo.get_by_key(s, f"{key}:SL")
+        assert row is not None and row.submit_attempts == 0 and "kill_switch: engaged: test halt" in (row.last_submit_error or "")
+    kill_switch.release(db_url, changed_by="test", now=START)
+    [sent] = retry_orders(db_url, broker, lambda _what: spy, 3, ctx)
+    assert (sent.key, sent.status, sent.sent) == (f"{key}:SL", S.SUBMITTED, True)
+    sim.clock.advance(3, symbol="SPY")  # 15:25: low 132.71 triggers the stop at 132.75
+    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.CANCELLED, 100, 0), ":SL": (S.FILLED, 100, 100)})
+    assert sim.state.positions[(ACCOUNT, SPY_CONID)].quantity == 0
+
+
+def test_a_halt_with_cancel_all_ends_a_lost_stop_to_re_attach_too(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
+) -> None:
+    key = _bracket(db_url, broker, spy, target="133.50", stop="132.75").key
+    sim.clock.advance(3, symbol="SPY")
+    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.SUBMITTED, 100, 0), ":SL": (S.SUBMITTED, 100, 0)})
+    del sim.state.orders[_at_sim(sim, f"{key}:SL").perm_id]
+    sim.drop_connections()
+    _reconnected(broker)
+    assert sync_orders(db_url, broker, START).lost_children == [f"{key}:SL"]
+    assert kill_switch.engage(db_url, "test halt", changed_by="test", now=START).kept == (f"{key}:SL",)
+    cancel_all(db_url, lambda: broker, "halt: test halt")
+    assert _rows(db_url, key) == {"": (S.FILLED, 100, 100), ":TP": (S.CANCELLED, 100, 0), ":SL": (S.CANCELLED, 100, 0)}
 
 
 def test_a_child_lost_while_its_entry_works_is_attached_to_the_entry_again(

@@ -4,7 +4,9 @@ send path share.
 Engaging holds the send lock exclusively (:mod:`services.orders.send_lock`): every send whose gate passed before
 has reached the broker, and every later send reads the engaged switch. In the same transaction every unsent order
 (``created``, including those waiting for a retry) ends ``cancelled`` with the halt's reason, so nothing queued
-before the halt can go out after a release. Working orders are cancelled at the broker with ``--cancel-all``
+before the halt can go out after a release; except a protective order the broker lost and the retry flow is to
+re-attach (:func:`services.orders.monitor.mark_lost`): like the working stops and targets, it stays with its
+position, refused by the gate while halted, and is re-attached after the release. Working orders are cancelled at the broker with ``--cancel-all``
 (:func:`services.orders.monitor.cancel_all`).
 """
 
@@ -29,10 +31,12 @@ class HaltResult:
     reason: str
     at: dt.datetime
     ended: tuple[str, ...]  # keys of the unsent orders ended by this halt
+    kept: tuple[str, ...] = ()  # protective orders to re-attach, kept (see engage)
 
 
 def engage(db_url: str, reason: str, *, changed_by: str, now: dt.datetime | None = None) -> HaltResult:
-    """Engage the kill switch and end every unsent order; return what was ended."""
+    """Engage the kill switch and end every unsent order but the protective ones to re-attach; return what was
+    ended and what was kept."""
     if not reason or not reason.strip():
         raise InputError("kill switch", [Problem("reason", "engaging the kill switch needs a reason")])
     with send_lock(db_url, exclusive=True), session_scope(db_url) as session:
@@ -40,13 +44,21 @@ def engage(db_url: str, reason: str, *, changed_by: str, now: dt.datetime | None
         # gate earlier, and none can arrive after it until the release
         at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
         ended: list[str] = []
+        kept: list[str] = []
         for row in orders_repo.unsent(session):
+            if row.parent_id is not None and orders_repo.reattaching(session, row):
+                # a protective order the broker lost, of a position that stays: the halt does not strip the
+                # position of its protection (working ones stay at the broker too); the gate refuses it until the
+                # release, then it is re-attached. --cancel-all ends it with the working orders.
+                orders_repo.note(session, row, f"halt: {reason}: kept unsent, re-attached after the release")
+                kept.append(row.idempotency_key)
+                continue
             orders_repo.set_status(session, row, OrderStatus.CANCELLED, f"halt: {reason} (never sent)")
             ended.append(row.idempotency_key)
         trading_state.set_kill_switch(session, True, reason, changed_by=changed_by, now=at, ended_orders=len(ended))
         told = f"kill switch engaged by {changed_by}: {reason} ({len(ended)} unsent orders ended)"
         publish(_switch_event(EventKind.KILL_SWITCH_ENGAGED, told, changed_by, reason, at), session=session)
-    return HaltResult(reason, at, tuple(ended))
+    return HaltResult(reason, at, tuple(ended), tuple(kept))
 
 
 def release(db_url: str, *, changed_by: str, reason: str | None = None, now: dt.datetime | None = None) -> None:

@@ -178,6 +178,7 @@ def mark_lost(db_url: str, broker: OrderBroker, order_id: int) -> str | None:
         if row.status is not OrderStatus.SUBMITTED or not holds:
             return None
         row.last_submit_error = "lost at the broker (not in its open or completed orders): to re-attach"
+        row.submit_attempts = 0  # re-attaching is a new sending: its attempts count from here
         orders_repo.set_status(session, row, OrderStatus.CREATED, row.last_submit_error)
         return key
 

@@ -395,8 +395,10 @@ def send(
             if orders_repo.awaiting_approval(row) and not hold_for_approval:
                 return _result(row, sent=False, reused=True)  # a person decides first (services.orders.approval)
             if broker.connectivity is not Connectivity.CONNECTED:
-                # certainly not sent, and nothing to judge the account by: it stays for the retry flow
-                row.submit_attempts += 1
+                # certainly not sent, and nothing to judge the account by: it stays for the retry flow (a
+                # protective order to re-attach waits out the outage without using its attempts)
+                if row.parent_id is None:
+                    row.submit_attempts += 1
                 row.last_submit_error = f"broker {broker.connectivity.value}: not sent"
                 return _result(row, sent=False, reused=False)
         facts = _broker_facts(db_url, broker, ctx)
@@ -421,8 +423,8 @@ def send(
             children = [c for c in orders_repo.children(session, row.id) if c.status is OrderStatus.CREATED]
             if entry is not None and not decision.approved:
                 # a protective order is not ended by a refusal (halted, market closed, ...): it stays unsent and
-                # the retry flow asks the gate again, while attempts remain
-                row.submit_attempts = attempt
+                # the retry flow asks the gate again; a refusal sends nothing, so it uses no attempt (a long halt
+                # or closed market does not use them up: only the broker's errors do)
                 row.last_submit_error = "gate refused the re-attach: " + "; ".join(decision.reasons)
                 orders_repo.note(session, row, row.last_submit_error)
                 return _result(row, sent=False, reused=False)
