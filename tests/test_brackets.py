@@ -441,7 +441,11 @@ def test_a_halt_keeps_a_lost_stop_to_re_attach_and_the_release_re_attaches_it(
     assert len(sim.state.placed) == frames  # nothing went out while halted
     with session_scope(db_url) as s:
         row = orders_repo.get_by_key(s, f"{key}:SL")
-        assert row is not None and row.submit_attempts == 0 and "kill_switch: engaged: test halt" in (row.last_submit_error or "")
+        assert (
+            row is not None
+            and row.submit_attempts == 0
+            and "kill_switch: engaged: test halt" in (row.last_submit_error or "")
+        )
     kill_switch.release(db_url, changed_by="test", now=START)
     [sent] = retry_orders(db_url, broker, lambda _what: spy, 3, ctx)
     assert (sent.key, sent.status, sent.sent) == (f"{key}:SL", S.SUBMITTED, True)

@@ -6,8 +6,8 @@ has reached the broker, and every later send reads the engaged switch. In the sa
 (``created``, including those waiting for a retry) ends ``cancelled`` with the halt's reason, so nothing queued
 before the halt can go out after a release; except a protective order the broker lost and the retry flow is to
 re-attach (:func:`services.orders.monitor.mark_lost`): like the working stops and targets, it stays with its
-position, refused by the gate while halted, and is re-attached after the release. Working orders are cancelled at the broker with ``--cancel-all``
-(:func:`services.orders.monitor.cancel_all`).
+position, refused by the gate while halted, and is re-attached after the release. Working orders are cancelled at
+the broker with ``--cancel-all`` (:func:`services.orders.monitor.cancel_all`), and that one with them.
 """
 
 from __future__ import annotations
