@@ -446,13 +446,17 @@ class StrategyDefinition(_Doc):
         limit = MAX_DURATION_SECONDS[self.bar_size]
         if lookback > limit:
             problems.append(f"lookback {self.lookback!r} exceeds IB's limit for {self.bar_size.value!r} bars")
-        bars = lookback // BAR_SECONDS[self.bar_size]
-        # Trading sessions are shorter than calendar time; daily bars are ~252 a year.
-        if self.bar_size is BarSize.DAY_1:
-            bars = lookback * 252 // (365 * 86_400)
+        bars = estimated_bars(self.bar_size, self.lookback, use_rth=self.use_rth)
         warmup = max(spec.warmup_bars for spec in self.indicators)
         if bars < warmup:
             problems.append(f"lookback {self.lookback!r} gives ~{bars} bars; the indicators need ~{warmup}")
+        holding = self.risk.max_holding_bars
+        if holding is not None and bars <= holding:
+            # a live run counts the bars held in the bars it fetched: with fewer, the time exit could never come due
+            problems.append(
+                f"risk.max_holding_bars {holding} needs a lookback of more than {holding} bars; lookback "
+                f"{self.lookback!r} gives ~{bars}: lengthen it"
+            )
         prefixes = [spec.column_prefix for spec in self.indicators]
         duplicates = sorted({p for p in prefixes if prefixes.count(p) > 1})
         if duplicates:

@@ -61,6 +61,22 @@ def test_cross_field_problems_are_listed_separately():
     assert "duplicate columns" in messages[1]
 
 
+def test_a_time_exit_longer_than_the_lookback_is_refused():
+    """A live run counts the bars held in the bars it fetched: a lookback of fewer bars than max_holding_bars would
+    never let the time exit come due, so the document is refused (and accepted with a longer lookback)."""
+    doc = example_doc()
+    doc["indicators"] = [{"function": "SMA", "params": {"timeperiod": 5}}]
+    doc["lookback"] = "6 M"  # ~124 daily bars
+    doc["risk"]["max_holding_bars"] = 130
+    with pytest.raises(InputError, match="risk.max_holding_bars 130 needs a lookback of more than 130 bars"):
+        parse_strategy(doc)
+    doc["risk"]["max_holding_bars"] = 120
+    assert parse_strategy(doc).risk.max_holding_bars == 120
+    doc["risk"]["max_holding_bars"] = 130
+    doc["lookback"] = "1 Y"
+    assert parse_strategy(doc).risk.max_holding_bars == 130
+
+
 def test_lookback_beyond_ib_limit_for_bar_size():
     doc = example_doc()
     doc["bar_size"] = BarSize.SEC_5.value
