@@ -68,7 +68,7 @@ def test_a_time_exit_longer_than_the_lookback_is_refused():
     doc["indicators"] = [{"function": "SMA", "params": {"timeperiod": 5}}]
     doc["lookback"] = "6 M"  # ~124 daily bars
     doc["risk"]["max_holding_bars"] = 130
-    with pytest.raises(InputError, match="risk.max_holding_bars 130 needs a lookback of more than 130 bars"):
+    with pytest.raises(InputError, match=r"risk\.max_holding_bars 130 needs a lookback of more than 130 bars"):
         parse_strategy(doc)
     doc["risk"]["max_holding_bars"] = 120
     assert parse_strategy(doc).risk.max_holding_bars == 120
