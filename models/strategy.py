@@ -446,11 +446,16 @@ class StrategyDefinition(_Doc):
         limit = MAX_DURATION_SECONDS[self.bar_size]
         if lookback > limit:
             problems.append(f"lookback {self.lookback!r} exceeds IB's limit for {self.bar_size.value!r} bars")
-        bars = estimated_bars(self.bar_size, self.lookback, use_rth=self.use_rth)
+        # Lenient for the warm-up (calendar time for intraday bars; daily bars ~252 a year): a document is refused
+        # only when the lookback is clearly too short.
+        bars = lookback // BAR_SECONDS[self.bar_size]
+        if self.bar_size is BarSize.DAY_1:
+            bars = lookback * 252 // (365 * 86_400)
         warmup = max(spec.warmup_bars for spec in self.indicators)
         if bars < warmup:
             problems.append(f"lookback {self.lookback!r} gives ~{bars} bars; the indicators need ~{warmup}")
         holding = self.risk.max_holding_bars
+        bars = estimated_bars(self.bar_size, self.lookback, use_rth=self.use_rth)  # trading time: what IB returns
         if holding is not None and bars <= holding:
             # a live run counts the bars held in the bars it fetched: with fewer, the time exit could never come due
             problems.append(

@@ -43,7 +43,7 @@ def world(db_url: str, tmp_path: Path) -> Iterator[tuple[MemoryBroker, SyncBroke
 
 
 def test_monitor_snapshot_rows_follow_fills_and_marks(world: tuple[MemoryBroker, SyncBroker, Runtime]) -> None:
-    from flows.orders import snapshot_pnl
+    from tasks.order_flows import snapshot_pnl
 
     mb, sync, rt = world
     first = snapshot_pnl.fn(False)  # nothing traded yet

@@ -278,7 +278,7 @@ def test_no_look_ahead(definition: StrategyDefinition, daily: pd.DataFrame, sett
 
 
 def test_exits_are_counted_by_kind_and_marked_on_the_equity_chart(full_run: ReplayResult) -> None:
-    from flows.replay import equity_figure
+    from tasks.replay import equity_figure
 
     counts = full_run.exit_counts()
     assert list(counts) == ["stop", "target", "signal", "time"]
@@ -304,7 +304,7 @@ def test_a_time_exit_closes_at_the_open_after_max_holding_bars(
     """``risk.max_holding_bars`` = 15: no trade is held longer; those that reach it leave at the open of the bar
     after their 15th (entry bar included), counted as time exits and marked on the chart; a replay without the
     rule has none and holds some trades longer."""
-    from flows.replay import equity_figure
+    from tasks.replay import equity_figure
 
     held = 15
     timed = definition.model_copy(update={"risk": definition.risk.model_copy(update={"max_holding_bars": held})})

@@ -120,9 +120,10 @@ def test_find_sample_matches_symbol_tokens() -> None:
 def test_replay_flow_publishes_metrics_trades_and_equity_chart(tmp_path: Path, prefect_api: object) -> None:
     from prefect.artifacts import Artifact
 
-    from flows.replay import CHART_HEIGHT, CHART_WIDTH, replay_flow
+    from flows.replay import replay_flow
     from services.runtime import Runtime, use_runtime
     from services.settings import load_settings
+    from tasks.replay import CHART_HEIGHT, CHART_WIDTH
 
     settings = load_settings({"TRADER_DATA_DIR": str(tmp_path)})
     runtime = Runtime(settings)

@@ -1,0 +1,72 @@
+"""The layering rules the README states, checked on the source: every Prefect task lives in tasks/, services/ and
+models/ know nothing of Prefect, flows/ run no SQL, and each vendor library is imported by its one adapter."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("cli", "deployments", "flows", "tasks", "services", "models", "simulator")
+
+
+def _modules(*packages: str) -> list[Path]:
+    return sorted(p for pkg in packages for p in (ROOT / pkg).rglob("*.py"))
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def _tasks(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for deco in node.decorator_list:
+                target = deco.func if isinstance(deco, ast.Call) else deco
+                if (isinstance(target, ast.Name) and target.id == "task") or (
+                    isinstance(target, ast.Attribute) and target.attr == "task"
+                ):
+                    names.append(node.name)
+    return names
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def test_every_task_lives_in_tasks() -> None:
+    elsewhere = {_rel(p): _tasks(p) for p in _modules(*(pkg for pkg in PACKAGES if pkg != "tasks")) if _tasks(p)}
+    assert elsewhere == {}
+    assert len([t for p in _modules("tasks") for t in _tasks(p)]) >= 10  # the check sees the decorators
+
+
+def test_services_and_models_know_nothing_of_prefect() -> None:
+    assert [_rel(p) for p in _modules("services", "models", "simulator") if "prefect" in _imports(p)] == []
+
+
+def test_flows_run_no_sql() -> None:
+    assert [_rel(p) for p in _modules("flows") if _imports(p) & {"sqlalchemy", "psycopg", "sqlite3"}] == []
+
+
+@pytest.mark.parametrize(
+    ("vendor", "adapters"),
+    [
+        ("ib_async", {"services/broker/ib_adapter.py"}),
+        ("openai", {"services/llm/client.py"}),
+        ("plotly", {"services/charts.py"}),
+        ("kaleido", {"services/charts.py"}),
+        ("great_expectations", {"services/bars/validation.py"}),
+    ],
+)
+def test_each_vendor_is_imported_by_its_adapter_only(vendor: str, adapters: set[str]) -> None:
+    importers = {_rel(p) for p in _modules(*PACKAGES) if vendor in _imports(p)}
+    assert importers == adapters
