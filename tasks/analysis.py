@@ -166,7 +166,7 @@ def analyse(
 def _policy(definition: StrategyDefinition, outcome: AnalysisOutcome) -> str:
     """The strategy's decision policy, with each component's vote when it combined rules and LLM."""
     policy = definition.decision.policy.value
-    return f"{policy}: {', '.join(map(str, outcome.votes))}" if outcome.votes else policy
+    return f"{policy}: {outcome.votes_text}" if outcome.votes_text else policy
 
 
 def _story(outcome: AnalysisOutcome, definition: StrategyDefinition) -> str:

@@ -95,7 +95,7 @@ def decide(
                 "risk/reward": None if signal.risk_reward is None else str(signal.risk_reward),
                 "analyst": signal.analyst.value,
                 "decision policy": definition.decision.policy.value,
-                "votes": "; ".join(map(str, outcome.votes)) if outcome is not None and outcome.votes else None,
+                "votes": outcome.votes_text if outcome is not None else None,
                 "reason": signal.reason,
                 "signal id": signal_id,
             }

@@ -191,6 +191,7 @@ def test_both_agree_rules_buy_llm_hold_gives_hold_with_both_votes(
     assert len(server.requests) == 1 and outcome.analyst is AnalystKind.LLM
     assert signal.action is SignalAction.HOLD
     assert [(v.component, v.action) for v in outcome.votes] == [("rules", "BUY"), ("llm", "HOLD")]
+    assert outcome.votes_text == "rules BUY (confidence 0.80); llm HOLD (confidence 0.60)"  # artifacts show this
     assert "both_agree: rules BUY (confidence 0.80), llm HOLD (confidence 0.60): they disagree -> HOLD" in signal.reason
     assert "uptrend -> BUY (weight 2)" in signal.reason and "Extended after a long run" in signal.reason
     assert signal.confidence == pytest.approx(0.6)  # the lower of the two

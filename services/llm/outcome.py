@@ -76,3 +76,9 @@ class AnalysisOutcome:
     @property
     def ok(self) -> bool:
         return self.analysis is not None
+
+    @property
+    def votes_text(self) -> str | None:
+        """Each component's vote in words (``rules BUY (confidence 0.80); llm BUY (confidence 0.70)``), None when
+        one analyst decided alone."""
+        return "; ".join(map(str, self.votes)) if self.votes else None
