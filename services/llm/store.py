@@ -212,17 +212,13 @@ class DbLlmCallStore:
             rows = llm_calls.usage_since(session, since, strategy_name=strategy_name)
             return [
                 CallUsage(
-                    id=r[0],
-                    created_at=r[1],
-                    model=r[2],
-                    analyst=AnalystKind(r[3]),
-                    strategy_name=r[4],
-                    prompt_tokens=r[5],
-                    completion_tokens=r[6],
-                    cost_usd=Decimal(r[7]),
-                    latency_ms=r[8],
-                    cached=bool(r[9]),
-                    failed=bool(r[10]),
+                    **r
+                    | {
+                        "analyst": AnalystKind(r["analyst"]),
+                        "cost_usd": Decimal(r["cost_usd"]),
+                        "cached": bool(r["cached"]),
+                        "failed": bool(r["failed"]),
+                    }
                 )
                 for r in rows
             ]

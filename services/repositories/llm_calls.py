@@ -113,18 +113,18 @@ USAGE_COLUMNS = (
     LlmCall.cost_usd,
     LlmCall.latency_ms,
     LlmCall.cached,
-    LlmCall.error.is_not(None),
+    LlmCall.error.is_not(None).label("failed"),
 )
 
 
-def usage_since(session: Session, since: dt.datetime, *, strategy_name: str | None = None) -> list[tuple[Any, ...]]:
-    """The cost columns (:data:`USAGE_COLUMNS`, no request or response text) of the calls created at or after
-    ``since``, oldest first, optionally of one strategy only."""
+def usage_since(session: Session, since: dt.datetime, *, strategy_name: str | None = None) -> list[dict[str, Any]]:
+    """The cost columns (:data:`USAGE_COLUMNS`, by name; no request or response text) of the calls created at or
+    after ``since``, oldest first, optionally of one strategy only."""
     since = require_aware(_SOURCE, "since", since)
     query = select(*USAGE_COLUMNS).where(LlmCall.created_at >= since).order_by(LlmCall.created_at, LlmCall.id)
     if strategy_name is not None:
         query = query.where(LlmCall.strategy_name == strategy_name)
-    return [tuple(row) for row in session.execute(query)]
+    return [dict(row) for row in session.execute(query).mappings()]
 
 
 def recent(session: Session, *, limit: int = 50, strategy_name: str | None = None) -> Sequence[LlmCall]:
