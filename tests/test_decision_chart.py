@@ -96,3 +96,45 @@ def test_a_higher_timeframe_pane_keeps_its_own_axis(bars: pd.DataFrame) -> None:
     weekly_axis = f"xaxis{len(panes) + 1}"
     assert "categoryarray" not in layout[weekly_axis]
     assert all(layout[f"xaxis{s}"]["categoryarray"][-1] == "+6" for s in ("", *map(str, range(2, len(panes) + 1))))
+
+
+@pytest.mark.prefect
+@pytest.mark.parametrize("failure", ["render error", "unexpected error"])
+def test_a_decision_chart_that_fails_leaves_the_run_going(
+    bars: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: object, failure: str
+) -> None:
+    """The flow's decision-chart step (tasks.chart.decision_chart) returns None, logged, when the chart cannot be
+    drawn, an expected ChartRenderError or any other exception: the run goes on to its order step; a HOLD draws
+    nothing."""
+    import datetime as dt
+
+    import tasks.chart as chart_tasks
+    from models.enums import AnalystKind, SignalAction
+    from services.charts import ChartRenderError
+    from services.runtime import Runtime, use_runtime
+    from services.settings import load_settings
+    from services.signals import Signal
+    from services.strategies import load_strategy_file
+    from tasks.signal import StoredSignal
+
+    definition = load_strategy_file(
+        Path(__file__).resolve().parents[1] / "examples" / "strategies" / "spy-sma-cross.yaml"
+    )
+    indicators = compute_indicators(bars, SPECS)
+    calls: list[str] = []
+
+    def broken(*args: object, **kwargs: object) -> object:
+        calls.append(failure)
+        raise ChartRenderError("no browser") if failure == "render error" else RuntimeError("boom")
+
+    monkeypatch.setattr(chart_tasks, "render_chart", broken)
+    when = pd.Timestamp(bars["timestamp"].iloc[-1]).to_pydatetime().astimezone(dt.UTC)
+    buy = Signal(SignalAction.BUY, "BUY: test", AnalystKind.OFFLINE, when, 0.8, Decimal("266.86"), Decimal("262.84"),
+                 Decimal("272.89"), Decimal("1.50"))  # fmt: skip
+    hold = Signal(SignalAction.HOLD, "HOLD: test", AnalystKind.OFFLINE, when, 0.5, Decimal("266.86"))
+    with use_runtime(Runtime(load_settings({"TRADER_DATA_DIR": str(tmp_path / "data")}))):
+        assert chart_tasks.decision_chart(definition, indicators, StoredSignal(1, buy), tmp_path) is None
+        assert calls == [failure]  # it was tried
+        assert chart_tasks.decision_chart(definition, indicators, StoredSignal(2, hold), tmp_path) is None
+        assert calls == [failure]  # a HOLD draws nothing
+    assert not (tmp_path / "decision.png").exists()
