@@ -98,6 +98,10 @@ def test_a_directory_keeps_the_history_for_another_process(
 
     other = ValidatedHistory(directory=tmp_path)
     assert validate_bars(grown, bar_size=BarSize.DAY_1, history=other, history_key="qqq").ge_rows == 62  # other key
+    (qqq_path,) = set(tmp_path.glob("*.npz")) - {path}
+    qqq_path.write_bytes(path.read_bytes())  # spy's entry under qqq's name: the key inside it says whose it is
+    fresh = ValidatedHistory(directory=tmp_path)
+    assert validate_bars(grown, bar_size=BarSize.DAY_1, history=fresh, history_key="qqq").ge_rows == 62
 
     path.write_bytes(b"not an npz file")
     assert check(grown, ValidatedHistory(directory=tmp_path)).ge_rows == 62  # unreadable: validated again

@@ -454,6 +454,51 @@ def test_a_halt_keeps_a_lost_stop_to_re_attach_and_the_release_re_attaches_it(
     assert sim.state.positions[(ACCOUNT, SPY_CONID)].quantity == 0
 
 
+def test_a_lost_stop_waits_out_a_broker_outage_without_using_its_attempts(
+    db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the broker session is down the retry flow cannot send the lost stop: it stays created, its attempts
+    unused, however many retries pass; once the session is back it is re-attached."""
+    from services.broker.types import Connectivity
+    from services.orders.monitor import expire_unsent, retry_orders
+
+    key = _bracket(db_url, broker, spy, target="133.50", stop="132.75").key
+    sim.clock.advance(3, symbol="SPY")
+    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.SUBMITTED, 100, 0), ":SL": (S.SUBMITTED, 100, 0)})
+    del sim.state.orders[_at_sim(sim, f"{key}:SL").perm_id]
+    sim.drop_connections()
+    _reconnected(broker)
+    assert sync_orders(db_url, broker, START).lost_children == [f"{key}:SL"]
+    ctx = send_ctx(START + dt.timedelta(minutes=15), dry_run=False)
+    with monkeypatch.context() as m:  # the outage, held (no race with the adapter's reconnect)
+        m.setattr(SyncBroker, "connectivity", property(lambda _self: Connectivity.DISCONNECTED))
+        for _ in range(5):  # more retries than the 3 attempts allowed
+            [waiting] = retry_orders(db_url, broker, lambda _what: spy, 3, ctx)
+            assert (waiting.key, waiting.status, waiting.sent) == (f"{key}:SL", S.CREATED, False)
+            assert expire_unsent(db_url, ctx.now, 3) == []
+    with session_scope(db_url) as s:
+        row = orders_repo.get_by_key(s, f"{key}:SL")
+        assert row is not None and row.submit_attempts == 0 and "not sent" in (row.last_submit_error or "")
+    [sent] = retry_orders(db_url, broker, lambda _what: spy, 3, ctx)
+    assert (sent.key, sent.status, sent.sent) == (f"{key}:SL", S.SUBMITTED, True)
+
+
+def test_a_halt_ends_the_children_of_an_entry_never_sent(
+    db_url: str, broker: SyncBroker, spy: ContractInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a lost child of an entry at the broker is kept by a halt: a bracket whose entry never went out (broker
+    down) ends whole, entry and children."""
+    from services.broker.types import Connectivity
+
+    with monkeypatch.context() as m:
+        m.setattr(SyncBroker, "connectivity", property(lambda _self: Connectivity.DISCONNECTED))
+        key = _bracket(db_url, broker, spy).key
+    assert _rows(db_url, key) == {"": (S.CREATED, 100, 0), ":TP": (S.CREATED, 100, 0), ":SL": (S.CREATED, 100, 0)}
+    halt = kill_switch.engage(db_url, "test halt", changed_by="test", now=START)
+    assert halt.kept == () and sorted(halt.ended) == sorted([key, f"{key}:TP", f"{key}:SL"])
+    assert _rows(db_url, key) == {"": (S.CANCELLED, 100, 0), ":TP": (S.CANCELLED, 100, 0), ":SL": (S.CANCELLED, 100, 0)}
+
+
 def test_a_halt_with_cancel_all_ends_a_lost_stop_to_re_attach_too(
     db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
 ) -> None:

@@ -27,15 +27,30 @@ def _imports(path: Path) -> set[str]:
 
 
 def _tasks(path: Path) -> list[str]:
+    """Functions decorated with Prefect's task (``@task``, ``@prefect.task``, ``@task(...)``, an alias of it), or
+    wrapped by a call of it (``task(fn)``)."""
+    tree = ast.parse(path.read_text(), str(path))
+    aliases = {"task"} | {
+        a.asname
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "prefect"
+        for a in n.names
+        if a.name == "task" and a.asname
+    }
+
+    def is_task(target: ast.expr) -> bool:
+        return (isinstance(target, ast.Name) and target.id in aliases) or (
+            isinstance(target, ast.Attribute) and target.attr == "task"
+        )
+
     names = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             for deco in node.decorator_list:
-                target = deco.func if isinstance(deco, ast.Call) else deco
-                if (isinstance(target, ast.Name) and target.id == "task") or (
-                    isinstance(target, ast.Attribute) and target.attr == "task"
-                ):
+                if is_task(deco.func if isinstance(deco, ast.Call) else deco):
                     names.append(node.name)
+        elif isinstance(node, ast.Call) and is_task(node.func) and node.args:  # task(fn) / task(name=...)(fn)
+            names.append(ast.unparse(node.args[0]))
     return names
 
 

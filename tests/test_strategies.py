@@ -70,11 +70,26 @@ def test_a_time_exit_longer_than_the_lookback_is_refused():
     doc["risk"]["max_holding_bars"] = 130
     with pytest.raises(InputError, match=r"risk\.max_holding_bars 130 needs a lookback of more than 130 bars"):
         parse_strategy(doc)
-    doc["risk"]["max_holding_bars"] = 120
-    assert parse_strategy(doc).risk.max_holding_bars == 120
+    doc["risk"]["max_holding_bars"] = 124  # the boundary: 6 M gives ~124 bars, and the time exit needs more
+    with pytest.raises(InputError, match=r"max_holding_bars 124 needs a lookback of more than 124 bars"):
+        parse_strategy(doc)
+    doc["risk"]["max_holding_bars"] = 123
+    assert parse_strategy(doc).risk.max_holding_bars == 123
     doc["risk"]["max_holding_bars"] = 130
     doc["lookback"] = "1 Y"
     assert parse_strategy(doc).risk.max_holding_bars == 130
+
+
+def test_the_time_exit_check_counts_trading_hours_for_intraday_bars():
+    """Intraday, the bars a lookback gives are those of the trading sessions (RTH), not of calendar time."""
+    doc = example_doc()
+    doc["indicators"] = [{"function": "SMA", "params": {"timeperiod": 5}}]
+    doc.update(bar_size="5 mins", lookback="2 D", use_rth=True)  # ~78 bars, not 576
+    doc["risk"]["max_holding_bars"] = 100
+    with pytest.raises(InputError, match=r"max_holding_bars 100 needs a lookback of more than 100 bars"):
+        parse_strategy(doc)
+    doc["risk"]["max_holding_bars"] = 77
+    assert parse_strategy(doc).risk.max_holding_bars == 77
 
 
 def test_lookback_beyond_ib_limit_for_bar_size():
