@@ -415,6 +415,19 @@ def test_a_stop_the_broker_lost_is_re_attached_by_the_retry_flow_through_the_gat
     assert sim.state.positions[(ACCOUNT, SPY_CONID)].quantity == 0
 
 
+def _filled_with_lost_stop(db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo) -> str:
+    """A bracket whose entry filled (15:10) and whose stop TWS then lost (gone after its restart), found lost by
+    the monitor: the stop is back to ``created``, to be re-attached. Returns the bracket's key."""
+    key = _bracket(db_url, broker, spy, target="133.50", stop="132.75").key
+    sim.clock.advance(3, symbol="SPY")
+    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.SUBMITTED, 100, 0), ":SL": (S.SUBMITTED, 100, 0)})
+    del sim.state.orders[_at_sim(sim, f"{key}:SL").perm_id]
+    sim.drop_connections()
+    _reconnected(broker)
+    assert sync_orders(db_url, broker, START).lost_children == [f"{key}:SL"]
+    return key
+
+
 def test_a_halt_keeps_a_lost_stop_to_re_attach_and_the_release_re_attaches_it(
     db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
 ) -> None:
@@ -423,13 +436,7 @@ def test_a_halt_keeps_a_lost_stop_to_re_attach_and_the_release_re_attaches_it(
     limit, it is re-attached after the release and protects. With --cancel-all it ends with the working orders."""
     from services.orders.monitor import expire_unsent, retry_orders
 
-    key = _bracket(db_url, broker, spy, target="133.50", stop="132.75").key
-    sim.clock.advance(3, symbol="SPY")  # the parent fills on 15:10
-    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.SUBMITTED, 100, 0), ":SL": (S.SUBMITTED, 100, 0)})
-    del sim.state.orders[_at_sim(sim, f"{key}:SL").perm_id]  # TWS lost it (gone after its restart)
-    sim.drop_connections()
-    _reconnected(broker)
-    assert sync_orders(db_url, broker, START).lost_children == [f"{key}:SL"]
+    key = _filled_with_lost_stop(db_url, sim, broker, spy)
     halt = kill_switch.engage(db_url, "test halt", changed_by="test", now=START)
     assert (halt.ended, halt.kept) == ((), (f"{key}:SL",))
     ctx = send_ctx(START + dt.timedelta(minutes=15), dry_run=False)
@@ -462,13 +469,7 @@ def test_a_lost_stop_waits_out_a_broker_outage_without_using_its_attempts(
     from services.broker.types import Connectivity
     from services.orders.monitor import expire_unsent, retry_orders
 
-    key = _bracket(db_url, broker, spy, target="133.50", stop="132.75").key
-    sim.clock.advance(3, symbol="SPY")
-    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.SUBMITTED, 100, 0), ":SL": (S.SUBMITTED, 100, 0)})
-    del sim.state.orders[_at_sim(sim, f"{key}:SL").perm_id]
-    sim.drop_connections()
-    _reconnected(broker)
-    assert sync_orders(db_url, broker, START).lost_children == [f"{key}:SL"]
+    key = _filled_with_lost_stop(db_url, sim, broker, spy)
     ctx = send_ctx(START + dt.timedelta(minutes=15), dry_run=False)
     with monkeypatch.context() as m:  # the outage, held (no race with the adapter's reconnect)
         m.setattr(SyncBroker, "connectivity", property(lambda _self: Connectivity.DISCONNECTED))
@@ -502,13 +503,7 @@ def test_a_halt_ends_the_children_of_an_entry_never_sent(
 def test_a_halt_with_cancel_all_ends_a_lost_stop_to_re_attach_too(
     db_url: str, sim: SimServer, broker: SyncBroker, spy: ContractInfo
 ) -> None:
-    key = _bracket(db_url, broker, spy, target="133.50", stop="132.75").key
-    sim.clock.advance(3, symbol="SPY")
-    _synced(db_url, broker, key, {"": (S.FILLED, 100, 100), ":TP": (S.SUBMITTED, 100, 0), ":SL": (S.SUBMITTED, 100, 0)})
-    del sim.state.orders[_at_sim(sim, f"{key}:SL").perm_id]
-    sim.drop_connections()
-    _reconnected(broker)
-    assert sync_orders(db_url, broker, START).lost_children == [f"{key}:SL"]
+    key = _filled_with_lost_stop(db_url, sim, broker, spy)
     assert kill_switch.engage(db_url, "test halt", changed_by="test", now=START).kept == (f"{key}:SL",)
     cancel_all(db_url, lambda: broker, "halt: test halt")
     assert _rows(db_url, key) == {"": (S.FILLED, 100, 100), ":TP": (S.CANCELLED, 100, 0), ":SL": (S.CANCELLED, 100, 0)}
