@@ -19,19 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from uuid import UUID
 
-import pandas as pd
-from prefect import flow, get_client
+from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
-from models.enums import BarSize, SignalAction
-from models.strategy import BAR_SECONDS, StrategyDefinition
-from services.db import session_scope
+from models.enums import SignalAction
 from services.errors import InputError, SkipError
-from services.runtime import get_runtime
-from services.strategies import find_definition
 from tasks.analysis import analyse
 from tasks.approval import approval_description, settle_approval, wait_for_approval
 from tasks.chart import decision_chart, draw_chart
@@ -40,6 +34,7 @@ from tasks.market_data import fetch_market_data
 from tasks.market_gate import skip_state
 from tasks.orders import OrderStepResult, place_order, place_time_exit
 from tasks.resolve_symbol import resolve_symbol
+from tasks.run_meta import label_run, load_definition, run_dir_for
 from tasks.signal import StoredSignal, decide
 from tasks.timeouts import run_step
 
@@ -59,43 +54,14 @@ class StrategyRunResult:
     order: OrderStepResult | None = None
 
 
-def _load(strategy: str) -> StrategyDefinition | None:
-    with session_scope(get_runtime().database_url) as session:
-        return find_definition(session, strategy)
-
-
-def _label_run(definition: StrategyDefinition, bar_time: str | None = None) -> None:
-    """Name the flow run after strategy, symbol and bar time, and tag it for filtering in the UI."""
-    run_id = flow_run.get_id()
-    if not run_id:
-        return
-    name = f"{definition.name}-{definition.symbol}" + (f"-{bar_time}" if bar_time else "")
-    tags = sorted({*flow_run.get_tags(), f"strategy:{definition.name}", f"symbol:{definition.symbol}"})
-    with get_client(sync_client=True) as client:
-        client.update_flow_run(UUID(run_id), name=name, tags=tags)
-
-
-def _bar_label(definition: StrategyDefinition, bar_time: pd.Timestamp) -> str:
-    daily = BAR_SECONDS[definition.bar_size] >= BAR_SECONDS[BarSize.DAY_1]
-    label: str = bar_time.strftime("%Y%m%d" if daily else "%Y%m%dT%H%MZ")
-    return label
-
-
-def _run_dir(definition: StrategyDefinition) -> Path:
-    run_id = flow_run.get_id() or "local"
-    path = get_runtime().runs_dir() / definition.name / str(run_id)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 @flow(name="strategy-run", flow_run_name="{strategy}", log_prints=False)
 def strategy_run(strategy: str) -> StrategyRunResult:
     """Run one strategy once: resolve, bars, indicators, chart, analysis, signal, and the order for BUY/SELL."""
-    definition = _load(strategy)  # None: the strategy was deleted after this run was scheduled
+    definition = load_definition(strategy)  # None: the strategy was deleted after this run was scheduled
     if (skipped := skip_state(definition)) is not None:  # deleted/inactive, market closed, IB reset: "Skipped"
         return skipped  # type: ignore[return-value]
     assert definition is not None  # skip_state stops a deleted strategy
-    run_dir = _run_dir(definition)
+    run_dir = run_dir_for(definition)
     chart = outcome = data = contract = indicators = None
     failure: str | None = None
     try:
@@ -107,7 +73,7 @@ def strategy_run(strategy: str) -> StrategyRunResult:
     except (SkipError, InputError) as exc:  # a step past its time limit is a SkipError too (tasks/timeouts.py)
         failure = f"{type(exc).__name__}: {exc}"
     finally:  # one API call: name (with the bar time once known) and tags, whatever happened above
-        _label_run(definition, _bar_label(definition, data.last_bar_time) if data is not None else None)
+        label_run(definition, data.last_bar_time if data is not None else None)
     stored: StoredSignal = decide(definition, data, outcome, failure)
     drawn = decision_chart(definition, indicators, stored, run_dir)  # BUY/SELL only; never stops the order
     order = decision = None
