@@ -130,8 +130,9 @@ def _deploy(client: Any, settings: Any, strategies: int) -> Any:
     )
 
 
-def _wait_for_runs(client: Any, strategies: int, timeout: float = 180.0) -> None:
-    """Wait for the scheduler's first pass: every strategy deployment has its next run."""
+def _wait_for_runs(client: Any, strategies: int, timeout: float = 600.0) -> None:
+    """Wait for the scheduler's first passes: every strategy deployment has its next run (200 deployments once took
+    over 180 s on this box)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
