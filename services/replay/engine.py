@@ -461,16 +461,20 @@ def _commission(quantity: Decimal, fill_price: Decimal) -> Decimal:
 _MARGIN: Final = 0.001  # far more than the 0.00005 a 4-place rounding can move a price
 
 
+def _touch_levels(book: _Book) -> tuple[list[float], list[float]]:
+    """The position's stop and target as float levels with :data:`_MARGIN`: ``(below, above)``, a bar may touch one
+    when its low is at or below a ``below`` level or its high at or above an ``above`` one (a long's stop and a
+    short's target are below; the others above)."""
+    long = book.position > 0
+    below = [float(x) + _MARGIN for x, hit in ((book.stop, long), (book.target, not long)) if x is not None and hit]
+    above = [float(x) - _MARGIN for x, hit in ((book.stop, not long), (book.target, long)) if x is not None and hit]
+    return below, above
+
+
 def _may_touch(book: _Book, high: float, low: float) -> bool:
     """A cheap float pre-check: False only when the bar is clearly away from the stop and the target."""
-    long = book.position > 0
-    for level, touched in ((book.stop, long), (book.target, not long)):
-        if level is None:
-            continue
-        f = float(level)
-        if (low <= f + _MARGIN) if touched else (high >= f - _MARGIN):
-            return True
-    return False
+    below, above = _touch_levels(book)
+    return any(low <= level for level in below) or any(high >= level for level in above)
 
 
 def _work_pending(
@@ -708,11 +712,9 @@ def _decide_later(decider: _Decider, history: _History, j: int) -> Decision:
     return decision
 
 
-def _first_touch(j: int, n: int, highs: np.ndarray[Any, Any], lows: np.ndarray[Any, Any], book: _Book, end: int) -> int:
+def _first_touch(j: int, highs: np.ndarray[Any, Any], lows: np.ndarray[Any, Any], book: _Book, end: int) -> int:
     """The first bar from ``j`` (before ``end``) that :func:`_may_touch` the position's stop or target, else ``end``."""
-    long = book.position > 0
-    below = [float(x) + _MARGIN for x, hit in ((book.stop, long), (book.target, not long)) if x is not None and hit]
-    above = [float(x) - _MARGIN for x, hit in ((book.stop, not long), (book.target, long)) if x is not None and hit]
+    below, above = _touch_levels(book)
     step = 64
     while j < end:
         k = min(end, j + step)
@@ -962,6 +964,13 @@ def replay(
     eager: dict[int, Decision] = {}
     history = _History(first - 1, book)
 
+    def time_exit_from() -> int | None:
+        """The first bar at which the position's time exit may be due (a bar early: ``plan_time_exit`` decides
+        there), None without a position or a time rule."""
+        if risk.max_holding_bars is None or not book.position or book.entry_time is None:
+            return None
+        return bisect_left(py_times, book.entry_time) + risk.max_holding_bars - 2
+
     def next_event(j: int) -> int:
         """The first bar from ``j`` on that can change something (no order is pending): a touch of the position's
         stop or target, a decision that can place an order, a time exit coming due."""
@@ -970,13 +979,13 @@ def replay(
         if pos and (book.stop is not None or book.target is not None):
             if book.trail is not None:
                 return j  # a trailing stop moves on every bar
-            best = _first_touch(j, n, highs, lows, book, best)
+            best = _first_touch(j, highs, lows, book, best)
         arr = wake[1 if pos > 0 else -1 if pos < 0 else 0]
         i = int(np.searchsorted(arr, j))
         if i < arr.size:
             best = min(best, int(arr[i]))
-        if risk.max_holding_bars is not None and pos and book.entry_time is not None:
-            due = bisect_left(py_times, book.entry_time) + risk.max_holding_bars - 2  # a bar early: the rule decides
+        due = time_exit_from()
+        if due is not None:
             i = int(np.searchsorted(points, max(j, due)))
             if i < points.size:
                 best = min(best, int(points[i]))
@@ -1031,12 +1040,7 @@ def replay(
             if point_list[j]:
                 pos = book.position
                 vote = vote_list[j]
-                due = (
-                    risk.max_holding_bars is not None
-                    and pos != 0
-                    and book.entry_time is not None
-                    and j >= bisect_left(py_times, book.entry_time) + risk.max_holding_bars - 2  # the rule decides
-                )
+                due = (from_bar := time_exit_from()) is not None and j >= from_bar
                 if every or due or (vote and order_possible(vote > 0, pos, allow_short=risk.allow_short)):
                     decision, plan, reason = decider.decide(j, book.cash, pos, book.entry_time)
                     eager[j] = decision
