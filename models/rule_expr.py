@@ -42,8 +42,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
-import numpy as np
-
 __all__ = ["PREVIOUS_PREFIX", "Condition", "RuleSyntaxError", "parse_condition"]
 
 MAX_LENGTH: Final = 500
@@ -388,7 +386,8 @@ class Condition:
     (``crosses_above`` / ``crosses_below``), and its compiled evaluator.
 
     The compiled closures are written with operators that work on floats and on numpy arrays alike, so the one
-    evaluator serves a live run (:meth:`evaluate`, one bar) and a replay (:meth:`evaluate_many`, every bar).
+    evaluator serves a live run (:meth:`evaluate`, one bar) and a replay (:meth:`outcome` over arrays, every bar:
+    :meth:`services.rules.RuleSet.directions`).
     """
 
     source: str
@@ -404,17 +403,6 @@ class Condition:
     def outcome(self, values: Values) -> tuple[Any, Any]:
         """``(held, bad)`` as compiled (``bad``: the rule does not apply): scalars for one bar, arrays for many."""
         return self._fn(values)
-
-    def evaluate_many(self, values: Mapping[str, Any], size: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-        """The condition on ``size`` bars at once (name -> float array, NaN: no value): ``(held, applies)``,
-        boolean arrays; ``held`` is meaningful where ``applies``. Bar ``i`` gives what :meth:`evaluate` gives on
-        the values of row ``i`` (None there is ``applies`` False)."""
-        with np.errstate(all="ignore"):
-            held, bad = self._fn(values)
-        shape = (size,)
-        return np.broadcast_to(np.asarray(held, dtype=bool), shape), np.broadcast_to(
-            ~np.asarray(bad, dtype=bool), shape
-        )
 
 
 @lru_cache(maxsize=4096)

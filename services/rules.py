@@ -132,12 +132,12 @@ class RuleSet:
     def directions(self, values: Mapping[str, Any], size: int, *, threshold: float) -> np.ndarray[Any, Any]:
         """The vote's direction on ``size`` bars at once (name -> float array, NaN: no value): +1 BUY, -1 SELL,
         0 HOLD (no applicable rule included), as :meth:`vote` decides on each bar's values (same arithmetic)."""
-        outcomes = [[m.rule.condition.evaluate_many(values, size) for m in members] for _, members, _ in self._groups]
-        flipped = [[(held, ~applies) for held, applies in results] for results in outcomes]
-        _, total, points = self._tally(flipped)
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"):  # NaN compares and divisions by zero are the "bad" masks, not warnings
+            outcomes = [[m.outcome(values) for m in members] for _, members, _ in self._groups]
+            _, total, points = self._tally(outcomes)
             score = np.clip(points / np.where(total > 0, total, 1.0), -1.0, 1.0)
-        return np.where(np.asarray(total) > 0, vote_direction(score, threshold), 0).astype(np.int8)
+        direction = np.where(np.asarray(total) > 0, vote_direction(score, threshold), 0)
+        return np.broadcast_to(direction, (size,)).astype(np.int8)  # rules of constants alone: one value for all
 
     def _tally(self, outcomes: list[list[tuple[Any, Any]]]) -> tuple[list[tuple[Any, Any]], Any, Any]:
         """Per group ``(weight, net)`` and the sums ``total`` and ``points`` from each member's ``(held, bad)``:
