@@ -748,7 +748,7 @@ def _rule_votes(
     prev_idx = np.concatenate(([-1], last_good_upto[:-1])) if n else np.empty(0, dtype=np.int64)
     has_prev = prev_idx >= 0
     safe = np.where(has_prev, prev_idx, 0)
-    for name in [*values, "close"]:
+    for name in list(values):  # the indicator columns and close (raw: _snapshot's previous close is not rounded)
         source = raw if name == "close" else values[name]
         values[PREVIOUS_PREFIX + name] = np.where(has_prev, source[safe], np.nan)
     decision = definition.decision
